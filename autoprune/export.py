@@ -1,0 +1,185 @@
+"""Save a pruned model so it can be used without autoprune's search, and check that it reloads exactly.
+
+A saved directory holds:
+
+* ``policy.json``: the policy that produced the model;
+* ``weights.pt``: the pruned state_dict, plain tensors only, loadable with ``torch.load(..., weights_only=True)``;
+  :func:`load_pruned` rebuilds the pruned shapes on a fresh copy of the base model and loads it;
+* ``model.ts``: a standalone TorchScript file (``torch.jit.load`` needs neither autoprune nor the model's code);
+* ``model.onnx``: a standalone ONNX file, when ``onnx`` and ``onnxruntime`` are installed (dynamic batch axis).
+
+Every file is reloaded and run on the example inputs right after it is written; an output that differs
+from the in-memory model by more than ``atol`` (1e-4) raises :class:`~autoprune.errors.ExportError`.
+
+Example:
+    >>> import tempfile, torch, torch.nn as nn
+    >>> from autoprune import Policy
+    >>> from autoprune.export import save_pruned, load_pruned
+    >>> model = nn.Sequential(nn.Linear(4, 3))
+    >>> with tempfile.TemporaryDirectory() as d:
+    ...     files = save_pruned(model, Policy(), d, example_inputs=torch.randn(2, 4), formats=("torchscript",))
+    ...     sorted(p.name for p in files.values())
+    ['model.ts', 'policy.json', 'weights.pt']
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib.util
+import warnings
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+from torch import nn
+
+from autoprune.errors import ExportError, ModelLoadError
+from autoprune.layers import as_input_tuple
+from autoprune.policy import Policy
+
+WEIGHTS, POLICY, TORCHSCRIPT, ONNX = "weights.pt", "policy.json", "model.ts", "model.onnx"
+
+
+def onnx_available() -> bool:
+    return importlib.util.find_spec("onnx") is not None and importlib.util.find_spec("onnxruntime") is not None
+
+
+def default_formats() -> tuple[str, ...]:
+    return ("torchscript", "onnx") if onnx_available() else ("torchscript",)
+
+
+def _outputs(model: Any, args: tuple) -> torch.Tensor:
+    with torch.no_grad():
+        out = model(*args)
+    if isinstance(out, (tuple, list)):
+        out = out[0]
+    return out.detach().float().cpu()
+
+
+def _check_parity(kind: str, expected: torch.Tensor, got: torch.Tensor, atol: float) -> None:
+    if expected.shape != got.shape:
+        raise ExportError(f"{kind} export gives outputs of shape {tuple(got.shape)}, expected {tuple(expected.shape)}")
+    diff = float((expected - got).abs().max()) if expected.numel() else 0.0
+    if not diff <= atol:
+        raise ExportError(f"{kind} export differs from the model in memory by {diff:.3g} (> {atol})")
+
+
+def _resize_module(module: nn.Module, state: dict[str, torch.Tensor], prefix: str) -> None:
+    """Give ``module``'s own parameters and buffers the shapes found in ``state``, and fix its size attributes."""
+    old_out = getattr(module, "out_channels", None)
+    for key, tensor in list(module.named_parameters(recurse=False)) + list(module.named_buffers(recurse=False)):
+        saved = state.get(prefix + key)
+        if saved is None or tensor is None or saved.shape == tensor.shape:
+            continue
+        if saved.dim() != tensor.dim() or any(a > b for a, b in zip(saved.shape, tensor.shape)):
+            raise ModelLoadError(
+                f"the saved weights do not fit this model: {prefix + key} is {tuple(saved.shape)} in the file but "
+                f"{tuple(tensor.shape)} in the model, and pruning only ever removes channels"
+            )
+        new = torch.empty(saved.shape, dtype=tensor.dtype, device=tensor.device)
+        if isinstance(tensor, nn.Parameter):
+            setattr(module, key, nn.Parameter(new, requires_grad=tensor.requires_grad))
+        else:
+            setattr(module, key, new)
+    if isinstance(module, nn.modules.conv._ConvNd):
+        out = module.weight.shape[0]
+        if module.groups > 1 and old_out:
+            module.groups = max(1, out // max(1, old_out // module.groups))
+        module.out_channels, module.in_channels = out, module.weight.shape[1] * module.groups
+    elif isinstance(module, nn.Linear):
+        module.out_features, module.in_features = module.weight.shape
+    elif isinstance(module, nn.modules.batchnorm._NormBase):
+        module.num_features = module.running_mean.shape[0] if module.running_mean is not None else module.weight.shape[0]
+    elif isinstance(module, nn.LayerNorm) and module.weight is not None:
+        module.normalized_shape = tuple(module.weight.shape)
+    elif isinstance(module, nn.GroupNorm) and module.weight is not None:
+        module.num_channels = module.weight.shape[0]
+    elif isinstance(module, nn.MultiheadAttention) and module.in_proj_weight is not None:
+        dim = module.in_proj_weight.shape[1]
+        module.embed_dim = module.kdim = module.vdim = dim
+        module.head_dim = dim // module.num_heads
+
+
+def load_weights_into(base_model: nn.Module, state: dict[str, torch.Tensor]) -> nn.Module:
+    """A copy of ``base_model`` reshaped to the (pruned) ``state`` and loaded with it."""
+    model = copy.deepcopy(base_model)
+    for name, module in model.named_modules():
+        _resize_module(module, state, f"{name}." if name else "")
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise ModelLoadError(f"the saved weights do not fit this model: {exc}") from None
+    return model
+
+
+def load_pruned(directory: str | Path, base_model: nn.Module) -> nn.Module:
+    """Rebuild a pruned model saved by :func:`save_pruned` on a fresh copy of the unpruned ``base_model``."""
+    path = Path(directory) / WEIGHTS
+    if not path.is_file():
+        raise ModelLoadError(f"no {WEIGHTS} in {directory}: not a directory written by autoprune's save_pruned")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    return load_weights_into(base_model, state).eval()
+
+
+def save_pruned(
+    model: nn.Module,
+    policy: Policy,
+    directory: str | Path,
+    *,
+    example_inputs: Any,
+    formats: Sequence[str] | None = None,
+    base_model: nn.Module | None = None,
+    atol: float = 1e-4,
+) -> dict[str, Path]:
+    """Write policy, weights and standalone files for ``model``; check each reloads with the same outputs.
+
+    Args:
+        base_model: the unpruned model; when given, the weights are also checked through :func:`load_pruned`.
+        formats: any of ``"torchscript"`` and ``"onnx"``; by default both when ONNX is installed.
+
+    Returns:
+        kind -> path of each file written (``policy``, ``weights``, ``torchscript``, ``onnx``).
+    """
+    formats = tuple(default_formats() if formats is None else formats)
+    unknown = set(formats) - {"torchscript", "onnx"}
+    if unknown:
+        raise ExportError(f"unknown export format(s) {sorted(unknown)}; choose from 'torchscript', 'onnx'")
+    if "onnx" in formats and not onnx_available():
+        raise ExportError("ONNX export needs the onnx and onnxruntime packages: pip install 'autoprune[onnx]'")
+    out = Path(directory)
+    out.mkdir(parents=True, exist_ok=True)
+    model = copy.deepcopy(model).cpu().float().eval()
+    args = tuple(a.cpu() if isinstance(a, torch.Tensor) else a for a in as_input_tuple(example_inputs))
+    expected = _outputs(model, args)
+    files = {"policy": out / POLICY, "weights": out / WEIGHTS}
+    policy.to_json(files["policy"])
+    torch.save({k: v.detach().clone() for k, v in model.state_dict().items()}, files["weights"])
+    if base_model is not None:
+        _check_parity("weights", expected, _outputs(load_pruned(out, base_model), args), atol)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if "torchscript" in formats:
+            files["torchscript"] = out / TORCHSCRIPT
+            torch.jit.trace(model, args, check_trace=False).save(str(files["torchscript"]))
+            _check_parity("TorchScript", expected, _outputs(torch.jit.load(str(files["torchscript"])), args), atol)
+        if "onnx" in formats:
+            files["onnx"] = out / ONNX
+            _export_onnx(model, args, files["onnx"])
+            _check_parity("ONNX", expected, _run_onnx(files["onnx"], args), atol)
+    return files
+
+
+def _export_onnx(model: nn.Module, args: tuple, path: Path) -> None:
+    names = [f"input{i}" for i in range(len(args))]
+    torch.onnx.export(
+        model, args, str(path), dynamo=False, input_names=names, output_names=["output"],
+        dynamic_axes={**{n: {0: "batch"} for n in names}, "output": {0: "batch"}},
+    )
+
+
+def _run_onnx(path: Path, args: tuple) -> torch.Tensor:
+    import onnxruntime  # optional dependency, checked by onnx_available()
+
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    feeds = {inp.name: a.numpy() for inp, a in zip(session.get_inputs(), args)}
+    return torch.from_numpy(session.run(None, feeds)[0]).float()

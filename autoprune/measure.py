@@ -1,0 +1,199 @@
+"""``measure()``: what a (pruned) model costs, measured honestly, under a fixed hardware profile.
+
+Size figures:
+
+* ``size_mb``: bytes of ``torch.save(state_dict)`` with floating tensors cast to the profile's dtype,
+  in MB (10**6 bytes): what a dense checkpoint really occupies, serialisation overhead included.
+* ``size_mb_sparse``: bytes if zeros were stored compactly with the **bitmask** encoding: one bit per
+  element of each floating tensor plus the nonzero values at the dtype's width; other tensors dense.
+  Unstructured pruning lowers this figure but *not* ``size_mb`` nor the latency of a dense runtime;
+  structured pruning lowers all of them.
+
+Latency: the model runs ``warmup`` timed-sample's worth of forwards first; then ``repeats`` samples are
+timed, each running enough forwards to last at least ``min_sample_ms`` (calibrated during warm-up), so
+tiny models are not timed at the clock's resolution. ``latency_ms`` is the median per-forward time of
+the samples, ``latency_p90_ms`` their 90th percentile, and ``latency_cv`` their *robust* coefficient of
+variation, ``1.4826 * MAD / median`` (equal to std/mean for normal noise, but not blown up by the odd
+sample a shared virtual machine delays). The defaults (1 thread, 10 warm-up and 21 timed samples of at
+least 10 ms, about 0.35 s per call) were chosen on an idle 2-core machine; benchmarks/measure_stability.py
+prints the CV they give for every model of :mod:`autoprune.zoo`.
+
+Example:
+    >>> import torch, torch.nn as nn
+    >>> from autoprune.measure import measure, HardwareProfile
+    >>> m = measure(nn.Linear(16, 4), torch.randn(1, 16), HardwareProfile(repeats=5, min_sample_ms=1))
+    >>> m.params
+    68
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+import math
+import statistics
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from autoprune.errors import ProfileError
+from autoprune.layers import as_input_tuple, run_model
+from autoprune.methods.structured import count_macs_and_params
+
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+@dataclass(frozen=True)
+class HardwareProfile:
+    """What "latency" means: where, how many threads, which batch size and dtype, how long to time.
+
+    Args:
+        device: ``"cpu"`` or ``"cuda"`` (``"cuda:N"``); CUDA timings synchronise around each sample.
+        threads: intra-op CPU threads while timing (1 is the most repeatable on a shared machine).
+        batch_size: inputs per forward; the first example input is repeated to this size.
+        dtype: ``float32``, ``bfloat16`` or ``float16`` (weights and floating inputs are cast).
+        warmup: untimed samples before timing.
+        repeats: timed samples.
+        min_sample_ms: a sample runs enough forwards to last at least this long.
+    """
+
+    device: str = "cpu"
+    threads: int = 1
+    batch_size: int = 1
+    dtype: str = "float32"
+    warmup: int = 10
+    repeats: int = 21
+    min_sample_ms: float = 10.0
+
+    def __post_init__(self) -> None:
+        if self.dtype not in _DTYPES:
+            raise ProfileError(f"profile dtype must be one of {sorted(_DTYPES)}, got {self.dtype!r}")
+        if not (self.device == "cpu" or self.device.startswith("cuda")):
+            raise ProfileError(f"profile device must be 'cpu' or 'cuda[:N]', got {self.device!r}")
+        for name in ("threads", "batch_size", "repeats"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise ProfileError(f"profile {name} must be an integer >= 1, got {getattr(self, name)!r}")
+        if not isinstance(self.warmup, int) or self.warmup < 0:
+            raise ProfileError(f"profile warmup must be an integer >= 0, got {self.warmup!r}")
+        if not (self.min_sample_ms >= 0):
+            raise ProfileError(f"profile min_sample_ms must be >= 0, got {self.min_sample_ms!r}")
+
+    def check_available(self) -> None:
+        if self.device.startswith("cuda") and not torch.cuda.is_available():
+            raise ProfileError(f"profile device {self.device!r} asked for, but CUDA is not available here; use 'cpu'")
+        if self.dtype == "float16" and self.device == "cpu":
+            raise ProfileError("float16 timing is only meaningful on CUDA; use float32 or bfloat16 on the CPU")
+
+
+@dataclass(frozen=True)
+class Metrics:
+    """Everything :func:`measure` reports about one model."""
+
+    params: int
+    nonzero_params: int
+    macs: int
+    size_mb: float
+    size_mb_sparse: float
+    latency_ms: float
+    latency_p90_ms: float
+    latency_cv: float
+    sparse_encoding: str = "bitmask"
+    profile: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def batch_inputs(example_inputs: Any, batch_size: int) -> tuple:
+    """The first sample of each input tensor, repeated to ``batch_size`` along dim 0."""
+    out = []
+    for arg in as_input_tuple(example_inputs):
+        if isinstance(arg, torch.Tensor) and arg.dim() > 0:
+            arg = arg[:1].expand(batch_size, *arg.shape[1:]).contiguous()
+        out.append(arg)
+    return tuple(out)
+
+
+def state_dict_bytes(model: nn.Module, dtype: torch.dtype = torch.float32) -> tuple[int, int]:
+    """(dense bytes as saved, bitmask-sparse bytes) of the model's state_dict at ``dtype``."""
+    state = {k: (v.detach().to(dtype) if v.is_floating_point() else v.detach()) for k, v in model.state_dict().items()}
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    sparse = 0
+    for tensor in state.values():
+        if tensor.is_floating_point():
+            sparse += math.ceil(tensor.numel() / 8) + int(torch.count_nonzero(tensor)) * tensor.element_size()
+        else:
+            sparse += tensor.numel() * tensor.element_size()
+    return buffer.getbuffer().nbytes, sparse
+
+
+def time_forward(model: nn.Module, inputs: tuple, profile: HardwareProfile) -> list[float]:
+    """Per-forward milliseconds of each timed sample (see the module docstring)."""
+    cuda = profile.device.startswith("cuda")
+
+    def sync() -> None:
+        if cuda:
+            torch.cuda.synchronize()
+
+    def sample(n: int) -> float:
+        sync()
+        start = time.perf_counter()
+        for _ in range(n):
+            model(*inputs)
+        sync()
+        return (time.perf_counter() - start) * 1000.0
+
+    inner = 1
+    with torch.inference_mode():
+        for _ in range(max(1, profile.warmup)):
+            elapsed = sample(inner)
+            if elapsed < profile.min_sample_ms:
+                inner = max(inner, math.ceil(inner * profile.min_sample_ms / max(elapsed, 1e-3)))
+        return [sample(inner) / inner for _ in range(profile.repeats)]
+
+
+def measure(model: nn.Module, example_inputs: Any, profile: HardwareProfile | None = None) -> Metrics:
+    """Measure parameters, MACs (one sample; counted by Torch-Pruning, a bias add is one MAC), checkpoint
+    sizes and latency of ``model``.
+
+    The model is copied before it is moved or cast: the caller's model is untouched.
+    """
+    profile = profile or HardwareProfile()
+    profile.check_available()
+    run_model(model, example_inputs)
+    dtype = _DTYPES[profile.dtype]
+    params = sum(p.numel() for p in model.parameters())
+    nonzero = sum(int(torch.count_nonzero(p)) for p in model.parameters())
+    macs, _ = count_macs_and_params(model, batch_inputs(example_inputs, 1))
+    dense_bytes, sparse_bytes = state_dict_bytes(model, dtype)
+
+    timed = copy.deepcopy(model).to(device=profile.device, dtype=dtype).eval()
+    inputs = tuple(
+        a.to(device=profile.device, dtype=dtype if a.is_floating_point() else a.dtype) if isinstance(a, torch.Tensor) else a
+        for a in batch_inputs(example_inputs, profile.batch_size)
+    )
+    previous_threads = torch.get_num_threads()
+    torch.set_num_threads(profile.threads)
+    try:
+        samples = time_forward(timed, inputs, profile)
+    finally:
+        torch.set_num_threads(previous_threads)
+    median = statistics.median(samples)
+    mad = statistics.median(abs(s - median) for s in samples)
+    cv = 1.4826 * mad / median if median > 0 else 0.0
+    p90 = sorted(samples)[min(len(samples) - 1, math.ceil(0.9 * len(samples)) - 1)]
+    return Metrics(
+        params=params,
+        nonzero_params=nonzero,
+        macs=macs,
+        size_mb=dense_bytes / 1e6,
+        size_mb_sparse=sparse_bytes / 1e6,
+        latency_ms=median,
+        latency_p90_ms=p90,
+        latency_cv=cv,
+        profile=asdict(profile),
+    )

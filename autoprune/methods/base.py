@@ -1,0 +1,100 @@
+"""The pruning-method contract and the name -> method registry.
+
+Two kinds of method, declared by the class attribute ``STRUCTURED``:
+
+* unstructured methods implement the pure :meth:`UnstructuredMethod.compute_mask` (which weights to
+  zero); the engine applies the mask and makes it permanent;
+* structured methods implement the pure :meth:`StructuredMethod.channel_scores` (how important each
+  output channel is); the engine sums the scores over every layer coupled to that channel and removes
+  the least important channels from all of them at once.
+
+Users add their own methods with :func:`register_method`; a registered name can then be used in a
+policy or a search space like the built-in ones.
+
+Example:
+    >>> import torch
+    >>> from autoprune.methods import StructuredMethod, register_method, get_method
+    >>> class MaxAbs(StructuredMethod):
+    ...     name = "maxabs_structured"
+    ...     def channel_scores(self, weight, grad):
+    ...         return weight.abs().amax(dim=1)
+    >>> _ = register_method(MaxAbs(), overwrite=True)
+    >>> get_method("maxabs_structured").STRUCTURED
+    True
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import ClassVar
+
+import torch
+
+from autoprune.errors import AutopruneInputError, UnknownMethodError
+
+
+class PruningMethod(ABC):
+    """Base of every pruning method. ``name`` is the key used in policies and search spaces."""
+
+    name: ClassVar[str]
+    STRUCTURED: ClassVar[bool]
+    #: True when the method needs gradients from calibration batches (e.g. Taylor importance).
+    NEEDS_GRADIENTS: ClassVar[bool] = False
+
+
+class UnstructuredMethod(PruningMethod):
+    """Zeroes individual weights. Masks are made permanent: no ``weight_orig``, buffer or hook remains."""
+
+    STRUCTURED = False
+
+    @abstractmethod
+    def compute_mask(self, weight: torch.Tensor, sparsity: float, *, generator: torch.Generator) -> torch.Tensor:
+        """Return a bool tensor shaped like ``weight``: True keeps a weight, False zeroes it.
+
+        Exactly ``round(sparsity * weight.numel())`` entries must be False.
+        """
+
+
+class StructuredMethod(PruningMethod):
+    """Removes whole output channels (neurons), so the model gets physically smaller and faster."""
+
+    STRUCTURED = True
+
+    @abstractmethod
+    def channel_scores(self, weight: torch.Tensor, grad: torch.Tensor | None) -> torch.Tensor:
+        """Score each row of ``weight`` (shape ``[channels, fan]``); low scores are removed first.
+
+        ``grad`` is the matching rows of the accumulated gradient when ``NEEDS_GRADIENTS`` is True,
+        else None. Must return a 1-D float tensor of length ``channels``.
+        """
+
+
+_REGISTRY: dict[str, PruningMethod] = {}
+
+
+def register_method(method: PruningMethod, *, overwrite: bool = False) -> PruningMethod:
+    """Add ``method`` to the registry under ``method.name`` and return it."""
+    if not isinstance(method, (UnstructuredMethod, StructuredMethod)):
+        raise AutopruneInputError(
+            f"a pruning method must be an UnstructuredMethod or StructuredMethod instance, got {type(method).__name__}"
+        )
+    name = getattr(method, "name", None)
+    if not isinstance(name, str) or not name:
+        raise AutopruneInputError(f"{type(method).__name__} must set a non-empty class attribute `name`")
+    if name in _REGISTRY and not overwrite:
+        raise AutopruneInputError(f"a pruning method named {name!r} is already registered; pass overwrite=True")
+    _REGISTRY[name] = method
+    return method
+
+
+def get_method(name: str) -> PruningMethod:
+    """The registered method called ``name``; :class:`UnknownMethodError` lists the known names otherwise."""
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise UnknownMethodError(f"unknown pruning method {name!r}; known methods: {available_methods()}") from None
+
+
+def available_methods(*, structured: bool | None = None) -> list[str]:
+    """Sorted names of the registered methods, optionally only the structured or unstructured ones."""
+    return sorted(n for n, m in _REGISTRY.items() if structured is None or m.STRUCTURED == structured)

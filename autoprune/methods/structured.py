@@ -1,0 +1,172 @@
+"""Structured pruning through Torch-Pruning's dependency graph: the only module that imports torch_pruning.
+
+Torch-Pruning traces the model once and groups every layer whose channels are coupled (a residual add,
+BatchNorm, a depthwise convolution, a concatenation, a flatten into Linear, a LayerNorm): removing
+channel *i* of a group removes it from every member, so the model stays consistent.
+
+How a policy maps onto groups (documented in the README too):
+
+* a group is pruned when at least one of its Conv/Linear members is named in the policy with a
+  structured method and a sparsity above 0;
+* its sparsity is the **mean** of the sparsities requested for those members, and its method is that
+  of the first such member in the model's definition order;
+* a channel's importance is the sum, over the group's Conv/Linear members, of the method's
+  ``channel_scores`` for the weight rows (output channels) and weight columns (input channels) that
+  the channel touches;
+* the output layer's outputs are never removed: groups that contain them are left alone;
+* with ``round_to=N`` the number of channels kept is rounded to the nearest multiple of N (at least N;
+  a group with fewer than N channels is left alone). Groups containing multi-head attention keep a
+  multiple of the head count as well.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable, Mapping
+
+import torch
+import torch_pruning as tp
+from torch import nn
+
+from autoprune.layers import PRUNABLE_TYPES, as_input_tuple
+from autoprune.methods.base import StructuredMethod
+
+_OUT_HANDLERS = {tp.prune_conv_out_channels, tp.prune_linear_out_channels}
+_IN_HANDLERS = {tp.prune_conv_in_channels, tp.prune_linear_in_channels}
+
+
+@dataclass(frozen=True)
+class GroupResult:
+    """What happened to one coupled group: its Conv/Linear members, channels before and after."""
+
+    members: tuple[str, ...]
+    channels_before: int
+    channels_after: int
+    method: str
+    requested_sparsity: float
+
+
+def _kept_channels(n: int, sparsity: float, multiple: int) -> int:
+    keep = n - int(round(sparsity * n))
+    if multiple > 1:
+        if n < multiple:
+            return n
+        keep = max(multiple, int(round(keep / multiple)) * multiple)
+        keep = min(keep, (n // multiple) * multiple)
+    return max(1, keep)
+
+
+def _rows(weight: torch.Tensor, idxs: list[int], out_dim: bool) -> torch.Tensor:
+    """Rows of ``weight`` for channel indices ``idxs``: output rows, or input columns transposed."""
+    w = weight if out_dim else weight.transpose(0, 1)
+    return w[idxs].flatten(1)
+
+
+def _group_scores(group: Any, method: StructuredMethod) -> torch.Tensor:
+    """Sum the method's channel scores over every Conv/Linear member of a Torch-Pruning group."""
+    n = len(group[0].idxs)
+    total = torch.zeros(n, dtype=torch.float32)
+    for item in group:
+        dep, idxs, root_idxs = item.dep, item.idxs, getattr(item, "root_idxs", None)
+        layer = dep.target.module
+        if not isinstance(layer, PRUNABLE_TYPES) or root_idxs is None or any(r is None for r in root_idxs):
+            continue
+        out_dim = dep.handler in _OUT_HANDLERS
+        if not out_dim and (dep.handler not in _IN_HANDLERS or getattr(layer, "groups", 1) > 1):
+            continue
+        weight = layer.weight.detach()
+        grad = layer.weight.grad
+        w_rows = _rows(weight, idxs, out_dim)
+        g_rows = _rows(grad.detach(), idxs, out_dim) if (grad is not None and method.NEEDS_GRADIENTS) else None
+        scores = method.channel_scores(w_rows, g_rows).detach().float().cpu()
+        total.scatter_add_(0, torch.tensor(root_idxs, dtype=torch.long), scores)
+    return total
+
+
+def _group_multiple(group: Any, round_to: int | None) -> int | None:
+    """The multiple the kept channel count must respect, or None if the group cannot be pruned safely."""
+    multiple = round_to or 1
+    for item in group:
+        module = item.dep.target.module
+        if isinstance(module, nn.MultiheadAttention):
+            multiple = math.lcm(multiple, module.num_heads)
+        groups = getattr(module, "groups", 1)
+        if isinstance(module, nn.modules.conv._ConvNd) and 1 < groups < module.in_channels:
+            return None  # grouped (not depthwise) convolutions: channel groups must shrink evenly; left alone
+    return multiple
+
+
+def accumulate_gradients(
+    model: nn.Module, batches: Iterable[Any], loss_fn: Callable[[Any, Any], torch.Tensor], *, max_batches: int
+) -> int:
+    """Accumulate ``loss_fn(model(x), y)`` gradients over up to ``max_batches`` (x, y) batches; return the count."""
+    model.zero_grad(set_to_none=True)
+    was_training = model.training
+    model.eval()  # keep BatchNorm statistics and dropout untouched by calibration
+    count = 0
+    try:
+        for batch in batches:
+            if count >= max_batches:
+                break
+            x, y = batch[0], batch[1]
+            loss = loss_fn(model(*as_input_tuple(x)), y)
+            loss.backward()
+            count += 1
+    finally:
+        model.train(was_training)
+    return count
+
+
+def apply_structured(
+    model: nn.Module,
+    example_inputs: Any,
+    assignments: Mapping[str, tuple[StructuredMethod, float]],
+    *,
+    protected: Iterable[str],
+    round_to: int | None,
+) -> list[GroupResult]:
+    """Remove channels in place, group by group, as described in this module's docstring."""
+    names = {module: name for name, module in model.named_modules()}
+    modules = dict(model.named_modules())
+    order = {name: i for i, name in enumerate(modules)}
+    protected_modules = {modules[n] for n in protected}
+    graph = tp.DependencyGraph().build_dependency(model, example_inputs=as_input_tuple(example_inputs))
+    results: list[GroupResult] = []
+    for group in graph.get_all_groups(ignored_layers=list(protected_modules), root_module_types=list(PRUNABLE_TYPES)):
+        members = sorted(
+            {names[item.dep.target.module] for item in group
+             if item.dep.handler in _OUT_HANDLERS and item.dep.target.module in names},
+            key=order.__getitem__,
+        )
+        requested = [n for n in members if n in assignments and assignments[n][1] > 0.0]
+        if not requested:
+            continue
+        if any(item.dep.target.module in protected_modules and item.dep.handler in _OUT_HANDLERS for item in group):
+            continue
+        multiple = _group_multiple(group, round_to)
+        if multiple is None:
+            continue
+        method = assignments[requested[0]][0]
+        sparsity = sum(assignments[n][1] for n in requested) / len(requested)
+        n = len(group[0].idxs)
+        keep = _kept_channels(n, sparsity, multiple)
+        if keep < n:
+            scores = _group_scores(group, method)
+            drop = torch.argsort(scores, stable=True)[: n - keep].tolist()
+            root = group[0].dep
+            graph.get_pruning_group(root.target.module, root.handler, sorted(drop)).prune()
+        results.append(GroupResult(tuple(members), n, keep, method.name, sparsity))
+    model.zero_grad(set_to_none=True)
+    return results
+
+
+def count_macs_and_params(model: nn.Module, example_inputs: Any) -> tuple[int, int]:
+    """(MACs, parameters) of one forward pass on ``example_inputs``, counted by Torch-Pruning."""
+    was_training = model.training
+    model.eval()
+    try:
+        macs, params = tp.utils.count_ops_and_params(model, as_input_tuple(example_inputs))
+    finally:
+        model.train(was_training)
+    return int(macs), int(params)

@@ -1,0 +1,181 @@
+"""Policy: how to prune one model, layer by layer, and how to regularise while fine-tuning.
+
+A policy is plain, frozen data with a JSON form that carries a schema version, so a policy found by a
+search can be stored, reviewed, edited by hand and applied again with :func:`autoprune.prune`.
+
+Example:
+    >>> from autoprune.policy import Policy, LayerPolicy
+    >>> p = Policy(layers={"conv1": LayerPolicy(sparsity=0.5, method="l1_structured")}, round_to=8)
+    >>> Policy.from_dict(p.to_dict()) == p
+    True
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, Mapping
+
+from autoprune.errors import PolicyError, SparsityError
+
+SCHEMA_VERSION = 1
+REGULARIZER_KINDS = ("none", "l1", "group_lasso")
+
+
+def check_sparsity(value: float, *, where: str) -> float:
+    """Return ``value`` as a float if it lies in [0, 1), else raise :class:`SparsityError` naming ``where``."""
+    try:
+        value = float(value)
+    except (TypeError, ValueError):
+        raise SparsityError(f"sparsity of {where} must be a number in [0, 1), got {value!r}") from None
+    if not (0.0 <= value < 1.0) or math.isnan(value):
+        raise SparsityError(f"sparsity of {where} must lie in [0, 1), got {value}")
+    return value
+
+
+@dataclass(frozen=True)
+class LayerPolicy:
+    """How to prune one layer: the fraction to remove and the registered method that removes it.
+
+    For an unstructured method ``sparsity`` is the fraction of the layer's weights set to zero; for a
+    structured one, the fraction of its output channels (neurons) removed.
+    """
+
+    sparsity: float
+    method: str
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "sparsity", check_sparsity(self.sparsity, where=f"method {self.method!r}"))
+        if not isinstance(self.method, str) or not self.method:
+            raise PolicyError(f"a layer's method must be a non-empty string, got {self.method!r}")
+
+
+@dataclass(frozen=True)
+class Regularizer:
+    """The sparse regulariser switched on while fine-tuning: ``l1`` on weights, ``group_lasso`` over output
+    channels, or ``none``. ``strength`` is lambda; 0 means off."""
+
+    kind: str = "none"
+    strength: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.kind not in REGULARIZER_KINDS:
+            raise PolicyError(f"regularizer kind must be one of {REGULARIZER_KINDS}, got {self.kind!r}")
+        strength = float(self.strength)
+        if not (strength >= 0.0) or math.isinf(strength):
+            raise PolicyError(f"regularizer strength must be a finite number >= 0, got {self.strength!r}")
+        object.__setattr__(self, "strength", strength)
+
+    @property
+    def active(self) -> bool:
+        return self.kind != "none" and self.strength > 0.0
+
+
+@dataclass(frozen=True)
+class Policy:
+    """A whole pruning policy.
+
+    Args:
+        layers: module name (as in ``model.named_modules()``) -> :class:`LayerPolicy`. Layers not named
+            here are left as they are (but see coupling in :func:`autoprune.prune`).
+        regularizer: the sparse regulariser used while fine-tuning.
+        round_to: if set, structured pruning keeps each pruned layer's remaining channel count a
+            multiple of this number (aligned shapes run faster on CPUs and GPUs).
+    """
+
+    layers: Mapping[str, LayerPolicy] = field(default_factory=dict)
+    regularizer: Regularizer = field(default_factory=Regularizer)
+    round_to: int | None = None
+
+    def __post_init__(self) -> None:
+        for name, layer in self.layers.items():
+            if not isinstance(layer, LayerPolicy):
+                raise PolicyError(f"layer {name!r}: expected a LayerPolicy, got {type(layer).__name__}")
+        if self.round_to is not None and (not isinstance(self.round_to, int) or self.round_to < 1):
+            raise PolicyError(f"round_to must be a positive integer or None, got {self.round_to!r}")
+        # Freeze the mapping (a copy, sorted for a stable JSON form) so a Policy is truly immutable.
+        object.__setattr__(self, "layers", MappingProxyType(dict(sorted(self.layers.items()))))
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Policy):
+            return NotImplemented
+        return self.to_dict() == other.to_dict()
+
+    def __hash__(self) -> int:
+        return hash(json.dumps(self.to_dict(), sort_keys=True))
+
+    @classmethod
+    def uniform(
+        cls,
+        layers: list[str] | tuple[str, ...],
+        *,
+        sparsity: float,
+        method: str,
+        regularizer: Regularizer | None = None,
+        round_to: int | None = None,
+    ) -> Policy:
+        """The hand-made baseline: the same method at the same sparsity in every named layer."""
+        return cls(
+            layers={name: LayerPolicy(sparsity=sparsity, method=method) for name in layers},
+            regularizer=regularizer or Regularizer(),
+            round_to=round_to,
+        )
+
+    @property
+    def is_dense(self) -> bool:
+        """True when the policy removes nothing."""
+        return all(layer.sparsity == 0.0 for layer in self.layers.values())
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "schema_version": SCHEMA_VERSION,
+            "layers": {n: {"sparsity": lp.sparsity, "method": lp.method} for n, lp in self.layers.items()},
+            "regularizer": {"kind": self.regularizer.kind, "strength": self.regularizer.strength},
+            "round_to": self.round_to,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Policy:
+        if not isinstance(data, Mapping):
+            raise PolicyError(f"a policy must be a JSON object, got {type(data).__name__}")
+        version = data.get("schema_version")
+        if version != SCHEMA_VERSION:
+            raise PolicyError(
+                f"policy schema_version {version!r} is not supported; this autoprune reads version {SCHEMA_VERSION}"
+            )
+        unknown = set(data) - {"schema_version", "layers", "regularizer", "round_to"}
+        if unknown:
+            raise PolicyError(f"unknown policy field(s) {sorted(unknown)}")
+        try:
+            layers = {
+                str(name): LayerPolicy(sparsity=spec["sparsity"], method=spec["method"])
+                for name, spec in dict(data.get("layers", {})).items()
+            }
+            reg = dict(data.get("regularizer") or {})
+            regularizer = Regularizer(kind=reg.get("kind", "none"), strength=reg.get("strength", 0.0))
+        except (KeyError, TypeError) as exc:
+            raise PolicyError(f"malformed policy: missing or wrong field {exc}") from None
+        return cls(layers=layers, regularizer=regularizer, round_to=data.get("round_to"))
+
+    def to_json(self, path: str | Path | None = None) -> str:
+        text = json.dumps(self.to_dict(), indent=2)
+        if path is not None:
+            Path(path).write_text(text + "\n")
+        return text
+
+    @classmethod
+    def from_json(cls, text_or_path: str | Path) -> Policy:
+        """Read a policy from a JSON string or a path to a JSON file."""
+        text = str(text_or_path)
+        if not text.lstrip().startswith("{"):
+            path = Path(text)
+            if not path.is_file():
+                raise PolicyError(f"policy file {path} does not exist")
+            text = path.read_text()
+        try:
+            return cls.from_dict(json.loads(text))
+        except json.JSONDecodeError as exc:
+            raise PolicyError(f"policy is not valid JSON: {exc}") from None

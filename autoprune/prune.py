@@ -1,0 +1,98 @@
+"""``prune()``: apply a :class:`~autoprune.policy.Policy` to a copy of a model.
+
+Order when a policy mixes methods: **structured methods first** (they change shapes: channels are
+physically removed group by group, see :mod:`autoprune.methods.structured`), **then unstructured
+methods** on the weights that remain. So a layer's unstructured sparsity is the zero fraction of its
+weights *after* any structured removal it was coupled into.
+
+Example:
+    >>> import torch, torch.nn as nn
+    >>> from autoprune import prune, Policy, LayerPolicy
+    >>> model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 4))
+    >>> policy = Policy(layers={"0": LayerPolicy(sparsity=0.5, method="l1_structured")})
+    >>> pruned = prune(model, policy, example_inputs=torch.randn(2, 8))
+    >>> pruned[0].out_features, model[0].out_features
+    (8, 16)
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any, Callable, Iterable
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from autoprune.errors import CalibrationError, ExampleInputsError, LayerMatchError
+from autoprune.layers import output_layers, prunable_layers, run_model
+from autoprune.methods import StructuredMethod, UnstructuredMethod, get_method
+from autoprune.methods.structured import accumulate_gradients, apply_structured
+from autoprune.methods.unstructured import apply_unstructured
+from autoprune.policy import Policy
+
+LossFn = Callable[[Any, Any], torch.Tensor]
+
+
+def prune(
+    model: nn.Module,
+    policy: Policy,
+    example_inputs: Any,
+    *,
+    calibration_data: Iterable[Any] | None = None,
+    loss_fn: LossFn | None = None,
+    calibration_batches: int = 4,
+    seed: int = 0,
+) -> nn.Module:
+    """Return a pruned copy of ``model``; ``model`` itself is never modified.
+
+    Args:
+        model: any ``nn.Module`` (a ``LightningModule`` too) whose forward accepts ``example_inputs``.
+        policy: which layers to prune, how much, with which registered method.
+        example_inputs: a tensor or tuple of tensors the model can run (used to trace coupled channels).
+        calibration_data: an iterable of ``(inputs, targets)`` batches; required by methods that need
+            gradients (``taylor_structured``).
+        loss_fn: ``loss_fn(outputs, targets)`` for calibration; cross-entropy by default.
+        calibration_batches: how many calibration batches to accumulate gradients over.
+        seed: seeds the random baselines so a policy prunes reproducibly.
+
+    Raises:
+        UnknownMethodError, SparsityError, LayerMatchError, NoPrunableLayersError, ExampleInputsError,
+        CalibrationError: bad input, named in the message. Nothing is returned half-pruned.
+    """
+    layers = prunable_layers(model)
+    unknown = [name for name in policy.layers if name not in layers]
+    if unknown:
+        raise LayerMatchError(f"policy names layer(s) {unknown} that are not prunable layers of the model; "
+                              f"prunable layers are {layers}")
+    methods = {name: get_method(lp.method) for name, lp in policy.layers.items()}
+    run_model(model, example_inputs)  # fail early, with ExampleInputsError, before copying anything
+
+    pruned = copy.deepcopy(model)
+    structured = {n: (m, policy.layers[n].sparsity) for n, m in methods.items() if isinstance(m, StructuredMethod)}
+    unstructured = {n: (m, policy.layers[n].sparsity) for n, m in methods.items() if isinstance(m, UnstructuredMethod)}
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        if any(m.NEEDS_GRADIENTS and s > 0 for m, s in structured.values()):
+            needed = [n for n, (m, s) in structured.items() if m.NEEDS_GRADIENTS and s > 0]
+            if calibration_data is None:
+                raise CalibrationError(f"layer(s) {needed} use a gradient-based method; pass calibration_data="
+                                       "an iterable of (inputs, targets) batches")
+            try:
+                used = accumulate_gradients(pruned, calibration_data, loss_fn or F.cross_entropy,
+                                            max_batches=calibration_batches)
+            except Exception as exc:
+                raise CalibrationError(f"calibration for {needed} failed: {type(exc).__name__}: {exc}") from exc
+            if used == 0:
+                raise CalibrationError(f"calibration_data yielded no batch; {needed} need at least one")
+        if structured:
+            apply_structured(pruned, example_inputs, structured,
+                             protected=output_layers(model, example_inputs), round_to=policy.round_to)
+        apply_unstructured(pruned, unstructured, seed=seed)
+
+    try:
+        run_model(pruned, example_inputs)
+    except ExampleInputsError as exc:  # a defect of ours or of the dependency graph: say so plainly
+        raise RuntimeError(f"the pruned model no longer runs ({exc}); the original model is untouched") from exc
+    return pruned

@@ -1,0 +1,164 @@
+"""Small reference architectures, one per coupling pattern that structured pruning must respect.
+
+They back the test suite's contract tests and the benchmarks (torchvision cannot be used here, so the
+models are defined in the project). Each class takes its sizes as keyword arguments and documents the
+input it expects.
+
+| model            | coupling exercised                                   | input            |
+|------------------|------------------------------------------------------|------------------|
+| ``MLP``          | Linear -> Linear                                     | ``[N, in]``      |
+| ``PlainCNN``     | Conv -> BN -> Conv, flatten into Linear              | ``[N, C, H, W]`` |
+| ``ResNetCNN``    | residual additions across blocks, 1x1 shortcuts      | ``[N, C, H, W]`` |
+| ``MobileNetCNN`` | depthwise (groups = channels) + pointwise convs      | ``[N, C, H, W]`` |
+| ``DenseCNN``     | concatenation of feature maps                        | ``[N, C, H, W]`` |
+| ``TinyTransformer`` | LayerNorm/residual stream, attention, Conv1d stem | ``[N, T, F]``   |
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+
+class MLP(nn.Module):
+    """Two hidden layers of ReLU neurons."""
+
+    def __init__(self, *, in_features: int = 16, hidden: int = 32, num_classes: int = 10) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(in_features, hidden)
+        self.fc2 = nn.Linear(hidden, hidden)
+        self.head = nn.Linear(hidden, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(F.relu(self.fc2(F.relu(self.fc1(x)))))
+
+
+class PlainCNN(nn.Module):
+    """Conv-BN-ReLU twice, pooling, then a flatten into a hidden Linear and the classifier."""
+
+    def __init__(self, *, in_channels: int = 1, width: int = 16, num_classes: int = 10, image_size: int = 8) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, width, 3, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(width)
+        self.conv2 = nn.Conv2d(width, 2 * width, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(2 * width)
+        self.fc = nn.Linear(2 * width * (image_size // 2) ** 2, 4 * width)
+        self.head = nn.Linear(4 * width, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.relu(self.bn1(self.conv1(x)))
+        x = F.max_pool2d(F.relu(self.bn2(self.conv2(x))), 2)
+        return self.head(F.relu(self.fc(torch.flatten(x, 1))))
+
+
+class BasicBlock(nn.Module):
+    """Two 3x3 convs with a residual add; a 1x1 projection when the shape changes."""
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int = 1) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, stride=stride, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(out_channels)
+        self.conv2 = nn.Conv2d(out_channels, out_channels, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(out_channels)
+        self.shortcut = nn.Identity()
+        if stride != 1 or in_channels != out_channels:
+            self.shortcut = nn.Sequential(nn.Conv2d(in_channels, out_channels, 1, stride=stride, bias=False),
+                                          nn.BatchNorm2d(out_channels))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = F.relu(self.bn1(self.conv1(x)))
+        return F.relu(self.bn2(self.conv2(out)) + self.shortcut(x))
+
+
+class ResNetCNN(nn.Module):
+    """A stem and ``len(widths)`` stages of ``blocks`` residual blocks, global pooling, classifier."""
+
+    def __init__(self, *, in_channels: int = 1, widths: tuple[int, ...] = (16, 32), blocks: int = 1,
+                 num_classes: int = 10) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(in_channels, widths[0], 3, padding=1, bias=False)
+        self.bn = nn.BatchNorm2d(widths[0])
+        layers: list[nn.Module] = []
+        channels = widths[0]
+        for i, width in enumerate(widths):
+            for j in range(blocks):
+                layers.append(BasicBlock(channels, width, stride=2 if (i > 0 and j == 0) else 1))
+                channels = width
+        self.layers = nn.Sequential(*layers)
+        self.head = nn.Linear(channels, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.layers(F.relu(self.bn(self.stem(x))))
+        return self.head(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
+
+
+class MobileNetCNN(nn.Module):
+    """Depthwise-separable blocks: depthwise 3x3 (groups = channels) then pointwise 1x1."""
+
+    def __init__(self, *, in_channels: int = 1, width: int = 16, num_classes: int = 10) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(in_channels, width, 3, padding=1, bias=False)
+        self.bn0 = nn.BatchNorm2d(width)
+        self.dw1 = nn.Conv2d(width, width, 3, padding=1, groups=width, bias=False)
+        self.bn1 = nn.BatchNorm2d(width)
+        self.pw1 = nn.Conv2d(width, 2 * width, 1, bias=False)
+        self.bn2 = nn.BatchNorm2d(2 * width)
+        self.dw2 = nn.Conv2d(2 * width, 2 * width, 3, stride=2, padding=1, groups=2 * width, bias=False)
+        self.bn3 = nn.BatchNorm2d(2 * width)
+        self.pw2 = nn.Conv2d(2 * width, 4 * width, 1, bias=False)
+        self.bn4 = nn.BatchNorm2d(4 * width)
+        self.head = nn.Linear(4 * width, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.relu(self.bn0(self.stem(x)))
+        x = F.relu(self.bn2(self.pw1(F.relu(self.bn1(self.dw1(x))))))
+        x = F.relu(self.bn4(self.pw2(F.relu(self.bn3(self.dw2(x))))))
+        return self.head(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
+
+
+class DenseCNN(nn.Module):
+    """DenseNet-style: each conv sees the concatenation of all earlier feature maps."""
+
+    def __init__(self, *, in_channels: int = 1, growth: int = 8, num_classes: int = 10) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(in_channels, 2 * growth, 3, padding=1)
+        self.conv1 = nn.Conv2d(2 * growth, growth, 3, padding=1)
+        self.conv2 = nn.Conv2d(3 * growth, growth, 3, padding=1)
+        self.transition = nn.Conv2d(4 * growth, 4 * growth, 1)
+        self.head = nn.Linear(4 * growth, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x0 = F.relu(self.stem(x))
+        x1 = torch.cat([x0, F.relu(self.conv1(x0))], dim=1)
+        x2 = torch.cat([x1, F.relu(self.conv2(x1))], dim=1)
+        x3 = F.relu(self.transition(x2))
+        return self.head(torch.flatten(F.adaptive_avg_pool2d(x3, 1), 1))
+
+
+class TinyTransformer(nn.Module):
+    """A Conv1d token stem, one pre-norm encoder layer (attention + feed-forward), mean pool, classifier."""
+
+    def __init__(self, *, in_features: int = 8, d_model: int = 32, heads: int = 4, ffn: int = 64,
+                 num_classes: int = 10) -> None:
+        super().__init__()
+        self.stem = nn.Conv1d(in_features, d_model, 1)
+        self.encoder = nn.TransformerEncoderLayer(d_model, heads, ffn, dropout=0.0, batch_first=True, norm_first=True)
+        self.head = nn.Linear(d_model, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        tokens = self.stem(x.transpose(1, 2)).transpose(1, 2)
+        return self.head(self.encoder(tokens).mean(dim=1))
+
+
+def example_input(model: nn.Module, batch: int = 4) -> torch.Tensor:
+    """A random input batch of the right shape for a zoo model built with default sizes."""
+    if isinstance(model, MLP):
+        return torch.randn(batch, model.fc1.in_features)
+    if isinstance(model, TinyTransformer):
+        return torch.randn(batch, 6, model.stem.in_channels)
+    first = next(m for m in model.modules() if isinstance(m, nn.Conv2d))
+    return torch.randn(batch, first.in_channels, 8, 8)
+
+
+ZOO = {cls.__name__: cls for cls in (MLP, PlainCNN, ResNetCNN, MobileNetCNN, DenseCNN, TinyTransformer)}

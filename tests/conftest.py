@@ -1,0 +1,26 @@
+"""Shared fixtures: the architecture zoo with example inputs, and quiet, deterministic torch."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from autoprune.zoo import ZOO, example_input
+
+torch.set_num_threads(1)
+
+
+@pytest.fixture(params=sorted(ZOO))
+def zoo_model(request):
+    """(name, model in eval mode, example input) for every zoo architecture."""
+    torch.manual_seed(0)
+    model = ZOO[request.param]().eval()
+    return request.param, model, example_input(model)
+
+
+def fast_profile(**overrides):
+    from autoprune.measure import HardwareProfile
+
+    settings = dict(warmup=1, repeats=3, min_sample_ms=0.5)
+    settings.update(overrides)
+    return HardwareProfile(**settings)

@@ -1,0 +1,63 @@
+"""Export: weights + policy reload with weights_only=True, standalone files match the model in memory."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from autoprune import Policy, prunable_layers, prune
+from autoprune.errors import ExportError, ModelLoadError
+from autoprune.export import load_pruned, onnx_available, save_pruned
+from autoprune.layers import output_layers
+from autoprune.zoo import MLP
+
+
+def _pruned(model, x):
+    layers = [n for n in prunable_layers(model) if n not in output_layers(model, x)]
+    policy = Policy.uniform(layers, sparsity=0.5, method="l1_structured")
+    return policy, prune(model, policy, x)
+
+
+def test_weights_reload_and_match_for_every_architecture(zoo_model, tmp_path):
+    """A structurally pruned model reloads on a fresh base model with the same outputs (1e-4)."""
+    _, model, x = zoo_model
+    policy, pruned = _pruned(model, x)
+    files = save_pruned(pruned, policy, tmp_path, example_inputs=x, base_model=model, formats=("torchscript",))
+    state = torch.load(files["weights"], weights_only=True)
+    assert isinstance(state, dict)
+    reloaded = load_pruned(tmp_path, model)
+    assert torch.allclose(reloaded(x), pruned(x), atol=1e-4)
+    assert Policy.from_json(files["policy"]) == policy
+    standalone = torch.jit.load(str(files["torchscript"]))
+    assert torch.allclose(standalone(x), pruned(x), atol=1e-4)
+
+
+@pytest.mark.skipif(not onnx_available(), reason="onnx and onnxruntime are not installed")
+def test_onnx_file_runs_with_another_batch_size(tmp_path):
+    """The ONNX file runs in onnxruntime on a batch size other than the export's and matches."""
+    import onnxruntime
+
+    model = MLP().eval()
+    x = torch.randn(2, 16)
+    policy, pruned = _pruned(model, x)
+    files = save_pruned(pruned, policy, tmp_path, example_inputs=x, formats=("onnx",))
+    session = onnxruntime.InferenceSession(str(files["onnx"]))
+    x5 = torch.randn(5, 16)
+    got = session.run(None, {session.get_inputs()[0].name: x5.numpy()})[0]
+    assert torch.allclose(torch.from_numpy(got), pruned(x5), atol=1e-4)
+
+
+def test_weights_that_do_not_fit_are_a_clear_error(tmp_path):
+    """Loading weights onto the wrong base model raises ModelLoadError, not a raw RuntimeError."""
+    model = MLP()
+    x = torch.randn(2, 16)
+    policy, pruned = _pruned(model, x)
+    save_pruned(pruned, policy, tmp_path, example_inputs=x, formats=())
+    with pytest.raises(ModelLoadError, match="do not fit"):
+        load_pruned(tmp_path, MLP(num_classes=3))
+
+
+def test_unknown_format_is_rejected(tmp_path):
+    """Only torchscript and onnx are known formats."""
+    with pytest.raises(ExportError, match="tflite"):
+        save_pruned(MLP(), Policy(), tmp_path, example_inputs=torch.randn(1, 16), formats=("tflite",))

@@ -1,0 +1,79 @@
+"""measure(): counts, sizes, latency statistics and profile validation."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from autoprune import Policy, prune
+from autoprune.errors import ProfileError
+from autoprune.measure import HardwareProfile, measure
+from autoprune.zoo import MLP, PlainCNN, example_input
+from tests.conftest import fast_profile
+
+
+def test_counts_match_the_model():
+    """params counts every parameter; an MLP's MACs (one sample) are its weights plus one per bias add."""
+    model = MLP()
+    metrics = measure(model, example_input(model), fast_profile())
+    weights = sum(m.weight.numel() + m.bias.numel() for m in (model.fc1, model.fc2, model.head))
+    assert metrics.params == sum(p.numel() for p in model.parameters())
+    assert metrics.macs == weights
+    assert metrics.nonzero_params <= metrics.params
+
+
+def test_unstructured_pruning_lowers_sparse_size_not_dense_size():
+    """Masks shrink the bitmask-encoded size but not the dense checkpoint (honest reporting)."""
+    model = PlainCNN()
+    x = example_input(model)
+    pruned = prune(model, Policy.uniform(["conv2", "fc"], sparsity=0.9, method="l1_unstructured"), x)
+    dense, sparse = measure(model, x, fast_profile()), measure(pruned, x, fast_profile())
+    assert sparse.size_mb_sparse < 0.5 * dense.size_mb_sparse
+    assert sparse.size_mb == pytest.approx(dense.size_mb, rel=0.01)
+    assert sparse.nonzero_params < dense.nonzero_params and sparse.params == dense.params
+
+
+def test_bfloat16_halves_the_dense_size():
+    """size_mb is measured at the profile's dtype."""
+    model = PlainCNN()
+    x = example_input(model)
+    fp32 = measure(model, x, fast_profile())
+    bf16 = measure(model, x, fast_profile(dtype="bfloat16"))
+    assert bf16.size_mb < 0.6 * fp32.size_mb
+
+
+def test_latency_statistics_are_consistent():
+    """Median <= p90, both positive, CV non-negative; the profile used is reported."""
+    model = MLP()
+    metrics = measure(model, example_input(model), fast_profile(batch_size=8))
+    assert 0 < metrics.latency_ms <= metrics.latency_p90_ms
+    assert metrics.latency_cv >= 0
+    assert metrics.profile["batch_size"] == 8
+
+
+def test_measuring_leaves_the_model_and_threads_alone():
+    """measure() copies the model before casting it and restores the thread count."""
+    model = MLP()
+    threads = torch.get_num_threads()
+    measure(model, example_input(model), fast_profile(dtype="bfloat16", threads=2))
+    assert next(model.parameters()).dtype == torch.float32
+    assert torch.get_num_threads() == threads
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"dtype": "int3"}, "dtype"),
+    ({"device": "tpu"}, "device"),
+    ({"repeats": 0}, "repeats"),
+    ({"threads": 0}, "threads"),
+])
+def test_bad_profiles_are_rejected(kwargs, match):
+    """An impossible profile raises ProfileError naming the field."""
+    with pytest.raises(ProfileError, match=match):
+        HardwareProfile(**kwargs)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message given when CUDA is absent")
+def test_cuda_profile_without_cuda_is_a_clear_error():
+    """Asking for CUDA timing on a machine without CUDA says so instead of crashing."""
+    with pytest.raises(ProfileError, match="CUDA is not available"):
+        measure(MLP(), torch.randn(1, 16), HardwareProfile(device="cuda"))
