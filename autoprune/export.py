@@ -24,11 +24,12 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import importlib.util
 import warnings
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import torch
 from torch import nn
@@ -156,7 +157,7 @@ def save_pruned(
     torch.save({k: v.detach().clone() for k, v in model.state_dict().items()}, files["weights"])
     if base_model is not None:
         _check_parity("weights", expected, _outputs(load_pruned(out, base_model), args), atol)
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), _traceable(model):
         warnings.simplefilter("ignore")
         if "torchscript" in formats:
             files["torchscript"] = out / TORCHSCRIPT
@@ -167,6 +168,20 @@ def save_pruned(
             _export_onnx(model, args, files["onnx"])
             _check_parity("ONNX", expected, _run_onnx(files["onnx"], args), atol)
     return files
+
+
+@contextlib.contextmanager
+def _traceable(model: nn.Module) -> Iterator[None]:
+    """Let tracing probe LightningModules: their ``trainer`` property raises when no Trainer is attached,
+    except while ``_jit_is_scripting`` is set (the flag Lightning's own ``to_torchscript`` sets)."""
+    flagged = [m for m in model.modules() if hasattr(m, "_jit_is_scripting")]
+    for module in flagged:
+        module._jit_is_scripting = True
+    try:
+        yield
+    finally:
+        for module in flagged:
+            module._jit_is_scripting = False
 
 
 def _export_onnx(model: nn.Module, args: tuple, path: Path) -> None:

@@ -1,0 +1,302 @@
+"""The ``autoprune`` console script: thin; parse, call the API, print.
+
+Exit codes: 0 done, 1 unexpected error, 2 usage or bad input, 130 interrupted (Ctrl-C; re-run the same
+command to resume). Errors print one paragraph; ``--debug`` adds the traceback.
+
+    autoprune search --budget-ms 2.0            # the embedded digits default
+    autoprune report --out runs/digits
+    autoprune export --out runs/digits --to exported/
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+import traceback
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.table import Table
+
+from autoprune.errors import AutopruneInputError, ModelLoadError, StudyError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Search per-layer pruning policies under latency and size budgets.")
+console = Console(stderr=True)
+out_console = Console()
+
+DEMO = "embedded:digits"
+
+
+def _import_object(spec: str, what: str) -> Any:
+    """Import ``package.module:attribute``; ModelLoadError with what was wrong otherwise."""
+    module_name, _, attr = spec.partition(":")
+    if not module_name or not attr:
+        raise ModelLoadError(f"--{what} must look like package.module:function, got {spec!r}")
+    sys.path.insert(0, str(Path.cwd()))
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as exc:
+        raise ModelLoadError(f"--{what} {spec!r}: cannot import {module_name!r} ({type(exc).__name__}: {exc})") from None
+    finally:
+        sys.path.pop(0)
+    try:
+        return getattr(module, attr)
+    except AttributeError:
+        raise ModelLoadError(f"--{what} {spec!r}: module {module_name!r} has no attribute {attr!r}") from None
+
+
+def build_model(spec: str, weights: str | None, run_dir: Path) -> Any:
+    """The base model named by ``spec`` (or the embedded default), with ``weights`` loaded."""
+    import torch
+    from torch import nn
+
+    if spec == DEMO:
+        from autoprune.demo import pretrained_digits_cnn
+
+        return pretrained_digits_cnn(run_dir)
+    factory = _import_object(spec, "model")
+    try:
+        model = factory() if callable(factory) and not isinstance(factory, nn.Module) else factory
+    except Exception as exc:
+        raise ModelLoadError(f"--model {spec!r} raised {type(exc).__name__}: {exc}") from None
+    if not isinstance(model, nn.Module):
+        raise ModelLoadError(f"--model {spec!r} returned {type(model).__name__}, not a torch.nn.Module")
+    if weights:
+        path = Path(weights)
+        if not path.is_file():
+            raise ModelLoadError(f"--weights {weights}: no such file")
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+            if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+                state = state["state_dict"]  # a Lightning checkpoint
+            model.load_state_dict(state)
+        except Exception as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise ModelLoadError(f"--weights {weights} does not fit --model {spec}: {first}") from None
+    return model
+
+
+def build_data(spec: str, batch_size: int) -> Any:
+    if spec == DEMO:
+        from autoprune.demo import DigitsDataModule
+
+        return DigitsDataModule(batch_size=batch_size)
+    factory = _import_object(spec, "data")
+    try:
+        data = factory() if callable(factory) else factory
+    except Exception as exc:
+        raise ModelLoadError(f"--data {spec!r} raised {type(exc).__name__}: {exc}") from None
+    return data
+
+
+def _fmt(value: float | None, digits: int = 3) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def print_front(result: Any) -> None:
+    front = result.pareto
+    best = result.best()
+    table = Table(title=f"Pareto front ({len(front)} of {len(result.trials)} trials)")
+    for column in ("trial", result.metric_name, "latency ms", "size MB", "sparse MB", "params", "MMACs", "method"):
+        table.add_column(column, justify="right")
+    for c in front:
+        methods = sorted({lp["method"] for lp in (c.policy or {}).get("layers", {}).values()} or {"dense"})
+        mark = " *" if best is not None and c.number == best.number else ""
+        table.add_row(f"{c.number}{mark}", _fmt(c.metric, 4), _fmt(c.latency_ms), _fmt(c.size_mb),
+                      _fmt(c.size_mb_sparse), str(c.params), _fmt((c.macs or 0) / 1e6, 2), ",".join(methods))
+    out_console.print(table)
+    budget = ", ".join(f"{k} {v:g}" for k, v in (("latency ms <=", result.budget_ms), ("size MB <=", result.budget_mb))
+                       if v is not None) or "none"
+    if best is not None:
+        out_console.print(f"best within budget ({budget}): trial {best.number} (*), {result.metric_name} "
+                          f"{best.metric:.4f}, {best.latency_ms:.3f} ms, {best.size_mb:.3f} MB")
+    else:
+        out_console.print(f"[bold red]no candidate meets the budget ({budget}).[/] Closest trials:")
+        for r in result.closest():
+            out_console.print(f"  trial {r.number}: {result.metric_name} {_fmt(r.metric, 4)}, "
+                              f"{_fmt(r.latency_ms)} ms, {_fmt(r.size_mb)} MB")
+    failed = [t for t in result.trials if t.state == "failed"]
+    for t in failed[:5]:
+        out_console.print(f"  trial {t.number} failed: {t.failure_reason}")
+
+
+def print_time_breakdown(result: Any) -> None:
+    breakdown = result.time_breakdown()
+    total = result.wall_seconds or sum(breakdown.values())
+    if total <= 0:
+        return
+    parts = ", ".join(f"{k} {v:.1f}s ({v / total:.0%})" for k, v in breakdown.items())
+    out_console.print(f"time: {total:.1f}s in all: {parts}")
+
+
+def _progress_callback(progress: Progress, task: Any, metric_name: str) -> Callable:
+    def update(record: Any, result: Any) -> None:
+        best = result.best()
+        best_text = f"{best.metric:.4f}" if best else "none yet"
+        progress.update(task, advance=1, front=len(result.pareto),
+                        best=f"best {metric_name} in budget: {best_text}")
+    return update
+
+
+def _run(debug: bool, body: Callable[[], None]) -> None:
+    """Run a command body, mapping errors to the documented exit codes."""
+    try:
+        body()
+    except AutopruneInputError as exc:
+        if debug:
+            traceback.print_exc()
+        console.print(f"[bold red]error:[/] {exc}", highlight=False)
+        raise typer.Exit(2)
+    except KeyboardInterrupt:
+        console.print("interrupted: finished trials are kept; run the same command again to resume.")
+        raise typer.Exit(130)
+    except typer.Exit:
+        raise
+    except Exception as exc:
+        if debug:
+            traceback.print_exc()
+        console.print(f"[bold red]unexpected error:[/] {type(exc).__name__}: {exc} (run with --debug for the traceback)",
+                      highlight=False)
+        raise typer.Exit(1)
+
+
+@app.command()
+def search(
+    model: Optional[str] = typer.Option(None, help="package.module:function returning the trained nn.Module "
+                                                   "(default: the embedded digits CNN)."),
+    weights: Optional[str] = typer.Option(None, help="state_dict file for --model (torch.save of model.state_dict())."),
+    data: Optional[str] = typer.Option(None, help="package.module:function returning a LightningDataModule "
+                                                  "or (train_loader, val_loader)."),
+    space: str = typer.Option("default", help="default, structured, unstructured, or a YAML file."),
+    budget_ms: Optional[float] = typer.Option(None, help="latency budget in ms (under the hardware profile)."),
+    budget_mb: Optional[float] = typer.Option(None, help="size budget in MB (dense checkpoint)."),
+    trials: int = typer.Option(20, help="total trials in the study (a resumed study runs only the missing ones)."),
+    timeout: Optional[float] = typer.Option(None, help="stop starting trials after this many seconds."),
+    storage: Optional[str] = typer.Option(None, help="Optuna storage URL (default: sqlite in the run directory)."),
+    study_name: Optional[str] = typer.Option(None, help="study name (default: digits, or the model function's name)."),
+    out: Optional[Path] = typer.Option(None, help="run directory (default: runs/<study-name>)."),
+    seed: Optional[int] = typer.Option(None, help="seed for the sampler and random baselines."),
+    sampler: str = typer.Option("auto", help="auto (multi-objective TPE), tpe, nsga2, gp or random."),
+    device: str = typer.Option("cpu", help="cpu or cuda: where latency is measured and trials fine-tune."),
+    batch_size: int = typer.Option(1, help="batch size of the latency measurement."),
+    threads: int = typer.Option(1, help="CPU threads of the latency measurement."),
+    progress: bool = typer.Option(True, help="show a progress bar."),
+    debug: bool = typer.Option(False, help="print tracebacks."),
+) -> None:
+    """Search pruning policies; write pareto.json, trials.csv, pareto.png and the best model to --out."""
+
+    def body() -> None:
+        from autoprune.api import check_budget, search as run_search
+        from autoprune.measure import HardwareProfile
+        from autoprune.space import load_space
+
+        if (model is None) != (data is None):
+            raise AutopruneInputError("give both --model and --data, or neither for the embedded digits default")
+        if weights and not model:
+            raise AutopruneInputError("--weights needs --model")
+        check_budget("--budget-ms", budget_ms)
+        check_budget("--budget-mb", budget_mb)
+        the_space = load_space(space)
+        model_spec, data_spec = model or DEMO, data or DEMO
+        name = study_name or ("digits" if model_spec == DEMO else model_spec.rpartition(":")[2])
+        run_dir = out or Path("runs") / name
+        profile = HardwareProfile(device=device, threads=threads, batch_size=batch_size)
+        base = build_model(model_spec, weights, run_dir)
+        datamodule = build_data(data_spec, batch_size=64)
+        attrs = {"model": model_spec, "data": data_spec, "weights": str(Path(weights).resolve()) if weights else None, "space": space,
+                 "profile": {"device": device, "threads": threads, "batch_size": batch_size}}
+        columns = [TextColumn("[bold]trials"), BarColumn(), MofNCompleteColumn(), TextColumn("elapsed"),
+                   TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
+                   TextColumn("front {task.fields[front]}"), TextColumn("{task.fields[best]}")]
+        with Progress(*columns, console=console, disable=not progress, transient=False) as bar:
+            task = bar.add_task("search", total=trials, front=0, best="")
+            result = run_search(base, datamodule, space=the_space, budget_ms=budget_ms, budget_mb=budget_mb,
+                                n_trials=trials, timeout=timeout, storage=storage, study_name=name, sampler=sampler,
+                                profile=profile, out_dir=run_dir, seed=seed,
+                                accelerator="gpu" if device.startswith("cuda") else "cpu",
+                                on_trial_end=_progress_callback(bar, task, "accuracy"), study_attrs=attrs)
+        print_front(result)
+        print_time_breakdown(result)
+        out_console.print(f"results in {run_dir}/ (pareto.json, trials.csv, pareto.png"
+                          + (", best/)" if result.best() else ")"))
+
+    _run(debug, body)
+
+
+def _open_result(out: Path, storage: str | None, study_name: str | None, with_model: bool = False) -> Any:
+    from autoprune.api import default_storage, load_result
+    from autoprune.backends.optuna import list_study_names
+
+    if storage is None and not (out / "study.db").is_file():
+        raise StudyError(f"{out} holds no study.db: give the run directory of a search, or --storage")
+    url = storage or default_storage(out)
+    if study_name is None:
+        names = list_study_names(url)
+        if len(names) != 1:
+            raise StudyError(f"the storage holds studies {names}: choose one with --study-name")
+        study_name = names[0]
+    result = load_result(storage=url, study_name=study_name, out_dir=out)
+    if with_model:
+        base = build_model(result.attrs.get("model", DEMO), result.attrs.get("weights"), out)
+        result = load_result(storage=url, study_name=study_name, out_dir=out, base_model=base)
+    return result
+
+
+@app.command()
+def report(
+    out: Path = typer.Option(..., help="the run directory of a search."),
+    storage: Optional[str] = typer.Option(None, help="storage URL (default: the run directory's study.db)."),
+    study_name: Optional[str] = typer.Option(None, help="study name (default: the only study in the storage)."),
+    debug: bool = typer.Option(False, help="print tracebacks."),
+) -> None:
+    """Reprint the Pareto front of a stored study and rewrite pareto.json, trials.csv and pareto.png."""
+
+    def body() -> None:
+        result = _open_result(out, storage, study_name)
+        print_front(result)
+        result.save(out)
+        out_console.print(f"written {out}/pareto.json, trials.csv, pareto.png")
+
+    _run(debug, body)
+
+
+@app.command()
+def export(
+    out: Path = typer.Option(..., help="the run directory of a search."),
+    to: Path = typer.Option(..., help="directory to write the exported model into."),
+    trial: Optional[int] = typer.Option(None, help="trial number of a Pareto candidate (default: the best)."),
+    fmt: list[str] = typer.Option(None, "--format", help="torchscript and/or onnx (default: both when onnx is installed)."),
+    storage: Optional[str] = typer.Option(None, help="storage URL (default: the run directory's study.db)."),
+    study_name: Optional[str] = typer.Option(None, help="study name (default: the only study in the storage)."),
+    debug: bool = typer.Option(False, help="print tracebacks."),
+) -> None:
+    """Write a Pareto candidate as policy JSON + weights + TorchScript/ONNX, checked against the model."""
+
+    def body() -> None:
+        from autoprune.export import save_pruned
+        from autoprune.finetune import first_inputs, resolve_data
+
+        result = _open_result(out, storage, study_name, with_model=True)
+        front = {c.number: c for c in result.pareto}
+        chosen = result.best() if trial is None else front.get(trial)
+        if chosen is None:
+            raise AutopruneInputError(f"trial {trial} is not a Pareto candidate; candidates: {sorted(front)}"
+                                      if trial is not None else "no candidate meets the study's budgets; pass --trial")
+        model = result.load_model(chosen)
+        _, val = resolve_data(build_data(result.attrs.get("data", DEMO), 64))
+        files = save_pruned(model, result.policy(chosen), to, example_inputs=first_inputs(val), formats=fmt or None)
+        out_console.print(f"exported trial {chosen.number}: " + ", ".join(str(p) for p in files.values()))
+
+    _run(debug, body)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

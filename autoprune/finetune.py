@@ -1,0 +1,198 @@
+"""The brief Lightning fine-tune of one trial, the data it reads, and the metric it reports.
+
+* A plain ``nn.Module`` is wrapped in :class:`ClassifierModule` (Adam at the sampled learning rate,
+  cross-entropy or the user's ``loss(output, target)``).
+* A ``LightningModule`` fine-tunes with its own ``training_step`` and ``configure_optimizers``; the
+  sampled learning rate is written to its ``lr`` or ``learning_rate`` attribute when it has one
+  (Lightning's own convention), else its optimiser settings are used as they are.
+* Unstructured zeros stay zero: :class:`KeepZeros` re-applies each pruned layer's mask after every
+  optimiser step, so a trial reports the sparsity it really has.
+* A loss that becomes NaN or infinite stops the trial with :class:`NonFiniteLossError`.
+* Inside trials Lightning is silenced: no logger, no checkpoints, no progress bar, no model summary,
+  no banners or tips.
+
+Example:
+    >>> import torch
+    >>> from autoprune.finetune import resolve_data
+    >>> loaders = (torch.utils.data.DataLoader([(torch.zeros(2), 0)]),) * 2
+    >>> train, val = resolve_data(loaders)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import warnings
+from typing import Any, Callable, Iterator, Sequence
+
+import lightning as L
+import torch
+from torch import nn
+from torch.nn import functional as F
+from torch.utils.data import DataLoader
+
+from autoprune.errors import DataError
+from autoprune.layers import as_input_tuple
+from autoprune.policy import Policy
+from autoprune.regularize import SparsityRegularizer
+
+Metric = Callable[[nn.Module, DataLoader], float]
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The fine-tuning loss became NaN or infinite."""
+
+
+def resolve_data(data: Any) -> tuple[DataLoader, DataLoader]:
+    """(train_loader, val_loader) from a LightningDataModule or a pair of loaders."""
+    if isinstance(data, L.LightningDataModule):
+        data.prepare_data()
+        data.setup("fit")
+        return data.train_dataloader(), data.val_dataloader()
+    if isinstance(data, (tuple, list)) and len(data) == 2 and all(hasattr(d, "__iter__") for d in data):
+        return data[0], data[1]
+    raise DataError(f"data must be a lightning.LightningDataModule or a (train_loader, val_loader) pair, "
+                    f"got {type(data).__name__}")
+
+
+def first_inputs(loader: DataLoader, n: int = 2) -> tuple:
+    """The inputs of the first batch (first ``n`` samples): example inputs for tracing and timing."""
+    try:
+        batch = next(iter(loader))
+    except StopIteration:
+        raise DataError("the validation loader yields no batch") from None
+    if not isinstance(batch, (tuple, list)) or len(batch) < 2:
+        raise DataError(f"batches must be (inputs, targets) pairs, got {type(batch).__name__}")
+    return tuple(a[:n] if isinstance(a, torch.Tensor) else a for a in as_input_tuple(batch[0]))
+
+
+class ClassifierModule(L.LightningModule):
+    """Fine-tunes a plain ``nn.Module`` on ``(x, y)`` batches with ``loss(output, y)`` and Adam."""
+
+    def __init__(self, net: nn.Module, *, loss: Callable[[Any, Any], torch.Tensor] | None = None, lr: float = 1e-3):
+        super().__init__()
+        self.net, self.loss, self.lr = net, loss or F.cross_entropy, lr
+
+    def forward(self, *args: Any) -> Any:
+        return self.net(*args)
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        x, y = batch[0], batch[1]
+        return self.loss(self.net(*as_input_tuple(x)), y)
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.Adam(self.parameters(), lr=self.lr)
+
+
+class KeepZeros(L.Callback):
+    """Re-zero the weights that unstructured pruning removed, after every optimiser step."""
+
+    def __init__(self, module: nn.Module, layers: Sequence[str]) -> None:
+        modules = dict(module.named_modules())
+        self.masks = [(modules[n].weight, modules[n].weight.detach() != 0) for n in layers]
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        with torch.no_grad():
+            for weight, mask in self.masks:
+                weight.mul_(mask)
+
+
+class FiniteLoss(L.Callback):
+    """Stop with :class:`NonFiniteLossError` as soon as the training loss is NaN or infinite."""
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        loss = outputs["loss"] if isinstance(outputs, dict) else outputs
+        if isinstance(loss, torch.Tensor) and not torch.isfinite(loss).all():
+            raise NonFiniteLossError(f"the fine-tuning loss became {float(loss)} at step {trainer.global_step}")
+
+
+@contextlib.contextmanager
+def quiet_lightning() -> Iterator[None]:
+    """Silence Lightning's banners, tips and data-loader advice for the duration of a trial."""
+    names = ("lightning", "lightning.pytorch", "lightning.fabric", "pytorch_lightning")
+    levels = {name: logging.getLogger(name).level for name in names}
+    for name in names:
+        logging.getLogger(name).setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", module=r"lightning.*")
+            warnings.filterwarnings("ignore", message=r".*(num_workers|does not have many workers).*")
+            yield
+    finally:
+        for name, level in levels.items():
+            logging.getLogger(name).setLevel(level)
+
+
+def as_lightning(model: nn.Module, *, loss: Callable | None, lr: float) -> L.LightningModule:
+    """The LightningModule that fine-tunes ``model`` (itself when it already is one)."""
+    if isinstance(model, L.LightningModule):
+        for attr in ("lr", "learning_rate"):
+            if hasattr(model, attr):
+                setattr(model, attr, lr)
+        return model
+    return ClassifierModule(model, loss=loss, lr=lr)
+
+
+def _trainer(*, max_steps: int, accelerator: str, callbacks: list[L.Callback]) -> L.Trainer:
+    return L.Trainer(
+        max_steps=max_steps, max_epochs=-1, accelerator=accelerator, devices=1, logger=False,
+        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
+        limit_val_batches=0, num_sanity_val_steps=0, callbacks=callbacks, deterministic=False,
+    )
+
+
+def finetune(module: L.LightningModule, train_loader: DataLoader, *, policy: Policy, max_steps: int,
+             accelerator: str = "cpu", prefix: str = "") -> None:
+    """Fine-tune ``module`` in place for ``max_steps`` optimiser steps with the policy's regulariser.
+
+    ``prefix`` maps the policy's layer names to names inside ``module`` (``"net."`` for a wrapped model).
+    """
+    if max_steps <= 0:
+        return
+    unstructured = [prefix + n for n, lp in policy.layers.items()
+                    if lp.sparsity > 0 and "unstructured" in lp.method]
+    callbacks: list[L.Callback] = [FiniteLoss(), KeepZeros(module, unstructured)]
+    if policy.regularizer.active:
+        callbacks.append(SparsityRegularizer(kind=policy.regularizer.kind, strength=policy.regularizer.strength,
+                                             layers=[prefix + n for n in policy.layers]))
+    with quiet_lightning():
+        _trainer(max_steps=max_steps, accelerator=accelerator, callbacks=callbacks).fit(module, train_loader)
+    module.eval()
+
+
+def accuracy(model: nn.Module, loader: DataLoader) -> float:
+    """Top-1 accuracy of ``model`` on ``(x, y)`` batches."""
+    model.eval()
+    correct = total = 0
+    device = next(model.parameters()).device
+    with torch.no_grad():
+        for batch in loader:
+            x, y = batch[0], batch[1]
+            out = model(*(a.to(device) for a in as_input_tuple(x)))
+            correct += int((out.argmax(dim=-1).cpu() == y).sum())
+            total += len(y)
+    if total == 0:
+        raise DataError("the validation loader yields no sample")
+    return correct / total
+
+
+def evaluate(module: nn.Module, val_loader: DataLoader, metric: Metric | str | None, *,
+             accelerator: str = "cpu") -> float:
+    """The trial's metric (higher is better): accuracy, a callable, or a name the module logs in validation."""
+    if metric is None:
+        return accuracy(module, val_loader)
+    if callable(metric):
+        return float(metric(module, val_loader))
+    if not isinstance(module, L.LightningModule) or not hasattr(type(module), "validation_step"):
+        raise DataError(f"metric {metric!r} is a logged-metric name, which needs a LightningModule "
+                        "with a validation_step that logs it")
+    with quiet_lightning():
+        trainer = L.Trainer(accelerator=accelerator, devices=1, logger=False, enable_progress_bar=False,
+                            enable_model_summary=False, enable_checkpointing=False)
+        results = trainer.validate(module, val_loader, verbose=False)
+    logged = {k: v for r in results for k, v in r.items()}
+    if metric not in logged:
+        raise DataError(f"metric {metric!r} was not logged in validation_step; logged metrics: {sorted(logged)}")
+    return float(logged[metric])

@@ -1,0 +1,103 @@
+"""One trial: policy -> pruned model -> measure -> (skip if over budget) -> fine-tune -> evaluate.
+
+Imports neither optuna nor ray: both backends call :func:`run_trial` with a policy they sampled.
+A trial over a hard budget right after pruning is recorded as infeasible *without fine-tuning* (its
+metric is evaluated on the pruned, un-tuned model, which is cheap and tells the sampler something).
+
+Example:
+    See :func:`autoprune.search`, which builds a :class:`TrialContext` and runs trials through a backend.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from torch import nn
+from torch.utils.data import DataLoader
+
+from autoprune.finetune import Metric, as_lightning, evaluate, finetune
+from autoprune.measure import HardwareProfile, Metrics, measure
+from autoprune.policy import Policy
+from autoprune.prune import prune
+from autoprune.space import FinetuneSettings
+
+
+@dataclass(frozen=True)
+class TrialContext:
+    """Everything a trial needs besides its policy; built once per search."""
+
+    base_model: nn.Module
+    example_inputs: tuple
+    train_loader: DataLoader
+    val_loader: DataLoader
+    profile: HardwareProfile
+    loss: Callable | None = None
+    metric: Metric | str | None = None
+    budget_ms: float | None = None
+    budget_mb: float | None = None
+    accelerator: str = "cpu"
+    seed: int = 0
+
+    def constraints(self, metrics: Metrics) -> list[float]:
+        """Optuna-style constraint values: <= 0 means the budget is met."""
+        return [
+            metrics.latency_ms - self.budget_ms if self.budget_ms is not None else -1.0,
+            metrics.size_mb - self.budget_mb if self.budget_mb is not None else -1.0,
+        ]
+
+
+@dataclass
+class TrialOutcome:
+    """What one trial produced. ``model`` is the pruned (and fine-tuned, when feasible) network."""
+
+    metric: float
+    metrics: Metrics
+    feasible: bool
+    constraints: list[float]
+    model: nn.Module
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def values(self) -> list[float]:
+        """The objectives: [metric (max), latency_ms (min), size_mb (min)]."""
+        return [self.metric, self.metrics.latency_ms, self.metrics.size_mb]
+
+
+def run_trial(ctx: TrialContext, policy: Policy, settings: FinetuneSettings) -> TrialOutcome:
+    """Run one trial; exceptions (including :class:`~autoprune.finetune.NonFiniteLossError`) propagate."""
+    timings: dict[str, float] = {}
+    start = time.perf_counter()
+    calibration = itertools.islice(iter(ctx.train_loader), settings.calibration_batches)
+    pruned = prune(ctx.base_model, policy, ctx.example_inputs, calibration_data=calibration, loss_fn=ctx.loss,
+                   calibration_batches=settings.calibration_batches, seed=ctx.seed)
+    timings["prune"] = time.perf_counter() - start
+
+    start = time.perf_counter()
+    metrics = measure(pruned, ctx.example_inputs, ctx.profile)
+    timings["measure"] = time.perf_counter() - start
+    constraints = ctx.constraints(metrics)
+    feasible = all(c <= 0 for c in constraints)
+
+    module = as_lightning(pruned, loss=ctx.loss, lr=settings.lr)
+    if feasible:
+        start = time.perf_counter()
+        finetune(module, ctx.train_loader, policy=policy, max_steps=settings.max_steps,
+                 accelerator=ctx.accelerator, prefix="" if module is pruned else "net.")
+        timings["finetune"] = time.perf_counter() - start
+    start = time.perf_counter()
+    value = evaluate(module, ctx.val_loader, ctx.metric, accelerator=ctx.accelerator)
+    timings["evaluate"] = time.perf_counter() - start
+    if not math.isfinite(value):
+        raise FloatingPointError(f"the metric evaluated to {value}")
+    return TrialOutcome(metric=value, metrics=metrics, feasible=feasible, constraints=constraints,
+                        model=pruned, timings=timings)
+
+
+def dense_copy(model: nn.Module) -> nn.Module:
+    """A detached copy of the base model in eval mode (the search never touches the caller's model)."""
+    return copy.deepcopy(model).eval()

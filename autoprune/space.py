@@ -1,0 +1,282 @@
+"""Search spaces: a YAML file, validated with pydantic, that says what a search may choose.
+
+A space resolves against a model (which layers, which groups) and then:
+
+* :meth:`ResolvedSpace.sample` draws one policy through any object with Optuna's
+  ``suggest_float(name, low, high, step=, log=)`` / ``suggest_categorical(name, choices)`` methods (an
+  Optuna ``Trial``, or the Ray backend's adapter): this module imports neither;
+* :meth:`ResolvedSpace.seed_params` gives the parameters of the dense model and of uniform policies,
+  which the backends enqueue first.
+
+Named spaces (``"default"``, ``"structured"``, ``"unstructured"``) are the YAML files shipped in the
+package ``autoprune.search_spaces``; anything else is read as a path. See search_spaces/default.yaml
+for the commented reference of every field.
+
+Example:
+    >>> from autoprune.space import load_space
+    >>> space = load_space("structured")
+    >>> space.sparsity.mode
+    'global_scale'
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.resources
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, Protocol
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from autoprune.errors import SearchSpaceError
+from autoprune.layers import prunable_layers, resolve_globs
+from autoprune.methods import available_methods, get_method
+from autoprune.policy import LayerPolicy, Policy, Regularizer
+
+BUILTIN_SPACES = ("default", "structured", "unstructured")
+
+
+def _coerce_number(value: Any) -> Any:
+    """PyYAML's safe_load reads ``1e-5`` (no dot) as a string: turn numeric strings into floats."""
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Range(_Strict):
+    low: float
+    high: float
+    log: bool = False
+
+    _coerce = field_validator("low", "high", mode="before")(_coerce_number)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Range:
+        if not self.low <= self.high:
+            raise ValueError(f"low ({self.low}) must not exceed high ({self.high})")
+        if self.log and self.low <= 0:
+            raise ValueError("a log-scale range needs low > 0")
+        return self
+
+
+class SparsitySpec(_Strict):
+    mode: Literal["per_layer", "per_group", "global_scale"] = "global_scale"
+    low: float = Field(0.0, ge=0.0, lt=1.0)
+    high: float = Field(0.9, ge=0.0, lt=1.0)
+    step: float | None = Field(0.05, gt=0.0)
+    scale_low: float = Field(0.5, gt=0.0)
+    scale_high: float = Field(1.5, gt=0.0)
+    scale_step: float | None = Field(0.1, gt=0.0)
+    groups: dict[str, list[str]] = Field(default_factory=dict)
+
+    _coerce = field_validator("low", "high", "step", "scale_low", "scale_high", "scale_step", mode="before")(_coerce_number)
+
+    @model_validator(mode="after")
+    def _check(self) -> SparsitySpec:
+        if self.low > self.high:
+            raise ValueError(f"low ({self.low}) must not exceed high ({self.high})")
+        if self.scale_low > self.scale_high:
+            raise ValueError(f"scale_low ({self.scale_low}) must not exceed scale_high ({self.scale_high})")
+        if self.mode == "per_group" and not self.groups:
+            raise ValueError("mode per_group needs `groups`: group name -> list of layer globs")
+        return self
+
+
+class RegularizerSpec(_Strict):
+    kinds: list[Literal["none", "l1", "group_lasso"]] = Field(default_factory=lambda: ["none"], min_length=1)
+    strength: Range = Range(low=1e-6, high=1e-3, log=True)
+
+
+class FinetuneSpec(_Strict):
+    max_steps: int = Field(60, ge=0)
+    lr: Range = Range(low=1e-4, high=3e-3, log=True)
+    calibration_batches: int = Field(4, ge=1)
+
+
+class SearchSpace(_Strict):
+    """The validated content of a search-space YAML file."""
+
+    version: Literal[1] = 1
+    description: str = ""
+    layers: Literal["auto"] | list[str] = "auto"
+    exclude: list[str] = Field(default_factory=list)
+    sparsity: SparsitySpec = SparsitySpec()
+    methods: list[str] = Field(default_factory=lambda: ["l1_structured"], min_length=1)
+    round_to: list[int | None] = Field(default_factory=lambda: [None], min_length=1)
+    regularizer: RegularizerSpec = RegularizerSpec()
+    finetune: FinetuneSpec = FinetuneSpec()
+
+    @field_validator("methods")
+    @classmethod
+    def _known_methods(cls, methods: list[str]) -> list[str]:
+        unknown = [m for m in methods if m not in available_methods()]
+        if unknown:
+            raise ValueError(f"unknown method(s) {unknown}; allowed: {available_methods()}")
+        return methods
+
+    @field_validator("round_to")
+    @classmethod
+    def _positive(cls, values: list[int | None]) -> list[int | None]:
+        if any(v is not None and v < 1 for v in values):
+            raise ValueError("round_to entries must be null or integers >= 1")
+        return values
+
+    def fingerprint(self) -> str:
+        """A short hash of the space's content: two studies with different spaces never mix."""
+        return hashlib.sha256(json.dumps(self.model_dump(), sort_keys=True).encode()).hexdigest()[:16]
+
+    def resolve(self, model: Any, *, protected: list[str]) -> ResolvedSpace:
+        """Bind the space to a model: the searched layers (output layers left out) and their groups."""
+        names = [n for n in prunable_layers(model, exclude=self.exclude) if n not in protected]
+        if self.layers != "auto":
+            names = resolve_globs(self.layers, names)
+        if not names:
+            raise SearchSpaceError("the search space selects no prunable layer of the model")
+        groups: dict[str, list[str]] = {}
+        if self.sparsity.mode == "per_group":
+            for group, patterns in self.sparsity.groups.items():
+                groups[group] = resolve_globs(patterns, names)
+        return ResolvedSpace(space=self, layers=tuple(names), groups=groups)
+
+
+def _format_validation_error(source: str, error: ValidationError) -> str:
+    lines = [f"invalid search space {source}:"]
+    for item in error.errors():
+        where = ".".join(str(p) for p in item["loc"]) or "(top level)"
+        lines.append(f"  field `{where}`: {item['msg']} (got {item.get('input')!r})")
+    return "\n".join(lines)
+
+
+def space_path(name_or_path: str | Path) -> Path:
+    """Resolve a built-in space name to its shipped file, or return the path given."""
+    if str(name_or_path) in BUILTIN_SPACES:
+        return Path(str(importlib.resources.files("autoprune.search_spaces") / f"{name_or_path}.yaml"))
+    path = Path(name_or_path)
+    if not path.is_file():
+        raise SearchSpaceError(f"search space {str(name_or_path)!r} is neither a built-in space "
+                               f"{list(BUILTIN_SPACES)} nor an existing file")
+    return path
+
+
+def load_space(name_or_path: str | Path | SearchSpace) -> SearchSpace:
+    """Read and validate a search space; errors name the file, the field and what is allowed."""
+    if isinstance(name_or_path, SearchSpace):
+        return name_or_path
+    path = space_path(name_or_path)
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise SearchSpaceError(f"search space {path} is not valid YAML: {exc}") from None
+    if not isinstance(data, dict):
+        raise SearchSpaceError(f"search space {path} must be a YAML mapping, got {type(data).__name__}")
+    try:
+        return SearchSpace.model_validate(data)
+    except ValidationError as exc:
+        raise SearchSpaceError(_format_validation_error(str(path), exc)) from None
+
+
+class Suggester(Protocol):
+    """The part of Optuna's ``Trial`` interface a space needs."""
+
+    def suggest_float(self, name: str, low: float, high: float, *, step: float | None = None,
+                      log: bool = False) -> float: ...
+
+    def suggest_categorical(self, name: str, choices: Any) -> Any: ...
+
+
+@dataclass(frozen=True)
+class FinetuneSettings:
+    """The fine-tuning a trial runs: optimiser steps and learning rate."""
+
+    max_steps: int
+    lr: float
+    calibration_batches: int
+
+
+def _grid(low: float, high: float, step: float | None) -> tuple[float, float]:
+    """Optuna needs (high - low) to be a multiple of step: shrink high onto the grid."""
+    if step is None:
+        return low, high
+    return low, low + math.floor((high - low) / step + 1e-9) * step
+
+
+@dataclass(frozen=True)
+class ResolvedSpace:
+    """A space bound to one model. ``sample`` draws a (Policy, FinetuneSettings)."""
+
+    space: SearchSpace
+    layers: tuple[str, ...]
+    groups: dict[str, list[str]]
+
+    def sample(self, trial: Suggester) -> tuple[Policy, FinetuneSettings]:
+        s = self.space
+        sp = s.sparsity
+        low, high = _grid(sp.low, sp.high, sp.step)
+        if sp.mode == "per_layer":
+            sparsity = {n: trial.suggest_float(f"sparsity.{n}", low, high, step=sp.step) for n in self.layers}
+        elif sp.mode == "per_group":
+            sparsity = {}
+            for group, members in self.groups.items():
+                value = trial.suggest_float(f"sparsity.{group}", low, high, step=sp.step)
+                sparsity.update({n: value for n in members})
+        else:
+            level = trial.suggest_float("sparsity.global", low, high, step=sp.step)
+            s_low, s_high = _grid(sp.scale_low, sp.scale_high, sp.scale_step)
+            sparsity = {n: min(sp.high, level * trial.suggest_float(f"scale.{n}", s_low, s_high, step=sp.scale_step))
+                        for n in self.layers}
+        method = trial.suggest_categorical("method", list(s.methods))
+        round_to = trial.suggest_categorical("round_to", list(s.round_to))
+        kind = trial.suggest_categorical("regularizer", list(s.regularizer.kinds))
+        strength = 0.0
+        if kind != "none":
+            r = s.regularizer.strength
+            strength = trial.suggest_float("strength", r.low, r.high, log=r.log)
+        lr = trial.suggest_float("lr", s.finetune.lr.low, s.finetune.lr.high, log=s.finetune.lr.log)
+        if kind == "group_lasso" and not get_method(method).STRUCTURED:
+            kind = "l1"  # group lasso pushes whole channels to zero: only useful before structured removal
+        policy = Policy(
+            layers={n: LayerPolicy(sparsity=round(v, 6), method=method) for n, v in sparsity.items()},
+            regularizer=Regularizer(kind=kind, strength=strength),
+            round_to=round_to,
+        )
+        return policy, FinetuneSettings(s.finetune.max_steps, lr, s.finetune.calibration_batches)
+
+    def seed_params(self, levels: tuple[float, ...] = (0.0, 0.3, 0.5, 0.7)) -> list[dict[str, Any]]:
+        """Parameters of the dense model (level 0) and of uniform policies at ``levels``.
+
+        Enqueued first, so the search's front is never worse than uniform pruning at those points.
+        Levels outside the space's range are dropped; the first method and round_to are used.
+        """
+        s = self.space
+        sp = s.sparsity
+        lr = s.finetune.lr
+        mid_lr = math.sqrt(lr.low * lr.high) if lr.log else (lr.low + lr.high) / 2
+        seeds = []
+        for level in levels:
+            if level != 0.0 and not sp.low <= level <= sp.high:
+                continue
+            if sp.mode == "per_layer":
+                params = {f"sparsity.{n}": level for n in self.layers}
+            elif sp.mode == "per_group":
+                params = {f"sparsity.{g}": level for g in self.groups}
+            else:
+                params = {"sparsity.global": level, **{f"scale.{n}": 1.0 for n in self.layers}}
+            if level == 0.0 and sp.low > 0.0:
+                continue
+            params.update({"method": s.methods[0], "round_to": s.round_to[0], "regularizer": s.regularizer.kinds[0],
+                           "lr": mid_lr})
+            if s.regularizer.kinds[0] != "none":
+                params["strength"] = math.sqrt(s.regularizer.strength.low * s.regularizer.strength.high)
+            seeds.append(params)
+        return seeds

@@ -1,0 +1,124 @@
+"""search(): budgets, resume, failures, Lightning users, study safety — on digits, tiny settings."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import lightning as L
+import pytest
+import torch
+from torch.nn import functional as F
+
+from autoprune.api import search
+from autoprune.demo import DigitsCNN, DigitsDataModule, train_classifier
+from autoprune.errors import StudyError
+from autoprune.measure import measure
+from tests.conftest import fast_profile
+
+TINY = Path(__file__).parent / "data" / "tiny.yaml"
+
+
+@pytest.fixture(scope="module")
+def digits():
+    """A narrow digits CNN trained for 2 epochs (enough to be far above chance) and its data."""
+    torch.manual_seed(0)
+    data = DigitsDataModule(batch_size=64)
+    model = train_classifier(DigitsCNN(width=8), data.train_dataloader(), epochs=2)
+    return model, data
+
+
+def _search(model, data, out, **kwargs):
+    settings = dict(space=TINY, n_trials=4, out_dir=out, seed=0, profile=fast_profile())
+    settings.update(kwargs)
+    return search(model, data, **settings)
+
+
+def test_front_members_meet_the_budgets(digits, tmp_path):
+    """Every Pareto candidate meets the size budget; infeasible trials were not fine-tuned."""
+    model, data = digits
+    budget_mb = 0.6 * measure(model, torch.randn(1, 1, 8, 8), fast_profile()).size_mb
+    result = _search(model, data, tmp_path, budget_mb=budget_mb, n_trials=5)
+    assert result.pareto, "a feasible front exists"
+    assert all(c.size_mb <= budget_mb for c in result.pareto)
+    for trial in result.trials:
+        assert trial.state == "complete"
+        assert ("finetune" in trial.timings) == trial.feasible
+    assert (tmp_path / "pareto.json").is_file() and (tmp_path / "best" / "model.ts").is_file()
+
+
+def test_best_candidate_reloads_with_its_weights(digits, tmp_path):
+    """load_model(best) rebuilds the pruned, fine-tuned model: smaller, and it runs."""
+    model, data = digits
+    result = _search(model, data, tmp_path, n_trials=3)
+    best = result.best()
+    pruned = result.load_model(best)
+    assert pruned(torch.randn(2, 1, 8, 8)).shape == (2, 10)
+    assert sum(p.numel() for p in pruned.parameters()) == best.params
+
+
+def test_resume_runs_only_the_missing_trials(digits, tmp_path):
+    """Re-running with a larger total adds only the missing trials and keeps the finished ones."""
+    model, data = digits
+    first = _search(model, data, tmp_path, n_trials=3)
+    again = _search(model, data, tmp_path, n_trials=5)
+    assert len(again.trials) == 5
+    kept = {t.number: t.metric for t in again.trials if t.number < 3}
+    assert kept == {t.number: t.metric for t in first.trials}
+    assert again.session_trials == {3, 4}
+    assert len(_search(model, data, tmp_path, n_trials=5).session_trials) == 0
+
+
+def test_failing_trials_are_recorded_and_the_search_goes_on(digits, tmp_path):
+    """A metric that returns NaN fails its trial with the reason; later trials still run."""
+    model, data = digits
+    calls = {"n": 0}
+
+    def flaky(net, loader):
+        calls["n"] += 1
+        return math.nan if calls["n"] == 2 else 0.5
+
+    result = _search(model, data, tmp_path, metric=flaky, n_trials=3)
+    states = [t.state for t in sorted(result.trials, key=lambda t: t.number)]
+    assert states.count("failed") == 1 and states.count("complete") == 2
+    failed = next(t for t in result.trials if t.state == "failed")
+    assert "nan" in failed.failure_reason.lower()
+
+
+def test_another_space_cannot_join_an_existing_study(digits, tmp_path):
+    """A study created with one space refuses a search with another; the study is left intact."""
+    model, data = digits
+    _search(model, data, tmp_path, n_trials=1)
+    with pytest.raises(StudyError, match="another search space"):
+        _search(model, data, tmp_path, n_trials=2, space="unstructured")
+    assert len(_search(model, data, tmp_path, n_trials=1).trials) == 1
+
+
+class LitDigits(L.LightningModule):
+    """A user's LightningModule: its own training_step, optimiser, and a logged validation metric."""
+
+    def __init__(self, net):
+        super().__init__()
+        self.net, self.lr = net, 1e-3
+
+    def forward(self, x):
+        return self.net(x)
+
+    def training_step(self, batch, _):
+        return F.cross_entropy(self(batch[0]), batch[1])
+
+    def validation_step(self, batch, _):
+        self.log("val_acc", (self(batch[0]).argmax(1) == batch[1]).float().mean())
+
+    def configure_optimizers(self):
+        return torch.optim.Adam(self.parameters(), lr=self.lr)
+
+
+def test_lightning_module_with_a_logged_metric(digits, tmp_path):
+    """A LightningModule is pruned inside (net.*), fine-tuned by its own steps, scored by its logged metric."""
+    model, data = digits
+    result = _search(LitDigits(model), data, tmp_path, metric="val_acc", n_trials=2)
+    assert result.metric_name == "val_acc"
+    assert all(0.0 <= t.metric <= 1.0 for t in result.trials)
+    layers = result.trials[0].policy["layers"]
+    assert layers and all(name.startswith("net.") for name in layers)

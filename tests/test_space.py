@@ -1,0 +1,90 @@
+"""Search spaces: the shipped files validate, errors name file and field, sampling stays in range."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from autoprune.errors import LayerMatchError, SearchSpaceError
+from autoprune.space import BUILTIN_SPACES, load_space
+from autoprune.zoo import ResNetCNN
+
+TINY = Path(__file__).parent / "data" / "tiny.yaml"
+
+
+class Replay:
+    """A suggester that returns fixed values, else the low end (records what was asked)."""
+
+    def __init__(self, params=None):
+        self.params, self.asked = dict(params or {}), {}
+
+    def suggest_float(self, name, low, high, *, step=None, log=False):
+        self.asked[name] = (low, high)
+        return self.params.get(name, high)
+
+    def suggest_categorical(self, name, choices):
+        self.asked[name] = tuple(choices)
+        return self.params.get(name, choices[-1])
+
+
+@pytest.mark.parametrize("name", BUILTIN_SPACES)
+def test_builtin_spaces_load_by_name(name):
+    """Each shipped space loads by name (from package data) and has a distinct fingerprint."""
+    assert load_space(name).version == 1
+    assert len({load_space(n).fingerprint() for n in BUILTIN_SPACES}) == len(BUILTIN_SPACES)
+
+
+def test_exponent_without_dot_is_a_number(tmp_path):
+    """PyYAML reads 1e-5 as a string; the space coerces it to a float."""
+    path = tmp_path / "s.yaml"
+    path.write_text("version: 1\nregularizer: {kinds: [l1], strength: {low: 1e-7, high: 1e-5, log: true}}\n")
+    assert load_space(path).regularizer.strength.low == pytest.approx(1e-7)
+
+
+def test_invalid_field_error_names_file_field_and_allowed(tmp_path):
+    """A bad value is reported with the file, the dotted field path and the constraint."""
+    path = tmp_path / "bad.yaml"
+    path.write_text("version: 1\nsparsity: {high: 1.5}\n")
+    with pytest.raises(SearchSpaceError) as info:
+        load_space(path)
+    assert "bad.yaml" in str(info.value) and "sparsity.high" in str(info.value) and "less than 1" in str(info.value)
+
+
+def test_unknown_method_and_unknown_field_are_rejected(tmp_path):
+    """Unknown methods list the allowed ones; unknown keys are refused (typos do not pass silently)."""
+    path = tmp_path / "bad.yaml"
+    path.write_text("version: 1\nmethods: [l9]\nmethodz: [x]\n")
+    message = str(pytest.raises(SearchSpaceError, load_space, path).value)
+    assert "l9" in message and "l1_structured" in message and "methodz" in message
+
+
+def test_missing_file_is_a_clear_error():
+    with pytest.raises(SearchSpaceError, match="neither a built-in space"):
+        load_space("no/such/space.yaml")
+
+
+def test_sampled_sparsities_stay_within_the_range():
+    """global_scale: level x scale is capped at `high`; the output layer is never searched."""
+    space = load_space(TINY).resolve(ResNetCNN(), protected=["head"])
+    assert "head" not in space.layers
+    policy, settings = space.sample(Replay())
+    assert all(0.0 <= lp.sparsity <= 0.8 for lp in policy.layers.values())
+    assert settings.max_steps == 2
+
+
+def test_seed_params_reproduce_uniform_policies():
+    """The seeds decode to the dense policy and to uniform policies at their levels."""
+    space = load_space(TINY).resolve(ResNetCNN(), protected=["head"])
+    seeds = space.seed_params()
+    decoded = [space.sample(Replay(p))[0] for p in seeds]
+    assert decoded[0].is_dense
+    for params, policy in zip(seeds[1:], decoded[1:]):
+        assert {lp.sparsity for lp in policy.layers.values()} == {params["sparsity.global"]}
+
+
+def test_layer_globs_that_match_nothing_are_rejected(tmp_path):
+    path = tmp_path / "s.yaml"
+    path.write_text("version: 1\nlayers: ['nothing.*']\n")
+    with pytest.raises(LayerMatchError, match="nothing"):
+        load_space(path).resolve(ResNetCNN(), protected=["head"])
