@@ -3,7 +3,7 @@
 Exit codes: 0 done, 1 unexpected error, 2 usage or bad input, 130 interrupted (Ctrl-C; re-run the same
 command to resume). Errors print one paragraph; ``--debug`` adds the traceback.
 
-    autoprune search --budget-ms 2.0            # the embedded digits default
+    autoprune search --budget-ms 5              # the embedded digits default
     autoprune report --out runs/digits
     autoprune export --out runs/digits --to exported/
 """
@@ -25,7 +25,7 @@ from autoprune.errors import AutopruneInputError, ModelLoadError, StudyError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Search per-layer pruning policies under latency and size budgets.")
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)
 out_console = Console()
 
 DEMO = "embedded:digits"
@@ -71,13 +71,31 @@ def build_model(spec: str, weights: str | None, run_dir: Path) -> Any:
             raise ModelLoadError(f"--weights {weights}: no such file")
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
-            if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
-                state = state["state_dict"]  # a Lightning checkpoint
-            model.load_state_dict(state)
         except Exception as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise ModelLoadError(f"--weights {weights} does not fit --model {spec}: {first}") from None
+            raise ModelLoadError(f"--weights {weights} is not a weights file torch.load(weights_only=True) "
+                                 f"can read: {type(exc).__name__}") from None
+        if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+            state = state["state_dict"]  # a Lightning checkpoint
+        problem = _state_dict_mismatch(model, state)
+        if problem:
+            raise ModelLoadError(f"--weights {weights} does not fit --model {spec}: {problem}")
+        model.load_state_dict(state)
     return model
+
+
+def _state_dict_mismatch(model: Any, state: Any) -> str:
+    """Why ``state`` cannot load into ``model`` (empty when it can): missing, unexpected, mis-shaped keys."""
+    if not isinstance(state, dict):
+        return f"the file holds a {type(state).__name__}, not a state_dict"
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    shapes = [f"{k} {tuple(state[k].shape)} in the file, {tuple(v.shape)} in the model"
+              for k, v in expected.items() if k in state and hasattr(state[k], "shape") and state[k].shape != v.shape]
+    parts = [f"{label} {items[:3]}{' ...' if len(items) > 3 else ''}"
+             for label, items in (("missing keys", missing), ("unexpected keys", unexpected), ("shapes differ:", shapes))
+             if items]
+    return "; ".join(parts)
 
 
 def build_data(spec: str, batch_size: int) -> Any:
@@ -182,7 +200,7 @@ def search(
     seed: Optional[int] = typer.Option(None, help="seed for the sampler and random baselines."),
     sampler: str = typer.Option("auto", help="auto (multi-objective TPE), tpe, nsga2, gp or random."),
     device: str = typer.Option("cpu", help="cpu or cuda: where latency is measured and trials fine-tune."),
-    batch_size: int = typer.Option(1, help="batch size of the latency measurement."),
+    batch_size: int = typer.Option(64, help="batch size of the latency measurement (1 for single-sample latency)."),
     threads: int = typer.Option(1, help="CPU threads of the latency measurement."),
     progress: bool = typer.Option(True, help="show a progress bar."),
     debug: bool = typer.Option(False, help="print tracebacks."),

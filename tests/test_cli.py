@@ -1,0 +1,96 @@
+"""The console script end to end, as a subprocess: search, report, export, and bad input exit codes."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parent.parent
+TINY = str(REPO / "tests" / "data" / "tiny.yaml")
+
+
+def autoprune(*args, cwd=REPO):
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    return subprocess.run([sys.executable, "-m", "autoprune.cli", *map(str, args)], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    """One embedded-default search shared by the report and export tests."""
+    out = tmp_path_factory.mktemp("run")
+    proc = autoprune("search", "--space", TINY, "--trials", "3", "--budget-mb", "0.5", "--seed", "0",
+                     "--out", out, "--no-progress")
+    assert proc.returncode == 0, proc.stderr
+    return out, proc
+
+
+def test_search_writes_the_result_files(run_dir):
+    """The embedded default runs with no model or data argument and writes its files."""
+    out, proc = run_dir
+    for name in ("pareto.json", "trials.csv", "pareto.png", "study.db", "best/model.ts", "best/policy.json"):
+        assert (out / name).is_file(), name
+    front = json.loads((out / "pareto.json").read_text())["pareto"]
+    assert front and all(c["size_mb"] <= 0.5 for c in front)
+    assert "Pareto front" in proc.stdout and "search overhead" in proc.stdout
+
+
+def test_rerun_resumes_without_new_trials(run_dir):
+    """The same command again finds the study complete and runs nothing new."""
+    out, _ = run_dir
+    proc = autoprune("search", "--space", TINY, "--trials", "3", "--budget-mb", "0.5", "--out", out, "--no-progress")
+    assert proc.returncode == 0, proc.stderr
+    assert "Pareto front" in proc.stdout and "of 3 trials" in proc.stdout
+
+
+def test_report_reprints_the_front(run_dir):
+    out, _ = run_dir
+    proc = autoprune("report", "--out", out)
+    assert proc.returncode == 0, proc.stderr
+    assert "Pareto front" in proc.stdout
+
+
+def test_export_writes_a_model_that_matches(run_dir, tmp_path):
+    """export writes policy, weights and a TorchScript file whose outputs match the saved weights' model."""
+    out, _ = run_dir
+    proc = autoprune("export", "--out", out, "--to", tmp_path / "exp", "--format", "torchscript")
+    assert proc.returncode == 0, proc.stderr
+    standalone = torch.jit.load(str(tmp_path / "exp" / "model.ts"))
+    assert standalone(torch.randn(3, 1, 8, 8)).shape == (3, 10)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--space", "tests/data/missing.yaml"], "neither a built-in space"),
+    (["--model", "no_such_pkg.models:build", "--data", "no_such_pkg.data:dm"], "cannot import"),
+    (["--model", "examples.custom_model:build"], "give both --model and --data"),
+    (["--budget-ms", "0"], "positive"),
+    (["--sampler", "annealing", "--trials", "1"], "unknown sampler"),
+])
+def test_bad_input_exits_2_with_a_message_and_no_traceback(args, message, tmp_path):
+    proc = autoprune("search", "--out", tmp_path, "--no-progress", *args)
+    assert proc.returncode == 2, proc.stderr
+    assert message in proc.stderr.replace("\n", " ")
+    assert "Traceback" not in proc.stderr
+
+
+def test_weights_that_do_not_fit_exit_2(tmp_path):
+    """A weights file for another architecture is named in a one-paragraph error."""
+    wrong = tmp_path / "wrong.pt"
+    torch.save({"0.weight": torch.zeros(3, 3)}, wrong)
+    proc = autoprune("search", "--model", "examples.custom_model:build", "--data", "examples.custom_model:loaders",
+                     "--weights", wrong, "--out", tmp_path, "--no-progress")
+    assert proc.returncode == 2
+    assert "does not fit" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_invalid_space_field_is_named(tmp_path):
+    space = tmp_path / "bad.yaml"
+    space.write_text("version: 1\nfinetune: {max_steps: -1}\n")
+    proc = autoprune("search", "--space", space, "--out", tmp_path, "--no-progress")
+    assert proc.returncode == 2 and "finetune.max_steps" in proc.stderr
