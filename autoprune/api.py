@@ -33,6 +33,12 @@ BEST_DIR = "best"
 STUDY_DB = "study.db"
 
 
+def candidate_loader(out_dir: Path, base_model: nn.Module) -> Callable[[TrialRecord], nn.Module]:
+    """Rebuilds a candidate from its saved weights on a private copy of ``base_model``."""
+    base = dense_copy(base_model)
+    return lambda record: load_pruned(Path(out_dir) / record.artifact_dir, base)
+
+
 def default_storage(out_dir: Path) -> str:
     return f"sqlite:///{(out_dir / STUDY_DB).resolve()}"
 
@@ -130,7 +136,7 @@ def search(
 
     result = SearchResult(trials=optuna_backend.records(study), metric_name=metric_name, budget_ms=budget_ms,
                           budget_mb=budget_mb, out_dir=out, study_name=study_name, session_trials=set(),
-                          model_loader=lambda record: load_pruned(out / record.artifact_dir, base))
+                          model_loader=candidate_loader(out, base))
 
     def objective(trial: Any) -> list[float]:
         started = time.perf_counter()
@@ -179,10 +185,7 @@ def load_result(*, storage: str, study_name: str, out_dir: str | Path | None = N
     study = optuna_backend.load_study(storage=storage, study_name=study_name)
     attrs = study.user_attrs
     out = Path(out_dir) if out_dir is not None else None
-    loader = None
-    if base_model is not None and out is not None:
-        base = dense_copy(base_model)
-        loader = lambda record: load_pruned(out / record.artifact_dir, base)  # noqa: E731
+    loader = candidate_loader(out, base_model) if base_model is not None and out is not None else None
     if not study.trials:
         raise DataError(f"study {study_name!r} has no trials yet")
     return SearchResult(trials=optuna_backend.records(study), metric_name=attrs.get("metric", "accuracy"),

@@ -246,7 +246,7 @@ def search(
 
 
 def _open_result(out: Path, storage: str | None, study_name: str | None, with_model: bool = False) -> Any:
-    from autoprune.api import default_storage, load_result
+    from autoprune.api import candidate_loader, default_storage, load_result
     from autoprune.backends.optuna import list_study_names
 
     if storage is None and not (out / "study.db").is_file():
@@ -260,7 +260,7 @@ def _open_result(out: Path, storage: str | None, study_name: str | None, with_mo
     result = load_result(storage=url, study_name=study_name, out_dir=out)
     if with_model:
         base = build_model(result.attrs.get("model", DEMO), result.attrs.get("weights"), out)
-        result = load_result(storage=url, study_name=study_name, out_dir=out, base_model=base)
+        result.model_loader = candidate_loader(out, base)
     return result
 
 
