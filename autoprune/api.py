@@ -17,15 +17,16 @@ from typing import Any, Callable, Mapping
 
 from torch import nn
 
+from autoprune.backends import BACKENDS, RayOptions
 from autoprune.backends import optuna as optuna_backend
-from autoprune.errors import AutopruneInputError, DataError
+from autoprune.errors import AutopruneInputError, DataError, StudyError
 from autoprune.export import load_pruned, save_pruned
 from autoprune.finetune import first_inputs, resolve_data
 from autoprune.layers import output_layers, run_model
 from autoprune.measure import HardwareProfile
-from autoprune.objective import TrialContext, dense_copy, run_trial
+from autoprune.objective import TrialContext, dense_copy, execute_trial
 from autoprune.policy import Policy
-from autoprune.result import SearchResult, TrialRecord, dominates
+from autoprune.result import SearchResult, TrialRecord
 from autoprune.space import SearchSpace, load_space
 
 CANDIDATES_DIR = "candidates"
@@ -33,14 +34,25 @@ BEST_DIR = "best"
 STUDY_DB = "study.db"
 
 
-def candidate_loader(out_dir: Path, base_model: nn.Module) -> Callable[[TrialRecord], nn.Module]:
-    """Rebuilds a candidate from its saved weights on a private copy of ``base_model``."""
+def candidate_loader(artifacts_dir: Path, base_model: nn.Module) -> Callable[[TrialRecord], nn.Module]:
+    """Rebuilds a candidate from its saved weights (under ``artifacts_dir``) on a private copy of ``base_model``."""
     base = dense_copy(base_model)
-    return lambda record: load_pruned(Path(out_dir) / record.artifact_dir, base)
+    return lambda record: load_pruned(Path(artifacts_dir) / record.artifact_dir, base)
 
 
 def default_storage(out_dir: Path) -> str:
     return f"sqlite:///{(out_dir / STUDY_DB).resolve()}"
+
+
+def default_artifacts(storage: str, out_dir: Path, study_name: str) -> Path:
+    """Beside the study: next to its file (journal or SQLite), else in the run directory."""
+    if optuna_backend.is_file_storage(storage):
+        where = Path(storage).resolve().parent
+    elif storage.startswith("sqlite:///") and ":memory:" not in storage:
+        where = Path(storage[len("sqlite:///"):]).resolve().parent
+    else:
+        where = out_dir.resolve()
+    return where / CANDIDATES_DIR / study_name
 
 
 def _metric_name(metric: Any) -> str:
@@ -72,8 +84,13 @@ def search(
     loss: Callable[[Any, Any], Any] | None = None,
     profile: HardwareProfile | None = None,
     out_dir: str | Path | None = None,
+    artifacts_dir: str | Path | None = None,
     seed: int | None = None,
     accelerator: str = "cpu",
+    backend: str = "optuna",
+    ray: RayOptions | None = None,
+    resume: bool = False,
+    heartbeat_interval: int = optuna_backend.HEARTBEAT_INTERVAL,
     on_trial_end: Callable[[TrialRecord, SearchResult], None] | None = None,
     study_attrs: Mapping[str, Any] | None = None,
 ) -> SearchResult:
@@ -85,107 +102,146 @@ def search(
         data: a ``LightningDataModule`` or a ``(train_loader, val_loader)`` pair of ``(x, y)`` batches.
         space: a built-in space name (``default``, ``structured``, ``unstructured``) or a YAML path.
         budget_ms, budget_mb: hard budgets on latency (under ``profile``) and dense checkpoint size.
-        n_trials: total trials of the study (a resumed study runs only the missing ones).
+        n_trials: total trials of the study, over every worker (a resumed study runs only the missing ones).
         timeout: stop starting new trials after this many seconds.
-        storage: an Optuna storage URL; default ``sqlite:///<out_dir>/study.db``.
+        storage: an Optuna storage URL (``sqlite:///...``, ``postgresql://...``) or a journal file path
+            (``runs/study.log``); default ``sqlite:///<out_dir>/study.db``. Workers that pass the same
+            storage and study name share one study.
         study_name: default ``"autoprune"``.
         sampler: ``auto`` (multi-objective TPE), ``tpe``, ``nsga2``, ``gp`` or ``random``.
         metric: higher is better; default top-1 accuracy; a callable ``metric(model, val_loader)``, or
             the name of a metric the LightningModule logs in ``validation_step``.
         loss: ``loss(output, target)`` for plain modules (default cross-entropy).
         profile: the :class:`~autoprune.measure.HardwareProfile` that defines latency.
-        out_dir: the run directory (study, candidates, result files); default ``runs/<study_name>``.
+        out_dir: the run directory (result files, default study); default ``runs/<study_name>``.
+        artifacts_dir: where front candidates' weights go, reachable by every worker; default beside
+            the study (``<dir of the storage file or out_dir>/candidates/<study_name>``). A worker that
+            joins an existing study uses the directory the study was created with unless given one.
         seed: seeds the sampler and the random pruning baselines.
+        backend: ``optuna`` (trials in this process) or ``ray`` (Ray Tune trials; see ``ray``).
+        ray: placement options of the Ray backend (:class:`~autoprune.backends.RayOptions`).
+        resume: require the study to exist already (re-running without it also resumes).
+        heartbeat_interval: seconds between a running trial's heartbeats; a trial whose worker misses
+            three is failed and queued again.
         on_trial_end: called after every trial with its record and the result so far (progress bars).
         study_attrs: extra attributes stored with a new study (the CLI records how to rebuild the model).
 
     Returns:
-        A :class:`~autoprune.result.SearchResult`; its files are already written to ``out_dir``.
+        A :class:`~autoprune.result.SearchResult` of the whole study; its files are written to ``out_dir``.
     """
     if not isinstance(model, nn.Module):
         raise AutopruneInputError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     if not isinstance(n_trials, int) or n_trials < 1:
         raise AutopruneInputError(f"n_trials must be a positive integer, got {n_trials!r}")
+    if backend not in BACKENDS:
+        raise AutopruneInputError(f"unknown backend {backend!r}; choose one of {list(BACKENDS)}")
+    if not isinstance(heartbeat_interval, int) or heartbeat_interval < 1:
+        raise AutopruneInputError(f"heartbeat_interval must be a positive integer, got {heartbeat_interval!r}")
     check_budget("budget_ms", budget_ms)
     check_budget("budget_mb", budget_mb)
     study_name = study_name or "autoprune"
     if not re.fullmatch(r"[\w.\-]+", study_name):
         raise AutopruneInputError(f"study_name {study_name!r} may use letters, digits, '.', '_' and '-' only")
     out = Path(out_dir) if out_dir is not None else Path("runs") / study_name
-    out.mkdir(parents=True, exist_ok=True)
-    storage = storage or default_storage(out)
     the_space = load_space(space)
     profile = profile or HardwareProfile()
     profile.check_available()
+    ray_options = ray or RayOptions()
+    if backend == "ray":
+        from autoprune.backends import ray as ray_backend
 
+        ray_backend.connect(ray_options)  # fails fast (exit 2 in the CLI) when the address does not answer
+
+    out.mkdir(parents=True, exist_ok=True)
+    storage = storage or default_storage(out)
+    store, liveness = optuna_backend.make_storage(
+        storage, heartbeat_interval=heartbeat_interval if backend == "optuna" else None)
+    if resume and not optuna_backend.study_exists(store, study_name):
+        raise StudyError(f"--resume: there is no study {study_name!r} in {optuna_backend.mask_url(storage)}; "
+                         "start it without --resume")
     train_loader, val_loader = resolve_data(data)
     example_inputs = first_inputs(val_loader)
     base = dense_copy(model)
     run_model(base, example_inputs)
     resolved = the_space.resolve(base, protected=output_layers(base, example_inputs))
-    ctx = TrialContext(base_model=base, example_inputs=example_inputs, train_loader=train_loader,
-                       val_loader=val_loader, profile=profile, loss=loss, metric=metric, budget_ms=budget_ms,
-                       budget_mb=budget_mb, accelerator=accelerator, seed=seed or 0)
     metric_name = _metric_name(metric)
-    study = optuna_backend.open_study(
-        storage=storage, study_name=study_name,
+    fallback_artifacts = default_artifacts(storage, out, study_name)
+    study, created = optuna_backend.open_study(
+        storage=store, study_name=study_name,
         sampler=optuna_backend.make_sampler(sampler, seed=seed, n_trials=n_trials),
         fingerprint=the_space.fingerprint(), metric_name=metric_name,
-        attrs={"budget_ms": budget_ms, "budget_mb": budget_mb, "n_trials": n_trials, **(study_attrs or {})})
-    optuna_backend.enqueue_seeds(study, resolved.seed_params())
+        attrs={"budget_ms": budget_ms, "budget_mb": budget_mb, "n_trials": n_trials,
+               "artifacts": str(Path(artifacts_dir or fallback_artifacts).resolve()), **(study_attrs or {})})
+    artifacts = Path(artifacts_dir or study.user_attrs.get("artifacts") or fallback_artifacts)
+    artifacts.mkdir(parents=True, exist_ok=True)
+    if created:
+        optuna_backend.enqueue_seeds(study, resolved.seed_params())
+    ctx = TrialContext(base_model=base, example_inputs=example_inputs, train_loader=train_loader,
+                       val_loader=val_loader, profile=profile, loss=loss, metric=metric, budget_ms=budget_ms,
+                       budget_mb=budget_mb, seed=seed or 0, artifacts_dir=artifacts,
+                       accelerator="gpu" if backend == "ray" and ray_options.gpus_per_trial > 0 else accelerator)
 
     result = SearchResult(trials=optuna_backend.records(study), metric_name=metric_name, budget_ms=budget_ms,
                           budget_mb=budget_mb, out_dir=out, study_name=study_name, session_trials=set(),
-                          model_loader=candidate_loader(out, base))
+                          model_loader=candidate_loader(artifacts, base))
 
-    def objective(trial: Any) -> list[float]:
-        started = time.perf_counter()
+    def sample(trial: Any) -> tuple[Policy, Any]:
         policy, settings = resolved.sample(trial)
         trial.set_user_attr("policy", policy.to_dict())
-        outcome = run_trial(ctx, policy, settings)
-        optuna_backend.set_constraints(trial, outcome.constraints)
-        trial.set_user_attr("feasible", outcome.feasible)
-        trial.set_user_attr("metrics", {k: v for k, v in outcome.metrics.to_dict().items() if k != "profile"})
-        new = TrialRecord(number=trial.number, state="complete", feasible=outcome.feasible, metric=outcome.metric,
-                          latency_ms=outcome.metrics.latency_ms, size_mb=outcome.metrics.size_mb)
-        if outcome.feasible and not any(dominates(r, new) for r in result.pareto):
-            export_started = time.perf_counter()
-            relative = f"{CANDIDATES_DIR}/trial_{trial.number:05d}"
-            save_pruned(outcome.model, policy, out / relative, example_inputs=example_inputs, base_model=base,
-                        formats=("torchscript",))
-            trial.set_user_attr("artifact_dir", relative)
-            outcome.timings["export"] = time.perf_counter() - export_started
-        outcome.timings["trial"] = time.perf_counter() - started
-        trial.set_user_attr("timings", outcome.timings)
-        return outcome.values
+        return policy, settings
+
+    def front() -> list[tuple[float, float, float]]:
+        return [c.objectives() for c in result.pareto]
+
+    def objective(trial: Any) -> list[float]:
+        policy, settings = sample(trial)
+        report = execute_trial(ctx, policy, settings, number=trial.number, front=front())
+        optuna_backend.set_constraints(trial, report.constraints)
+        for key, value in report.user_attrs.items():
+            trial.set_user_attr(key, value)
+        return report.values
 
     def record_trial(record: TrialRecord) -> None:
-        result.trials = [t for t in result.trials if t.number != record.number] + [record]
+        result.trials = optuna_backend.records(study)  # every worker's trials: the front is the study's
         result.session_trials.add(record.number)
         if on_trial_end is not None:
             on_trial_end(record, result)
 
     started = time.perf_counter()
     try:
-        optuna_backend.optimize(study, objective, n_trials=n_trials, timeout=timeout, on_trial_end=record_trial)
+        if backend == "ray":
+            try:
+                ray_backend.run(study, ctx, sample=sample, front=front, n_trials=n_trials, timeout=timeout,
+                                options=ray_options, on_trial_end=record_trial, storage_path=out / "ray_results")
+            finally:
+                ray_backend.shutdown()
+        else:
+            optuna_backend.optimize(study, objective, n_trials=n_trials, timeout=timeout, on_trial_end=record_trial,
+                                    liveness=liveness)
     finally:
         result.trials = optuna_backend.records(study)
         result.wall_seconds = time.perf_counter() - started
         result.save(out)
     best = result.best()
-    if best is not None:
+    if best is not None and best.artifact_dir is not None:
         save_pruned(result.load_model(best), Policy.from_dict(best.policy), out / BEST_DIR,
                     example_inputs=example_inputs, base_model=base)
     return result
 
 
 def load_result(*, storage: str, study_name: str, out_dir: str | Path | None = None,
-                base_model: nn.Module | None = None) -> SearchResult:
-    """Rebuild a :class:`SearchResult` from a stored study (what ``autoprune report`` shows)."""
-    study = optuna_backend.load_study(storage=storage, study_name=study_name)
+                base_model: nn.Module | None = None, artifacts_dir: str | Path | None = None) -> SearchResult:
+    """Rebuild a :class:`SearchResult` of the whole study from its storage (what ``autoprune report`` shows).
+
+    ``artifacts_dir`` overrides the candidates directory the study was created with (a worker that
+    mounts the shared directory elsewhere).
+    """
+    store, _ = optuna_backend.make_storage(storage, must_exist=True)
+    study = optuna_backend.load_study(storage=store, study_name=study_name)
     attrs = study.user_attrs
     out = Path(out_dir) if out_dir is not None else None
-    loader = candidate_loader(out, base_model) if base_model is not None and out is not None else None
+    artifacts = artifacts_dir or attrs.get("artifacts") or (out / CANDIDATES_DIR / study_name if out else None)
+    loader = candidate_loader(Path(artifacts), base_model) if base_model is not None and artifacts else None
     if not study.trials:
         raise DataError(f"study {study_name!r} has no trials yet")
     return SearchResult(trials=optuna_backend.records(study), metric_name=attrs.get("metric", "accuracy"),

@@ -155,7 +155,9 @@ def _progress_callback(progress: Progress, task: Any, metric_name: str) -> Calla
     def update(record: Any, result: Any) -> None:
         best = result.best()
         best_text = f"{best.metric:.4f}" if best else "none yet"
-        progress.update(task, advance=1, front=len(result.pareto),
+        done = sum(1 for t in result.trials if t.state in ("complete", "failed")
+                   and t.failure_reason != "interrupted")  # every worker's trials
+        progress.update(task, completed=done, front=len(result.pareto),
                         best=f"best {metric_name} in budget: {best_text}")
     return update
 
@@ -194,11 +196,27 @@ def search(
     budget_mb: Optional[float] = typer.Option(None, help="size budget in MB (dense checkpoint)."),
     trials: int = typer.Option(20, help="total trials in the study (a resumed study runs only the missing ones)."),
     timeout: Optional[float] = typer.Option(None, help="stop starting trials after this many seconds."),
-    storage: Optional[str] = typer.Option(None, help="Optuna storage URL (default: sqlite in the run directory)."),
+    storage: Optional[str] = typer.Option(None, help="Optuna storage: a URL (sqlite:///..., postgresql://...) or a "
+                                                     "journal file path; workers on the same storage and study "
+                                                     "name share one study (default: sqlite in the run directory)."),
     study_name: Optional[str] = typer.Option(None, help="study name (default: digits, or the model function's name)."),
     out: Optional[Path] = typer.Option(None, help="run directory (default: runs/<study-name>)."),
+    artifacts: Optional[Path] = typer.Option(None, help="directory for front candidates' weights that every worker "
+                                                        "can reach (default: beside the study)."),
+    resume: bool = typer.Option(False, help="continue an existing study (fails if there is none); re-running "
+                                            "the same command without it resumes too."),
     seed: Optional[int] = typer.Option(None, help="seed for the sampler and random baselines."),
     sampler: str = typer.Option("auto", help="auto (multi-objective TPE), tpe, nsga2, gp or random."),
+    backend: str = typer.Option("optuna", help="optuna (trials in this process) or ray (Ray Tune trials)."),
+    address: Optional[str] = typer.Option(None, help="ray backend: auto or HOST:PORT of a running cluster "
+                                                     "(default: start a local Ray instance)."),
+    max_concurrent: Optional[int] = typer.Option(None, help="ray backend: at most this many trials at once."),
+    cpus_per_trial: float = typer.Option(1.0, help="ray backend: CPUs (and torch threads) per trial."),
+    gpus_per_trial: float = typer.Option(0.0, help="ray backend: GPUs per trial (fractions share a GPU)."),
+    torch_threads: Optional[int] = typer.Option(None, help="torch threads for this worker's fine-tuning (set it "
+                                                           "so that workers sharing a machine do not fight)."),
+    heartbeat_interval: int = typer.Option(10, help="seconds between heartbeats of a running trial; a worker "
+                                                    "silent for 3 intervals is presumed dead and its trial re-queued."),
     device: str = typer.Option("cpu", help="cpu or cuda: where latency is measured and trials fine-tune."),
     batch_size: int = typer.Option(64, help="batch size of the latency measurement (1 for single-sample latency)."),
     threads: int = typer.Option(1, help="CPU threads of the latency measurement."),
@@ -208,10 +226,24 @@ def search(
     """Search pruning policies; write pareto.json, trials.csv, pareto.png and the best model to --out."""
 
     def body() -> None:
+        import torch
+
         from autoprune.api import check_budget, search as run_search
+        from autoprune.backends import BACKENDS, RayOptions
+        from autoprune.backends.optuna import mask_url
         from autoprune.measure import HardwareProfile
         from autoprune.space import load_space
 
+        if backend not in BACKENDS:
+            raise AutopruneInputError(f"--backend must be one of {list(BACKENDS)}, got {backend!r}")
+        if backend != "ray" and (address or max_concurrent):
+            raise AutopruneInputError("--address and --max-concurrent need --backend ray")
+        if torch_threads is not None:
+            if torch_threads < 1:
+                raise AutopruneInputError(f"--torch-threads must be at least 1, got {torch_threads}")
+            torch.set_num_threads(torch_threads)
+        ray_options = RayOptions(address=address, max_concurrent=max_concurrent, cpus_per_trial=cpus_per_trial,
+                                 gpus_per_trial=gpus_per_trial)
         if (model is None) != (data is None):
             raise AutopruneInputError("give both --model and --data, or neither for the embedded digits default")
         if weights and not model:
@@ -230,12 +262,15 @@ def search(
         columns = [TextColumn("[bold]trials"), BarColumn(), MofNCompleteColumn(), TextColumn("elapsed"),
                    TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
                    TextColumn("front {task.fields[front]}"), TextColumn("{task.fields[best]}")]
+        if storage:
+            console.print(f"study {name!r} on {mask_url(storage)} ({backend} backend)", highlight=False)
         with Progress(*columns, console=console, disable=not progress, transient=False) as bar:
             task = bar.add_task("search", total=trials, front=0, best="")
             result = run_search(base, datamodule, space=the_space, budget_ms=budget_ms, budget_mb=budget_mb,
                                 n_trials=trials, timeout=timeout, storage=storage, study_name=name, sampler=sampler,
-                                profile=profile, out_dir=run_dir, seed=seed,
-                                accelerator="gpu" if device.startswith("cuda") else "cpu",
+                                profile=profile, out_dir=run_dir, artifacts_dir=artifacts, seed=seed,
+                                accelerator="gpu" if device.startswith("cuda") else "cpu", backend=backend,
+                                ray=ray_options, resume=resume, heartbeat_interval=heartbeat_interval,
                                 on_trial_end=_progress_callback(bar, task, "accuracy"), study_attrs=attrs)
         print_front(result)
         print_time_breakdown(result)
@@ -245,51 +280,66 @@ def search(
     _run(debug, body)
 
 
-def _open_result(out: Path, storage: str | None, study_name: str | None, with_model: bool = False) -> Any:
-    from autoprune.api import candidate_loader, default_storage, load_result
-    from autoprune.backends.optuna import list_study_names
+def _open_result(out: Path | None, storage: str | None, study_name: str | None, artifacts: Path | None,
+                 with_model: bool = False) -> tuple[Any, Path]:
+    """The study's result and the run directory to write into (default runs/<study-name> with --storage)."""
+    from autoprune.api import default_storage, load_result
+    from autoprune.backends.optuna import list_study_names, make_storage
 
+    if out is None and storage is None:
+        raise AutopruneInputError("give --out (a search's run directory) or --storage")
     if storage is None and not (out / "study.db").is_file():
         raise StudyError(f"{out} holds no study.db: give the run directory of a search, or --storage")
     url = storage or default_storage(out)
     if study_name is None:
-        names = list_study_names(url)
+        names = list_study_names(make_storage(url, must_exist=True)[0])
         if len(names) != 1:
             raise StudyError(f"the storage holds studies {names}: choose one with --study-name")
         study_name = names[0]
-    result = load_result(storage=url, study_name=study_name, out_dir=out)
+    out = out or Path("runs") / study_name
+    base = None
     if with_model:
-        base = build_model(result.attrs.get("model", DEMO), result.attrs.get("weights"), out)
-        result.model_loader = candidate_loader(out, base)
-    return result
+        attrs = load_result(storage=url, study_name=study_name).attrs
+        base = build_model(attrs.get("model", DEMO), attrs.get("weights"), out)
+    result = load_result(storage=url, study_name=study_name, out_dir=out, base_model=base, artifacts_dir=artifacts)
+    return result, out
 
 
 @app.command()
 def report(
-    out: Path = typer.Option(..., help="the run directory of a search."),
-    storage: Optional[str] = typer.Option(None, help="storage URL (default: the run directory's study.db)."),
+    out: Optional[Path] = typer.Option(None, help="the run directory of a search (default with --storage: "
+                                                  "runs/<study-name>)."),
+    storage: Optional[str] = typer.Option(None, help="storage URL or journal file (default: the run directory's "
+                                                     "study.db)."),
     study_name: Optional[str] = typer.Option(None, help="study name (default: the only study in the storage)."),
     debug: bool = typer.Option(False, help="print tracebacks."),
 ) -> None:
-    """Reprint the Pareto front of a stored study and rewrite pareto.json, trials.csv and pareto.png."""
+    """Print the Pareto front of a stored study (every worker's trials) and write pareto.json, trials.csv, pareto.png."""
 
     def body() -> None:
-        result = _open_result(out, storage, study_name)
+        result, out_dir = _open_result(out, storage, study_name, None)
+        states = [t.state for t in result.trials]
+        out_console.print(f"study {result.study_name}: {states.count('complete')} complete, "
+                          f"{states.count('failed')} failed, {states.count('running')} running"
+                          + (f" of {result.attrs['n_trials']}" if result.attrs.get("n_trials") else ""))
         print_front(result)
-        result.save(out)
-        out_console.print(f"written {out}/pareto.json, trials.csv, pareto.png")
+        result.save(out_dir)
+        out_console.print(f"written {out_dir}/pareto.json, trials.csv, pareto.png")
 
     _run(debug, body)
 
 
 @app.command()
 def export(
-    out: Path = typer.Option(..., help="the run directory of a search."),
+    out: Optional[Path] = typer.Option(None, help="the run directory of a search (default with --storage: "
+                                                  "runs/<study-name>)."),
     to: Path = typer.Option(..., help="directory to write the exported model into."),
     trial: Optional[int] = typer.Option(None, help="trial number of a Pareto candidate (default: the best)."),
     fmt: list[str] = typer.Option(None, "--format", help="torchscript and/or onnx (default: both when onnx is installed)."),
-    storage: Optional[str] = typer.Option(None, help="storage URL (default: the run directory's study.db)."),
+    storage: Optional[str] = typer.Option(None, help="storage URL or journal file (default: the run directory's "
+                                                     "study.db)."),
     study_name: Optional[str] = typer.Option(None, help="study name (default: the only study in the storage)."),
+    artifacts: Optional[Path] = typer.Option(None, help="the candidates directory, if not where the study recorded it."),
     debug: bool = typer.Option(False, help="print tracebacks."),
 ) -> None:
     """Write a Pareto candidate as policy JSON + weights + TorchScript/ONNX, checked against the model."""
@@ -298,7 +348,7 @@ def export(
         from autoprune.export import save_pruned
         from autoprune.finetune import first_inputs, resolve_data
 
-        result = _open_result(out, storage, study_name, with_model=True)
+        result, _ = _open_result(out, storage, study_name, artifacts, with_model=True)
         front = {c.number: c for c in result.pareto}
         chosen = result.best() if trial is None else front.get(trial)
         if chosen is None:

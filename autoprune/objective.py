@@ -15,15 +15,18 @@ import itertools
 import math
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable
 
 from torch import nn
 from torch.utils.data import DataLoader
 
+from autoprune.export import save_pruned
 from autoprune.finetune import Metric, as_lightning, evaluate, finetune
 from autoprune.measure import HardwareProfile, Metrics, measure
 from autoprune.policy import Policy
 from autoprune.prune import prune
+from autoprune.result import dominates_point
 from autoprune.space import FinetuneSettings
 
 
@@ -42,6 +45,8 @@ class TrialContext:
     budget_mb: float | None = None
     accelerator: str = "cpu"
     seed: int = 0
+    #: where the weights of front candidates go (shared by every worker of a study)
+    artifacts_dir: Path | None = None
 
     def constraints(self, metrics: Metrics) -> list[float]:
         """Optuna-style constraint values: <= 0 means the budget is met."""
@@ -96,6 +101,44 @@ def run_trial(ctx: TrialContext, policy: Policy, settings: FinetuneSettings) -> 
         raise FloatingPointError(f"the metric evaluated to {value}")
     return TrialOutcome(metric=value, metrics=metrics, feasible=feasible, constraints=constraints,
                         model=pruned, timings=timings)
+
+
+@dataclass(frozen=True)
+class TrialReport:
+    """What a backend stores for a finished trial: objectives, constraints and user attributes (plain data)."""
+
+    values: list[float]
+    constraints: list[float]
+    user_attrs: dict[str, Any]
+    feasible: bool
+
+
+def execute_trial(ctx: TrialContext, policy: Policy, settings: FinetuneSettings, *, number: int,
+                  front: list[tuple[float, float, float]]) -> TrialReport:
+    """Run one trial and, when it is feasible and no point of ``front`` dominates it, save its weights.
+
+    ``front`` holds the (metric, latency_ms, size_mb) of the current Pareto front; candidates are saved
+    under ``ctx.artifacts_dir/trial_NNNNN`` (policy.json, weights.pt, model.ts), so any worker can
+    export them later.
+    """
+    started = time.perf_counter()
+    outcome = run_trial(ctx, policy, settings)
+    attrs: dict[str, Any] = {
+        "feasible": outcome.feasible,
+        "metrics": {k: v for k, v in outcome.metrics.to_dict().items() if k != "profile"},
+    }
+    point = tuple(outcome.values)
+    if outcome.feasible and ctx.artifacts_dir is not None and not any(dominates_point(p, point) for p in front):
+        export_started = time.perf_counter()
+        name = f"trial_{number:05d}"
+        save_pruned(outcome.model, policy, Path(ctx.artifacts_dir) / name, example_inputs=ctx.example_inputs,
+                    base_model=ctx.base_model, formats=("torchscript",))
+        attrs["artifact_dir"] = name
+        outcome.timings["export"] = time.perf_counter() - export_started
+    outcome.timings["trial"] = time.perf_counter() - started
+    attrs["timings"] = outcome.timings
+    return TrialReport(values=outcome.values, constraints=outcome.constraints, user_attrs=attrs,
+                       feasible=outcome.feasible)
 
 
 def dense_copy(model: nn.Module) -> nn.Module:

@@ -57,11 +57,16 @@ class TrialRecord:
 Candidate = TrialRecord  # a Pareto candidate is a feasible, complete trial record
 
 
-def dominates(a: TrialRecord, b: TrialRecord) -> bool:
-    """True if ``a`` is at least as good as ``b`` on every objective and better on one."""
-    (ma, la, sa), (mb, lb, sb) = a.objectives(), b.objectives()
+def dominates_point(a: tuple[float, float, float], b: tuple[float, float, float]) -> bool:
+    """For (metric max, latency min, size min) points: ``a`` is no worse everywhere and better somewhere."""
+    (ma, la, sa), (mb, lb, sb) = a, b
     at_least = ma >= mb and la <= lb and sa <= sb
     return at_least and (ma > mb or la < lb or sa < sb)
+
+
+def dominates(a: TrialRecord, b: TrialRecord) -> bool:
+    """True if ``a`` is at least as good as ``b`` on every objective and better on one."""
+    return dominates_point(a.objectives(), b.objectives())
 
 
 def pareto_front(records: list[TrialRecord]) -> list[TrialRecord]:

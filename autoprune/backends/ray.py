@@ -1,0 +1,187 @@
+"""The Ray Tune backend: trials run as Ray Tune trials on a local instance or a cluster. The only module that imports ray.
+
+How it fits together:
+
+* The Optuna study stays the single record of the search. A small Ray Tune ``Searcher``
+  (:class:`StudySearcher`) is an ask/tell adapter over it, the same idea as Ray's ``OptunaSearch``: it
+  asks the study's multi-objective sampler for a trial, samples the policy in the driver, and tells
+  the objectives and budget constraints back when the Ray trial reports. So budgets, constraints,
+  result files and ``autoprune report`` are the same as with the Optuna backend, and both backends can
+  even take turns on one study.
+* The trial context (base model, data loaders, profile) goes to the object store once through
+  ``tune.with_parameters``; each trial's config is only its policy, fine-tune settings and the current
+  front (to decide whether its weights are saved).
+* A trial that raises is recorded as failed and the search goes on. A trial whose Ray worker dies is
+  retried by Ray (``FailureConfig(max_failures=2)``) with the same configuration.
+* Resume uses the Optuna storage underneath, not ``Tuner.restore``: a new driver counts the trials the
+  study already holds, and trials a previous driver left unfinished (Ctrl-C, or a driver killed on this
+  host) are marked interrupted and re-run. ``ray_results/`` is kept for Ray's own logs only.
+* Model and data code must be importable on every Ray worker (an installed package, or a module under
+  the driver's working directory for a local instance).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import socket
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import ray
+import torch
+from ray import tune
+from ray.tune.search import ConcurrencyLimiter, Searcher
+
+from autoprune.backends import RayOptions
+from autoprune.backends import optuna as optuna_backend
+from autoprune.errors import StudyError
+from autoprune.objective import TrialContext, execute_trial
+from autoprune.policy import Policy
+from autoprune.result import TrialRecord
+from autoprune.space import FinetuneSettings
+
+_started_here = False
+
+
+def connect(options: RayOptions) -> None:
+    """Start a local Ray instance or join ``options.address``; StudyError when nobody answers there."""
+    global _started_here
+    if ray.is_initialized():
+        return
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    address = options.address
+    if address and address != "auto":
+        _probe(address)
+    kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False, "logging_level": "ERROR"}
+    if not address:
+        # Local instance: its workers inherit this environment, so modules under the working directory
+        # (a user's model factory) import there as they do here.
+        os.environ["PYTHONPATH"] = os.pathsep.join([os.getcwd(), *sys.path[1:]])
+        kwargs["num_cpus"] = os.cpu_count()
+    try:
+        ray.init(address=address or None, **kwargs)
+    except Exception as exc:
+        raise StudyError(f"cannot reach the Ray cluster at {address}: {type(exc).__name__}: "
+                         f"{str(exc).strip().splitlines()[0] if str(exc).strip() else ''}; start it with "
+                         "`ray start --head` or check --address") from None
+    _started_here = True
+
+
+def _probe(address: str) -> None:
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    if not host or not port.isdigit():
+        raise StudyError(f"--address must be auto or HOST:PORT, got {address!r}")
+    try:
+        with socket.create_connection((host, int(port)), timeout=3):
+            pass
+    except OSError as exc:
+        raise StudyError(f"the Ray address {address} does not answer ({exc.strerror or exc}); start the head "
+                         "node with `ray start --head` or check --address") from None
+
+
+def shutdown() -> None:
+    """Stop the Ray instance if :func:`connect` started or joined it (leave a user's own ``ray.init``)."""
+    global _started_here
+    if _started_here and ray.is_initialized():
+        ray.shutdown()
+    _started_here = False
+
+
+class StudySearcher(Searcher):
+    """Ray Tune searcher that asks and tells an Optuna study, stopping at the study's total of trials."""
+
+    def __init__(self, study: Any, *, sample: Callable[[Any], tuple[Policy, FinetuneSettings]],
+                 front: Callable[[], list[tuple[float, float, float]]], n_trials: int,
+                 on_trial_end: Callable[[TrialRecord], None] | None) -> None:
+        super().__init__(metric="metric", mode="max")
+        self.study = study
+        self.sample = sample
+        self.front = front
+        self.n_trials = n_trials
+        self.on_trial_end = on_trial_end
+        self.pending: dict[str, Any] = {}
+        self.counted = optuna_backend.counted_trials(study)
+        self.finished = False
+
+    def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
+        if self.counted + len(self.pending) >= self.n_trials:
+            self.finished = True
+            return Searcher.FINISHED
+        trial = optuna_backend.ask(self.study)
+        policy, settings = self.sample(trial)
+        self.pending[trial_id] = trial
+        return {"number": trial.number, "policy": policy.to_dict(), "settings": dataclasses.asdict(settings),
+                "front": [list(p) for p in self.front()]}
+
+    def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False) -> None:
+        trial = self.pending.pop(trial_id, None)
+        if trial is None:
+            return
+        report = json.loads(result["report"]) if result and "report" in result else {}
+        if error or "values" not in report:
+            reason = report.get("error") or "the Ray trial failed; its log is under ray_results/"
+            frozen = optuna_backend.tell(self.study, trial, failure_reason=reason)
+        else:
+            frozen = optuna_backend.tell(self.study, trial, values=report["values"],
+                                         constraints=report["constraints"], user_attrs=report["user_attrs"])
+        self.counted += 1
+        if self.on_trial_end is not None:
+            self.on_trial_end(optuna_backend.to_record(frozen))
+
+    def interrupt_pending(self) -> None:
+        """Mark the trials still running as interrupted (they do not count and are run again on resume)."""
+        for trial in self.pending.values():
+            try:
+                optuna_backend.tell(self.study, trial, failure_reason=optuna_backend.INTERRUPTED)
+            except Exception:
+                pass
+        self.pending.clear()
+
+
+def _trainable(config: dict[str, Any], payload: tuple[TrialContext, int]) -> None:
+    """One Ray trial: prune, measure, fine-tune, evaluate, save if on the front; report a JSON summary."""
+    ctx, threads = payload
+    torch.set_num_threads(threads)
+    try:
+        report = execute_trial(ctx, Policy.from_dict(config["policy"]), FinetuneSettings(**config["settings"]),
+                               number=config["number"], front=[tuple(p) for p in config["front"]])
+        summary = {"values": report.values, "constraints": report.constraints, "user_attrs": report.user_attrs}
+        tune.report({"metric": report.values[0], "report": json.dumps(summary)})
+    except Exception as exc:  # the trial fails, the search goes on (as with the Optuna backend)
+        tune.report({"metric": float("nan"), "report": json.dumps({"error": f"{type(exc).__name__}: {exc}"})})
+
+
+def run(study: Any, ctx: TrialContext, *, sample: Callable[[Any], tuple[Policy, FinetuneSettings]],
+        front: Callable[[], list[tuple[float, float, float]]], n_trials: int, timeout: float | None,
+        options: RayOptions, on_trial_end: Callable[[TrialRecord], None] | None, storage_path: Path) -> None:
+    """Run the study's missing trials as Ray Tune trials; raise KeyboardInterrupt if Tune was stopped early."""
+    connect(options)
+    optuna_backend.fail_orphans(study)
+    searcher = StudySearcher(study, sample=sample, front=front, n_trials=n_trials, on_trial_end=on_trial_end)
+    if searcher.counted >= n_trials:
+        return
+    algorithm = ConcurrencyLimiter(searcher, max_concurrent=options.max_concurrent) if options.max_concurrent \
+        else searcher
+    threads = max(1, int(options.cpus_per_trial))
+    resources = {"cpu": options.cpus_per_trial, "gpu": options.gpus_per_trial}
+    trainable = tune.with_resources(tune.with_parameters(_trainable, payload=(ctx, threads)), resources)
+    tuner = tune.Tuner(
+        trainable,
+        tune_config=tune.TuneConfig(search_alg=algorithm, num_samples=-1, time_budget_s=timeout),
+        run_config=tune.RunConfig(name=f"{study.study_name}-{time.strftime('%Y%m%d-%H%M%S')}",
+                                  storage_path=str(Path(storage_path).resolve()), verbose=0,
+                                  failure_config=tune.FailureConfig(max_failures=2)),
+    )
+    started = time.monotonic()
+    try:
+        tuner.fit()
+    finally:
+        searcher.interrupt_pending()
+    timed_out = timeout is not None and time.monotonic() - started >= timeout
+    if not searcher.finished and not timed_out and searcher.counted < n_trials:
+        raise KeyboardInterrupt("Ray Tune stopped before the study's total was reached")

@@ -1,0 +1,118 @@
+"""Storages of the Optuna backend: bad URLs, passwords never shown, joining rules, Ctrl-C and resume."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+
+import pytest
+import torch
+from optuna.trial import TrialState
+
+from autoprune.api import search
+from autoprune.backends.optuna import load_study, make_storage
+from autoprune.demo import DigitsCNN, DigitsDataModule, train_classifier
+from autoprune.errors import StudyError
+from tests.backends.conftest import PG_PASSWORD, REPO, cli, free_port
+from tests.conftest import fast_profile
+
+TINY = REPO / "tests" / "data" / "tiny.yaml"
+
+
+@pytest.fixture(scope="module")
+def digits():
+    torch.manual_seed(0)
+    data = DigitsDataModule(batch_size=64)
+    return train_classifier(DigitsCNN(width=8), data.train_dataloader(), epochs=2), data
+
+
+def _search(digits, out, **kwargs):
+    model, data = digits
+    settings = dict(space=TINY, n_trials=3, out_dir=out, seed=0, profile=fast_profile(), study_name="s")
+    settings.update(kwargs)
+    return search(model, data, **settings)
+
+
+def test_wrong_password_is_a_study_error_that_hides_the_password(postgres):
+    """A rejected password raises StudyError; neither password appears in the message."""
+    url = postgres.url(password="not-the-pw")
+    with pytest.raises(StudyError) as info:
+        make_storage(url)
+    assert "not-the-pw" not in str(info.value) and "***" in str(info.value)
+
+
+def test_unreachable_storage_is_a_study_error():
+    """Nothing listens on the port: StudyError naming the storage (password masked)."""
+    with pytest.raises(StudyError, match="cannot open storage") as info:
+        make_storage(f"postgresql+psycopg2://u:hidden@127.0.0.1:{free_port()}/db")
+    assert "hidden" not in str(info.value)
+
+
+def test_cli_exits_2_on_a_wrong_password_without_printing_it(postgres, tmp_path):
+    """``autoprune search`` with a bad password: exit code 2, one clear line, password masked."""
+    proc = subprocess.run(cli("search", "--storage", postgres.url(password="wr0ng-pw"), "--trials", "1",
+                              "--out", tmp_path, "--no-progress"),
+                          cwd=REPO, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert proc.returncode == 2, proc.stderr
+    assert "cannot open storage" in proc.stderr
+    assert "wr0ng-pw" not in proc.stdout + proc.stderr and PG_PASSWORD not in proc.stdout + proc.stderr
+
+
+def test_another_space_is_refused_on_a_shared_study_and_the_study_is_kept(digits, tmp_path, pg_url):
+    """A worker with a different search space cannot join; the study's trials are untouched."""
+    _search(digits, tmp_path / "a", storage=pg_url, n_trials=2)
+    with pytest.raises(StudyError, match="another search space"):
+        _search(digits, tmp_path / "b", storage=pg_url, space="unstructured")
+    study = load_study(storage=make_storage(pg_url)[0], study_name="s")
+    assert len(study.get_trials(states=(TrialState.COMPLETE,))) == 2
+
+
+def test_journal_file_study_stops_at_the_total(digits, tmp_path):
+    """A plain path selects a journal file; a second run on it resumes and adds nothing past the total."""
+    journal = tmp_path / "shared" / "study.log"
+    _search(digits, tmp_path / "a", storage=str(journal), n_trials=3)
+    again = _search(digits, tmp_path / "b", storage=str(journal), n_trials=3)
+    assert journal.is_file() and len(again.trials) == 3 and again.session_trials == set()
+    assert (tmp_path / "shared" / "candidates" / "s").is_dir(), "artifacts live beside the journal"
+
+
+def test_a_directory_or_sqlite_file_is_not_taken_for_a_journal(tmp_path):
+    """--storage pointing at a directory or an SQLite file gets an error that says what to pass."""
+    with pytest.raises(StudyError, match="is a directory"):
+        make_storage(str(tmp_path))
+    db = tmp_path / "x.db"
+    make_storage(f"sqlite:///{db}")
+    with pytest.raises(StudyError, match="sqlite:///"):
+        make_storage(str(db))
+
+
+def test_resume_without_a_study_is_refused(digits, tmp_path):
+    """resume=True on an empty storage says there is nothing to resume."""
+    with pytest.raises(StudyError, match="no study"):
+        _search(digits, tmp_path, resume=True)
+
+
+def test_interrupted_trial_is_rerun_and_finished_ones_are_kept(digits, tmp_path):
+    """Ctrl-C inside a trial marks it interrupted; resuming re-runs it and keeps the finished trials."""
+    calls = {"n": 0}
+
+    def interrupting(net, loader):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return 0.5
+
+    with pytest.raises(KeyboardInterrupt):
+        _search(digits, tmp_path, metric=interrupting, n_trials=4)
+    first = {t.number: t for t in load_study(storage=make_storage(f"sqlite:///{tmp_path / 'study.db'}")[0],
+                                             study_name="s").get_trials()}
+    assert [t.state for t in first.values()].count(TrialState.COMPLETE) == 2
+    interrupted = next(t for t in first.values() if t.state == TrialState.FAIL)
+    assert interrupted.user_attrs["failure_reason"] == "interrupted"
+
+    result = _search(digits, tmp_path, metric=interrupting, n_trials=4)
+    complete = [t for t in result.trials if t.state == "complete"]
+    assert len(complete) == 4
+    assert all(t.number in result.session_trials for t in complete if t.number not in first)
+    assert {t.number for t in complete} >= {n for n, t in first.items() if t.state == TrialState.COMPLETE}
+    assert not result.session_trials & {n for n, t in first.items() if t.state == TrialState.COMPLETE}

@@ -1,0 +1,101 @@
+"""Many worker processes on one study: PostgreSQL (Optuna heartbeats) and a journal file (liveness stamps).
+
+Each test starts real ``autoprune search`` processes on the embedded digits default; the storage is a
+real PostgreSQL server or a journal file in a temporary directory.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+
+import pytest
+from optuna.trial import TrialState
+
+from autoprune.backends.optuna import load_study, make_storage
+from tests.backends.conftest import PG_PASSWORD, REPO, cli, log_of, start_worker, wait, wait_until
+
+N_TRIALS = 6
+
+
+def _study(storage: str, name: str):
+    return load_study(storage=make_storage(storage, heartbeat_interval=None)[0], study_name=name)
+
+
+def _workers(tmp_path, weights, storage, *extra):
+    args = ["--storage", storage, "--study-name", "shared", "--trials", N_TRIALS, "--heartbeat-interval", 1,
+            "--artifacts", tmp_path / "candidates", *extra]
+    dirs = [tmp_path / "worker_a", tmp_path / "worker_b"]
+    return dirs, [start_worker(d, weights, *args) for d in dirs]
+
+
+def _pid_of(trial) -> int:
+    return int(str(trial.user_attrs.get("worker", ":0")).rpartition(":")[2])
+
+
+def test_two_workers_finish_exactly_the_total_with_unique_numbers(tmp_path, pg_url, digits_weights):
+    """Two workers on one PostgreSQL study stop at --trials in total, share the front, and both run trials."""
+    dirs, procs = _workers(tmp_path, digits_weights, pg_url)
+    for d, p in zip(dirs, procs):
+        assert wait(p, d) == 0, log_of(d)
+    trials = _study(pg_url, "shared").get_trials()
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    assert len(complete) == N_TRIALS
+    numbers = [t.number for t in trials]
+    assert len(numbers) == len(set(numbers))
+    assert {_pid_of(t) for t in complete} == {p.pid for p in procs}, "each worker drew trials"
+    for d in dirs:  # every worker's result files hold the whole study's trials
+        pareto = json.loads((d / "pareto.json").read_text())
+        assert pareto["pareto"] and len((d / "trials.csv").read_text().strip().splitlines()) == N_TRIALS + 1
+    report = subprocess.run(cli("report", "--storage", pg_url, "--study-name", "shared", "--out", tmp_path / "r"),
+                            cwd=REPO, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert report.returncode == 0, report.stderr
+    assert f"{N_TRIALS} complete" in report.stdout
+    everything = report.stdout + report.stderr + "".join(log_of(d) for d in dirs)
+    everything += "".join((tmp_path / "r" / f).read_text() for f in ("pareto.json", "trials.csv"))
+    assert PG_PASSWORD not in everything and "***" in everything
+
+
+def _kill_one_worker_mid_trial(tmp_path, weights, storage):
+    dirs, (victim, survivor) = _workers(tmp_path, weights, storage)
+    study = None
+
+    def victim_is_in_a_trial() -> bool:
+        nonlocal study
+        try:
+            study = study or _study(storage, "shared")
+        except Exception:
+            return False
+        running = [t for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+                   if _pid_of(t) == victim.pid]
+        done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
+        return bool(running) and len(done) >= 1
+
+    wait_until(victim_is_in_a_trial, what="the victim worker to be in a trial")
+    before = {t.number: t.values for t in study.get_trials(states=(TrialState.COMPLETE,))}
+    killed = [t.number for t in study.get_trials(states=(TrialState.RUNNING,)) if _pid_of(t) == victim.pid]
+    os.kill(victim.pid, signal.SIGKILL)
+    victim.wait()
+    assert wait(survivor, dirs[1]) == 0, log_of(dirs[1])
+    trials = _study(storage, "shared").get_trials()
+    by_number = {t.number: t for t in trials}
+    complete = [t for t in trials if t.state == TrialState.COMPLETE]
+    assert len(complete) == N_TRIALS, [(t.number, t.state) for t in trials]
+    assert len(by_number) == len(trials), "no duplicate trial numbers"
+    assert all(by_number[n].state == TrialState.COMPLETE and by_number[n].values == v for n, v in before.items()), \
+        "no complete trial lost"
+    assert by_number[killed[0]].state == TrialState.FAIL
+    retries = [t for t in complete if t.system_attrs.get("failed_trial") == killed[0]]
+    assert len(retries) == 1 and retries[0].params == by_number[killed[0]].params, "re-queued with its parameters"
+
+
+def test_killed_postgres_worker_trial_is_failed_and_requeued(tmp_path, pg_url, digits_weights):
+    """kill -9 of a worker mid-trial: its trial fails by heartbeat, is re-run, and the study reaches the total."""
+    _kill_one_worker_mid_trial(tmp_path, digits_weights, pg_url)
+
+
+def test_killed_journal_worker_trial_is_failed_and_requeued(tmp_path, digits_weights):
+    """The same with a journal file, where autoprune's liveness stamps replace Optuna's heartbeat."""
+    _kill_one_worker_mid_trial(tmp_path, digits_weights, str(tmp_path / "study.log"))
