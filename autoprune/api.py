@@ -17,7 +17,7 @@ from typing import Any, Callable, Mapping
 
 from torch import nn
 
-from autoprune.backends import BACKENDS, RayOptions
+from autoprune.backends import BACKENDS, RayOptions, prepare_ray_environment
 from autoprune.backends import optuna as optuna_backend
 from autoprune.errors import AutopruneInputError, DataError, StudyError
 from autoprune.export import load_pruned, save_pruned
@@ -148,6 +148,7 @@ def search(
     profile.check_available()
     ray_options = ray or RayOptions()
     if backend == "ray":
+        prepare_ray_environment(ray_options)
         from autoprune.backends import ray as ray_backend
 
         ray_backend.connect(ray_options)  # fails fast (exit 2 in the CLI) when the address does not answer

@@ -15,6 +15,7 @@ Example:
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import lightning as L
@@ -106,7 +107,9 @@ def pretrained_digits_cnn(run_dir: str | Path | None = None, *, epochs: int = 15
     torch.manual_seed(seed)
     model = DigitsCNN()
     train_classifier(model, DigitsDataModule(seed=seed).train_dataloader(), epochs=epochs, seed=seed)
-    if cache is not None:
+    if cache is not None:  # renamed into place: workers starting together on one run directory
         cache.parent.mkdir(parents=True, exist_ok=True)
-        torch.save(model.state_dict(), cache)
+        tmp = cache.with_name(f".{cache.name}.{os.getpid()}.tmp")
+        torch.save(model.state_dict(), tmp)
+        os.replace(tmp, cache)
     return model

@@ -11,11 +11,13 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
+import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from torch import nn
 
@@ -55,6 +57,17 @@ class TrialRecord:
 
 
 Candidate = TrialRecord  # a Pareto candidate is a feasible, complete trial record
+
+
+@contextlib.contextmanager
+def _replacing(path: Path) -> Iterator[Path]:
+    """A temporary path beside ``path`` (same suffix) that replaces it atomically on success."""
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def dominates_point(a: tuple[float, float, float], b: tuple[float, float, float]) -> bool:
@@ -162,15 +175,18 @@ class SearchResult:
         out.mkdir(parents=True, exist_ok=True)
         files = {"pareto": out / PARETO_JSON, "trials": out / TRIALS_CSV, "plot": out / PARETO_PNG}
         best = self.best()
-        files["pareto"].write_text(json.dumps({
-            "study_name": self.study_name, "metric": self.metric_name,
-            "budget_ms": self.budget_ms, "budget_mb": self.budget_mb,
-            "best": best.number if best else None,
-            "pareto": [c.to_dict() for c in self.pareto],
-        }, indent=2))
-        frame = self.to_dataframe()
-        frame.to_csv(files["trials"], index=False, quoting=csv.QUOTE_MINIMAL)
-        self.plot(files["plot"])
+        # Written under a temporary name and renamed: workers sharing a run directory never leave a torn file.
+        with _replacing(files["pareto"]) as tmp:
+            tmp.write_text(json.dumps({
+                "study_name": self.study_name, "metric": self.metric_name,
+                "budget_ms": self.budget_ms, "budget_mb": self.budget_mb,
+                "best": best.number if best else None,
+                "pareto": [c.to_dict() for c in self.pareto],
+            }, indent=2))
+        with _replacing(files["trials"]) as tmp:
+            self.to_dataframe().to_csv(tmp, index=False, quoting=csv.QUOTE_MINIMAL)
+        with _replacing(files["plot"]) as tmp:
+            self.plot(tmp)
         return files
 
     def plot(self, path: str | Path) -> Path:

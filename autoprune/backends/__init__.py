@@ -6,7 +6,9 @@ the options below can be built without Ray installed.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
+from pathlib import Path
 
 from autoprune.errors import AutopruneInputError
 
@@ -41,3 +43,19 @@ class RayOptions:
             raise AutopruneInputError(f"cpus_per_trial must be positive, got {self.cpus_per_trial}")
         if self.gpus_per_trial < 0:
             raise AutopruneInputError(f"gpus_per_trial must be 0 or more, got {self.gpus_per_trial}")
+
+
+def prepare_ray_environment(options: RayOptions) -> None:
+    """Environment Ray reads when it is imported, so call this before the first ``import ray``.
+
+    * No usage statistics (machines without internet), the plain Tune output.
+    * ``ray start`` (Ray >= 2.59) turns on token authentication and writes the token to
+      ``~/.ray/auth_token``; a driver joining that cluster must be in token mode to send it. Set
+      ``RAY_AUTH_MODE`` yourself to override this (``disabled`` for a cluster without authentication).
+    """
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    token = os.environ.get("RAY_AUTH_TOKEN") or os.environ.get("RAY_AUTH_TOKEN_PATH") \
+        or (Path.home() / ".ray" / "auth_token").is_file()
+    if options.address and token:
+        os.environ.setdefault("RAY_AUTH_MODE", "token")

@@ -179,6 +179,7 @@ def make_storage(spec: str, *, heartbeat_interval: int | None = HEARTBEAT_INTERV
             raise StudyError(f"cannot open journal file {spec}: {type(exc).__name__}: {exc}") from None
         liveness = JournalLiveness(path, interval=heartbeat_interval) if heartbeat_interval else None
         return storage, liveness
+    spec = _with_postgres_driver(spec)
     connect_args = {"timeout": 60} if spec.startswith("sqlite") else {}
     if spec.startswith(("postgresql", "mysql")):
         connect_args = {"connect_timeout": 10}
@@ -193,6 +194,20 @@ def make_storage(spec: str, *, heartbeat_interval: int | None = HEARTBEAT_INTERV
         first = mask_url(str(exc)).strip().splitlines()[0] if str(exc).strip() else ""
         raise StudyError(f"cannot open storage {mask_url(spec)}: {type(exc).__name__}: {first}") from None
     return storage, None
+
+
+def _with_postgres_driver(url: str) -> str:
+    """``postgresql://`` names no driver and SQLAlchemy 2.1 then wants psycopg 3; use the installed one."""
+    scheme, sep, rest = url.partition("://")
+    if scheme not in ("postgresql", "postgres"):
+        return url
+    import importlib.util
+
+    for module, driver in (("psycopg", "psycopg"), ("psycopg2", "psycopg2")):
+        if importlib.util.find_spec(module) is not None:
+            return f"postgresql+{driver}{sep}{rest}"
+    raise StudyError("a postgresql:// storage needs a PostgreSQL driver: pip install 'autoprune[postgres]' "
+                     "(psycopg2-binary)")
 
 
 def fail_stale(study: optuna.Study, liveness: JournalLiveness | None) -> None:

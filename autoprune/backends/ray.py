@@ -52,11 +52,10 @@ def connect(options: RayOptions) -> None:
     global _started_here
     if ray.is_initialized():
         return
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     address = options.address
     if address and address != "auto":
         _probe(address)
+
     kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False, "logging_level": "ERROR"}
     if not address:
         # Local instance: its workers inherit this environment, so modules under the working directory
@@ -107,6 +106,14 @@ class StudySearcher(Searcher):
         self.pending: dict[str, Any] = {}
         self.counted = optuna_backend.counted_trials(study)
         self.finished = False
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Tune pickles its configuration for Tuner.restore, which autoprune does not use (the study is the
+        # record); the live study, callbacks and progress display stay out of the pickle.
+        return {"n_trials": self.n_trials, "counted": self.counted, "finished": self.finished}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state, study=None, sample=None, front=None, on_trial_end=None, pending={})
 
     def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
         if self.counted + len(self.pending) >= self.n_trials:

@@ -116,3 +116,10 @@ def test_interrupted_trial_is_rerun_and_finished_ones_are_kept(digits, tmp_path)
     assert all(t.number in result.session_trials for t in complete if t.number not in first)
     assert {t.number for t in complete} >= {n for n, t in first.items() if t.state == TrialState.COMPLETE}
     assert not result.session_trials & {n for n, t in first.items() if t.state == TrialState.COMPLETE}
+
+
+def test_a_postgresql_url_without_a_driver_uses_the_installed_one(postgres):
+    """``postgresql://`` (the form PostgreSQL documents) opens with whichever psycopg is installed."""
+    url = postgres.url().replace("postgresql+psycopg2://", "postgresql://")
+    storage, liveness = make_storage(url)
+    assert liveness is None and storage.url.startswith("postgresql+psycopg")

@@ -63,3 +63,22 @@ def test_bad_ray_options_are_refused():
         RayOptions(cpus_per_trial=0)
     with pytest.raises(AutopruneInputError, match="max_concurrent"):
         RayOptions(max_concurrent=0)
+
+
+def test_the_searcher_pickles_without_its_live_study(tmp_path):
+    """Tune pickles its searcher; the live study and callbacks (a progress bar holds locks) stay out."""
+    import threading
+
+    from ray import cloudpickle
+
+    from autoprune.backends.optuna import make_sampler, make_storage, open_study
+    from autoprune.backends.ray import StudySearcher
+
+    store, _ = make_storage(f"sqlite:///{tmp_path / 's.db'}", heartbeat_interval=None)
+    study, _ = open_study(storage=store, study_name="s", sampler=make_sampler("random", seed=0, n_trials=2),
+                          fingerprint="f", metric_name="accuracy")
+    lock = threading.RLock()
+    searcher = StudySearcher(study, sample=lambda t: (lock, None), front=lambda: [], n_trials=2,
+                             on_trial_end=lambda record: lock.acquire())
+    restored = cloudpickle.loads(cloudpickle.dumps(searcher))
+    assert restored.n_trials == 2 and restored.study is None
