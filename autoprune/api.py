@@ -90,6 +90,7 @@ def search(
     backend: str = "optuna",
     ray: RayOptions | None = None,
     resume: bool = False,
+    seed_policies: bool = True,
     heartbeat_interval: int = optuna_backend.HEARTBEAT_INTERVAL,
     on_trial_end: Callable[[TrialRecord, SearchResult], None] | None = None,
     study_attrs: Mapping[str, Any] | None = None,
@@ -121,6 +122,8 @@ def search(
         backend: ``optuna`` (trials in this process) or ``ray`` (Ray Tune trials; see ``ray``).
         ray: placement options of the Ray backend (:class:`~autoprune.backends.RayOptions`).
         resume: require the study to exist already (re-running without it also resumes).
+        seed_policies: start a new study with the dense model and uniform policies at 30/50/70/90% before
+            the sampler's own trials (``False`` for a pure sampler, e.g. the random-search baseline).
         heartbeat_interval: seconds between a running trial's heartbeats; a trial whose worker misses
             three is failed and queued again.
         on_trial_end: called after every trial with its record and the result so far (progress bars).
@@ -175,7 +178,7 @@ def search(
                "artifacts": str(Path(artifacts_dir or fallback_artifacts).resolve()), **(study_attrs or {})})
     artifacts = Path(artifacts_dir or study.user_attrs.get("artifacts") or fallback_artifacts)
     artifacts.mkdir(parents=True, exist_ok=True)
-    if created:
+    if created and seed_policies:
         optuna_backend.enqueue_seeds(study, resolved.seed_params())
     ctx = TrialContext(base_model=base, example_inputs=example_inputs, train_loader=train_loader,
                        val_loader=val_loader, profile=profile, loss=loss, metric=metric, budget_ms=budget_ms,

@@ -252,7 +252,7 @@ class ResolvedSpace:
         )
         return policy, FinetuneSettings(s.finetune.max_steps, lr, s.finetune.calibration_batches)
 
-    def seed_params(self, levels: tuple[float, ...] = (0.0, 0.3, 0.5, 0.7)) -> list[dict[str, Any]]:
+    def seed_params(self, levels: tuple[float, ...] = (0.0, 0.3, 0.5, 0.7, 0.9)) -> list[dict[str, Any]]:
         """Parameters of the dense model (level 0) and of uniform policies at ``levels``.
 
         Enqueued first, so the search's front is never worse than uniform pruning at those points.

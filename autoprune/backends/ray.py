@@ -179,7 +179,9 @@ def run(study: Any, ctx: TrialContext, *, sample: Callable[[Any], tuple[Policy, 
     trainable = tune.with_resources(tune.with_parameters(_trainable, payload=(ctx, threads)), resources)
     tuner = tune.Tuner(
         trainable,
-        tune_config=tune.TuneConfig(search_alg=algorithm, num_samples=-1, time_budget_s=timeout),
+        # reuse_actors: a trial runs in the process of the previous one, so torch, Lightning and the
+        # context from the object store are loaded once per worker, not once per trial.
+        tune_config=tune.TuneConfig(search_alg=algorithm, num_samples=-1, time_budget_s=timeout, reuse_actors=True),
         run_config=tune.RunConfig(name=f"{study.study_name}-{time.strftime('%Y%m%d-%H%M%S')}",
                                   storage_path=str(Path(storage_path).resolve()), verbose=0,
                                   failure_config=tune.FailureConfig(max_failures=2)),

@@ -170,3 +170,29 @@ def count_macs_and_params(model: nn.Module, example_inputs: Any) -> tuple[int, i
     finally:
         model.train(was_training)
     return int(macs), int(params)
+
+
+def torch_pruning_global(model: nn.Module, example_inputs: Any, *, sparsity: float,
+                         protected: Iterable[str]) -> nn.Module:
+    """Torch-Pruning's own global pruning, in place: one ratio, L1 channel importance ranked across layers.
+
+    A baseline for the benchmarks (``benchmarks/compare_policies.py``): Torch-Pruning's ``MetaPruner``
+    with ``global_pruning=True`` removes the globally least important channels until ``sparsity`` of
+    them are gone, so layers lose different fractions. The ``protected`` layers (the output layer)
+    keep their outputs.
+
+    Example:
+        >>> from autoprune.zoo import PlainCNN, example_input
+        >>> net = PlainCNN()
+        >>> _ = torch_pruning_global(net, example_input(net), sparsity=0.5, protected=["head"])
+        >>> net(example_input(net)).shape
+        torch.Size([4, 10])
+    """
+    modules = dict(model.named_modules())
+    inputs = as_input_tuple(example_inputs)
+    pruner = tp.pruner.MetaPruner(model, inputs, importance=tp.importance.MagnitudeImportance(p=1),
+                                  pruning_ratio=sparsity, global_pruning=True,
+                                  ignored_layers=[modules[n] for n in protected])
+    pruner.step()
+    model.zero_grad(set_to_none=True)
+    return model

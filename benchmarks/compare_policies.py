@@ -1,0 +1,365 @@
+"""Is the search worth it? autoprune vs random search, uniform pruning and Torch-Pruning's global pruning.
+
+Two models trained on scikit-learn's digits (the embedded digits CNN, and a ResNet-style CNN with
+residual blocks), the same fine-tuning for every candidate, and per model and seed:
+
+* ``autoprune``: ``search()`` with the default sampler over ``search_spaces/default.yaml`` (``--trials``);
+* ``random``: random search over the same space, the same number of trials, no seeded policies;
+* ``uniform``: ``l1_structured`` at the same sparsity in every layer, swept 0.1..0.9;
+* ``tp_global``: Torch-Pruning's global pruning (one ratio, L1 importance ranked across layers), 0.1..0.9.
+
+Candidates are chosen on the validation split (the search's metric); every figure reported uses the
+held-out **test** split (20% of digits, never seen by the search). Per method and seed:
+
+* ``speedup_at_1pt`` / ``speedup_at_0.5pt``: dense latency over the fastest front candidate whose test
+  accuracy is within 1 (0.5) point of the dense model's;
+* ``acc_at_10pct`` / ``acc_at_25pct``: best test accuracy among front candidates at <= 10% (25%) of the
+  dense latency;
+* ``hypervolume``: area dominated by the front in (latency / dense latency, test accuracy / dense test
+  accuracy), reference point (1, 0): 0 for the dense model alone, 1 for dense accuracy at zero latency;
+* ``wall_s``: wall time of the method.
+
+Also: real speedup vs MAC reduction for the structured front candidates, where autoprune's trial time
+goes, and what skipping the fine-tuning of over-budget trials saves at a tight budget.
+
+Latency: the default HardwareProfile (CPU, 1 thread, batch 64). Writes benchmarks/results/
+compare_policies.json, compare_policies.md and compare_policies.png; partial results are cached in
+the work directory so an interrupted run resumes.
+
+    python benchmarks/compare_policies.py [--trials 30] [--seeds 0 1 2] [--models digits_cnn resnet]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import torch
+
+from autoprune.api import search
+from autoprune.demo import DigitsDataModule, pretrained_digits_cnn, train_classifier
+from autoprune.finetune import accuracy, as_lightning, finetune, first_inputs
+from autoprune.layers import output_layers, prunable_layers
+from autoprune.measure import HardwareProfile, measure
+from autoprune.methods.structured import torch_pruning_global
+from autoprune.objective import TrialContext, dense_copy, run_trial
+from autoprune.policy import Policy
+from autoprune.space import FinetuneSettings, load_space
+from autoprune.zoo import ResNetCNN
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results"
+LEVELS = [round(0.1 * i, 1) for i in range(1, 10)]
+METHODS = ("autoprune", "random", "uniform", "tp_global")
+
+
+def build_model(name: str, cache: Path) -> torch.nn.Module:
+    if name == "digits_cnn":
+        return pretrained_digits_cnn(cache)
+    path = cache / "resnet.pt"
+    torch.manual_seed(0)
+    model = ResNetCNN(in_channels=1, widths=(32, 64), blocks=2)
+    if path.is_file():
+        model.load_state_dict(torch.load(path, weights_only=True))
+        return model.eval()
+    train_classifier(model, DigitsDataModule(seed=0).train_dataloader(), epochs=15)
+    torch.save(model.state_dict(), path)
+    return model.eval()
+
+
+def settings_of_default_space() -> FinetuneSettings:
+    """The default space's fine-tuning, at the middle of its learning-rate range (what the seeds use)."""
+    ft = load_space("default").finetune
+    lr = math.sqrt(ft.lr.low * ft.lr.high) if ft.lr.log else (ft.lr.low + ft.lr.high) / 2
+    return FinetuneSettings(max_steps=ft.max_steps, lr=lr, calibration_batches=ft.calibration_batches)
+
+
+def point(model, loaders, metrics, val=None) -> dict:
+    _, val_loader, test_loader = loaders
+    return {"val": accuracy(model, val_loader) if val is None else val, "test": accuracy(model, test_loader),
+            "latency_ms": metrics.latency_ms, "macs": metrics.macs, "params": metrics.params}
+
+
+def run_search(model, data, loaders, sampler: str, seed: int, trials: int, work: Path) -> dict:
+    out = work / f"{sampler}-{seed}"
+    started = time.perf_counter()
+    result = search(model, data, n_trials=trials, sampler=sampler, seed=seed, out_dir=out, study_name="bench",
+                    seed_policies=sampler != "random")
+    wall = time.perf_counter() - started
+    front = []
+    for c in result.pareto:
+        net = result.load_model(c)
+        front.append({"val": c.metric, "test": accuracy(net, loaders[2]), "latency_ms": c.latency_ms,
+                      "macs": c.macs, "params": c.params})
+    trials_all = [{"val": t.metric, "latency_ms": t.latency_ms} for t in result.trials if t.state == "complete"]
+    return {"front": front, "trials": trials_all, "wall_s": wall, "breakdown": result.time_breakdown(),
+            "failed": sum(t.state == "failed" for t in result.trials)}
+
+
+def run_uniform(model, loaders, ctx: TrialContext, settings: FinetuneSettings, seed: int) -> dict:
+    layers = [n for n in prunable_layers(model) if n not in output_layers(model, ctx.example_inputs)]
+    started = time.perf_counter()
+    points = []
+    for level in LEVELS:
+        torch.manual_seed(seed)
+        outcome = run_trial(ctx, Policy.uniform(layers, sparsity=level, method="l1_structured"), settings)
+        points.append({**point(outcome.model, loaders, outcome.metrics, val=outcome.metric), "level": level})
+    return {"front": points, "wall_s": time.perf_counter() - started}
+
+
+def run_tp_global(model, loaders, ctx: TrialContext, settings: FinetuneSettings, seed: int) -> dict:
+    protected = output_layers(model, ctx.example_inputs)
+    started = time.perf_counter()
+    points = []
+    for level in LEVELS:
+        torch.manual_seed(seed)
+        net = torch_pruning_global(dense_copy(model), ctx.example_inputs, sparsity=level, protected=protected)
+        module = as_lightning(net, loss=None, lr=settings.lr)
+        finetune(module, ctx.train_loader, policy=Policy(), max_steps=settings.max_steps, prefix="net.")
+        points.append({**point(net, loaders, measure(net, ctx.example_inputs, ctx.profile)), "level": level})
+    return {"front": points, "wall_s": time.perf_counter() - started}
+
+
+def val_front(points: list[dict]) -> list[dict]:
+    """Candidates no other candidate beats on both validation accuracy and latency (the search's view)."""
+    front = [p for p in points if not any(
+        q["val"] >= p["val"] and q["latency_ms"] <= p["latency_ms"]
+        and (q["val"] > p["val"] or q["latency_ms"] < p["latency_ms"]) for q in points)]
+    return sorted(front, key=lambda p: p["latency_ms"])
+
+
+def hypervolume(points: list[dict], dense_ms: float, dense_acc: float) -> float:
+    """Area dominated in (latency/dense, test acc/dense) with reference point (1, 0)."""
+    pts = sorted((p["latency_ms"] / dense_ms, p["test"] / dense_acc) for p in points if p["latency_ms"] < dense_ms)
+    area, best = 0.0, 0.0
+    for i, (x, y) in enumerate(pts):
+        best = max(best, y)
+        nxt = pts[i + 1][0] if i + 1 < len(pts) else 1.0
+        area += (nxt - x) * best
+    return area
+
+
+def figures(points: list[dict], dense: dict) -> dict:
+    front = val_front(points)
+    d_ms, d_acc = dense["latency_ms"], dense["test"]
+
+    def speedup(tol: float):
+        ok = [p for p in front if p["test"] >= d_acc - tol]
+        return max((d_ms / p["latency_ms"] for p in ok), default=None)
+
+    def acc_at(share: float):
+        ok = [p["test"] for p in front if p["latency_ms"] <= share * d_ms]
+        return max(ok, default=None)
+
+    return {"speedup_at_1pt": speedup(0.01), "speedup_at_0.5pt": speedup(0.005), "acc_at_10pct": acc_at(0.10),
+            "acc_at_25pct": acc_at(0.25), "hypervolume": hypervolume(front, d_ms, d_acc), "front": front}
+
+
+def mac_efficiency(runs: dict, dense: dict) -> dict:
+    ratios = []
+    for method in METHODS:
+        for run in runs.get(method, {}).values():
+            for p in val_front(run["front"]):
+                mac_red = dense["macs"] / p["macs"] if p["macs"] else None
+                if mac_red and mac_red > 1.05:
+                    ratios.append((dense["latency_ms"] / p["latency_ms"]) / mac_red)
+    if not ratios:
+        return {}
+    return {"candidates": len(ratios), "median": statistics.median(ratios), "min": min(ratios),
+            "share_at_least_0.8": sum(r >= 0.8 for r in ratios) / len(ratios)}
+
+
+def shortcut(model, data, dense: dict, trials: int, work: Path) -> dict:
+    """A tight budget (15% of dense latency): infeasible trials skip fine-tuning; what that saved."""
+    budget = 0.15 * dense["latency_ms"]
+    started = time.perf_counter()
+    result = search(model, data, n_trials=trials, seed=0, out_dir=work / "tight", study_name="bench", budget_ms=budget)
+    wall = time.perf_counter() - started
+    done = [t for t in result.trials if t.state == "complete"]
+    feasible = [t for t in done if t.feasible]
+    skipped = [t for t in done if not t.feasible]
+    mean_ft = statistics.mean(t.timings.get("finetune", 0.0) for t in feasible) if feasible else 0.0
+    return {"budget_ms": budget, "trials": len(done), "infeasible": len(skipped), "wall_s": wall,
+            "mean_finetune_s": mean_ft, "estimated_saved_s": mean_ft * len(skipped),
+            "estimated_share_saved": (mean_ft * len(skipped)) / (wall + mean_ft * len(skipped)) if done else 0.0}
+
+
+def summarise(name: str, runs: dict, dense: dict) -> dict:
+    out = {}
+    for method in METHODS:
+        per_seed = {seed: figures(run["front"], dense) for seed, run in runs[method].items()}
+        out[method] = {"per_seed": {s: {k: v for k, v in f.items() if k != "front"} for s, f in per_seed.items()},
+                       "wall_s": {s: runs[method][s]["wall_s"] for s in runs[method]}}
+    return out
+
+
+def _fmt(values: list, pct: bool = False, digits: int = 2) -> str:
+    vals = [v for v in values if v is not None]
+    if not vals:
+        return "none"
+    scale = 100 if pct else 1
+    mean = statistics.mean(vals) * scale
+    missing = len(values) - len(vals)
+    text = f"{mean:.{digits}f}" + (f" ± {statistics.stdev(vals) * scale:.{digits}f}" if len(vals) > 1 else "")
+    return text + (f" ({missing} seed(s) none)" if missing else "")
+
+
+def markdown(report: dict) -> str:
+    lines = [f"Machine: {report['machine']}; torch {report['torch']}; {report['trials']} trials per search, "
+             f"seeds {report['seeds']}. Mean ± std over seeds; accuracy on the held-out test split.", ""]
+    for name, model in report["models"].items():
+        dense = model["dense"]
+        lines += [f"**{name}**: dense test accuracy {dense['test'] * 100:.2f}%, {dense['latency_ms']:.2f} ms "
+                  f"(batch 64, 1 thread), {dense['macs'] / 1e6:.2f} MMACs.", "",
+                  "| method | speedup @1pt | speedup @0.5pt | acc. @10% latency | acc. @25% latency | hypervolume | wall s |",
+                  "|---|---|---|---|---|---|---|"]
+        for method, res in model["summary"].items():
+            seeds = list(res["per_seed"].values())
+            col = lambda k, **kw: _fmt([s[k] for s in seeds], **kw)  # noqa: E731
+            lines.append(f"| {method} | {col('speedup_at_1pt')} | {col('speedup_at_0.5pt')} | "
+                         f"{col('acc_at_10pct', pct=True, digits=1)} | {col('acc_at_25pct', pct=True, digits=1)} | "
+                         f"{col('hypervolume', digits=3)} | {_fmt(list(res['wall_s'].values()), digits=0)} |")
+        lines.append("")
+        eff = model.get("mac_efficiency") or {}
+        if eff:
+            lines.append(f"Real speedup / MAC reduction over {eff['candidates']} structured front candidates: median "
+                         f"{eff['median']:.2f}, min {eff['min']:.2f}, {eff['share_at_least_0.8'] * 100:.0f}% at >= 0.8.")
+            lines.append("")
+    for line in report.get("targets", []):
+        lines.append(f"- {line}")
+    return "\n".join(lines) + "\n"
+
+
+def plot(report: dict, runs_by_model: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    models = list(report["models"])
+    fig, axes = plt.subplots(1, len(models), figsize=(6.5 * len(models), 4.5), dpi=120, squeeze=False)
+    colours = {"autoprune": "crimson", "random": "tab:orange", "uniform": "tab:blue", "tp_global": "tab:green"}
+    for ax, name in zip(axes[0], models):
+        dense = report["models"][name]["dense"]
+        for method in METHODS:
+            for i, (seed, run) in enumerate(sorted(runs_by_model[name][method].items())):
+                front = val_front(run["front"])
+                ax.plot([p["latency_ms"] / dense["latency_ms"] for p in front], [p["test"] * 100 for p in front],
+                        "-o", ms=3, color=colours[method], alpha=0.8, label=method if i == 0 else None)
+        ax.axhline(dense["test"] * 100 - 1, color="grey", ls=":", label="dense - 1 pt")
+        ax.set_xscale("log")
+        ax.set_xlabel("latency / dense latency (log)")
+        ax.set_ylabel("test accuracy (%)")
+        ax.set_ylim(max(0, dense["test"] * 100 - 40), 100.5)
+        ax.set_title(f"{name}: fronts of every seed")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--trials", type=int, default=30)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--models", nargs="+", default=["digits_cnn", "resnet"])
+    parser.add_argument("--work", type=Path, default=Path("runs/benchmark-compare"))
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    args.work.mkdir(parents=True, exist_ok=True)
+    cache_file = args.work / "cache.json"
+    cache = json.loads(cache_file.read_text()) if cache_file.is_file() else {}
+    data = DigitsDataModule(batch_size=64, seed=0)
+    data.setup()
+    loaders = (data.train_dataloader(), data.val_dataloader(), data.test_dataloader())
+    settings = settings_of_default_space()
+    profile = HardwareProfile()
+    report = {"machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.system()}, no GPU",
+              "torch": torch.__version__, "trials": args.trials, "seeds": args.seeds, "models": {},
+              "reference_point": "(latency/dense = 1, accuracy/dense = 0)"}
+    runs_by_model = {}
+    for name in args.models:
+        work = args.work / name
+        work.mkdir(exist_ok=True)
+        model = build_model(name, work)
+        example = first_inputs(loaders[1])
+        # The dense latency normalises every figure: the median of 3 measurements, against bursts of noise.
+        timings = sorted((measure(model, example, profile) for _ in range(3)), key=lambda m: m.latency_ms)
+        dense = point(model, loaders, timings[1])
+        print(f"{name}: dense test {dense['test']:.4f}, {dense['latency_ms']:.2f} ms", flush=True)
+        ctx = TrialContext(base_model=dense_copy(model), example_inputs=example, train_loader=loaders[0],
+                           val_loader=loaders[1], profile=profile)
+        runs = cache.setdefault(name, {m: {} for m in METHODS})
+        for seed in args.seeds:
+            for method in METHODS:
+                key = str(seed)
+                if key in runs[method]:
+                    continue
+                started = time.perf_counter()
+                if method in ("autoprune", "random"):
+                    run = run_search(model, data, loaders, "auto" if method == "autoprune" else "random", seed,
+                                     args.trials, work)
+                elif method == "uniform":
+                    run = run_uniform(model, loaders, ctx, settings, seed)
+                else:
+                    run = run_tp_global(model, loaders, ctx, settings, seed)
+                runs[method][key] = run
+                cache_file.write_text(json.dumps(cache))
+                f = figures(run["front"], dense)
+                print(f"  {method} seed {seed}: {time.perf_counter() - started:.0f}s, speedup@1pt {f['speedup_at_1pt']}, "
+                      f"acc@10% {f['acc_at_10pct']}, hv {f['hypervolume']:.3f}", flush=True)
+        runs = {m: {s: r for s, r in runs[m].items() if int(s) in args.seeds} for m in METHODS}
+        runs_by_model[name] = runs
+        entry = {"dense": dense, "summary": summarise(name, runs, dense), "mac_efficiency": mac_efficiency(runs, dense)}
+        entry["autoprune_time_breakdown_s"] = {
+            k: sum(run["breakdown"].get(k, 0.0) for run in runs["autoprune"].values())
+            for k in ("prune", "measure", "finetune", "evaluate", "export", "search overhead")}
+        if name == "digits_cnn":
+            if "shortcut" not in cache.get("extra", {}):
+                cache.setdefault("extra", {})["shortcut"] = shortcut(model, data, dense, args.trials, work)
+                cache_file.write_text(json.dumps(cache))
+            entry["tight_budget_shortcut"] = cache["extra"]["shortcut"]
+        report["models"][name] = entry
+    report["targets"] = targets(report)
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "compare_policies.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
+    (RESULTS / "compare_policies.md").write_text(markdown(report))
+    plot(report, runs_by_model, RESULTS / "compare_policies.png")
+    print(markdown(report))
+
+
+def targets(report: dict) -> list[str]:
+    """The issue's targets, checked per model on the seed means (and per seed for the hypervolume)."""
+    lines = []
+    for name, model in report["models"].items():
+        s = model["summary"]
+
+        def mean(method, key):
+            vals = [v[key] for v in s[method]["per_seed"].values() if v[key] is not None]
+            return statistics.mean(vals) if vals else None
+
+        a, u = mean("autoprune", "speedup_at_1pt"), mean("uniform", "speedup_at_1pt")
+        ok = a is not None and u is not None and a >= 1.5 * u
+        lines.append(f"{name}: speedup @1pt autoprune {a and round(a, 2)} vs uniform {u and round(u, 2)} "
+                     f"(target >= 1.5x uniform): {'met' if ok else 'MISSED'}")
+        a, u = mean("autoprune", "acc_at_10pct"), mean("uniform", "acc_at_10pct")
+        ok = a is not None and (u is None or a >= u + 0.03)
+        lines.append(f"{name}: accuracy @10% latency autoprune {a and round(a * 100, 1)} vs uniform "
+                     f"{u and round(u * 100, 1)} (target >= +3 pts): {'met' if ok else 'MISSED'}")
+        wins = [s["autoprune"]["per_seed"][k]["hypervolume"] > max(s["uniform"]["per_seed"][k]["hypervolume"],
+                                                                 s["random"]["per_seed"][k]["hypervolume"])
+                for k in s["autoprune"]["per_seed"] if k in s["uniform"]["per_seed"] and k in s["random"]["per_seed"]]
+        lines.append(f"{name}: hypervolume above uniform and random in {sum(wins)} of {len(wins)} seeds "
+                     f"(target: every seed): {'met' if wins and all(wins) else 'MISSED'}")
+    return lines
+
+
+if __name__ == "__main__":
+    main()
