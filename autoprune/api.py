@@ -10,8 +10,10 @@ Example:
 
 from __future__ import annotations
 
+import itertools
 import re
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -27,6 +29,7 @@ from autoprune.measure import HardwareProfile
 from autoprune.objective import TrialContext, dense_copy, execute_trial
 from autoprune.policy import Policy
 from autoprune.result import SearchResult, TrialRecord
+from autoprune.sensitivity import layer_sensitivity, sensitivity_scales
 from autoprune.space import SearchSpace, load_space
 
 CANDIDATES_DIR = "candidates"
@@ -53,6 +56,24 @@ def default_artifacts(storage: str, out_dir: Path, study_name: str) -> Path:
     else:
         where = out_dir.resolve()
     return where / CANDIDATES_DIR / study_name
+
+
+def _sensitivity_scales(resolved: Any, base: nn.Module, example_inputs: tuple, train_loader: Any, val_loader: Any,
+                        *, metric: Any, loss: Any) -> dict[str, float] | None:
+    """Per-layer scales for the seeded policies from a one-pass sensitivity scan (None if it cannot run)."""
+    sp = resolved.space.sparsity
+    if sp.mode == "per_group" or len(resolved.layers) < 2:
+        return None
+    try:
+        drops = layer_sensitivity(base, resolved.layers, example_inputs, val_loader,
+                                  method=resolved.space.methods[0], metric=metric, loss=loss,
+                                  calibration_data=itertools.islice(iter(train_loader), 2))
+    except Exception as exc:  # the seeds are a head start, not a requirement
+        warnings.warn(f"layer sensitivity scan failed ({type(exc).__name__}: {exc}); seeding uniform policies only")
+        return None
+    if sp.mode == "global_scale":
+        return sensitivity_scales(drops, low=sp.scale_low, high=sp.scale_high, step=sp.scale_step)
+    return sensitivity_scales(drops, low=0.5, high=1.5, step=None)
 
 
 def _metric_name(metric: Any) -> str:
@@ -122,8 +143,9 @@ def search(
         backend: ``optuna`` (trials in this process) or ``ray`` (Ray Tune trials; see ``ray``).
         ray: placement options of the Ray backend (:class:`~autoprune.backends.RayOptions`).
         resume: require the study to exist already (re-running without it also resumes).
-        seed_policies: start a new study with the dense model and uniform policies at 30/50/70/90% before
-            the sampler's own trials (``False`` for a pure sampler, e.g. the random-search baseline).
+        seed_policies: start a new study with the dense model and uniform policies at 30/50/70/90%, and
+            sensitivity-scaled policies at 50/70/85% (a one-pass per-layer scan), before the sampler's
+            own trials (``False`` for a pure sampler, e.g. the random-search baseline).
         heartbeat_interval: seconds between a running trial's heartbeats; a trial whose worker misses
             three is failed and queued again.
         on_trial_end: called after every trial with its record and the result so far (progress bars).
@@ -179,7 +201,8 @@ def search(
     artifacts = Path(artifacts_dir or study.user_attrs.get("artifacts") or fallback_artifacts)
     artifacts.mkdir(parents=True, exist_ok=True)
     if created and seed_policies:
-        optuna_backend.enqueue_seeds(study, resolved.seed_params())
+        optuna_backend.enqueue_seeds(study, resolved.seed_params(scales=_sensitivity_scales(
+            resolved, base, example_inputs, train_loader, val_loader, metric=metric, loss=loss)))
     ctx = TrialContext(base_model=base, example_inputs=example_inputs, train_loader=train_loader,
                        val_loader=val_loader, profile=profile, loss=loss, metric=metric, budget_ms=budget_ms,
                        budget_mb=budget_mb, seed=seed or 0, artifacts_dir=artifacts,

@@ -27,7 +27,7 @@ import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Mapping, Protocol
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -252,19 +252,24 @@ class ResolvedSpace:
         )
         return policy, FinetuneSettings(s.finetune.max_steps, lr, s.finetune.calibration_batches)
 
-    def seed_params(self, levels: tuple[float, ...] = (0.0, 0.3, 0.5, 0.7, 0.9)) -> list[dict[str, Any]]:
-        """Parameters of the dense model (level 0) and of uniform policies at ``levels``.
+    def seed_params(self, levels: tuple[float, ...] = (0.0, 0.3, 0.5, 0.7, 0.9), *,
+                    scales: Mapping[str, float] | None = None,
+                    scaled_levels: tuple[float, ...] = (0.5, 0.7, 0.85)) -> list[dict[str, Any]]:
+        """Parameters of the dense model (level 0), of uniform policies at ``levels`` and, given per-layer
+        ``scales`` (from :mod:`autoprune.sensitivity`), of scaled policies at ``scaled_levels``.
 
-        Enqueued first, so the search's front is never worse than uniform pruning at those points.
-        Levels outside the space's range are dropped; the first method and round_to are used.
+        Enqueued first, so the search's front is never worse than uniform pruning at those points and
+        starts with non-uniform policies that follow the layers' sensitivity. Levels outside the space's
+        range are dropped; the first method and round_to and the middle learning rate are used.
         """
         s = self.space
         sp = s.sparsity
-        lr = s.finetune.lr
-        mid_lr = math.sqrt(lr.low * lr.high) if lr.log else (lr.low + lr.high) / 2
+        low, high = _grid(sp.low, sp.high, sp.step)
         seeds = []
         for level in levels:
             if level != 0.0 and not sp.low <= level <= sp.high:
+                continue
+            if level == 0.0 and sp.low > 0.0:
                 continue
             if sp.mode == "per_layer":
                 params = {f"sparsity.{n}": level for n in self.layers}
@@ -272,11 +277,27 @@ class ResolvedSpace:
                 params = {f"sparsity.{g}": level for g in self.groups}
             else:
                 params = {"sparsity.global": level, **{f"scale.{n}": 1.0 for n in self.layers}}
-            if level == 0.0 and sp.low > 0.0:
+            seeds.append(self._with_common(params))
+        for level in scaled_levels if scales and sp.mode != "per_group" else ():
+            if not sp.low <= level <= sp.high:
                 continue
-            params.update({"method": s.methods[0], "round_to": s.round_to[0], "regularizer": s.regularizer.kinds[0],
-                           "lr": mid_lr})
-            if s.regularizer.kinds[0] != "none":
-                params["strength"] = math.sqrt(s.regularizer.strength.low * s.regularizer.strength.high)
-            seeds.append(params)
+            if sp.mode == "per_layer":
+                params = {f"sparsity.{n}": _snap(min(high, level * scales.get(n, 1.0)), low, sp.step)
+                          for n in self.layers}
+            else:
+                params = {"sparsity.global": level, **{f"scale.{n}": scales.get(n, 1.0) for n in self.layers}}
+            seeds.append(self._with_common(params))
         return seeds
+
+    def _with_common(self, params: dict[str, Any]) -> dict[str, Any]:
+        s = self.space
+        lr = s.finetune.lr
+        params.update({"method": s.methods[0], "round_to": s.round_to[0], "regularizer": s.regularizer.kinds[0],
+                       "lr": math.sqrt(lr.low * lr.high) if lr.log else (lr.low + lr.high) / 2})
+        if s.regularizer.kinds[0] != "none":
+            params["strength"] = math.sqrt(s.regularizer.strength.low * s.regularizer.strength.high)
+        return params
+
+
+def _snap(value: float, low: float, step: float | None) -> float:
+    return round(low + round((value - low) / step) * step, 6) if step else value

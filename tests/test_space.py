@@ -88,3 +88,13 @@ def test_layer_globs_that_match_nothing_are_rejected(tmp_path):
     path.write_text("version: 1\nlayers: ['nothing.*']\n")
     with pytest.raises(LayerMatchError, match="nothing"):
         load_space(path).resolve(ResNetCNN(), protected=["head"])
+
+
+def test_scaled_seeds_follow_the_given_scales():
+    """Seeds built from per-layer scales decode to non-uniform policies: a larger scale, more sparsity."""
+    space = load_space(TINY).resolve(ResNetCNN(), protected=["head"])
+    scales = {n: (1.5 if i == 0 else 0.5) for i, n in enumerate(space.layers)}
+    seeds = space.seed_params(scales=scales, scaled_levels=(0.5,))
+    policy = space.sample(Replay(seeds[-1]))[0]
+    first, *rest = space.layers
+    assert all(policy.layers[first].sparsity > policy.layers[n].sparsity for n in rest)

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import re
 import socket
 import threading
@@ -187,12 +188,21 @@ def make_storage(spec: str, *, heartbeat_interval: int | None = HEARTBEAT_INTERV
     if heartbeat_interval:
         heartbeat = {"heartbeat_interval": heartbeat_interval, "grace_period": 3 * heartbeat_interval,
                      "heartbeat_stale_trial_callback": RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY)}
-    try:
-        storage = optuna.storages.RDBStorage(
-            spec, engine_kwargs={"connect_args": connect_args, "pool_pre_ping": True}, **heartbeat)
-    except Exception as exc:
-        first = mask_url(str(exc)).strip().splitlines()[0] if str(exc).strip() else ""
-        raise StudyError(f"cannot open storage {mask_url(spec)}: {type(exc).__name__}: {first}") from None
+    attempts = 5
+    for attempt in range(1, attempts + 1):
+        try:
+            storage = optuna.storages.RDBStorage(
+                spec, engine_kwargs={"connect_args": connect_args, "pool_pre_ping": True}, **heartbeat)
+        except Exception as exc:
+            # Workers that start together on an empty database race to create Optuna's tables; the
+            # losers see a unique violation and simply open the tables the winner made.
+            racing = "IntegrityError" in type(exc).__name__ or "already exists" in str(exc)
+            if racing and attempt < attempts:
+                time.sleep(0.5 + random.random())
+                continue
+            first = mask_url(str(exc)).strip().splitlines()[0] if str(exc).strip() else ""
+            raise StudyError(f"cannot open storage {mask_url(spec)}: {type(exc).__name__}: {first}") from None
+        break
     return storage, None
 
 

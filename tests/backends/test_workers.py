@@ -87,8 +87,10 @@ def _kill_one_worker_mid_trial(tmp_path, weights, storage):
     assert all(by_number[n].state == TrialState.COMPLETE and by_number[n].values == v for n, v in before.items()), \
         "no complete trial lost"
     assert by_number[killed[0]].state == TrialState.FAIL
-    retries = [t for t in complete if t.system_attrs.get("failed_trial") == killed[0]]
-    assert len(retries) == 1 and retries[0].params == by_number[killed[0]].params, "re-queued with its parameters"
+    # Re-queued with its parameters; it runs unless queued trials (seeds) already filled the total.
+    retries = [t for t in trials if t.system_attrs.get("failed_trial") == killed[0]]
+    assert len(retries) == 1 and retries[0].state in (TrialState.COMPLETE, TrialState.WAITING)
+    assert by_number[killed[0]].params.items() <= retries[0].params.items()
 
 
 def test_killed_postgres_worker_trial_is_failed_and_requeued(tmp_path, pg_url, digits_weights):
