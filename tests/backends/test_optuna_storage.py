@@ -102,15 +102,15 @@ def test_interrupted_trial_is_rerun_and_finished_ones_are_kept(digits, tmp_path)
             raise KeyboardInterrupt
         return 0.5
 
-    with pytest.raises(KeyboardInterrupt):
-        _search(digits, tmp_path, metric=interrupting, n_trials=4)
+    with pytest.raises(KeyboardInterrupt):  # no seeded policies: their scan would call the metric first
+        _search(digits, tmp_path, metric=interrupting, n_trials=4, seed_policies=False)
     first = {t.number: t for t in load_study(storage=make_storage(f"sqlite:///{tmp_path / 'study.db'}")[0],
                                              study_name="s").get_trials()}
     assert [t.state for t in first.values()].count(TrialState.COMPLETE) == 2
     interrupted = next(t for t in first.values() if t.state == TrialState.FAIL)
     assert interrupted.user_attrs["failure_reason"] == "interrupted"
 
-    result = _search(digits, tmp_path, metric=interrupting, n_trials=4)
+    result = _search(digits, tmp_path, metric=interrupting, n_trials=4, seed_policies=False)
     complete = [t for t in result.trials if t.state == "complete"]
     assert len(complete) == 4
     assert all(t.number in result.session_trials for t in complete if t.number not in first)
