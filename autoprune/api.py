@@ -49,12 +49,8 @@ def default_storage(out_dir: Path) -> str:
 
 def default_artifacts(storage: str, out_dir: Path, study_name: str) -> Path:
     """Beside the study: next to its file (journal or SQLite), else in the run directory."""
-    if optuna_backend.is_file_storage(storage):
-        where = Path(storage).resolve().parent
-    elif storage.startswith("sqlite:///") and ":memory:" not in storage:
-        where = Path(storage[len("sqlite:///"):]).resolve().parent
-    else:
-        where = out_dir.resolve()
+    file = optuna_backend.storage_file(storage)
+    where = file.resolve().parent if file is not None else out_dir.resolve()
     return where / CANDIDATES_DIR / study_name
 
 
@@ -260,17 +256,30 @@ def load_result(*, storage: str, study_name: str, out_dir: str | Path | None = N
                 base_model: nn.Module | None = None, artifacts_dir: str | Path | None = None) -> SearchResult:
     """Rebuild a :class:`SearchResult` of the whole study from its storage (what ``autoprune report`` shows).
 
-    ``artifacts_dir`` overrides the candidates directory the study was created with (a worker that
-    mounts the shared directory elsewhere).
+    With ``base_model`` its candidates load too (see :func:`attach_candidates`).
     """
     store, _ = optuna_backend.make_storage(storage, must_exist=True)
     study = optuna_backend.load_study(storage=store, study_name=study_name)
     attrs = study.user_attrs
-    out = Path(out_dir) if out_dir is not None else None
-    artifacts = artifacts_dir or attrs.get("artifacts") or (out / CANDIDATES_DIR / study_name if out else None)
-    loader = candidate_loader(Path(artifacts), base_model) if base_model is not None and artifacts else None
     if not study.trials:
         raise DataError(f"study {study_name!r} has no trials yet")
-    return SearchResult(trials=optuna_backend.records(study), metric_name=attrs.get("metric", "accuracy"),
-                        budget_ms=attrs.get("budget_ms"), budget_mb=attrs.get("budget_mb"), out_dir=out,
-                        study_name=study_name, model_loader=loader, attrs=dict(attrs))
+    result = SearchResult(trials=optuna_backend.records(study), metric_name=attrs.get("metric", "accuracy"),
+                          budget_ms=attrs.get("budget_ms"), budget_mb=attrs.get("budget_mb"),
+                          out_dir=Path(out_dir) if out_dir is not None else None, study_name=study_name,
+                          attrs=dict(attrs))
+    if base_model is not None:
+        attach_candidates(result, base_model, storage=storage, artifacts_dir=artifacts_dir)
+    return result
+
+
+def attach_candidates(result: SearchResult, base_model: nn.Module, *, storage: str,
+                      artifacts_dir: str | Path | None = None) -> SearchResult:
+    """Let ``result.load_model`` rebuild candidates on ``base_model`` from the study's candidates directory.
+
+    ``artifacts_dir`` overrides the directory the study was created with (a worker that mounts the
+    shared directory elsewhere).
+    """
+    out = result.out_dir or Path("runs") / result.study_name
+    artifacts = artifacts_dir or result.attrs.get("artifacts") or default_artifacts(storage, out, result.study_name)
+    result.model_loader = candidate_loader(Path(artifacts), base_model)
+    return result

@@ -283,7 +283,7 @@ def search(
 def _open_result(out: Path | None, storage: str | None, study_name: str | None, artifacts: Path | None,
                  with_model: bool = False) -> tuple[Any, Path]:
     """The study's result and the run directory to write into (default runs/<study-name> with --storage)."""
-    from autoprune.api import default_storage, load_result
+    from autoprune.api import attach_candidates, default_storage, load_result
     from autoprune.backends.optuna import list_study_names, make_storage
 
     if out is None and storage is None:
@@ -297,11 +297,10 @@ def _open_result(out: Path | None, storage: str | None, study_name: str | None, 
             raise StudyError(f"the storage holds studies {names}: choose one with --study-name")
         study_name = names[0]
     out = out or Path("runs") / study_name
-    base = None
+    result = load_result(storage=url, study_name=study_name, out_dir=out)
     if with_model:
-        attrs = load_result(storage=url, study_name=study_name).attrs
-        base = build_model(attrs.get("model", DEMO), attrs.get("weights"), out)
-    result = load_result(storage=url, study_name=study_name, out_dir=out, base_model=base, artifacts_dir=artifacts)
+        base = build_model(result.attrs.get("model", DEMO), result.attrs.get("weights"), out)
+        attach_candidates(result, base, storage=url, artifacts_dir=artifacts)
     return result, out
 
 

@@ -109,8 +109,7 @@ class TrialReport:
 
     values: list[float]
     constraints: list[float]
-    user_attrs: dict[str, Any]
-    feasible: bool
+    user_attrs: dict[str, Any]  # feasible, metrics, timings and, for a saved candidate, artifact_dir
 
 
 def execute_trial(ctx: TrialContext, policy: Policy, settings: FinetuneSettings, *, number: int,
@@ -137,8 +136,7 @@ def execute_trial(ctx: TrialContext, policy: Policy, settings: FinetuneSettings,
         outcome.timings["export"] = time.perf_counter() - export_started
     outcome.timings["trial"] = time.perf_counter() - started
     attrs["timings"] = outcome.timings
-    return TrialReport(values=outcome.values, constraints=outcome.constraints, user_attrs=attrs,
-                       feasible=outcome.feasible)
+    return TrialReport(values=outcome.values, constraints=outcome.constraints, user_attrs=attrs)
 
 
 def dense_copy(model: nn.Module) -> nn.Module:

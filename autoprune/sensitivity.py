@@ -28,6 +28,7 @@ from torch import nn
 from autoprune.finetune import Metric, as_lightning, evaluate
 from autoprune.policy import LayerPolicy, Policy
 from autoprune.prune import prune
+from autoprune.space import snap_to_grid
 
 
 def layer_sensitivity(model: nn.Module, layers: Iterable[str], example_inputs: Any, val_loader: Any, *,
@@ -51,8 +52,6 @@ def sensitivity_scales(drops: Mapping[str, float], *, low: float, high: float, s
         return {order[0]: 1.0}
     scales = {}
     for rank, name in enumerate(order):
-        value = high - (high - low) * rank / (len(order) - 1)
-        if step:
-            value = low + round((value - low) / step) * step
+        value = snap_to_grid(high - (high - low) * rank / (len(order) - 1), low, step)
         scales[name] = round(min(high, max(low, value)), 6)
     return scales

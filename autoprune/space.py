@@ -282,7 +282,7 @@ class ResolvedSpace:
             if not sp.low <= level <= sp.high:
                 continue
             if sp.mode == "per_layer":
-                params = {f"sparsity.{n}": _snap(min(high, level * scales.get(n, 1.0)), low, sp.step)
+                params = {f"sparsity.{n}": snap_to_grid(min(high, level * scales.get(n, 1.0)), low, sp.step)
                           for n in self.layers}
             else:
                 params = {"sparsity.global": level, **{f"scale.{n}": scales.get(n, 1.0) for n in self.layers}}
@@ -299,5 +299,6 @@ class ResolvedSpace:
         return params
 
 
-def _snap(value: float, low: float, step: float | None) -> float:
+def snap_to_grid(value: float, low: float, step: float | None) -> float:
+    """The grid point ``low + k * step`` nearest ``value`` (``value`` itself without a step)."""
     return round(low + round((value - low) / step) * step, 6) if step else value

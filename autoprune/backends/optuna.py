@@ -93,6 +93,21 @@ def is_file_storage(spec: str) -> bool:
     return "://" not in str(spec)
 
 
+def storage_file(spec: str) -> Path | None:
+    """The file behind a storage: the journal file, or an SQLite database's file; None for a server."""
+    if is_file_storage(spec):
+        return Path(spec)
+    if spec.startswith("sqlite:///") and ":memory:" not in spec:
+        return Path(spec[len("sqlite:///"):])
+    return None
+
+
+def error_line(exc: BaseException) -> str:
+    """``Type: first line of the message``, with any storage password masked."""
+    text = mask_url(str(exc)).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}"
+
+
 class JournalLiveness:
     """Heartbeats for journal-file studies, which Optuna's heartbeat does not cover.
 
@@ -160,13 +175,10 @@ def make_storage(spec: str, *, heartbeat_interval: int | None = HEARTBEAT_INTERV
     ``must_exist``, when a journal or SQLite file is not there. ``heartbeat_interval=None`` turns
     heartbeats off (ask/tell drivers such as the Ray backend, which Optuna's heartbeat does not serve).
     """
-    if must_exist and spec.startswith("sqlite:///") and ":memory:" not in spec \
-            and not Path(spec[len("sqlite:///"):]).is_file():
-        raise StudyError(f"no SQLite database at {spec[len('sqlite:///'):]}")
+    path = storage_file(spec)
+    if must_exist and path is not None and not path.is_file():
+        raise StudyError(f"no {'journal file' if is_file_storage(spec) else 'SQLite database'} at {path}")
     if is_file_storage(spec):
-        path = Path(spec)
-        if must_exist and not path.is_file():
-            raise StudyError(f"no journal file at {spec}")
         if path.is_dir():
             raise StudyError(f"--storage {spec} is a directory; give a journal file path such as {path / 'study.log'}")
         if path.is_file() and path.read_bytes()[:16].startswith(b"SQLite format 3"):
@@ -200,8 +212,7 @@ def make_storage(spec: str, *, heartbeat_interval: int | None = HEARTBEAT_INTERV
             if racing and attempt < attempts:
                 time.sleep(0.5 + random.random())
                 continue
-            first = mask_url(str(exc)).strip().splitlines()[0] if str(exc).strip() else ""
-            raise StudyError(f"cannot open storage {mask_url(spec)}: {type(exc).__name__}: {first}") from None
+            raise StudyError(f"cannot open storage {mask_url(spec)}: {error_line(exc)}") from None
         break
     return storage, None
 
@@ -255,11 +266,8 @@ def open_study(*, storage: Any, study_name: str, sampler: optuna.samplers.BaseSa
             if "space_fingerprint" in study.user_attrs or study.get_trials(deepcopy=False):
                 break
             time.sleep(0.1)
-    except StudyError:
-        raise
     except Exception as exc:
-        raise StudyError(f"cannot open storage {where}: {type(exc).__name__}: "
-                         f"{mask_url(str(exc)).strip().splitlines()[0] if str(exc).strip() else ''}") from None
+        raise StudyError(f"cannot open storage {where}: {error_line(exc)}") from None
     directions = [d.name.lower() for d in study.directions]
     if directions != DIRECTIONS:
         raise StudyError(f"study {study_name!r} in {where} has objectives {directions}, not "

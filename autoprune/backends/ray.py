@@ -65,9 +65,8 @@ def connect(options: RayOptions) -> None:
     try:
         ray.init(address=address or None, **kwargs)
     except Exception as exc:
-        raise StudyError(f"cannot reach the Ray cluster at {address}: {type(exc).__name__}: "
-                         f"{str(exc).strip().splitlines()[0] if str(exc).strip() else ''}; start it with "
-                         "`ray start --head` or check --address") from None
+        raise StudyError(f"cannot reach the Ray cluster at {address}: {optuna_backend.error_line(exc)}; start it "
+                         "with `ray start --head` or check --address") from None
     _started_here = True
 
 

@@ -22,13 +22,11 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import in_ci
+
 REPO = Path(__file__).resolve().parents[2]
 WORKERS_SPACE = REPO / "tests" / "data" / "workers.yaml"
 PG_PASSWORD = "s3cret-pw"
-
-
-def _in_ci() -> bool:
-    return os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 
 def _pg_bindir() -> Path | None:
@@ -98,7 +96,7 @@ def postgres():
     if bindir is None:
         message = ("PostgreSQL server binaries not found: install them (Debian: apt-get install postgresql) "
                    "or point PG_BIN at the directory holding initdb and pg_ctl")
-        if _in_ci():
+        if in_ci():
             pytest.fail(message + " (CI=true: these tests must run)")
         pytest.skip(message)
     server = PostgresServer(bindir)
