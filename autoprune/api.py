@@ -14,6 +14,7 @@ import itertools
 import re
 import time
 import warnings
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -25,7 +26,7 @@ from autoprune.errors import AutopruneInputError, DataError, StudyError
 from autoprune.export import load_pruned, save_pruned
 from autoprune.finetune import first_inputs, resolve_data
 from autoprune.layers import output_layers, run_model
-from autoprune.measure import HardwareProfile
+from autoprune.measure import HardwareProfile, LatencyReference
 from autoprune.objective import TrialContext, dense_copy, execute_trial
 from autoprune.policy import Policy
 from autoprune.result import SearchResult, TrialRecord
@@ -35,6 +36,8 @@ from autoprune.space import SearchSpace, load_space
 CANDIDATES_DIR = "candidates"
 BEST_DIR = "best"
 STUDY_DB = "study.db"
+#: study attribute: the dense model's latency that candidates are timed against, and its profile
+REFERENCE_ATTR = "latency_reference"
 
 
 def candidate_loader(artifacts_dir: Path, base_model: nn.Module) -> Callable[[TrialRecord], nn.Module]:
@@ -70,6 +73,23 @@ def _sensitivity_scales(resolved: Any, base: nn.Module, example_inputs: tuple, t
     if sp.mode == "global_scale":
         return sensitivity_scales(drops, low=sp.scale_low, high=sp.scale_high, step=sp.scale_step)
     return sensitivity_scales(drops, low=0.5, high=1.5, step=None)
+
+
+def _reference_attr(reference: LatencyReference | None) -> dict[str, Any] | None:
+    if reference is None:
+        return None
+    return {"latency_ms": reference.latency_ms, "profile": asdict(reference.profile)}
+
+
+def _study_reference(stored: Mapping[str, Any] | None, calibrated: LatencyReference | None, base: nn.Module,
+                     example_inputs: tuple, profile: HardwareProfile) -> LatencyReference:
+    """The dense model as latency reference, scaled by the study's stored timing when it was taken under
+    the same profile (every worker then reports latencies on one scale), else by a fresh timing."""
+    if stored and stored.get("profile") == asdict(profile):
+        if calibrated is not None and calibrated.latency_ms == stored["latency_ms"]:
+            return calibrated
+        return LatencyReference.calibrate(base, example_inputs, profile, latency_ms=stored["latency_ms"])
+    return calibrated or LatencyReference.calibrate(base, example_inputs, profile)
 
 
 def _metric_name(metric: Any) -> str:
@@ -188,12 +208,18 @@ def search(
     resolved = the_space.resolve(base, protected=output_layers(base, example_inputs))
     metric_name = _metric_name(metric)
     fallback_artifacts = default_artifacts(storage, out, study_name)
+    reference = None
+    if profile.interleave and not optuna_backend.study_exists(store, study_name):
+        reference = LatencyReference.calibrate(base, example_inputs, profile)
     study, created = optuna_backend.open_study(
         storage=store, study_name=study_name,
         sampler=optuna_backend.make_sampler(sampler, seed=seed, n_trials=n_trials),
         fingerprint=the_space.fingerprint(), metric_name=metric_name,
         attrs={"budget_ms": budget_ms, "budget_mb": budget_mb, "n_trials": n_trials,
-               "artifacts": str(Path(artifacts_dir or fallback_artifacts).resolve()), **(study_attrs or {})})
+               "artifacts": str(Path(artifacts_dir or fallback_artifacts).resolve()),
+               REFERENCE_ATTR: _reference_attr(reference), **(study_attrs or {})})
+    if profile.interleave:
+        reference = _study_reference(study.user_attrs.get(REFERENCE_ATTR), reference, base, example_inputs, profile)
     artifacts = Path(artifacts_dir or study.user_attrs.get("artifacts") or fallback_artifacts)
     artifacts.mkdir(parents=True, exist_ok=True)
     if created and seed_policies:
@@ -201,12 +227,12 @@ def search(
             resolved, base, example_inputs, train_loader, val_loader, metric=metric, loss=loss)))
     ctx = TrialContext(base_model=base, example_inputs=example_inputs, train_loader=train_loader,
                        val_loader=val_loader, profile=profile, loss=loss, metric=metric, budget_ms=budget_ms,
-                       budget_mb=budget_mb, seed=seed or 0, artifacts_dir=artifacts,
+                       budget_mb=budget_mb, seed=seed or 0, artifacts_dir=artifacts, reference=reference,
                        accelerator="gpu" if backend == "ray" and ray_options.gpus_per_trial > 0 else accelerator)
 
     result = SearchResult(trials=optuna_backend.records(study), metric_name=metric_name, budget_ms=budget_ms,
                           budget_mb=budget_mb, out_dir=out, study_name=study_name, session_trials=set(),
-                          model_loader=candidate_loader(artifacts, base))
+                          model_loader=candidate_loader(artifacts, base), attrs=dict(study.user_attrs))
 
     def sample(trial: Any) -> tuple[Policy, Any]:
         policy, settings = resolved.sample(trial)

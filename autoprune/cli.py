@@ -220,6 +220,8 @@ def search(
     device: str = typer.Option("cpu", help="cpu or cuda: where latency is measured and trials fine-tune."),
     batch_size: int = typer.Option(64, help="batch size of the latency measurement (1 for single-sample latency)."),
     threads: int = typer.Option(1, help="CPU threads of the latency measurement."),
+    interleave: bool = typer.Option(True, help="time each candidate in alternation with the dense model, so a "
+                                               "shared machine's drift cancels (--no-interleave: alone, faster)."),
     progress: bool = typer.Option(True, help="show a progress bar."),
     debug: bool = typer.Option(False, help="print tracebacks."),
 ) -> None:
@@ -254,11 +256,12 @@ def search(
         model_spec, data_spec = model or DEMO, data or DEMO
         name = study_name or ("digits" if model_spec == DEMO else model_spec.rpartition(":")[2])
         run_dir = out or Path("runs") / name
-        profile = HardwareProfile(device=device, threads=threads, batch_size=batch_size)
+        profile = HardwareProfile(device=device, threads=threads, batch_size=batch_size, interleave=interleave)
         base = build_model(model_spec, weights, run_dir)
         datamodule = build_data(data_spec, batch_size=64)
         attrs = {"model": model_spec, "data": data_spec, "weights": str(Path(weights).resolve()) if weights else None, "space": space,
-                 "profile": {"device": device, "threads": threads, "batch_size": batch_size}}
+                 "profile": {"device": device, "threads": threads, "batch_size": batch_size,
+                             "interleave": interleave}}
         columns = [TextColumn("[bold]trials"), BarColumn(), MofNCompleteColumn(), TextColumn("elapsed"),
                    TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
                    TextColumn("front {task.fields[front]}"), TextColumn("{task.fields[best]}")]

@@ -21,23 +21,36 @@ timing's CV exceeds ``max_cv`` (5%), it is repeated, up to ``attempts`` times in
 attempt is kept; its CV is reported as measured, never clipped. benchmarks/measure_stability.py prints
 what this gives for every model of :mod:`autoprune.zoo`.
 
+Drift between timings: that VM's speed also wanders over seconds, so two ``measure()`` calls of the
+same model a few seconds apart can disagree by up to 1.8x (4.1 vs 7.4 ms) while each has a CV of 2-4%. Given a
+:class:`LatencyReference` (``search()`` makes one of the dense model), each timed sample of the model is
+taken right next to a sample of the reference, and ``latency_ms`` is the reference's latency (timed
+once, carefully) times the median ratio of the pairs: the drift hits both halves of a pair and cancels.
+On that VM the ratio of a pruned ResNet to its dense model spread over 0.22-0.48 in 12 independent
+pairs of calls, and over 0.42-0.45 interleaved.
+
 Example:
     >>> import torch, torch.nn as nn
     >>> from autoprune.measure import measure, HardwareProfile
     >>> m = measure(nn.Linear(16, 4), torch.randn(1, 16), HardwareProfile(repeats=5, min_sample_ms=1))
     >>> m.params
     68
+    >>> ref = LatencyReference.calibrate(nn.Linear(16, 4), torch.randn(1, 16), HardwareProfile(repeats=5, min_sample_ms=1))
+    >>> measure(nn.Linear(16, 2), torch.randn(1, 16), HardwareProfile(repeats=5, min_sample_ms=1),
+    ...         reference=ref).latency_reference_ms == ref.latency_ms
+    True
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import io
 import math
 import statistics
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Callable, Iterator
 
 import torch
 from torch import nn
@@ -65,6 +78,9 @@ class HardwareProfile:
         min_sample_ms: a sample runs enough forwards to last at least this long.
         max_cv: a timing whose robust CV exceeds this is repeated (see the module docstring).
         attempts: timings at most, the steadiest one kept.
+        interleave: ``search()`` times every candidate against the dense model, sample by sample (see
+            the module docstring); ``False`` times each candidate alone, in half the time, which is
+            enough on a quiet, dedicated machine.
     """
 
     device: str = "cpu"
@@ -76,6 +92,7 @@ class HardwareProfile:
     min_sample_ms: float = 10.0
     max_cv: float = 0.05
     attempts: int = 3
+    interleave: bool = True
 
     def __post_init__(self) -> None:
         if self.dtype not in _DTYPES:
@@ -87,6 +104,8 @@ class HardwareProfile:
                 raise ProfileError(f"profile {name} must be an integer >= 1, got {getattr(self, name)!r}")
         if not isinstance(self.warmup, int) or self.warmup < 0:
             raise ProfileError(f"profile warmup must be an integer >= 0, got {self.warmup!r}")
+        if not isinstance(self.interleave, bool):
+            raise ProfileError(f"profile interleave must be true or false, got {self.interleave!r}")
         if not (self.min_sample_ms >= 0):
             raise ProfileError(f"profile min_sample_ms must be >= 0, got {self.min_sample_ms!r}")
 
@@ -111,6 +130,8 @@ class Metrics:
     latency_cv: float
     sparse_encoding: str = "bitmask"
     profile: dict[str, Any] = field(default_factory=dict)
+    #: the reference latency the timing was scaled by (interleaved timing), None for a plain timing
+    latency_reference_ms: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -140,29 +161,56 @@ def state_dict_bytes(model: nn.Module, dtype: torch.dtype = torch.float32) -> tu
     return buffer.getbuffer().nbytes, sparse
 
 
-def time_forward(model: nn.Module, inputs: tuple, profile: HardwareProfile) -> list[float]:
-    """Per-forward milliseconds of each timed sample (see the module docstring)."""
+def _sampler(profile: HardwareProfile) -> Callable[[nn.Module, tuple, int], float]:
+    """``sample(model, inputs, n)``: milliseconds per forward over ``n`` forwards (CUDA synchronised)."""
     cuda = profile.device.startswith("cuda")
 
     def sync() -> None:
         if cuda:
             torch.cuda.synchronize()
 
-    def sample(n: int) -> float:
+    def sample(model: nn.Module, inputs: tuple, n: int) -> float:
         sync()
         start = time.perf_counter()
         for _ in range(n):
             model(*inputs)
         sync()
-        return (time.perf_counter() - start) * 1000.0
+        return (time.perf_counter() - start) * 1000.0 / n
 
+    return sample
+
+
+def _forwards_per_sample(sample: Callable, model: nn.Module, inputs: tuple, profile: HardwareProfile) -> int:
+    """Warm the model up and return how many forwards make a sample last ``min_sample_ms``."""
     inner = 1
+    for _ in range(max(1, profile.warmup)):
+        elapsed = sample(model, inputs, inner) * inner
+        if elapsed < profile.min_sample_ms:
+            inner = max(inner, math.ceil(inner * profile.min_sample_ms / max(elapsed, 1e-3)))
+    return inner
+
+
+def time_forward(model: nn.Module, inputs: tuple, profile: HardwareProfile) -> list[float]:
+    """Per-forward milliseconds of each timed sample (see the module docstring)."""
+    sample = _sampler(profile)
     with torch.inference_mode():
-        for _ in range(max(1, profile.warmup)):
-            elapsed = sample(inner)
-            if elapsed < profile.min_sample_ms:
-                inner = max(inner, math.ceil(inner * profile.min_sample_ms / max(elapsed, 1e-3)))
-        return [sample(inner) / inner for _ in range(profile.repeats)]
+        inner = _forwards_per_sample(sample, model, inputs, profile)
+        return [sample(model, inputs, inner) for _ in range(profile.repeats)]
+
+
+def time_interleaved(model: nn.Module, inputs: tuple, reference: LatencyReference,
+                     profile: HardwareProfile) -> list[float]:
+    """Ratios of each timed sample of ``model`` to the reference's sample taken right after it."""
+    sample = _sampler(profile)
+    with torch.inference_mode():
+        inner = _forwards_per_sample(sample, model, inputs, profile)
+        ref_inner = reference.forwards_per_sample
+        sample(reference.model, reference.inputs, ref_inner)  # its caches warm again after the model's warm-up
+        ratios = []
+        for _ in range(profile.repeats):
+            mine = sample(model, inputs, inner)
+            ratios.append(mine / max(sample(reference.model, reference.inputs, ref_inner), 1e-9))
+        return ratios
 
 
 def robust_cv(samples: list[float]) -> float:
@@ -173,40 +221,102 @@ def robust_cv(samples: list[float]) -> float:
     return 1.4826 * statistics.median(abs(s - median) for s in samples) / median
 
 
-def measure(model: nn.Module, example_inputs: Any, profile: HardwareProfile | None = None) -> Metrics:
-    """Measure parameters, MACs (one sample; counted by Torch-Pruning, a bias add is one MAC), checkpoint
-    sizes and latency of ``model``.
+@dataclass(frozen=True)
+class LatencyReference:
+    """A model timed in alternation with every measured model, so the machine's drift cancels.
 
-    The model is copied before it is moved or cast: the caller's model is untouched.
+    Build it with :meth:`calibrate`; pass it to :func:`measure` with the same profile. ``latency_ms`` is
+    the reference's own latency under ``profile``; a measured model's latency is that times the median
+    ratio of its samples to the reference samples beside them.
     """
-    profile = profile or HardwareProfile()
-    profile.check_available()
-    run_model(model, example_inputs)
-    dtype = _DTYPES[profile.dtype]
-    params = sum(p.numel() for p in model.parameters())
-    nonzero = sum(int(torch.count_nonzero(p)) for p in model.parameters())
-    macs, _ = count_macs_and_params(model, batch_inputs(example_inputs, 1))
-    dense_bytes, sparse_bytes = state_dict_bytes(model, dtype)
 
+    model: nn.Module  # a private copy on the profile's device and dtype, in eval mode
+    inputs: tuple
+    latency_ms: float
+    profile: HardwareProfile
+    forwards_per_sample: int = 1  # calibrated once, so each interleaved timing warms only the measured model
+
+    @classmethod
+    def calibrate(cls, model: nn.Module, example_inputs: Any, profile: HardwareProfile | None = None, *,
+                  rounds: int = 3, latency_ms: float | None = None) -> "LatencyReference":
+        """Time ``model`` ``rounds`` times (the median is kept), or take a ``latency_ms`` timed before
+        (so that every worker of a study scales by the same figure)."""
+        profile = profile or HardwareProfile()
+        profile.check_available()
+        run_model(model, example_inputs)
+        timed, inputs = _timed_copy(model, example_inputs, profile)
+        with _threads(profile.threads), torch.inference_mode():
+            inner = _forwards_per_sample(_sampler(profile), timed, inputs, profile)
+        if latency_ms is None:
+            with _threads(profile.threads):
+                latency_ms = statistics.median(
+                    statistics.median(_steadiest(lambda: time_forward(timed, inputs, profile), profile)[1])
+                    for _ in range(max(1, rounds)))
+        if not latency_ms > 0:
+            raise ProfileError(f"reference latency must be a positive number of ms, got {latency_ms!r}")
+        return cls(model=timed, inputs=inputs, latency_ms=float(latency_ms), profile=profile,
+                   forwards_per_sample=inner)
+
+
+def _timed_copy(model: nn.Module, example_inputs: Any, profile: HardwareProfile) -> tuple[nn.Module, tuple]:
+    dtype = _DTYPES[profile.dtype]
     timed = copy.deepcopy(model).to(device=profile.device, dtype=dtype).eval()
     inputs = tuple(
         a.to(device=profile.device, dtype=dtype if a.is_floating_point() else a.dtype) if isinstance(a, torch.Tensor) else a
         for a in batch_inputs(example_inputs, profile.batch_size)
     )
-    previous_threads = torch.get_num_threads()
-    torch.set_num_threads(profile.threads)
+    return timed, inputs
+
+
+@contextlib.contextmanager
+def _threads(n: int) -> Iterator[None]:
+    previous = torch.get_num_threads()
+    torch.set_num_threads(n)
     try:
-        best: tuple[float, list[float]] | None = None
-        for _ in range(profile.attempts):
-            samples = time_forward(timed, inputs, profile)
-            cv = robust_cv(samples)
-            if best is None or cv < best[0]:
-                best = (cv, samples)
-            if cv <= profile.max_cv:
-                break
+        yield
     finally:
-        torch.set_num_threads(previous_threads)
-    cv, samples = best
+        torch.set_num_threads(previous)
+
+
+def _steadiest(timing: Callable[[], list[float]], profile: HardwareProfile) -> tuple[float, list[float]]:
+    """(robust CV, samples) of the steadiest of up to ``profile.attempts`` timings."""
+    best: tuple[float, list[float]] | None = None
+    for _ in range(profile.attempts):
+        samples = timing()
+        cv = robust_cv(samples)
+        if best is None or cv < best[0]:
+            best = (cv, samples)
+        if cv <= profile.max_cv:
+            break
+    return best
+
+
+def measure(model: nn.Module, example_inputs: Any, profile: HardwareProfile | None = None, *,
+            reference: LatencyReference | None = None) -> Metrics:
+    """Measure parameters, MACs (one sample; counted by Torch-Pruning, a bias add is one MAC), checkpoint
+    sizes and latency of ``model``; with a ``reference``, the latency is timed against it (see the
+    module docstring).
+
+    The model is copied before it is moved or cast: the caller's model is untouched.
+    """
+    profile = profile or HardwareProfile()
+    profile.check_available()
+    if reference is not None and reference.profile != profile:
+        raise ProfileError("the latency reference was calibrated under another HardwareProfile; "
+                           "calibrate it with the profile passed to measure()")
+    run_model(model, example_inputs)
+    params = sum(p.numel() for p in model.parameters())
+    nonzero = sum(int(torch.count_nonzero(p)) for p in model.parameters())
+    macs, _ = count_macs_and_params(model, batch_inputs(example_inputs, 1))
+    dense_bytes, sparse_bytes = state_dict_bytes(model, _DTYPES[profile.dtype])
+
+    timed, inputs = _timed_copy(model, example_inputs, profile)
+    with _threads(profile.threads):
+        if reference is None:
+            cv, samples = _steadiest(lambda: time_forward(timed, inputs, profile), profile)
+        else:
+            cv, ratios = _steadiest(lambda: time_interleaved(timed, inputs, reference, profile), profile)
+            samples = [r * reference.latency_ms for r in ratios]
     median = statistics.median(samples)
     p90 = sorted(samples)[min(len(samples) - 1, math.ceil(0.9 * len(samples)) - 1)]
     return Metrics(
@@ -219,4 +329,5 @@ def measure(model: nn.Module, example_inputs: Any, profile: HardwareProfile | No
         latency_p90_ms=p90,
         latency_cv=cv,
         profile=asdict(profile),
+        latency_reference_ms=reference.latency_ms if reference is not None else None,
     )

@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader
 
 from autoprune.export import save_pruned
 from autoprune.finetune import Metric, as_lightning, evaluate, finetune
-from autoprune.measure import HardwareProfile, Metrics, measure
+from autoprune.measure import HardwareProfile, LatencyReference, Metrics, measure
 from autoprune.policy import Policy
 from autoprune.prune import prune
 from autoprune.result import dominates_point
@@ -47,6 +47,8 @@ class TrialContext:
     seed: int = 0
     #: where the weights of front candidates go (shared by every worker of a study)
     artifacts_dir: Path | None = None
+    #: the dense model's timing that every candidate is timed against (None: plain timings)
+    reference: LatencyReference | None = None
 
     def constraints(self, metrics: Metrics) -> list[float]:
         """Optuna-style constraint values: <= 0 means the budget is met."""
@@ -83,7 +85,7 @@ def run_trial(ctx: TrialContext, policy: Policy, settings: FinetuneSettings) -> 
     timings["prune"] = time.perf_counter() - start
 
     start = time.perf_counter()
-    metrics = measure(pruned, ctx.example_inputs, ctx.profile)
+    metrics = measure(pruned, ctx.example_inputs, ctx.profile, reference=ctx.reference)
     timings["measure"] = time.perf_counter() - start
     constraints = ctx.constraints(metrics)
     feasible = all(c <= 0 for c in constraints)

@@ -123,6 +123,11 @@ class SearchResult:
         return totals
 
     @property
+    def reference_latency_ms(self) -> float | None:
+        """The dense model's latency that candidates were timed against (interleaved timing), if any."""
+        return (self.attrs.get("latency_reference") or {}).get("latency_ms")
+
+    @property
     def pareto(self) -> list[TrialRecord]:
         return pareto_front(self.trials)
 
@@ -180,6 +185,7 @@ class SearchResult:
             tmp.write_text(json.dumps({
                 "study_name": self.study_name, "metric": self.metric_name,
                 "budget_ms": self.budget_ms, "budget_mb": self.budget_mb,
+                "reference_latency_ms": self.reference_latency_ms,
                 "best": best.number if best else None,
                 "pareto": [c.to_dict() for c in self.pareto],
             }, indent=2))

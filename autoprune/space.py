@@ -260,7 +260,10 @@ class ResolvedSpace:
 
         Enqueued first, so the search's front is never worse than uniform pruning at those points and
         starts with non-uniform policies that follow the layers' sensitivity. Levels outside the space's
-        range are dropped; the first method and round_to and the middle learning rate are used.
+        range are dropped; the first method and round_to are used. The uniform seeds fine-tune at the
+        middle of the learning-rate range, the scaled ones at three quarters of the way up it (on a log
+        range): a harder-pruned network recovers faster with larger steps in a short fine-tune, and
+        seeds at two learning rates let the sampler learn that rather than copy one value.
         """
         s = self.space
         sp = s.sparsity
@@ -286,14 +289,16 @@ class ResolvedSpace:
                           for n in self.layers}
             else:
                 params = {"sparsity.global": level, **{f"scale.{n}": scales.get(n, 1.0) for n in self.layers}}
-            seeds.append(self._with_common(params))
+            seeds.append(self._with_common(params, lr_at=0.75))
         return seeds
 
-    def _with_common(self, params: dict[str, Any]) -> dict[str, Any]:
+    def _with_common(self, params: dict[str, Any], *, lr_at: float = 0.5) -> dict[str, Any]:
+        """The seed's other choices; its learning rate ``lr_at`` of the way up the range."""
         s = self.space
         lr = s.finetune.lr
+        value = lr.low ** (1 - lr_at) * lr.high ** lr_at if lr.log else lr.low + lr_at * (lr.high - lr.low)
         params.update({"method": s.methods[0], "round_to": s.round_to[0], "regularizer": s.regularizer.kinds[0],
-                       "lr": math.sqrt(lr.low * lr.high) if lr.log else (lr.low + lr.high) / 2})
+                       "lr": float(value)})
         if s.regularizer.kinds[0] != "none":
             params["strength"] = math.sqrt(s.regularizer.strength.low * s.regularizer.strength.high)
         return params

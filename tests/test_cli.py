@@ -36,9 +36,18 @@ def test_search_writes_the_result_files(run_dir):
     out, proc = run_dir
     for name in ("pareto.json", "trials.csv", "pareto.png", "study.db", "best/model.ts", "best/policy.json"):
         assert (out / name).is_file(), name
-    front = json.loads((out / "pareto.json").read_text())["pareto"]
-    assert front and all(c["size_mb"] <= 0.5 for c in front)
+    saved = json.loads((out / "pareto.json").read_text())
+    assert saved["pareto"] and all(c["size_mb"] <= 0.5 for c in saved["pareto"])
+    assert saved["reference_latency_ms"] > 0, "candidates were timed against the dense model"
     assert "Pareto front" in proc.stdout and "search overhead" in proc.stdout
+
+
+def test_no_interleave_times_candidates_alone(tmp_path):
+    """--no-interleave reaches the profile: no dense reference is timed or recorded."""
+    proc = autoprune("search", "--space", TINY, "--trials", "1", "--seed", "0", "--out", tmp_path,
+                     "--no-interleave", "--no-progress")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads((tmp_path / "pareto.json").read_text())["reference_latency_ms"] is None
 
 
 def test_rerun_resumes_without_new_trials(run_dir):

@@ -7,7 +7,7 @@ import torch
 
 from autoprune import Policy, prune
 from autoprune.errors import ProfileError
-from autoprune.measure import HardwareProfile, measure
+from autoprune.measure import HardwareProfile, LatencyReference, measure
 from autoprune.zoo import MLP, PlainCNN, example_input
 from tests.conftest import fast_profile
 
@@ -65,6 +65,7 @@ def test_measuring_leaves_the_model_and_threads_alone():
     ({"device": "tpu"}, "device"),
     ({"repeats": 0}, "repeats"),
     ({"threads": 0}, "threads"),
+    ({"interleave": "yes"}, "interleave"),
 ])
 def test_bad_profiles_are_rejected(kwargs, match):
     """An impossible profile raises ProfileError naming the field."""
@@ -77,3 +78,32 @@ def test_cuda_profile_without_cuda_is_a_clear_error():
     """Asking for CUDA timing on a machine without CUDA says so instead of crashing."""
     with pytest.raises(ProfileError, match="CUDA is not available"):
         measure(MLP(), torch.randn(1, 16), HardwareProfile(device="cuda"))
+
+
+def test_interleaved_latency_is_the_reference_latency_times_the_ratio():
+    """Timed against a reference, a model's latency is the reference's figure times their ratio: the same
+    model against itself (given a reference latency of 1000 ms) comes out near 1000 ms, not ~0.01 ms."""
+    model = MLP()
+    x = example_input(model)
+    ref = LatencyReference.calibrate(model, x, fast_profile(), latency_ms=1000.0)
+    metrics = measure(model, x, fast_profile(), reference=ref)
+    assert metrics.latency_reference_ms == 1000.0
+    assert 400.0 < metrics.latency_ms < 2500.0
+    assert measure(model, x, fast_profile()).latency_reference_ms is None
+
+
+def test_a_bigger_model_is_slower_than_its_reference():
+    """The ratio is measured: a model with ~1000x the MACs of the reference times well above it."""
+    small, big = MLP(hidden=8), MLP(hidden=1024)
+    x = example_input(small)
+    ref = LatencyReference.calibrate(small, x, fast_profile(batch_size=64))
+    assert ref.latency_ms > 0
+    assert measure(big, x, fast_profile(batch_size=64), reference=ref).latency_ms > 2 * ref.latency_ms
+
+
+def test_a_reference_of_another_profile_is_refused():
+    """Timing against a reference calibrated under another profile would mix two scales: refused."""
+    model = MLP()
+    ref = LatencyReference.calibrate(model, example_input(model), fast_profile(batch_size=4), latency_ms=1.0)
+    with pytest.raises(ProfileError, match="another HardwareProfile"):
+        measure(model, example_input(model), fast_profile(batch_size=8), reference=ref)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import json
 import math
 from pathlib import Path
 
 import lightning as L
+import optuna
 import pytest
 import torch
 from torch.nn import functional as F
@@ -67,6 +69,30 @@ def test_resume_runs_only_the_missing_trials(digits, tmp_path):
     assert kept == {t.number: t.metric for t in first.trials}
     assert again.session_trials == {3, 4}
     assert len(_search(model, data, tmp_path, n_trials=5).session_trials) == 0
+
+
+def test_every_worker_times_candidates_against_the_studys_dense_timing(digits, tmp_path):
+    """The dense model's timing is stored with a new study; a later run of the study (a resume, another
+    worker) scales its candidates by that same figure, and pareto.json records it."""
+    model, data = digits
+    first = _search(model, data, tmp_path, n_trials=2)
+    reference = first.reference_latency_ms
+    assert reference and reference > 0
+    again = _search(model, data, tmp_path, n_trials=3)
+    assert again.reference_latency_ms == reference
+    study = optuna.load_study(study_name="autoprune", storage=f"sqlite:///{tmp_path / 'study.db'}")
+    done = study.get_trials(states=[optuna.trial.TrialState.COMPLETE])
+    assert len(done) == 3
+    assert {t.user_attrs["metrics"]["latency_reference_ms"] for t in done} == {reference}
+    assert json.loads((tmp_path / "pareto.json").read_text())["reference_latency_ms"] == reference
+
+
+def test_plain_timing_when_interleaving_is_off(digits, tmp_path):
+    """interleave=False times each candidate alone: no reference is stored or used."""
+    model, data = digits
+    result = _search(model, data, tmp_path, n_trials=2, profile=fast_profile(interleave=False))
+    assert result.reference_latency_ms is None
+    assert all(t.latency_ms > 0 for t in result.trials)
 
 
 def test_failing_trials_are_recorded_and_the_search_goes_on(digits, tmp_path):

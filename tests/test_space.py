@@ -98,3 +98,15 @@ def test_scaled_seeds_follow_the_given_scales():
     policy = space.sample(Replay(seeds[-1]))[0]
     first, *rest = space.layers
     assert all(policy.layers[first].sparsity > policy.layers[n].sparsity for n in rest)
+
+
+def test_scaled_seeds_fine_tune_with_larger_steps_than_uniform_ones():
+    """Uniform seeds use the learning-rate range's (log) middle, scaled seeds three quarters up it."""
+    space = load_space(TINY).resolve(ResNetCNN(), protected=["head"])
+    scales = {n: 1.0 for n in space.layers}
+    seeds = space.seed_params(levels=(0.3,), scales=scales, scaled_levels=(0.5,))
+    lr = space.space.finetune.lr
+    uniform, scaled = (space.sample(Replay(p))[1].lr for p in seeds)
+    assert uniform == pytest.approx((lr.low * lr.high) ** 0.5)
+    assert scaled == pytest.approx(lr.low ** 0.25 * lr.high ** 0.75)
+    assert lr.low <= uniform < scaled <= lr.high
