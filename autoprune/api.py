@@ -14,7 +14,7 @@ import itertools
 import re
 import time
 import warnings
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -29,15 +29,13 @@ from autoprune.layers import output_layers, run_model
 from autoprune.measure import HardwareProfile, LatencyReference
 from autoprune.objective import TrialContext, dense_copy, execute_trial
 from autoprune.policy import Policy
-from autoprune.result import SearchResult, TrialRecord
+from autoprune.result import REFERENCE_ATTR, SearchResult, TrialRecord
 from autoprune.sensitivity import layer_sensitivity, sensitivity_scales
 from autoprune.space import SearchSpace, load_space
 
 CANDIDATES_DIR = "candidates"
 BEST_DIR = "best"
 STUDY_DB = "study.db"
-#: study attribute: the dense model's latency that candidates are timed against, and its profile
-REFERENCE_ATTR = "latency_reference"
 
 
 def candidate_loader(artifacts_dir: Path, base_model: nn.Module) -> Callable[[TrialRecord], nn.Module]:
@@ -86,8 +84,8 @@ def _study_reference(stored: Mapping[str, Any] | None, calibrated: LatencyRefere
     """The dense model as latency reference, scaled by the study's stored timing when it was taken under
     the same profile (every worker then reports latencies on one scale), else by a fresh timing."""
     if stored and stored.get("profile") == asdict(profile):
-        if calibrated is not None and calibrated.latency_ms == stored["latency_ms"]:
-            return calibrated
+        if calibrated is not None:
+            return replace(calibrated, latency_ms=stored["latency_ms"])
         return LatencyReference.calibrate(base, example_inputs, profile, latency_ms=stored["latency_ms"])
     return calibrated or LatencyReference.calibrate(base, example_inputs, profile)
 

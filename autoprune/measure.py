@@ -21,13 +21,13 @@ timing's CV exceeds ``max_cv`` (5%), it is repeated, up to ``attempts`` times in
 attempt is kept; its CV is reported as measured, never clipped. benchmarks/measure_stability.py prints
 what this gives for every model of :mod:`autoprune.zoo`.
 
-Drift between timings: that VM's speed also wanders over seconds, so two ``measure()`` calls of the
-same model a few seconds apart can disagree by up to 1.8x (4.1 vs 7.4 ms) while each has a CV of 2-4%. Given a
+Drift between timings: that VM's speed also wanders over seconds, so ``measure()`` calls of the same
+model a few seconds apart can disagree by half (4.5 vs 6.8 ms) while each has a CV of a few %. Given a
 :class:`LatencyReference` (``search()`` makes one of the dense model), each timed sample of the model is
 taken right next to a sample of the reference, and ``latency_ms`` is the reference's latency (timed
 once, carefully) times the median ratio of the pairs: the drift hits both halves of a pair and cancels.
-On that VM the ratio of a pruned ResNet to its dense model spread over 0.22-0.48 in 12 independent
-pairs of calls, and over 0.42-0.45 interleaved.
+On that VM the ratio of a pruned ResNet to its dense model spread over 0.33-0.52 in 12 independent
+pairs of calls, and over 0.40-0.46 interleaved (benchmarks/measure_drift.py).
 
 Example:
     >>> import torch, torch.nn as nn
@@ -245,10 +245,10 @@ class LatencyReference:
         profile.check_available()
         run_model(model, example_inputs)
         timed, inputs = _timed_copy(model, example_inputs, profile)
-        with _threads(profile.threads), torch.inference_mode():
-            inner = _forwards_per_sample(_sampler(profile), timed, inputs, profile)
-        if latency_ms is None:
-            with _threads(profile.threads):
+        with _threads(profile.threads):
+            with torch.inference_mode():
+                inner = _forwards_per_sample(_sampler(profile), timed, inputs, profile)
+            if latency_ms is None:
                 latency_ms = statistics.median(
                     statistics.median(_steadiest(lambda: time_forward(timed, inputs, profile), profile)[1])
                     for _ in range(max(1, rounds)))

@@ -26,6 +26,9 @@ from autoprune.policy import Policy
 PARETO_JSON, TRIALS_CSV, PARETO_PNG = "pareto.json", "trials.csv", "pareto.png"
 
 
+#: study attribute: the dense model's latency that candidates are timed against, and its profile
+REFERENCE_ATTR = "latency_reference"
+
 @dataclass(frozen=True)
 class TrialRecord:
     """One trial as stored: state is ``complete``, ``failed``, ``running`` or ``waiting``."""
@@ -125,7 +128,7 @@ class SearchResult:
     @property
     def reference_latency_ms(self) -> float | None:
         """The dense model's latency that candidates were timed against (interleaved timing), if any."""
-        return (self.attrs.get("latency_reference") or {}).get("latency_ms")
+        return (self.attrs.get(REFERENCE_ATTR) or {}).get("latency_ms")
 
     @property
     def pareto(self) -> list[TrialRecord]:

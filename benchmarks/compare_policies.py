@@ -113,29 +113,36 @@ def searched_layers(model, example) -> list[str]:
     return [n for n in prunable_layers(model) if n not in output_layers(model, example)]
 
 
-def run_uniform(model, loaders, ctx: TrialContext, settings: FinetuneSettings, seed: int) -> dict:
-    layers = searched_layers(model, ctx.example_inputs)
+def sweep(seed: int, one_level) -> dict:
+    """``one_level(level)`` -> point for every level of LEVELS, each from the same torch seed, timed in all."""
     started = time.perf_counter()
     points = []
     for level in LEVELS:
         torch.manual_seed(seed)
-        outcome = run_trial(ctx, Policy.uniform(layers, sparsity=level, method="l1_structured"), settings)
-        points.append({**point(outcome.model, loaders, outcome.metrics, val=outcome.metric), "level": level})
+        points.append({**one_level(level), "level": level})
     return {"front": points, "wall_s": time.perf_counter() - started}
+
+
+def run_uniform(model, loaders, ctx: TrialContext, settings: FinetuneSettings, seed: int) -> dict:
+    layers = searched_layers(model, ctx.example_inputs)
+
+    def one_level(level: float) -> dict:
+        outcome = run_trial(ctx, Policy.uniform(layers, sparsity=level, method="l1_structured"), settings)
+        return point(outcome.model, loaders, outcome.metrics, val=outcome.metric)
+
+    return sweep(seed, one_level)
 
 
 def run_tp_global(model, loaders, ctx: TrialContext, settings: FinetuneSettings, seed: int) -> dict:
     protected = output_layers(model, ctx.example_inputs)
-    started = time.perf_counter()
-    points = []
-    for level in LEVELS:
-        torch.manual_seed(seed)
+
+    def one_level(level: float) -> dict:
         net = torch_pruning_global(dense_copy(model), ctx.example_inputs, sparsity=level, protected=protected)
         module = as_lightning(net, loss=None, lr=settings.lr)
         finetune(module, ctx.train_loader, policy=Policy(), max_steps=settings.max_steps, prefix="net.")
-        metrics = measure(net, ctx.example_inputs, ctx.profile, reference=ctx.reference)
-        points.append({**point(net, loaders, metrics), "level": level})
-    return {"front": points, "wall_s": time.perf_counter() - started}
+        return point(net, loaders, measure(net, ctx.example_inputs, ctx.profile, reference=ctx.reference))
+
+    return sweep(seed, one_level)
 
 
 def val_front(points: list[dict]) -> list[dict]:
