@@ -25,8 +25,9 @@ from autoprune.backends import optuna as optuna_backend
 from autoprune.errors import AutopruneInputError, DataError, StudyError
 from autoprune.export import load_pruned, save_pruned
 from autoprune.finetune import first_inputs, resolve_data
-from autoprune.layers import output_layers, run_model
+from autoprune.layers import output_layers, prunable_layers, run_model
 from autoprune.measure import HardwareProfile, LatencyReference
+from autoprune.methods.structured import coupled_layers
 from autoprune.objective import TrialContext, dense_copy, execute_trial
 from autoprune.policy import Policy
 from autoprune.result import REFERENCE_ATTR, SearchResult, TrialRecord
@@ -57,12 +58,12 @@ def default_artifacts(storage: str, out_dir: Path, study_name: str) -> Path:
 
 def _sensitivity_scales(resolved: Any, base: nn.Module, example_inputs: tuple, train_loader: Any, val_loader: Any,
                         *, metric: Any, loss: Any) -> dict[str, float] | None:
-    """Per-layer scales for the seeded policies from a one-pass sensitivity scan (None if it cannot run)."""
+    """Per-unit scales for the seeded policies from a one-pass sensitivity scan (None if it cannot run)."""
     sp = resolved.space.sparsity
-    if sp.mode == "per_group" or len(resolved.layers) < 2:
+    if sp.mode == "per_group" or len(resolved.units) < 2:
         return None
     try:
-        drops = layer_sensitivity(base, resolved.layers, example_inputs, val_loader,
+        drops = layer_sensitivity(base, resolved.units, example_inputs, val_loader,
                                   method=resolved.space.methods[0], metric=metric, loss=loss,
                                   calibration_data=itertools.islice(iter(train_loader), 2))
     except Exception as exc:  # the seeds are a head start, not a requirement
@@ -71,6 +72,17 @@ def _sensitivity_scales(resolved: Any, base: nn.Module, example_inputs: tuple, t
     if sp.mode == "global_scale":
         return sensitivity_scales(drops, low=sp.scale_low, high=sp.scale_high, step=sp.scale_step)
     return sensitivity_scales(drops, low=0.5, high=1.5, step=None)
+
+
+def _coupled(space: SearchSpace, base: nn.Module, example_inputs: tuple, protected: list[str]) -> list[tuple[str, ...]]:
+    """Coupled layers, searched as one unit (traced only for spaces whose methods are all structured)."""
+    if not space.structured_only:
+        return []
+    try:
+        return coupled_layers(base, example_inputs, prunable_layers(base), protected=protected)
+    except Exception as exc:  # a tracing failure shows again, with its reason, in the trials that prune
+        warnings.warn(f"could not trace coupled layers ({type(exc).__name__}: {exc}); searching one value per layer")
+        return []
 
 
 def _reference_attr(reference: LatencyReference | None) -> dict[str, Any] | None:
@@ -203,7 +215,8 @@ def search(
     example_inputs = first_inputs(val_loader)
     base = dense_copy(model)
     run_model(base, example_inputs)
-    resolved = the_space.resolve(base, protected=output_layers(base, example_inputs))
+    protected = output_layers(base, example_inputs)
+    resolved = the_space.resolve(base, protected=protected, coupled=_coupled(the_space, base, example_inputs, protected))
     metric_name = _metric_name(metric)
     fallback_artifacts = default_artifacts(storage, out, study_name)
     reference = None

@@ -22,12 +22,12 @@ attempt is kept; its CV is reported as measured, never clipped. benchmarks/measu
 what this gives for every model of :mod:`autoprune.zoo`.
 
 Drift between timings: that VM's speed also wanders over seconds, so ``measure()`` calls of the same
-model a few seconds apart can disagree by half (4.5 vs 6.8 ms) while each has a CV of a few %. Given a
+model a few seconds apart can disagree by half (4.4 vs 7.2 ms) while each has a CV of a few %. Given a
 :class:`LatencyReference` (``search()`` makes one of the dense model), each timed sample of the model is
 taken right next to a sample of the reference, and ``latency_ms`` is the reference's latency (timed
 once, carefully) times the median ratio of the pairs: the drift hits both halves of a pair and cancels.
-On that VM the ratio of a pruned ResNet to its dense model spread over 0.33-0.52 in 12 independent
-pairs of calls, and over 0.40-0.46 interleaved (benchmarks/measure_drift.py).
+On that VM the ratio of a pruned ResNet to its dense model spread over 0.28-0.59 in 12 independent
+pairs of calls, and over 0.415-0.444 interleaved (benchmarks/measure_drift.py).
 
 Example:
     >>> import torch, torch.nn as nn

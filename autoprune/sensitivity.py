@@ -21,7 +21,7 @@ Example:
 
 from __future__ import annotations
 
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Mapping, Sequence
 
 from torch import nn
 
@@ -31,15 +31,20 @@ from autoprune.prune import prune
 from autoprune.space import snap_to_grid
 
 
-def layer_sensitivity(model: nn.Module, layers: Iterable[str], example_inputs: Any, val_loader: Any, *,
-                      method: str, sparsity: float = 0.5, metric: Metric | str | None = None,
+def layer_sensitivity(model: nn.Module, layers: Iterable[str] | Mapping[str, Sequence[str]], example_inputs: Any,
+                      val_loader: Any, *, method: str, sparsity: float = 0.5, metric: Metric | str | None = None,
                       calibration_data: Iterable[Any] | None = None, loss: Any = None) -> dict[str, float]:
-    """Metric of the dense model minus the metric with only ``layer`` pruned at ``sparsity``, per layer."""
+    """Metric of the dense model minus the metric with only ``layer`` pruned at ``sparsity``, per layer.
+
+    ``layers`` may also map unit names to several layers (coupled layers, see
+    :attr:`autoprune.space.ResolvedSpace.units`): each unit's layers are then pruned together.
+    """
+    units = dict(layers) if isinstance(layers, Mapping) else {name: (name,) for name in layers}
     calibration = list(calibration_data) if calibration_data is not None else None
     base = evaluate(as_lightning(model, loss=loss, lr=1e-3), val_loader, metric)
     drops = {}
-    for name in layers:
-        policy = Policy(layers={name: LayerPolicy(sparsity=sparsity, method=method)})
+    for name, members in units.items():
+        policy = Policy(layers={n: LayerPolicy(sparsity=sparsity, method=method) for n in members})
         pruned = prune(model, policy, example_inputs, calibration_data=calibration, loss_fn=loss)
         drops[name] = base - evaluate(as_lightning(pruned, loss=loss, lr=1e-3), val_loader, metric)
     return drops

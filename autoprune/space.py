@@ -27,7 +27,7 @@ import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Mapping, Protocol
+from typing import Any, Literal, Mapping, Protocol, Sequence
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -132,12 +132,25 @@ class SearchSpace(_Strict):
             raise ValueError("round_to entries must be null or integers >= 1")
         return values
 
+    @property
+    def structured_only(self) -> bool:
+        """Whether every method of the space removes channels (then coupled layers are searched as one)."""
+        return all(get_method(m).STRUCTURED for m in self.methods)
+
     def fingerprint(self) -> str:
         """A short hash of the space's content: two studies with different spaces never mix."""
         return hashlib.sha256(json.dumps(self.model_dump(), sort_keys=True).encode()).hexdigest()[:16]
 
-    def resolve(self, model: Any, *, protected: list[str]) -> ResolvedSpace:
-        """Bind the space to a model: the searched layers (output layers left out) and their groups."""
+    def resolve(self, model: Any, *, protected: list[str],
+                coupled: Sequence[Sequence[str]] = ()) -> ResolvedSpace:
+        """Bind the space to a model: the searched layers (output layers left out) and their groups.
+
+        ``coupled`` lists sets of layers whose output channels are removed together (see
+        :func:`autoprune.methods.structured.coupled_layers`). When every method of the space is
+        structured, each such set is searched as one unit with one sparsity (``per_layer``) or one scale
+        (``global_scale``): a structured policy cannot give coupled layers different sparsities, so
+        separate parameters would only add dimensions that change nothing but their mean.
+        """
         names = [n for n in prunable_layers(model, exclude=self.exclude) if n not in protected]
         if self.layers != "auto":
             names = resolve_globs(self.layers, names)
@@ -147,7 +160,17 @@ class SearchSpace(_Strict):
         if self.sparsity.mode == "per_group":
             for group, patterns in self.sparsity.groups.items():
                 groups[group] = resolve_globs(patterns, names)
-        return ResolvedSpace(space=self, layers=tuple(names), groups=groups)
+        units = {n: (n,) for n in names}
+        if self.structured_only:
+            for members in coupled:
+                inside = tuple(n for n in members if n in units)
+                if len(inside) > 1:
+                    for n in inside:
+                        units.pop(n)
+                    units["+".join(inside)] = inside
+        order = {n: i for i, n in enumerate(names)}
+        units = dict(sorted(units.items(), key=lambda item: order[item[1][0]]))
+        return ResolvedSpace(space=self, layers=tuple(names), groups=groups, units=units)
 
 
 def _format_validation_error(source: str, error: ValidationError) -> str:
@@ -213,28 +236,37 @@ def _grid(low: float, high: float, step: float | None) -> tuple[float, float]:
 
 @dataclass(frozen=True)
 class ResolvedSpace:
-    """A space bound to one model. ``sample`` draws a (Policy, FinetuneSettings)."""
+    """A space bound to one model. ``sample`` draws a (Policy, FinetuneSettings).
+
+    ``units`` maps each searched unit's name to its layers: a layer on its own (named as the layer), or
+    coupled layers searched together (named ``"a+b"``); ``per_layer`` and ``global_scale`` draw one
+    value per unit.
+    """
 
     space: SearchSpace
     layers: tuple[str, ...]
     groups: dict[str, list[str]]
+    units: dict[str, tuple[str, ...]]
 
     def sample(self, trial: Suggester) -> tuple[Policy, FinetuneSettings]:
         s = self.space
         sp = s.sparsity
         low, high = _grid(sp.low, sp.high, sp.step)
+        sparsity: dict[str, float] = {}
         if sp.mode == "per_layer":
-            sparsity = {n: trial.suggest_float(f"sparsity.{n}", low, high, step=sp.step) for n in self.layers}
+            for unit, members in self.units.items():
+                value = trial.suggest_float(f"sparsity.{unit}", low, high, step=sp.step)
+                sparsity.update({n: value for n in members})
         elif sp.mode == "per_group":
-            sparsity = {}
             for group, members in self.groups.items():
                 value = trial.suggest_float(f"sparsity.{group}", low, high, step=sp.step)
                 sparsity.update({n: value for n in members})
         else:
             level = trial.suggest_float("sparsity.global", low, high, step=sp.step)
             s_low, s_high = _grid(sp.scale_low, sp.scale_high, sp.scale_step)
-            sparsity = {n: min(sp.high, level * trial.suggest_float(f"scale.{n}", s_low, s_high, step=sp.scale_step))
-                        for n in self.layers}
+            for unit, members in self.units.items():
+                scale = trial.suggest_float(f"scale.{unit}", s_low, s_high, step=sp.scale_step)
+                sparsity.update({n: min(sp.high, level * scale) for n in members})
         method = trial.suggest_categorical("method", list(s.methods))
         round_to = trial.suggest_categorical("round_to", list(s.round_to))
         kind = trial.suggest_categorical("regularizer", list(s.regularizer.kinds))
@@ -255,8 +287,9 @@ class ResolvedSpace:
     def seed_params(self, levels: tuple[float, ...] = (0.0, 0.3, 0.5, 0.7, 0.9), *,
                     scales: Mapping[str, float] | None = None,
                     scaled_levels: tuple[float, ...] = (0.5, 0.7, 0.85)) -> list[dict[str, Any]]:
-        """Parameters of the dense model (level 0), of uniform policies at ``levels`` and, given per-layer
-        ``scales`` (from :mod:`autoprune.sensitivity`), of scaled policies at ``scaled_levels``.
+        """Parameters of the dense model (level 0), of uniform policies at ``levels`` and, given per-unit
+        ``scales`` (from :mod:`autoprune.sensitivity`, keyed by ``units``), of scaled policies at
+        ``scaled_levels``.
 
         Enqueued first, so the search's front is never worse than uniform pruning at those points and
         starts with non-uniform policies that follow the layers' sensitivity. Levels outside the space's
@@ -275,20 +308,20 @@ class ResolvedSpace:
             if level == 0.0 and sp.low > 0.0:
                 continue
             if sp.mode == "per_layer":
-                params = {f"sparsity.{n}": level for n in self.layers}
+                params = {f"sparsity.{u}": level for u in self.units}
             elif sp.mode == "per_group":
                 params = {f"sparsity.{g}": level for g in self.groups}
             else:
-                params = {"sparsity.global": level, **{f"scale.{n}": 1.0 for n in self.layers}}
+                params = {"sparsity.global": level, **{f"scale.{u}": 1.0 for u in self.units}}
             seeds.append(self._with_common(params))
         for level in scaled_levels if scales and sp.mode != "per_group" else ():
             if not sp.low <= level <= sp.high:
                 continue
             if sp.mode == "per_layer":
-                params = {f"sparsity.{n}": snap_to_grid(min(high, level * scales.get(n, 1.0)), low, sp.step)
-                          for n in self.layers}
+                params = {f"sparsity.{u}": snap_to_grid(min(high, level * scales.get(u, 1.0)), low, sp.step)
+                          for u in self.units}
             else:
-                params = {"sparsity.global": level, **{f"scale.{n}": scales.get(n, 1.0) for n in self.layers}}
+                params = {"sparsity.global": level, **{f"scale.{u}": scales.get(u, 1.0) for u in self.units}}
             seeds.append(self._with_common(params, lr_at=0.75))
         return seeds
 

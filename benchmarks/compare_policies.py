@@ -27,7 +27,8 @@ model (interleaved samples; each search run's latencies are rescaled to this scr
 ``floor``: the latency of the model with one channel left in every searched layer, the least any
 structured policy can reach. Writes benchmarks/results/
 compare_policies.json, compare_policies.md and compare_policies.png; partial results are cached in
-the work directory so an interrupted run resumes.
+the work directory so an interrupted run resumes (each cached run keeps the dense timing it was made
+against, and its latencies are rescaled to the current one: the machine's speed differs between runs).
 
     python benchmarks/compare_policies.py [--trials 30] [--seeds 0 1 2] [--models digits_cnn resnet]
 """
@@ -143,6 +144,21 @@ def run_tp_global(model, loaders, ctx: TrialContext, settings: FinetuneSettings,
         return point(net, loaders, measure(net, ctx.example_inputs, ctx.profile, reference=ctx.reference))
 
     return sweep(seed, one_level)
+
+
+def on_scale(run: dict, dense_ms: float) -> dict:
+    """A cached run's latencies rescaled to this invocation's dense timing.
+
+    Each run's candidates were timed against the dense model as calibrated when the run was made
+    (``run["dense_ms"]``); the machine's speed differs between invocations, so a resumed benchmark puts
+    every run on one scale by keeping each candidate's ratio to its own dense timing.
+    """
+    factor = dense_ms / run["dense_ms"]
+    scaled = dict(run)
+    for key in ("front", "trials"):
+        if key in run:
+            scaled[key] = [{**p, "latency_ms": p["latency_ms"] * factor} for p in run[key]]
+    return scaled
 
 
 def val_front(points: list[dict]) -> list[dict]:
@@ -347,12 +363,14 @@ def main() -> None:
                     run = run_uniform(model, loaders, ctx, settings, seed)
                 else:
                     run = run_tp_global(model, loaders, ctx, settings, seed)
+                run["dense_ms"] = dense["latency_ms"]
                 runs[method][key] = run
                 cache_file.write_text(json.dumps(cache))
                 f = figures(run["front"], dense)
                 print(f"  {method} seed {seed}: {time.perf_counter() - started:.0f}s, speedup@1pt {f['speedup_at_1pt']}, "
                       f"acc@10% {f['acc_at_10pct']}, hv {f['hypervolume']:.3f}", flush=True)
-        runs = {m: {s: r for s, r in runs[m].items() if int(s) in args.seeds} for m in METHODS}
+        runs = {m: {s: on_scale(r, dense["latency_ms"]) for s, r in runs[m].items() if int(s) in args.seeds}
+                for m in METHODS}
         runs_by_model[name] = runs
         entry = {"dense": dense, "floor": floor.latency_ms / dense["latency_ms"],
                  "summary": summarise(name, runs, dense), "mac_efficiency": mac_efficiency(runs, dense)}

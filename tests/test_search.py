@@ -16,6 +16,7 @@ from autoprune.api import search
 from autoprune.demo import DigitsCNN, DigitsDataModule, train_classifier
 from autoprune.errors import StudyError
 from autoprune.measure import measure
+from autoprune.zoo import ResNetCNN
 from tests.conftest import fast_profile
 
 TINY = Path(__file__).parent / "data" / "tiny.yaml"
@@ -93,6 +94,19 @@ def test_plain_timing_when_interleaving_is_off(digits, tmp_path):
     result = _search(model, data, tmp_path, n_trials=2, profile=fast_profile(interleave=False))
     assert result.reference_latency_ms is None
     assert all(t.latency_ms > 0 for t in result.trials)
+
+
+def test_a_residual_models_coupled_layers_share_one_searched_scale(tmp_path):
+    """search() traces the model: each residual stream is one parameter, and every trial's policy gives
+    its layers one sparsity."""
+    torch.manual_seed(0)
+    model = ResNetCNN(widths=(8, 16), blocks=1).eval()
+    _search(model, DigitsDataModule(batch_size=64), tmp_path, n_trials=3, seed_policies=False)
+    study = optuna.load_study(study_name="autoprune", storage=f"sqlite:///{tmp_path / 'study.db'}")
+    for trial in study.trials:
+        assert "scale.stem+layers.0.conv2" in trial.params and "scale.stem" not in trial.params
+        layers = trial.user_attrs["policy"]["layers"]
+        assert layers["stem"]["sparsity"] == layers["layers.0.conv2"]["sparsity"]
 
 
 def test_failing_trials_are_recorded_and_the_search_goes_on(digits, tmp_path):

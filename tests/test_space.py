@@ -110,3 +110,34 @@ def test_scaled_seeds_fine_tune_with_larger_steps_than_uniform_ones():
     assert uniform == pytest.approx((lr.low * lr.high) ** 0.5)
     assert scaled == pytest.approx(lr.low ** 0.25 * lr.high ** 0.75)
     assert lr.low <= uniform < scaled <= lr.high
+
+
+def test_coupled_layers_are_searched_as_one_unit():
+    """With only structured methods, coupled layers get one scale and always the same sparsity."""
+    coupled = [("stem", "layers.0.conv2"), ("layers.1.conv2", "layers.1.shortcut.0")]
+    space = load_space(TINY).resolve(ResNetCNN(), protected=["head"], coupled=coupled)
+    replay = Replay({"scale.stem+layers.0.conv2": 0.5, "scale.layers.0.conv1": 1.5, "sparsity.global": 0.4})
+    policy = space.sample(replay)[0]
+    assert "scale.stem+layers.0.conv2" in replay.asked and "scale.stem" not in replay.asked
+    assert policy.layers["stem"].sparsity == policy.layers["layers.0.conv2"].sparsity == pytest.approx(0.2)
+    assert policy.layers["layers.0.conv1"].sparsity == pytest.approx(0.6)
+    assert len([k for k in replay.asked if k.startswith("scale.")]) == 4
+    assert set(policy.layers) == set(space.layers)
+
+
+def test_seeds_use_the_unit_parameters():
+    """Every seeded parameter is one the sampler asks for, so the seeds decode as enqueued."""
+    coupled = [("stem", "layers.0.conv2")]
+    space = load_space(TINY).resolve(ResNetCNN(), protected=["head"], coupled=coupled)
+    seeds = space.seed_params(scales={u: 1.0 for u in space.units}, scaled_levels=(0.5,))
+    replay = Replay(seeds[-1])
+    space.sample(replay)
+    assert set(seeds[-1]) == set(replay.asked)
+
+
+def test_a_space_with_unstructured_methods_keeps_coupled_layers_apart(tmp_path):
+    """Unstructured methods zero weights per layer: coupled layers may differ, so each is its own unit."""
+    path = tmp_path / "s.yaml"
+    path.write_text("version: 1\nmethods: [l1_structured, l1_unstructured]\n")
+    space = load_space(path).resolve(ResNetCNN(), protected=["head"], coupled=[("stem", "layers.0.conv2")])
+    assert space.units["stem"] == ("stem",) and space.units["layers.0.conv2"] == ("layers.0.conv2",)

@@ -161,6 +161,45 @@ def apply_structured(
     return results
 
 
+def coupled_layers(model: nn.Module, example_inputs: Any, layers: Iterable[str], *,
+                   protected: Iterable[str] = ()) -> list[tuple[str, ...]]:
+    """``layers`` partitioned into the sets whose output channels are removed together.
+
+    Layers whose outputs meet in a residual add (or any other coupling Torch-Pruning traces) lose the
+    same channels, so a structured policy can give them only one sparsity (the mean of what it asks
+    for, see this module's docstring). Units come in the order of ``layers``, each listing its coupled
+    layers in definition order; a layer coupled with none of the others is a tuple of its own. Groups holding a ``protected`` layer's
+    outputs are never pruned, so their members are left as singletons.
+
+    Example:
+        >>> from autoprune.zoo import ResNetCNN, example_input
+        >>> net = ResNetCNN()
+        >>> coupled_layers(net, example_input(net), ["stem", "layers.0.conv1", "layers.0.conv2"])
+        [('stem', 'layers.0.conv2'), ('layers.0.conv1',)]
+    """
+    wanted = list(layers)
+    modules = dict(model.named_modules())
+    names = {module: name for name, module in modules.items()}
+    order = {name: i for i, name in enumerate(modules)}
+    protected_modules = {modules[n] for n in protected}
+    graph = tp.DependencyGraph().build_dependency(model, example_inputs=as_input_tuple(example_inputs))
+    unit_of: dict[str, tuple[str, ...]] = {}
+    for group in graph.get_all_groups(ignored_layers=list(protected_modules), root_module_types=list(PRUNABLE_TYPES)):
+        outs = [item.dep.target.module for item in group if item.dep.handler in _OUT_HANDLERS]
+        if any(m in protected_modules for m in outs):
+            continue
+        members = tuple(sorted({names[m] for m in outs if m in names and names[m] in wanted}, key=order.__getitem__))
+        if len(members) > 1:
+            for name in members:
+                unit_of[name] = members
+    units: list[tuple[str, ...]] = []
+    for name in wanted:
+        unit = unit_of.get(name, (name,))
+        if unit not in units:
+            units.append(unit)
+    return units
+
+
 def count_macs_and_params(model: nn.Module, example_inputs: Any) -> tuple[int, int]:
     """(MACs, parameters) of one forward pass on ``example_inputs``, counted by Torch-Pruning."""
     was_training = model.training
