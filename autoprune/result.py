@@ -29,6 +29,7 @@ PARETO_JSON, TRIALS_CSV, PARETO_PNG = "pareto.json", "trials.csv", "pareto.png"
 #: study attribute: the dense model's latency that candidates are timed against, and its profile
 REFERENCE_ATTR = "latency_reference"
 
+
 @dataclass(frozen=True)
 class TrialRecord:
     """One trial as stored: state is ``complete``, ``failed``, ``running`` or ``waiting``."""

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Mapping
+from typing import Any, Callable, Iterable, Iterator, Mapping
 
 import torch
 import torch_pruning as tp
@@ -118,6 +118,30 @@ def accumulate_gradients(
     return count
 
 
+def _removable_groups(model: nn.Module, example_inputs: Any,
+                      protected: Iterable[str]) -> tuple[Any, Iterator[tuple[Any, tuple[str, ...]]]]:
+    """Trace ``model``: its dependency graph, and a generator of ``(group, members)`` for every coupled
+    group whose channels may be removed (none of a ``protected`` layer's outputs in it). ``members``
+    are the Conv/Linear layers whose outputs the group holds, in definition order. The generator is
+    lazy, as Torch-Pruning's is: a group pruned while iterating is reflected in the groups that follow.
+    """
+    modules = dict(model.named_modules())
+    names = {module: name for name, module in modules.items()}
+    order = {name: i for i, name in enumerate(modules)}
+    protected_modules = {modules[n] for n in protected}
+    graph = tp.DependencyGraph().build_dependency(model, example_inputs=as_input_tuple(example_inputs))
+
+    def groups() -> Iterator[tuple[Any, tuple[str, ...]]]:
+        for group in graph.get_all_groups(ignored_layers=list(protected_modules),
+                                          root_module_types=list(PRUNABLE_TYPES)):
+            outs = [item.dep.target.module for item in group if item.dep.handler in _OUT_HANDLERS]
+            if any(m in protected_modules for m in outs):
+                continue
+            yield group, tuple(sorted({names[m] for m in outs if m in names}, key=order.__getitem__))
+
+    return graph, groups()
+
+
 def apply_structured(
     model: nn.Module,
     example_inputs: Any,
@@ -127,22 +151,11 @@ def apply_structured(
     round_to: int | None,
 ) -> list[GroupResult]:
     """Remove channels in place, group by group, as described in this module's docstring."""
-    names = {module: name for name, module in model.named_modules()}
-    modules = dict(model.named_modules())
-    order = {name: i for i, name in enumerate(modules)}
-    protected_modules = {modules[n] for n in protected}
-    graph = tp.DependencyGraph().build_dependency(model, example_inputs=as_input_tuple(example_inputs))
+    graph, groups = _removable_groups(model, example_inputs, protected)
     results: list[GroupResult] = []
-    for group in graph.get_all_groups(ignored_layers=list(protected_modules), root_module_types=list(PRUNABLE_TYPES)):
-        members = sorted(
-            {names[item.dep.target.module] for item in group
-             if item.dep.handler in _OUT_HANDLERS and item.dep.target.module in names},
-            key=order.__getitem__,
-        )
+    for group, members in groups:
         requested = [n for n in members if n in assignments and assignments[n][1] > 0.0]
         if not requested:
-            continue
-        if any(item.dep.target.module in protected_modules and item.dep.handler in _OUT_HANDLERS for item in group):
             continue
         multiple = _group_multiple(group, round_to)
         if multiple is None:
@@ -156,7 +169,7 @@ def apply_structured(
             drop = torch.argsort(scores, stable=True)[: n - keep].tolist()
             root = group[0].dep
             graph.get_pruning_group(root.target.module, root.handler, sorted(drop)).prune()
-        results.append(GroupResult(tuple(members), n, keep, method.name, sparsity))
+        results.append(GroupResult(members, n, keep, method.name, sparsity))
     model.zero_grad(set_to_none=True)
     return results
 
@@ -168,8 +181,8 @@ def coupled_layers(model: nn.Module, example_inputs: Any, layers: Iterable[str],
     Layers whose outputs meet in a residual add (or any other coupling Torch-Pruning traces) lose the
     same channels, so a structured policy can give them only one sparsity (the mean of what it asks
     for, see this module's docstring). Units come in the order of ``layers``, each listing its coupled
-    layers in definition order; a layer coupled with none of the others is a tuple of its own. Groups holding a ``protected`` layer's
-    outputs are never pruned, so their members are left as singletons.
+    layers in definition order; a layer coupled with none of the others is a tuple of its own. Groups
+    holding a ``protected`` layer's outputs are never pruned, so their members are left as singletons.
 
     Example:
         >>> from autoprune.zoo import ResNetCNN, example_input
@@ -178,20 +191,12 @@ def coupled_layers(model: nn.Module, example_inputs: Any, layers: Iterable[str],
         [('stem', 'layers.0.conv2'), ('layers.0.conv1',)]
     """
     wanted = list(layers)
-    modules = dict(model.named_modules())
-    names = {module: name for name, module in modules.items()}
-    order = {name: i for i, name in enumerate(modules)}
-    protected_modules = {modules[n] for n in protected}
-    graph = tp.DependencyGraph().build_dependency(model, example_inputs=as_input_tuple(example_inputs))
     unit_of: dict[str, tuple[str, ...]] = {}
-    for group in graph.get_all_groups(ignored_layers=list(protected_modules), root_module_types=list(PRUNABLE_TYPES)):
-        outs = [item.dep.target.module for item in group if item.dep.handler in _OUT_HANDLERS]
-        if any(m in protected_modules for m in outs):
-            continue
-        members = tuple(sorted({names[m] for m in outs if m in names and names[m] in wanted}, key=order.__getitem__))
-        if len(members) > 1:
-            for name in members:
-                unit_of[name] = members
+    for _, members in _removable_groups(model, example_inputs, protected)[1]:
+        inside = tuple(n for n in members if n in wanted)
+        if len(inside) > 1:
+            for name in inside:
+                unit_of[name] = inside
     units: list[tuple[str, ...]] = []
     for name in wanted:
         unit = unit_of.get(name, (name,))
