@@ -5,6 +5,8 @@
 * A ``LightningModule`` fine-tunes with its own ``training_step`` and ``configure_optimizers``; the
   sampled learning rate is written to its ``lr`` or ``learning_rate`` attribute when it has one
   (Lightning's own convention), else its optimiser settings are used as they are.
+* The model fine-tunes in train mode (batch norm updates its statistics to the pruned channels), whatever
+  mode it arrives in; it is left in eval mode.
 * Unstructured zeros stay zero: :class:`KeepZeros` re-applies each pruned layer's mask after every
   optimiser step, so a trial reports the sparsity it really has.
 * A loss that becomes NaN or infinite stops the trial with :class:`NonFiniteLossError`.
@@ -157,6 +159,10 @@ def finetune(module: L.LightningModule, train_loader: DataLoader, *, policy: Pol
     if policy.regularizer.active:
         callbacks.append(SparsityRegularizer(kind=policy.regularizer.kind, strength=policy.regularizer.strength,
                                              layers=[prefix + n for n in policy.layers]))
+    # Lightning >= 2.2 keeps the train/eval mode a module arrives in, and a pruned copy arrives in eval mode:
+    # without this, batch norm would fine-tune on the dense model's frozen statistics. A LightningModule
+    # that keeps layers frozen sets them to eval in its own on_train_start hook, which runs after this.
+    module.train()
     with quiet_lightning():
         _trainer(max_steps=max_steps, accelerator=accelerator, callbacks=callbacks).fit(module, train_loader)
     module.eval()

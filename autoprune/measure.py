@@ -14,8 +14,8 @@ timed, each running enough forwards to last at least ``min_sample_ms`` (calibrat
 tiny models are not timed at the clock's resolution. ``latency_ms`` is the median per-forward time of
 the samples, ``latency_p90_ms`` their 90th percentile, and ``latency_cv`` their *robust* coefficient of
 variation, ``1.4826 * MAD / median`` (equal to std/mean for normal noise, but not blown up by the odd
-sample a shared virtual machine delays). The defaults (batch 64, 1 thread, 10 warm-up and 21 timed samples of at
-least 10 ms, about 0.35 s per call) were chosen on an idle 2-core virtual machine, whose timing noise
+sample a shared virtual machine delays). The defaults (batch 64, 1 thread, 10 warm-up and 7 timed samples of at
+least 10 ms) were chosen on an idle 2-core virtual machine, whose timing noise
 comes in bursts: a quiet minute gives a CV of 1-5%, a noisy one 10-40% for the same model. So when a
 timing's CV exceeds ``max_cv`` (5%), it is repeated, up to ``attempts`` times in all, and the steadiest
 attempt is kept; its CV is reported as measured, never clipped. benchmarks/measure_stability.py prints
@@ -27,7 +27,8 @@ model a few seconds apart can disagree by half (4.4 vs 7.2 ms) while each has a 
 taken right next to a sample of the reference, and ``latency_ms`` is the reference's latency (timed
 once, carefully) times the median ratio of the pairs: the drift hits both halves of a pair and cancels.
 On that VM the ratio of a pruned ResNet to its dense model spread over 0.28-0.59 in 12 independent
-pairs of calls, and over 0.415-0.444 interleaved (benchmarks/measure_drift.py).
+pairs of calls, and over 0.415-0.444 interleaved with 21 timed samples, 0.419-0.443 with 7 in 40% of
+the time (benchmarks/measure_drift.py): hence the default of 7.
 
 Example:
     >>> import torch, torch.nn as nn
@@ -88,7 +89,7 @@ class HardwareProfile:
     batch_size: int = 64
     dtype: str = "float32"
     warmup: int = 10
-    repeats: int = 21
+    repeats: int = 7
     min_sample_ms: float = 10.0
     max_cv: float = 0.05
     attempts: int = 3

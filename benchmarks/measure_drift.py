@@ -11,7 +11,7 @@ The model is the ResNet-style CNN of benchmarks/compare_policies.py (digits inpu
 2 blocks per stage) with 50% of its channels removed (round_to 8). Prints the range of each ratio
 and the seconds per timing; writes benchmarks/results/measure_drift.json.
 
-    python benchmarks/measure_drift.py [--rounds 12] [--repeats 21 11 7]
+    python benchmarks/measure_drift.py [--rounds 12] [--repeats 7 11 21]
 """
 
 from __future__ import annotations
@@ -44,9 +44,9 @@ def spread(values: list[float]) -> dict:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=12)
-    parser.add_argument("--repeats", type=int, nargs="+", default=[HardwareProfile().repeats, 11, 7],
+    parser.add_argument("--repeats", type=int, nargs="+", default=[HardwareProfile().repeats, 11, 21],
                         help="timed samples per interleaved timing, one series each; the first is reported "
-                             "as the interleaved figure (default: the profile's own, then 11 and 7)")
+                             "as the interleaved figure (default: the profile's own, then 11 and 21)")
     args = parser.parse_args()
     torch.manual_seed(0)
     model = ResNetCNN(in_channels=1, widths=(32, 64), blocks=2).eval()
