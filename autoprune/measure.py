@@ -26,9 +26,9 @@ model a few seconds apart can disagree by half (4.4 vs 7.2 ms) while each has a 
 :class:`LatencyReference` (``search()`` makes one of the dense model), each timed sample of the model is
 taken right next to a sample of the reference, and ``latency_ms`` is the reference's latency (timed
 once, carefully) times the median ratio of the pairs: the drift hits both halves of a pair and cancels.
-On that VM the ratio of a pruned ResNet to its dense model spread over 0.28-0.59 in 12 independent
-pairs of calls, and over 0.415-0.444 interleaved with 21 timed samples, 0.419-0.443 with 7 in 40% of
-the time (benchmarks/measure_drift.py): hence the default of 7.
+On that VM the ratio of a pruned ResNet to its dense model spread over 0.34-0.55 in 12 independent
+pairs of calls, and over 0.42-0.46 interleaved with 7 timed samples (0.43-0.45 with 21, in almost four
+times as long; benchmarks/measure_drift.py): hence the default of 7.
 
 Example:
     >>> import torch, torch.nn as nn
