@@ -69,6 +69,12 @@ class Range(_Strict):
             raise ValueError("a log-scale range needs low > 0")
         return self
 
+    def at(self, fraction: float) -> float:
+        """The value ``fraction`` of the way from ``low`` to ``high``, on the range's own scale (0.5: the middle)."""
+        if self.log:
+            return float(self.low ** (1 - fraction) * self.high ** fraction)
+        return float(self.low + fraction * (self.high - self.low))
+
 
 class SparsitySpec(_Strict):
     mode: Literal["per_layer", "per_group", "global_scale"] = "global_scale"
@@ -328,10 +334,8 @@ class ResolvedSpace:
     def _with_common(self, params: dict[str, Any], *, lr_at: float = 0.5) -> dict[str, Any]:
         """The seed's other choices; its learning rate ``lr_at`` of the way up the range."""
         s = self.space
-        lr = s.finetune.lr
-        value = lr.low ** (1 - lr_at) * lr.high ** lr_at if lr.log else lr.low + lr_at * (lr.high - lr.low)
         params.update({"method": s.methods[0], "round_to": s.round_to[0], "regularizer": s.regularizer.kinds[0],
-                       "lr": float(value)})
+                       "lr": s.finetune.lr.at(lr_at)})
         if s.regularizer.kinds[0] != "none":
             params["strength"] = math.sqrt(s.regularizer.strength.low * s.regularizer.strength.high)
         return params

@@ -81,8 +81,7 @@ def build_model(name: str, cache: Path) -> torch.nn.Module:
 def settings_of_default_space() -> FinetuneSettings:
     """The default space's fine-tuning, at the middle of its learning-rate range (what the seeds use)."""
     ft = load_space("default").finetune
-    lr = math.sqrt(ft.lr.low * ft.lr.high) if ft.lr.log else (ft.lr.low + ft.lr.high) / 2
-    return FinetuneSettings(max_steps=ft.max_steps, lr=lr, calibration_batches=ft.calibration_batches)
+    return FinetuneSettings(max_steps=ft.max_steps, lr=ft.lr.at(0.5), calibration_batches=ft.calibration_batches)
 
 
 def point(model, loaders, metrics, val=None) -> dict:
