@@ -31,7 +31,7 @@ from autoprune.methods.structured import coupled_layers
 from autoprune.objective import TrialContext, dense_copy, execute_trial
 from autoprune.policy import Policy
 from autoprune.result import REFERENCE_ATTR, SearchResult, TrialRecord
-from autoprune.sensitivity import layer_sensitivity, sensitivity_scales
+from autoprune.sensitivity import layer_scan, pruning_costs, sensitivity_scales
 from autoprune.space import SearchSpace, load_space
 
 CANDIDATES_DIR = "candidates"
@@ -57,21 +57,24 @@ def default_artifacts(storage: str, out_dir: Path, study_name: str) -> Path:
 
 
 def _sensitivity_scales(resolved: Any, base: nn.Module, example_inputs: tuple, train_loader: Any, val_loader: Any,
-                        *, metric: Any, loss: Any) -> dict[str, float] | None:
-    """Per-unit scales for the seeded policies from a one-pass sensitivity scan (None if it cannot run)."""
+                        *, metric: Any, loss: Any, profile: HardwareProfile,
+                        reference: LatencyReference | None) -> dict[str, float] | None:
+    """Per-unit scales for the seeded policies from a one-pass scan of what pruning each unit costs in
+    metric per latency saved (None if it cannot run)."""
     sp = resolved.space.sparsity
     if sp.mode == "per_group" or len(resolved.units) < 2:
         return None
     try:
-        drops = layer_sensitivity(base, resolved.units, example_inputs, val_loader,
-                                  method=resolved.space.methods[0], metric=metric, loss=loss,
-                                  calibration_data=itertools.islice(iter(train_loader), 2))
+        scan = layer_scan(base, resolved.units, example_inputs, val_loader, method=resolved.space.methods[0],
+                          metric=metric, loss=loss, calibration_data=itertools.islice(iter(train_loader), 2),
+                          profile=profile, reference=reference)
     except Exception as exc:  # the seeds are a head start, not a requirement
         warnings.warn(f"layer sensitivity scan failed ({type(exc).__name__}: {exc}); seeding uniform policies only")
         return None
+    costs = pruning_costs(scan.units, base=scan.base)
     if sp.mode == "global_scale":
-        return sensitivity_scales(drops, low=sp.scale_low, high=sp.scale_high, step=sp.scale_step)
-    return sensitivity_scales(drops, low=0.5, high=1.5, step=None)
+        return sensitivity_scales(costs, low=sp.scale_low, high=sp.scale_high, step=sp.scale_step)
+    return sensitivity_scales(costs, low=0.5, high=1.5, step=None)
 
 
 def _coupled(space: SearchSpace, base: nn.Module, example_inputs: tuple, protected: list[str]) -> list[tuple[str, ...]]:
@@ -235,7 +238,8 @@ def search(
     artifacts.mkdir(parents=True, exist_ok=True)
     if created and seed_policies:
         optuna_backend.enqueue_seeds(study, resolved.seed_params(scales=_sensitivity_scales(
-            resolved, base, example_inputs, train_loader, val_loader, metric=metric, loss=loss)))
+            resolved, base, example_inputs, train_loader, val_loader, metric=metric, loss=loss, profile=profile,
+            reference=reference)))
     ctx = TrialContext(base_model=base, example_inputs=example_inputs, train_loader=train_loader,
                        val_loader=val_loader, profile=profile, loss=loss, metric=metric, budget_ms=budget_ms,
                        budget_mb=budget_mb, seed=seed or 0, artifacts_dir=artifacts, reference=reference,

@@ -1,10 +1,14 @@
-"""One-pass layer sensitivity: how much the metric drops when one layer alone is pruned, no fine-tuning.
+"""One-pass layer sensitivity: what pruning one layer alone costs in metric, and what it saves in latency.
 
 The search seeds its first trials with policies derived from it (see
-:meth:`autoprune.space.ResolvedSpace.seed_params`): layers that barely notice pruning get the largest
-per-layer scale, the most sensitive ones the smallest, so the early trials already hold non-uniform
-policies of the kind a hand-made uniform ratio cannot express. The scan costs one prune and one
-validation pass per layer.
+:meth:`autoprune.space.ResolvedSpace.seed_params`). Each layer (or unit of coupled layers) is pruned
+alone, without fine-tuning; :func:`layer_scan` records the metric it loses and, given a hardware
+profile, the share of the dense latency it saves. :func:`pruning_costs` turns both into a cost per
+latency saved (the ratio NetAdapt and HALP rank layers by), and :func:`sensitivity_scales` gives the
+cheapest layers the largest per-layer scale: layers that buy much latency for little metric are pruned
+hardest, and a layer that saves no time (a small Linear layer before the classifier) is kept, however
+little pruning it hurts the un-tuned model. The scan costs one prune, one validation pass and, with a
+profile, one latency measurement per layer.
 
 Example:
     >>> import torch
@@ -17,24 +21,50 @@ Example:
     ['conv1', 'conv2']
     >>> sensitivity_scales({"a": 0.30, "b": 0.01, "c": 0.10}, low=0.5, high=1.5, step=0.1)
     {'b': 1.5, 'c': 1.0, 'a': 0.5}
+    >>> costs = pruning_costs({"conv": LayerScan(drop=0.02, latency_saved=0.4),
+    ...                        "fc": LayerScan(drop=0.0, latency_saved=0.0)}, base=0.98)
+    >>> costs["conv"] < costs["fc"]
+    True
 """
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
 from typing import Any, Iterable, Mapping, Sequence
 
 from torch import nn
 
 from autoprune.finetune import Metric, as_lightning, evaluate
+from autoprune.measure import HardwareProfile, LatencyReference, measure
 from autoprune.policy import LayerPolicy, Policy
 from autoprune.prune import prune
 from autoprune.space import snap_to_grid
 
 
-def layer_sensitivity(model: nn.Module, layers: Iterable[str] | Mapping[str, Sequence[str]], example_inputs: Any,
-                      val_loader: Any, *, method: str, sparsity: float = 0.5, metric: Metric | str | None = None,
-                      calibration_data: Iterable[Any] | None = None, loss: Any = None) -> dict[str, float]:
-    """Metric of the dense model minus the metric with only ``layer`` pruned at ``sparsity``, per layer.
+@dataclass(frozen=True)
+class LayerScan:
+    """One unit pruned alone: the metric it lost, and the share of the dense latency it saved (None
+    when no latency was measured)."""
+
+    drop: float
+    latency_saved: float | None = None
+
+
+@dataclass(frozen=True)
+class Scan:
+    """The dense model's metric and every unit's :class:`LayerScan`, in the order the units were given."""
+
+    base: float
+    units: dict[str, LayerScan]
+
+
+def layer_scan(model: nn.Module, layers: Iterable[str] | Mapping[str, Sequence[str]], example_inputs: Any,
+               val_loader: Any, *, method: str, sparsity: float = 0.5, metric: Metric | str | None = None,
+               calibration_data: Iterable[Any] | None = None, loss: Any = None,
+               profile: HardwareProfile | None = None, reference: LatencyReference | None = None) -> Scan:
+    """Prune each unit alone at ``sparsity`` (no fine-tuning): the metric lost and, given a ``profile``,
+    the latency saved as a share of the dense model's (timed against ``reference`` when given).
 
     ``layers`` may also map unit names to several layers (coupled layers, see
     :attr:`autoprune.space.ResolvedSpace.units`): each unit's layers are then pruned together.
@@ -42,16 +72,56 @@ def layer_sensitivity(model: nn.Module, layers: Iterable[str] | Mapping[str, Seq
     units = dict(layers) if isinstance(layers, Mapping) else {name: (name,) for name in layers}
     calibration = list(calibration_data) if calibration_data is not None else None
     base = evaluate(as_lightning(model, loss=loss, lr=1e-3), val_loader, metric)
-    drops = {}
+    dense_ms = None
+    if profile is not None:
+        dense_ms = reference.latency_ms if reference is not None else measure(model, example_inputs, profile).latency_ms
+    scans = {}
     for name, members in units.items():
         policy = Policy(layers={n: LayerPolicy(sparsity=sparsity, method=method) for n in members})
         pruned = prune(model, policy, example_inputs, calibration_data=calibration, loss_fn=loss)
-        drops[name] = base - evaluate(as_lightning(pruned, loss=loss, lr=1e-3), val_loader, metric)
-    return drops
+        drop = base - evaluate(as_lightning(pruned, loss=loss, lr=1e-3), val_loader, metric)
+        saved = None
+        if dense_ms is not None:
+            saved = 1.0 - measure(pruned, example_inputs, profile, reference=reference).latency_ms / dense_ms
+        scans[name] = LayerScan(drop=drop, latency_saved=saved)
+    return Scan(base=base, units=scans)
+
+
+def layer_sensitivity(model: nn.Module, layers: Iterable[str] | Mapping[str, Sequence[str]], example_inputs: Any,
+                      val_loader: Any, *, method: str, sparsity: float = 0.5, metric: Metric | str | None = None,
+                      calibration_data: Iterable[Any] | None = None, loss: Any = None) -> dict[str, float]:
+    """Metric of the dense model minus the metric with only ``layer`` pruned at ``sparsity``, per layer
+    (:func:`layer_scan` without latency)."""
+    scan = layer_scan(model, layers, example_inputs, val_loader, method=method, sparsity=sparsity, metric=metric,
+                      calibration_data=calibration_data, loss=loss)
+    return {name: unit.drop for name, unit in scan.units.items()}
+
+
+def pruning_costs(units: Mapping[str, LayerScan], *, base: float, tolerance: float = 0.01,
+                  min_saved: float = 0.02) -> dict[str, float]:
+    """Metric lost per share of latency saved, per unit: the lower, the better a unit is to prune.
+
+    A drop below ``tolerance`` times the dense metric counts as that much (a drop within noise does not
+    make a unit free), a gain as no drop. A unit that saves less than ``min_saved`` of the dense latency
+    (within timing noise: repeated timings of one model differ by a few percent) costs ``inf``, so noise
+    cannot rank it ahead of a unit that really saves time. Units scanned without latency cost their
+    drop alone.
+    """
+    floor = tolerance * max(abs(base), 1e-12)
+    costs = {}
+    for name, unit in units.items():
+        if unit.latency_saved is None:
+            costs[name] = unit.drop
+        elif unit.latency_saved < min_saved:
+            costs[name] = math.inf
+        else:
+            costs[name] = (max(unit.drop, 0.0) + floor) / unit.latency_saved
+    return costs
 
 
 def sensitivity_scales(drops: Mapping[str, float], *, low: float, high: float, step: float | None) -> dict[str, float]:
-    """Per-layer scales from ``high`` (least sensitive) down to ``low`` (most sensitive), by rank, on the grid."""
+    """Per-layer scales from ``high`` (least sensitive, or cheapest: see :func:`pruning_costs`) down to
+    ``low`` (most), by rank, on the grid."""
     order = sorted(drops, key=lambda n: (drops[n], n))
     if len(order) == 1:
         return {order[0]: 1.0}

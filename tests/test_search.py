@@ -109,6 +109,38 @@ def test_a_residual_models_coupled_layers_share_one_searched_scale(tmp_path):
         assert layers["stem"]["sparsity"] == layers["layers.0.conv2"]["sparsity"]
 
 
+class _ConvsThenSmallFc(torch.nn.Module):
+    """Two 64-channel convs hold nearly all the compute; a small hidden Linear layer holds almost none."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = torch.nn.Conv2d(1, 64, 3, padding=1)
+        self.conv2 = torch.nn.Conv2d(64, 64, 3, padding=1)
+        self.fc = torch.nn.Linear(64, 16)
+        self.head = torch.nn.Linear(16, 10)
+
+    def forward(self, x):
+        x = F.relu(self.conv2(F.relu(self.conv1(x))))
+        return self.head(F.relu(self.fc(F.adaptive_avg_pool2d(x, 1).flatten(1))))
+
+
+def test_seeded_policies_prune_hardest_where_latency_is_cheapest(tmp_path):
+    """The scaled seeds rank units by metric lost per latency saved under the search's profile: a layer
+    whose pruning costs no metric but saves no time gets the smallest scale, not the largest."""
+    torch.manual_seed(0)
+
+    def convs_matter(module, loader):  # pruning a conv costs a little; pruning fc costs nothing
+        net = module.net  # the plain model inside the LightningModule autoprune wraps it in
+        return 1.0 - 0.01 * (2 - net.conv1.out_channels / 64 - net.conv2.out_channels / 64)
+
+    _search(_ConvsThenSmallFc().eval(), DigitsDataModule(batch_size=64), tmp_path, metric=convs_matter, n_trials=6)
+    study = optuna.load_study(study_name="autoprune", storage=f"sqlite:///{tmp_path / 'study.db'}")
+    scaled = [t for t in study.trials if t.params["scale.fc"] != 1.0 or t.params["scale.conv1"] != 1.0]
+    assert scaled, "the scaled seeds ran"
+    for trial in scaled:
+        assert trial.params["scale.fc"] < min(trial.params["scale.conv1"], trial.params["scale.conv2"])
+
+
 def test_failing_trials_are_recorded_and_the_search_goes_on(digits, tmp_path):
     """A metric that returns NaN fails its trial with the reason; later trials still run."""
     model, data = digits

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
+from torch import nn
 
 from autoprune.finetune import as_lightning, evaluate
+from autoprune.measure import HardwareProfile
 from autoprune.policy import LayerPolicy, Policy
 from autoprune.prune import prune
-from autoprune.sensitivity import layer_sensitivity, sensitivity_scales
+from autoprune.sensitivity import LayerScan, layer_scan, layer_sensitivity, pruning_costs, sensitivity_scales
 from autoprune.zoo import PlainCNN
 
 
@@ -46,3 +50,52 @@ def test_a_unit_of_coupled_layers_is_pruned_as_a_whole():
     score = lambda m: evaluate(as_lightning(m, loss=None, lr=1e-3), _data(), None)  # noqa: E731
     assert list(drops) == ["both"]
     assert drops["both"] == score(net) - score(both)
+
+
+def test_a_layer_that_saves_no_latency_is_the_costliest_to_prune():
+    """Zero drop does not make a unit cheap when it saves no time: it ranks behind any unit that does."""
+    costs = pruning_costs({"conv": LayerScan(drop=0.3, latency_saved=0.05),
+                           "fc": LayerScan(drop=0.0, latency_saved=-0.01)}, base=0.98)
+    assert costs["fc"] == math.inf
+    scales = sensitivity_scales(costs, low=0.5, high=1.5, step=0.1)
+    assert scales == {"conv": 1.5, "fc": 0.5}
+
+
+def test_a_saving_within_timing_noise_counts_as_none():
+    """Below min_saved (2% of dense latency by default) a unit ranks with those that save nothing."""
+    costs = pruning_costs({"noise": LayerScan(drop=0.0, latency_saved=0.015),
+                           "real": LayerScan(drop=0.5, latency_saved=0.10)}, base=1.0)
+    assert costs["noise"] == math.inf and math.isfinite(costs["real"])
+
+
+def test_cost_is_metric_lost_per_latency_saved_with_a_noise_floor():
+    """Cost = (drop, at least 0, plus 1% of the dense metric) / latency saved; no latency: the drop."""
+    costs = pruning_costs({"a": LayerScan(drop=0.10, latency_saved=0.5),
+                           "b": LayerScan(drop=-0.02, latency_saved=0.2),
+                           "c": LayerScan(drop=0.07)}, base=2.0)
+    assert costs["a"] == (0.10 + 0.02) / 0.5
+    assert costs["b"] == 0.02 / 0.2
+    assert costs["c"] == 0.07
+
+
+def test_the_scan_times_each_pruned_unit_against_the_dense_model():
+    """With a profile, every unit gets the share of dense latency it saves; pruning a layer that holds
+    nearly all of the compute at 90% saves a clear share; the drops equal layer_sensitivity's."""
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Conv2d(3, 256, 3, padding=1), nn.ReLU(), nn.Conv2d(256, 256, 3, padding=1), nn.ReLU(),
+                        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(256, 8), nn.ReLU(), nn.Linear(8, 10)).eval()
+    example = torch.randn(2, 3, 16, 16)
+    data = [(torch.randn(4, 3, 16, 16), torch.randint(0, 10, (4,)))]
+    profile = HardwareProfile(batch_size=4, warmup=2, repeats=5)
+    scan = layer_scan(net, ["0", "2"], example, data, method="l1_structured", sparsity=0.9, profile=profile)
+    assert list(scan.units) == ["0", "2"]
+    assert scan.units["0"].latency_saved > 0.5
+    assert all(-1.0 < u.latency_saved < 1.0 for u in scan.units.values())
+    drops = layer_sensitivity(net, ["0", "2"], example, data, method="l1_structured", sparsity=0.9)
+    assert {n: u.drop for n, u in scan.units.items()} == drops
+
+
+def test_without_a_profile_the_scan_measures_no_latency():
+    torch.manual_seed(0)
+    scan = layer_scan(PlainCNN().eval(), ["conv1", "fc"], torch.randn(2, 1, 8, 8), _data(), method="l1_structured")
+    assert all(u.latency_saved is None for u in scan.units.values())
