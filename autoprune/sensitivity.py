@@ -119,10 +119,10 @@ def pruning_costs(units: Mapping[str, LayerScan], *, base: float, tolerance: flo
     return costs
 
 
-def sensitivity_scales(drops: Mapping[str, float], *, low: float, high: float, step: float | None) -> dict[str, float]:
-    """Per-layer scales from ``high`` (least sensitive, or cheapest: see :func:`pruning_costs`) down to
-    ``low`` (most), by rank, on the grid."""
-    order = sorted(drops, key=lambda n: (drops[n], n))
+def sensitivity_scales(costs: Mapping[str, float], *, low: float, high: float, step: float | None) -> dict[str, float]:
+    """Per-layer scales from ``high`` (lowest cost: a metric drop, or :func:`pruning_costs`) down to ``low``
+    (highest), by rank, on the grid."""
+    order = sorted(costs, key=lambda n: (costs[n], n))
     if len(order) == 1:
         return {order[0]: 1.0}
     scales = {}

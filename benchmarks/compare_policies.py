@@ -130,8 +130,8 @@ def run_uniform(model, loaders, ctx: TrialContext, settings: FinetuneSettings, s
     layers = searched_layers(model, ctx.example_inputs)
 
     def one_level(level: float) -> dict:
-        policy = Policy.uniform(layers, sparsity=level, method="l1_structured")
-        outcome = run_trial(ctx, Policy(layers=policy.layers, round_to=round_to), settings)
+        outcome = run_trial(ctx, Policy.uniform(layers, sparsity=level, method="l1_structured", round_to=round_to),
+                            settings)
         return point(outcome.model, loaders, outcome.metrics, val=outcome.metric)
 
     return sweep(seed, one_level)
