@@ -222,6 +222,8 @@ def search(
     threads: int = typer.Option(1, help="CPU threads of the latency measurement."),
     interleave: bool = typer.Option(True, help="time each candidate in alternation with the dense model, so a "
                                                "shared machine's drift cancels (--no-interleave: alone, faster)."),
+    runtime: str = typer.Option("eager", help="what runs the timed forwards: eager (PyTorch) or onnxruntime (the "
+                                              "exported ONNX model in ONNX Runtime on the CPU; needs autoprune[onnx])."),
     progress: bool = typer.Option(True, help="show a progress bar."),
     debug: bool = typer.Option(False, help="print tracebacks."),
 ) -> None:
@@ -256,12 +258,11 @@ def search(
         model_spec, data_spec = model or DEMO, data or DEMO
         name = study_name or ("digits" if model_spec == DEMO else model_spec.rpartition(":")[2])
         run_dir = out or Path("runs") / name
-        profile = HardwareProfile(device=device, threads=threads, batch_size=batch_size, interleave=interleave)
+        profile = HardwareProfile(device=device, threads=threads, batch_size=batch_size, interleave=interleave,
+                                  runtime=runtime)
         base = build_model(model_spec, weights, run_dir)
         datamodule = build_data(data_spec, batch_size=64)
-        attrs = {"model": model_spec, "data": data_spec, "weights": str(Path(weights).resolve()) if weights else None, "space": space,
-                 "profile": {"device": device, "threads": threads, "batch_size": batch_size,
-                             "interleave": interleave}}
+        attrs = {"model": model_spec, "data": data_spec, "weights": str(Path(weights).resolve()) if weights else None, "space": space}
         columns = [TextColumn("[bold]trials"), BarColumn(), MofNCompleteColumn(), TextColumn("elapsed"),
                    TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
                    TextColumn("front {task.fields[front]}"), TextColumn("{task.fields[best]}")]

@@ -28,6 +28,8 @@ PARETO_JSON, TRIALS_CSV, PARETO_PNG = "pareto.json", "trials.csv", "pareto.png"
 
 #: study attribute: the dense model's latency that candidates are timed against, and its profile
 REFERENCE_ATTR = "latency_reference"
+#: study attribute: the HardwareProfile (as a dict) the study's latencies were measured under
+PROFILE_ATTR = "profile"
 
 
 @dataclass(frozen=True)
@@ -190,6 +192,7 @@ class SearchResult:
                 "study_name": self.study_name, "metric": self.metric_name,
                 "budget_ms": self.budget_ms, "budget_mb": self.budget_mb,
                 "reference_latency_ms": self.reference_latency_ms,
+                "profile": self.attrs.get(PROFILE_ATTR),
                 "best": best.number if best else None,
                 "pareto": [c.to_dict() for c in self.pareto],
             }, indent=2))

@@ -97,6 +97,25 @@ def layer_sensitivity(model: nn.Module, layers: Iterable[str] | Mapping[str, Seq
     return {name: unit.drop for name, unit in scan.units.items()}
 
 
+def alignment_rates(model: nn.Module, layers: Iterable[str], example_inputs: Any, *,
+                    options: Sequence[int | None], method: str, profile: HardwareProfile, sparsity: float = 0.7,
+                    reference: LatencyReference | None = None, calibration_data: Iterable[Any] | None = None,
+                    loss: Any = None) -> dict[int | None, float]:
+    """MACs per millisecond of the uniform policy at ``sparsity`` under each channel alignment
+    (``round_to``) of ``options``, timed under ``profile``: how efficiently this runtime computes the
+    shapes each alignment leaves. Rounding to the nearest multiple keeps about as many channels as exact
+    pruning, sometimes fewer, so latency alone would favour whichever option happened to round down;
+    the rate does not. Costs one prune and one latency measurement per option."""
+    calibration = list(calibration_data) if calibration_data is not None else None
+    rates = {}
+    for option in options:
+        policy = Policy.uniform(list(layers), sparsity=sparsity, method=method, round_to=option)
+        pruned = prune(model, policy, example_inputs, calibration_data=calibration, loss_fn=loss)
+        metrics = measure(pruned, example_inputs, profile, reference=reference)
+        rates[option] = metrics.macs / metrics.latency_ms
+    return rates
+
+
 def pruning_costs(units: Mapping[str, LayerScan], *, base: float, tolerance: float = 0.01,
                   min_saved: float = 0.02) -> dict[str, float]:
     """Metric lost per share of latency saved, per unit: the lower, the better a unit is to prune.

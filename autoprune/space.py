@@ -292,19 +292,24 @@ class ResolvedSpace:
 
     def seed_params(self, levels: tuple[float, ...] = (0.0, 0.3, 0.5, 0.7, 0.9), *,
                     scales: Mapping[str, float] | None = None,
-                    scaled_levels: tuple[float, ...] = (0.5, 0.7, 0.85)) -> list[dict[str, Any]]:
+                    scaled_levels: tuple[float, ...] = (0.5, 0.7, 0.85),
+                    round_to: int | None | str = "first") -> list[dict[str, Any]]:
         """Parameters of the dense model (level 0), of uniform policies at ``levels`` and, given per-unit
         ``scales`` (from :mod:`autoprune.sensitivity`, keyed by ``units``), of scaled policies at
         ``scaled_levels``.
 
         Enqueued first, so the search's front is never worse than uniform pruning at those points and
         starts with non-uniform policies that follow the layers' sensitivity. Levels outside the space's
-        range are dropped; the first method and round_to are used. The uniform seeds fine-tune at the
-        middle of the learning-rate range, the scaled ones at three quarters of the way up it (on a log
-        range): a harder-pruned network recovers faster with larger steps in a short fine-tune, and
-        seeds at two learning rates let the sampler learn that rather than copy one value.
+        range are dropped. Every seed uses the space's first method and ``round_to`` (one of the space's
+        options, by default its first). The uniform seeds fine-tune at the middle of the learning-rate
+        range, the scaled ones at three quarters of the way up it (on a log range): a harder-pruned
+        network recovers faster with larger steps in a short fine-tune, and seeds at two learning rates
+        let the sampler learn that rather than copy one value.
         """
         s = self.space
+        round_to = s.round_to[0] if round_to == "first" else round_to
+        if round_to not in s.round_to:
+            raise SearchSpaceError(f"seed round_to {round_to!r} is not one of the space's options {list(s.round_to)}")
         sp = s.sparsity
         low, high = _grid(sp.low, sp.high, sp.step)
         seeds = []
@@ -319,7 +324,7 @@ class ResolvedSpace:
                 params = {f"sparsity.{g}": level for g in self.groups}
             else:
                 params = {"sparsity.global": level, **{f"scale.{u}": 1.0 for u in self.units}}
-            seeds.append(self._with_common(params))
+            seeds.append(self._with_common(params, round_to=round_to))
         for level in scaled_levels if scales and sp.mode != "per_group" else ():
             if not sp.low <= level <= sp.high:
                 continue
@@ -328,13 +333,13 @@ class ResolvedSpace:
                           for u in self.units}
             else:
                 params = {"sparsity.global": level, **{f"scale.{u}": scales.get(u, 1.0) for u in self.units}}
-            seeds.append(self._with_common(params, lr_at=0.75))
+            seeds.append(self._with_common(params, lr_at=0.75, round_to=round_to))
         return seeds
 
-    def _with_common(self, params: dict[str, Any], *, lr_at: float = 0.5) -> dict[str, Any]:
+    def _with_common(self, params: dict[str, Any], *, round_to: int | None, lr_at: float = 0.5) -> dict[str, Any]:
         """The seed's other choices; its learning rate ``lr_at`` of the way up the range."""
         s = self.space
-        params.update({"method": s.methods[0], "round_to": s.round_to[0], "regularizer": s.regularizer.kinds[0],
+        params.update({"method": s.methods[0], "round_to": round_to, "regularizer": s.regularizer.kinds[0],
                        "lr": s.finetune.lr.at(lr_at)})
         if s.regularizer.kinds[0] != "none":
             params["strength"] = math.sqrt(s.regularizer.strength.low * s.regularizer.strength.high)

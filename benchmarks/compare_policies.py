@@ -24,7 +24,8 @@ held-out **test** split (20% of digits, never seen by the search). Per method an
 Also: real speedup vs MAC reduction for the structured front candidates, where autoprune's trial time
 goes, and what skipping the fine-tuning of over-budget trials saves at a tight budget.
 
-Latency: the default HardwareProfile (CPU, 1 thread, batch 64), every candidate timed against the dense
+Latency: the default HardwareProfile (CPU, 1 thread, batch 64; eager PyTorch, or ONNX Runtime with
+``--runtime onnxruntime``), every candidate timed against the dense
 model (interleaved samples; each search run's latencies are rescaled to this script's dense timing).
 ``floor``: the latency of the model with one channel left in every searched layer, the least any
 structured policy can reach. Writes benchmarks/results/
@@ -33,6 +34,10 @@ the work directory so an interrupted run resumes (each cached run keeps the dens
 against, and its latencies are rescaled to the current one: the machine's speed differs between runs).
 
     python benchmarks/compare_policies.py [--trials 30] [--seeds 0 1 2] [--models digits_cnn resnet]
+                                          [--runtime eager|onnxruntime]
+
+``--runtime onnxruntime`` times every candidate in ONNX Runtime (the exported model as deployed) instead of
+eager PyTorch, and writes compare_policies_onnxruntime.{json,md,png}.
 """
 
 from __future__ import annotations
@@ -92,11 +97,12 @@ def point(model, loaders, metrics, val=None) -> dict:
             "latency_ms": metrics.latency_ms, "macs": metrics.macs, "params": metrics.params}
 
 
-def run_search(model, data, loaders, sampler: str, seed: int, trials: int, work: Path, dense_ms: float) -> dict:
+def run_search(model, data, loaders, sampler: str, seed: int, trials: int, work: Path, dense_ms: float,
+               profile: HardwareProfile) -> dict:
     out = work / f"{sampler}-{seed}"
     started = time.perf_counter()
     result = search(model, data, n_trials=trials, sampler=sampler, seed=seed, out_dir=out, study_name="bench",
-                    seed_policies=sampler != "random")
+                    seed_policies=sampler != "random", profile=profile)
     wall = time.perf_counter() - started
     # Each search timed its candidates against its own timing of the dense model: put them on this scale.
     scale = dense_ms / result.reference_latency_ms if result.reference_latency_ms else 1.0
@@ -220,19 +226,32 @@ def mac_efficiency(runs: dict, dense: dict) -> dict:
     return out
 
 
-def shortcut(model, data, dense: dict, trials: int, work: Path) -> dict:
+def shortcut(model, data, dense: dict, trials: int, work: Path, profile: HardwareProfile) -> dict:
     """A tight budget (15% of dense latency): infeasible trials skip fine-tuning; what that saved."""
     budget = 0.15 * dense["latency_ms"]
     started = time.perf_counter()
-    result = search(model, data, n_trials=trials, seed=0, out_dir=work / "tight", study_name="bench", budget_ms=budget)
+    result = search(model, data, n_trials=trials, seed=0, out_dir=work / "tight", study_name="bench", budget_ms=budget,
+                    profile=profile)
     wall = time.perf_counter() - started
     done = [t for t in result.trials if t.state == "complete"]
     feasible = [t for t in done if t.feasible]
     skipped = [t for t in done if not t.feasible]
-    mean_ft = statistics.mean(t.timings.get("finetune", 0.0) for t in feasible) if feasible else 0.0
+    mean_ft = statistics.mean(t.timings.get("finetune", 0.0) for t in feasible) if feasible else None
     return {"budget_ms": budget, "trials": len(done), "infeasible": len(skipped), "wall_s": wall,
-            "mean_finetune_s": mean_ft, "estimated_saved_s": mean_ft * len(skipped),
-            "estimated_share_saved": (mean_ft * len(skipped)) / (wall + mean_ft * len(skipped)) if done else 0.0}
+            "mean_finetune_s": mean_ft}
+
+
+def shortcut_savings(run: dict, searches: dict) -> dict:
+    """What the skipped fine-tunes would have cost: the infeasible trials times the mean fine-tune of the
+    tight run's feasible trials or, when none was feasible, of the budget-free searches' trials."""
+    mean_ft, source = run["mean_finetune_s"], "feasible trials of the tight run"
+    if not mean_ft:
+        mean_ft = statistics.mean(r["breakdown"].get("finetune", 0.0) / max(1, len(r["trials"]))
+                                  for r in searches.values())
+        source = "trials of the budget-free autoprune searches"
+    saved = mean_ft * run["infeasible"]
+    return {**run, "mean_finetune_s": mean_ft, "mean_finetune_from": source, "estimated_saved_s": saved,
+            "estimated_share_saved": saved / (run["wall_s"] + saved)}
 
 
 def summarise(name: str, runs: dict, dense: dict) -> dict:
@@ -261,7 +280,7 @@ def markdown(report: dict) -> str:
     for name, model in report["models"].items():
         dense = model["dense"]
         lines += [f"**{name}**: dense test accuracy {dense['test'] * 100:.2f}%, {dense['latency_ms']:.2f} ms "
-                  f"(batch 64, 1 thread), {dense['macs'] / 1e6:.2f} MMACs; latency floor (one channel left in "
+                  f"(batch 64, 1 thread, {report['runtime']}), {dense['macs'] / 1e6:.2f} MMACs; latency floor (one channel left in "
                   f"every searched layer) {model['floor'] * 100:.1f}% of dense.", "",
                   "| method | speedup @1pt | speedup @0.5pt | acc. @10% latency | acc. @15% latency "
                   "| acc. @25% latency | hypervolume | wall s |",
@@ -322,8 +341,13 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=30)
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--models", nargs="+", default=["digits_cnn", "resnet"])
-    parser.add_argument("--work", type=Path, default=Path("runs/benchmark-compare"))
+    parser.add_argument("--runtime", choices=["eager", "onnxruntime"], default="eager",
+                        help="what runs the timed forwards (HardwareProfile.runtime)")
+    parser.add_argument("--work", type=Path, default=None, help="cache directory (default: runs/benchmark-compare, "
+                                                                "with -onnxruntime appended for that runtime)")
     args = parser.parse_args()
+    suffix = "" if args.runtime == "eager" else f"_{args.runtime}"
+    args.work = args.work or Path("runs/benchmark-compare" + suffix.replace("_", "-"))
     torch.set_num_threads(1)
     args.work.mkdir(parents=True, exist_ok=True)
     cache_file = args.work / "cache.json"
@@ -332,9 +356,9 @@ def main() -> None:
     data.setup()
     loaders = (data.train_dataloader(), data.val_dataloader(), data.test_dataloader())
     settings = settings_of_default_space()
-    profile = HardwareProfile()
+    profile = HardwareProfile(runtime=args.runtime)
     report = {"machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.system()}, no GPU",
-              "torch": torch.__version__, "trials": args.trials, "seeds": args.seeds, "models": {},
+              "torch": torch.__version__, "runtime": args.runtime, "trials": args.trials, "seeds": args.seeds, "models": {},
               "reference_point": "(latency/dense = 1, accuracy/dense = 0)"}
     runs_by_model = {}
     for name in args.models:
@@ -362,7 +386,7 @@ def main() -> None:
                 started = time.perf_counter()
                 if method in ("autoprune", "random"):
                     run = run_search(model, data, loaders, "auto" if method == "autoprune" else "random", seed,
-                                     args.trials, work, dense["latency_ms"])
+                                     args.trials, work, dense["latency_ms"], profile)
                 elif method == "uniform":
                     run = run_uniform(model, loaders, ctx, settings, seed)
                 elif method == "uniform_r8":
@@ -385,15 +409,16 @@ def main() -> None:
             for k in ("prune", "measure", "finetune", "evaluate", "export", "search overhead")}
         if name == "digits_cnn":
             if "shortcut" not in cache.get("extra", {}):
-                cache.setdefault("extra", {})["shortcut"] = shortcut(model, data, dense, args.trials, work)
+                cache.setdefault("extra", {})["shortcut"] = shortcut(model, data, dense, args.trials, work, profile)
                 cache_file.write_text(json.dumps(cache))
-            entry["tight_budget_shortcut"] = cache["extra"]["shortcut"]
+            entry["tight_budget_shortcut"] = shortcut_savings(cache["extra"]["shortcut"], runs["autoprune"])
         report["models"][name] = entry
     report["targets"] = targets(report)
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "compare_policies.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
-    (RESULTS / "compare_policies.md").write_text(markdown(report))
-    plot(report, runs_by_model, RESULTS / "compare_policies.png")
+    stem = RESULTS / f"compare_policies{suffix}"
+    stem.with_suffix(".json").write_text(json.dumps(report, indent=2, default=str) + "\n")
+    stem.with_suffix(".md").write_text(markdown(report))
+    plot(report, runs_by_model, stem.with_suffix(".png"))
     print(markdown(report))
 
 

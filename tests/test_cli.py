@@ -80,6 +80,7 @@ def test_export_writes_a_model_that_matches(run_dir, tmp_path):
     (["--model", "examples.custom_model:build"], "give both --model and --data"),
     (["--budget-ms", "0"], "positive"),
     (["--sampler", "annealing", "--trials", "1"], "unknown sampler"),
+    (["--runtime", "tvm"], "profile runtime must be one of"),
 ])
 def test_bad_input_exits_2_with_a_message_and_no_traceback(args, message, tmp_path):
     proc = autoprune("search", "--out", tmp_path, "--no-progress", *args)

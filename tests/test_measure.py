@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 import torch
 
@@ -66,6 +68,8 @@ def test_measuring_leaves_the_model_and_threads_alone():
     ({"repeats": 0}, "repeats"),
     ({"threads": 0}, "threads"),
     ({"interleave": "yes"}, "interleave"),
+    ({"runtime": "tvm"}, "runtime"),
+    ({"runtime": "onnxruntime", "dtype": "bfloat16"}, "float32"),
 ])
 def test_bad_profiles_are_rejected(kwargs, match):
     """An impossible profile raises ProfileError naming the field."""
@@ -107,3 +111,56 @@ def test_a_reference_of_another_profile_is_refused():
     ref = LatencyReference.calibrate(model, example_input(model), fast_profile(batch_size=4), latency_ms=1.0)
     with pytest.raises(ProfileError, match="another HardwareProfile"):
         measure(model, example_input(model), fast_profile(batch_size=8), reference=ref)
+
+
+class _CountingMLP(MLP):
+    """An MLP that counts how often its PyTorch forward runs."""
+
+    calls = 0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        type(self).calls += 1
+        return super().forward(x)
+
+
+def test_onnxruntime_times_the_exported_model_not_the_module():
+    """Under runtime="onnxruntime" the timed forwards run in an ONNX Runtime session: the PyTorch module's
+    forward runs only while it is exported, however many forwards are timed (eager runs it every time)."""
+    model = _CountingMLP()
+    x = example_input(model)
+    eager = measure(model, x, fast_profile(repeats=30))
+    eager_calls, _CountingMLP.calls = _CountingMLP.calls, 0
+    onnx = measure(model, x, fast_profile(repeats=30, runtime="onnxruntime"))
+    assert eager.latency_ms > 0 and onnx.latency_ms > 0
+    assert onnx.profile["runtime"] == "onnxruntime"
+    assert eager_calls >= 30 and _CountingMLP.calls < 5, (eager_calls, _CountingMLP.calls)
+
+
+def test_onnxruntime_reference_and_candidate_share_the_runtime():
+    """A reference calibrated under onnxruntime times candidates there too: a model ~1000x bigger in MACs
+    is slower than the reference in ONNX Runtime as well."""
+    small, big = MLP(hidden=8), MLP(hidden=1024)
+    x = example_input(small)
+    profile = fast_profile(batch_size=64, runtime="onnxruntime")
+    ref = LatencyReference.calibrate(small, x, profile)
+    assert measure(big, x, profile, reference=ref).latency_ms > 2 * ref.latency_ms
+
+
+def test_onnxruntime_without_onnx_installed_says_what_to_install(monkeypatch):
+    """Asking for ONNX Runtime timing where onnx is not installed names the extra to install."""
+    monkeypatch.setattr(sys.modules["autoprune.measure"], "onnx_available", lambda: False)
+    with pytest.raises(ProfileError, match=r"autoprune\[onnx\]"):
+        measure(MLP(), torch.randn(1, 16), HardwareProfile(runtime="onnxruntime"))
+
+
+class _Unexportable(torch.nn.Module):
+    """Eigenvalues have no ONNX operator."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.linalg.eigvals(x @ x.T).real
+
+
+def test_a_model_onnx_cannot_export_is_a_profile_error_naming_the_way_out():
+    """A model the ONNX exporter rejects fails timing with a ProfileError that names the eager runtime."""
+    with pytest.raises(ProfileError, match="eager"):
+        measure(_Unexportable(), torch.ones(4, 4), fast_profile(batch_size=4, runtime="onnxruntime"))

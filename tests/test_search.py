@@ -141,6 +141,22 @@ def test_seeded_policies_prune_hardest_where_latency_is_cheapest(tmp_path):
         assert trial.params["scale.fc"] < min(trial.params["scale.conv1"], trial.params["scale.conv2"])
 
 
+@pytest.mark.parametrize("rates, chosen", [({None: 1.0, 8: 3.0}, 8), ({None: 3.0, 8: 1.0}, None),
+                                          ({None: 1.0, 8: 1.05}, None)])
+def test_seeds_use_the_alignment_the_runtime_computes_clearly_fastest(digits, tmp_path, monkeypatch, rates, chosen):
+    """With round_to options [null, 8], every seeded trial takes 8 when the alignment probe runs it at
+    clearly more MACs per ms than exact channel counts (the first option), and stays exact when it runs
+    slower or within timing noise (the probe's measurement is replaced here by fixed rates)."""
+    model, data = digits
+    space = tmp_path / "aligned.yaml"
+    space.write_text(TINY.read_text().replace("round_to: [null]", "round_to: [null, 8]"))
+    monkeypatch.setattr("autoprune.api.alignment_rates", lambda *a, **k: rates)
+    _search(model, data, tmp_path, space=space, n_trials=3)
+    study = optuna.load_study(study_name="autoprune", storage=f"sqlite:///{tmp_path / 'study.db'}")
+    done = study.get_trials(states=[optuna.trial.TrialState.COMPLETE])  # seeds not yet run wait unsampled
+    assert [t.params["round_to"] for t in done] == [chosen] * 3
+
+
 def test_failing_trials_are_recorded_and_the_search_goes_on(digits, tmp_path):
     """A metric that returns NaN fails its trial with the reason; later trials still run."""
     model, data = digits
@@ -165,6 +181,26 @@ def test_another_space_cannot_join_an_existing_study(digits, tmp_path):
     with pytest.raises(StudyError, match="another search space"):
         _search(model, data, tmp_path, n_trials=2, space="unstructured")
     assert len(_search(model, data, tmp_path, n_trials=1).trials) == 1
+
+
+def test_a_study_resumes_only_under_the_profile_its_latencies_were_measured_with(digits, tmp_path):
+    """Trials timed in ONNX Runtime cannot join a study timed in eager PyTorch (one front, two scales);
+    the study is left intact and still resumes under its own profile."""
+    model, data = digits
+    _search(model, data, tmp_path, n_trials=1)
+    with pytest.raises(StudyError, match="runtime 'eager' \\(now 'onnxruntime'\\)"):
+        _search(model, data, tmp_path, n_trials=2, profile=fast_profile(runtime="onnxruntime"))
+    assert len(_search(model, data, tmp_path, n_trials=1).trials) == 1
+
+
+def test_a_search_timed_in_onnxruntime_records_its_runtime(digits, tmp_path):
+    """runtime="onnxruntime" times every candidate (and the dense reference) in ONNX Runtime, and
+    pareto.json says so."""
+    model, data = digits
+    result = _search(model, data, tmp_path, n_trials=2, profile=fast_profile(runtime="onnxruntime"))
+    assert all(t.state == "complete" and t.latency_ms > 0 for t in result.trials)
+    saved = json.loads((tmp_path / "pareto.json").read_text())
+    assert saved["profile"]["runtime"] == "onnxruntime" and saved["reference_latency_ms"] > 0
 
 
 class LitDigits(L.LightningModule):

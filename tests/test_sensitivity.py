@@ -11,7 +11,7 @@ from autoprune.finetune import as_lightning, evaluate
 from autoprune.measure import HardwareProfile
 from autoprune.policy import LayerPolicy, Policy
 from autoprune.prune import prune
-from autoprune.sensitivity import LayerScan, layer_scan, layer_sensitivity, pruning_costs, sensitivity_scales
+from autoprune.sensitivity import LayerScan, alignment_rates, layer_scan, layer_sensitivity, pruning_costs, sensitivity_scales
 from autoprune.zoo import PlainCNN
 
 
@@ -99,3 +99,15 @@ def test_without_a_profile_the_scan_measures_no_latency():
     torch.manual_seed(0)
     scan = layer_scan(PlainCNN().eval(), ["conv1", "fc"], torch.randn(2, 1, 8, 8), _data(), method="l1_structured")
     assert all(u.latency_saved is None for u in scan.units.values())
+
+
+def test_alignment_rates_give_macs_per_ms_of_each_aligned_uniform_probe():
+    """One rate per round_to option: the probe's MACs over its measured latency, so a positive figure
+    for each, and the exact and aligned probes (different channel counts) are both timed."""
+    torch.manual_seed(0)
+    net = PlainCNN(width=20).eval()
+    profile = HardwareProfile(batch_size=8, warmup=1, repeats=3, min_sample_ms=0.5)
+    rates = alignment_rates(net, ["conv1", "conv2", "fc"], torch.randn(2, 1, 8, 8), options=(None, 8),
+                            method="l1_structured", profile=profile, sparsity=0.7)
+    assert list(rates) == [None, 8]
+    assert all(r > 0 and math.isfinite(r) for r in rates.values())

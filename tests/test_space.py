@@ -83,6 +83,15 @@ def test_seed_params_reproduce_uniform_policies():
         assert {lp.sparsity for lp in policy.layers.values()} == {params["sparsity.global"]}
 
 
+def test_seeds_take_the_round_to_they_are_given_among_the_spaces_options():
+    """seed_params(round_to=8) seeds aligned policies; an alignment the space does not offer is refused."""
+    space = load_space("default").resolve(ResNetCNN(), protected=["head"])
+    assert {p["round_to"] for p in space.seed_params()} == {None}
+    assert {p["round_to"] for p in space.seed_params(round_to=8)} == {8}
+    with pytest.raises(SearchSpaceError, match="round_to 4"):
+        space.seed_params(round_to=4)
+
+
 def test_layer_globs_that_match_nothing_are_rejected(tmp_path):
     path = tmp_path / "s.yaml"
     path.write_text("version: 1\nlayers: ['nothing.*']\n")
