@@ -81,15 +81,16 @@ _ALIGNMENT_MARGIN = 1.1
 
 
 def _seed_alignment(resolved: Any, base: nn.Module, example_inputs: tuple, train_loader: Any, *, loss: Any,
-                    profile: HardwareProfile, reference: LatencyReference | None) -> int | None | str:
+                    profile: HardwareProfile, reference: LatencyReference | None) -> int | None:
     """The ``round_to`` of the seeded policies: the space's first option, unless another one's shapes run
     clearly faster in this profile's runtime (more than ``_ALIGNMENT_MARGIN`` times the MACs per ms of a
     uniform probe: closer rates are timing noise). On our 2-core VM the probes of the digits CNN and the
     ResNet ran within 10% of each other in eager PyTorch, either way round from one run to the next, and
     2.5-2.9 times faster aligned to 8 in ONNX Runtime."""
     space = resolved.space
+    first = space.round_to[0]
     if len(space.round_to) < 2:
-        return "first"
+        return first
     sp = space.sparsity
     try:
         rates = alignment_rates(base, [n for members in resolved.units.values() for n in members], example_inputs,
@@ -98,9 +99,9 @@ def _seed_alignment(resolved: Any, base: nn.Module, example_inputs: tuple, train
                                 calibration_data=itertools.islice(iter(train_loader), 2))
     except Exception as exc:  # the seeds are a head start, not a requirement
         warnings.warn(f"channel alignment probe failed ({type(exc).__name__}: {exc}); seeds use the first round_to")
-        return "first"
+        return first
     best = max(rates, key=rates.__getitem__)
-    return best if rates[best] > _ALIGNMENT_MARGIN * rates[space.round_to[0]] else "first"
+    return best if rates[best] > _ALIGNMENT_MARGIN * rates[first] else first
 
 
 def _coupled(space: SearchSpace, base: nn.Module, example_inputs: tuple, protected: list[str]) -> list[tuple[str, ...]]:

@@ -202,10 +202,15 @@ def _session(source: str | bytes, threads: int | None = None) -> Any:
     return onnxruntime.InferenceSession(source, options, providers=["CPUExecutionProvider"])
 
 
+def _feeds(session: Any, args: tuple) -> dict[str, Any]:
+    """The session's inputs, named, from the tensor arguments (other arguments were constants in the export)."""
+    tensors = [a for a in args if isinstance(a, torch.Tensor)]
+    return {inp.name: a.numpy() for inp, a in zip(session.get_inputs(), tensors)}
+
+
 def _run_onnx(path: Path, args: tuple) -> torch.Tensor:
     session = _session(str(path))
-    feeds = {inp.name: a.numpy() for inp, a in zip(session.get_inputs(), args)}
-    return torch.from_numpy(session.run(None, feeds)[0]).float()
+    return torch.from_numpy(session.run(None, _feeds(session, args))[0]).float()
 
 
 def onnx_runner(model: nn.Module, example_inputs: Any, *, threads: int = 1) -> Callable[[], Any]:
@@ -239,6 +244,5 @@ def onnx_runner(model: nn.Module, example_inputs: Any, *, threads: int = 1) -> C
         raise ExportError(f"{type(model).__name__} could not be exported to ONNX ({type(exc).__name__}: {first_line}); "
                           "time it with the eager runtime instead") from exc
     session = _session(buffer.getvalue(), threads)
-    tensors = [a for a in args if isinstance(a, torch.Tensor)]
-    feeds = {inp.name: a.numpy() for inp, a in zip(session.get_inputs(), tensors)}
+    feeds = _feeds(session, args)
     return lambda: session.run(None, feeds)
