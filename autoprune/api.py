@@ -23,6 +23,7 @@ from torch import nn
 from autoprune.backends import BACKENDS, RayOptions, prepare_ray_environment
 from autoprune.backends import optuna as optuna_backend
 from autoprune.errors import AutopruneInputError, DataError, StudyError
+from autoprune.depth import removable_blocks
 from autoprune.export import load_pruned, save_pruned
 from autoprune.finetune import first_inputs, resolve_data
 from autoprune.layers import output_layers, prunable_layers, run_model
@@ -262,7 +263,8 @@ def search(
     base = dense_copy(model)
     run_model(base, example_inputs)
     protected = output_layers(base, example_inputs)
-    resolved = the_space.resolve(base, protected=protected, coupled=_coupled(the_space, base, example_inputs, protected))
+    resolved = the_space.resolve(base, protected=protected, coupled=_coupled(the_space, base, example_inputs, protected),
+                                 blocks=removable_blocks(base, example_inputs) if the_space.drop_blocks else ())
     metric_name = _metric_name(metric)
     fallback_artifacts = default_artifacts(storage, out, study_name)
     reference = None

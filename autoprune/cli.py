@@ -122,10 +122,12 @@ def print_front(result: Any) -> None:
     for column in ("trial", result.metric_name, "latency ms", "size MB", "sparse MB", "params", "MMACs", "method"):
         table.add_column(column, justify="right")
     for c in front:
-        methods = sorted({lp["method"] for lp in (c.policy or {}).get("layers", {}).values()} or {"dense"})
+        policy = c.policy or {}
+        methods = sorted({lp["method"] for lp in policy.get("layers", {}).values() if lp["sparsity"] > 0})
+        methods += [f"{len(policy['drop'])} block(s) dropped"] if policy.get("drop") else []
         mark = " *" if best is not None and c.number == best.number else ""
         table.add_row(f"{c.number}{mark}", _fmt(c.metric, 4), _fmt(c.latency_ms), _fmt(c.size_mb),
-                      _fmt(c.size_mb_sparse), str(c.params), _fmt((c.macs or 0) / 1e6, 2), ",".join(methods))
+                      _fmt(c.size_mb_sparse), str(c.params), _fmt((c.macs or 0) / 1e6, 2), ",".join(methods) or "dense")
     out_console.print(table)
     budget = ", ".join(f"{k} {v:g}" for k, v in (("latency ms <=", result.budget_ms), ("size MB <=", result.budget_mb))
                        if v is not None) or "none"

@@ -35,7 +35,8 @@ from typing import Any, Callable, Iterator, Sequence
 import torch
 from torch import nn
 
-from autoprune.errors import ExportError, ModelLoadError
+from autoprune.depth import drop_blocks
+from autoprune.errors import ExportError, LayerMatchError, ModelLoadError
 from autoprune.layers import as_input_tuple
 from autoprune.policy import Policy
 
@@ -102,9 +103,13 @@ def _resize_module(module: nn.Module, state: dict[str, torch.Tensor], prefix: st
         module.head_dim = dim // module.num_heads
 
 
-def load_weights_into(base_model: nn.Module, state: dict[str, torch.Tensor]) -> nn.Module:
-    """A copy of ``base_model`` reshaped to the (pruned) ``state`` and loaded with it."""
-    model = copy.deepcopy(base_model)
+def load_weights_into(base_model: nn.Module, state: dict[str, torch.Tensor], *, drop: Sequence[str] = ()) -> nn.Module:
+    """A copy of ``base_model``, its ``drop`` blocks replaced by identities, reshaped to the (pruned)
+    ``state`` and loaded with it."""
+    try:
+        model = drop_blocks(copy.deepcopy(base_model), drop)
+    except LayerMatchError as exc:
+        raise ModelLoadError(f"the saved policy drops a block this model does not have: {exc}") from None
     for name, module in model.named_modules():
         _resize_module(module, state, f"{name}." if name else "")
     try:
@@ -115,12 +120,15 @@ def load_weights_into(base_model: nn.Module, state: dict[str, torch.Tensor]) -> 
 
 
 def load_pruned(directory: str | Path, base_model: nn.Module) -> nn.Module:
-    """Rebuild a pruned model saved by :func:`save_pruned` on a fresh copy of the unpruned ``base_model``."""
+    """Rebuild a pruned model saved by :func:`save_pruned` on a fresh copy of the unpruned ``base_model``
+    (the blocks its ``policy.json`` drops are removed first)."""
     path = Path(directory) / WEIGHTS
     if not path.is_file():
         raise ModelLoadError(f"no {WEIGHTS} in {directory}: not a directory written by autoprune's save_pruned")
     state = torch.load(path, map_location="cpu", weights_only=True)
-    return load_weights_into(base_model, state).eval()
+    policy_file = Path(directory) / POLICY
+    drop = Policy.from_json(policy_file).drop if policy_file.is_file() else ()
+    return load_weights_into(base_model, state, drop=drop).eval()
 
 
 def save_pruned(

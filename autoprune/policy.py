@@ -17,7 +17,7 @@ import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
 from autoprune.errors import PolicyError, SparsityError
 
@@ -34,6 +34,11 @@ def check_sparsity(value: float, *, where: str) -> float:
     if not (0.0 <= value < 1.0) or math.isnan(value):
         raise SparsityError(f"sparsity of {where} must lie in [0, 1), got {value}")
     return value
+
+
+def inside(module: str, blocks: Iterable[str]) -> bool:
+    """Whether the module named ``module`` is one of ``blocks`` or lies inside one of them."""
+    return any(module == b or module.startswith(b + ".") for b in blocks)
 
 
 @dataclass(frozen=True)
@@ -84,11 +89,14 @@ class Policy:
         regularizer: the sparse regulariser used while fine-tuning.
         round_to: if set, structured pruning keeps each pruned layer's remaining channel count a
             multiple of this number (aligned shapes run faster on CPUs and GPUs).
+        drop: residual blocks removed whole, each replaced by its identity shortcut (depth pruning, see
+            :mod:`autoprune.depth`); ``layers`` may not name a layer inside one.
     """
 
     layers: Mapping[str, LayerPolicy] = field(default_factory=dict)
     regularizer: Regularizer = field(default_factory=Regularizer)
     round_to: int | None = None
+    drop: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         for name, layer in self.layers.items():
@@ -96,6 +104,13 @@ class Policy:
                 raise PolicyError(f"layer {name!r}: expected a LayerPolicy, got {type(layer).__name__}")
         if self.round_to is not None and (not isinstance(self.round_to, int) or self.round_to < 1):
             raise PolicyError(f"round_to must be a positive integer or None, got {self.round_to!r}")
+        if isinstance(self.drop, str) or not all(isinstance(b, str) and b for b in self.drop):
+            raise PolicyError(f"drop must be a list of module names, got {self.drop!r}")
+        object.__setattr__(self, "drop", tuple(sorted(set(self.drop))))
+        clashing = [n for n in self.layers if inside(n, self.drop)]
+        if clashing:
+            raise PolicyError(f"layer(s) {clashing} lie inside dropped block(s) {list(self.drop)}: "
+                              "a removed block has no layers left to prune")
         # Freeze the mapping (a copy, sorted for a stable JSON form) so a Policy is truly immutable.
         object.__setattr__(self, "layers", MappingProxyType(dict(sorted(self.layers.items()))))
 
@@ -127,7 +142,7 @@ class Policy:
     @property
     def is_dense(self) -> bool:
         """True when the policy removes nothing."""
-        return all(layer.sparsity == 0.0 for layer in self.layers.values())
+        return not self.drop and all(layer.sparsity == 0.0 for layer in self.layers.values())
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -135,6 +150,7 @@ class Policy:
             "layers": {n: {"sparsity": lp.sparsity, "method": lp.method} for n, lp in self.layers.items()},
             "regularizer": {"kind": self.regularizer.kind, "strength": self.regularizer.strength},
             "round_to": self.round_to,
+            "drop": list(self.drop),
         }
 
     @classmethod
@@ -146,7 +162,7 @@ class Policy:
             raise PolicyError(
                 f"policy schema_version {version!r} is not supported; this autoprune reads version {SCHEMA_VERSION}"
             )
-        unknown = set(data) - {"schema_version", "layers", "regularizer", "round_to"}
+        unknown = set(data) - {"schema_version", "layers", "regularizer", "round_to", "drop"}
         if unknown:
             raise PolicyError(f"unknown policy field(s) {sorted(unknown)}")
         try:
@@ -158,7 +174,10 @@ class Policy:
             regularizer = Regularizer(kind=reg.get("kind", "none"), strength=reg.get("strength", 0.0))
         except (KeyError, TypeError) as exc:
             raise PolicyError(f"malformed policy: missing or wrong field {exc}") from None
-        return cls(layers=layers, regularizer=regularizer, round_to=data.get("round_to"))
+        drop = data.get("drop") or []
+        if not isinstance(drop, list):
+            raise PolicyError(f"policy field drop must be a list of module names, got {drop!r}")
+        return cls(layers=layers, regularizer=regularizer, round_to=data.get("round_to"), drop=tuple(drop))
 
     def to_json(self, path: str | Path | None = None) -> str:
         text = json.dumps(self.to_dict(), indent=2)

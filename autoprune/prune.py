@@ -1,6 +1,7 @@
 """``prune()``: apply a :class:`~autoprune.policy.Policy` to a copy of a model.
 
-Order when a policy mixes methods: **structured methods first** (they change shapes: channels are
+Order: the policy's dropped residual blocks are replaced by their identity shortcut first (depth
+pruning, :mod:`autoprune.depth`); then, when a policy mixes methods, **structured methods first** (they change shapes: channels are
 physically removed group by group, see :mod:`autoprune.methods.structured`), **then unstructured
 methods** on the weights that remain. So a layer's unstructured sparsity is the zero fraction of its
 weights *after* any structured removal it was coupled into.
@@ -24,6 +25,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from autoprune.depth import drop_blocks, removable_blocks
 from autoprune.errors import CalibrationError, ExampleInputsError, LayerMatchError
 from autoprune.layers import output_layers, prunable_layers, run_model
 from autoprune.methods import StructuredMethod, UnstructuredMethod, get_method
@@ -48,7 +50,7 @@ def prune(
 
     Args:
         model: any ``nn.Module`` (a ``LightningModule`` too) whose forward accepts ``example_inputs``.
-        policy: which layers to prune, how much, with which registered method.
+        policy: which layers to prune, how much, with which registered method; which blocks to drop.
         example_inputs: a tensor or tuple of tensors the model can run (used to trace coupled channels).
         calibration_data: an iterable of ``(inputs, targets)`` batches; required by methods that need
             gradients (``taylor_structured``).
@@ -67,8 +69,14 @@ def prune(
                               f"prunable layers are {layers}")
     methods = {name: get_method(lp.method) for name, lp in policy.layers.items()}
     run_model(model, example_inputs)  # fail early, with ExampleInputsError, before copying anything
+    if policy.drop:
+        blocks = removable_blocks(model, example_inputs)
+        wrong = [b for b in policy.drop if b not in blocks]
+        if wrong:
+            raise LayerMatchError(f"policy drops {wrong}, which are not removable residual blocks of the model "
+                                  f"(a block whose output adds its unchanged input); removable blocks are {blocks}")
 
-    pruned = copy.deepcopy(model)
+    pruned = drop_blocks(copy.deepcopy(model), policy.drop)
     structured = {n: (m, policy.layers[n].sparsity) for n, m in methods.items() if isinstance(m, StructuredMethod)}
     unstructured = {n: (m, policy.layers[n].sparsity) for n, m in methods.items() if isinstance(m, UnstructuredMethod)}
 

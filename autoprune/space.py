@@ -21,6 +21,7 @@ Example:
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import importlib.resources
 import json
@@ -35,7 +36,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from autoprune.errors import SearchSpaceError
 from autoprune.layers import prunable_layers, resolve_globs
 from autoprune.methods import available_methods, get_method
-from autoprune.policy import LayerPolicy, Policy, Regularizer
+from autoprune.policy import LayerPolicy, Policy, Regularizer, inside
 
 BUILTIN_SPACES = ("default", "structured", "unstructured")
 
@@ -122,6 +123,7 @@ class SearchSpace(_Strict):
     round_to: list[int | None] = Field(default_factory=lambda: [None], min_length=1)
     regularizer: RegularizerSpec = RegularizerSpec()
     finetune: FinetuneSpec = FinetuneSpec()
+    drop_blocks: Literal["auto"] | list[str] = Field(default_factory=list)
 
     @field_validator("methods")
     @classmethod
@@ -145,10 +147,26 @@ class SearchSpace(_Strict):
 
     def fingerprint(self) -> str:
         """A short hash of the space's content: two studies with different spaces never mix."""
-        return hashlib.sha256(json.dumps(self.model_dump(), sort_keys=True).encode()).hexdigest()[:16]
+        content = self.model_dump()
+        if not content["drop_blocks"]:
+            del content["drop_blocks"]  # spaces written before depth pruning keep their fingerprint
+        return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:16]
+
+    def droppable(self, blocks: Sequence[str]) -> tuple[str, ...]:
+        """The removable ``blocks`` (from :func:`autoprune.depth.removable_blocks`) this space searches over."""
+        if self.drop_blocks == "auto":
+            return tuple(blocks)
+        chosen: set[str] = set()
+        for pattern in self.drop_blocks:
+            hits = fnmatch.filter(blocks, pattern)
+            if not hits:
+                raise SearchSpaceError(f"drop_blocks pattern {pattern!r} matches no removable residual block; "
+                                       f"the model's removable blocks are {list(blocks)}")
+            chosen.update(hits)
+        return tuple(b for b in blocks if b in chosen)
 
     def resolve(self, model: Any, *, protected: list[str],
-                coupled: Sequence[Sequence[str]] = ()) -> ResolvedSpace:
+                coupled: Sequence[Sequence[str]] = (), blocks: Sequence[str] = ()) -> ResolvedSpace:
         """Bind the space to a model: the searched layers (output layers left out) and their groups.
 
         ``coupled`` lists sets of layers whose output channels are removed together (see
@@ -156,6 +174,9 @@ class SearchSpace(_Strict):
         structured, each such set is searched as one unit with one sparsity (``per_layer``) or one scale
         (``global_scale``): a structured policy cannot give coupled layers different sparsities, so
         separate parameters would only add dimensions that change nothing but their mean.
+
+        ``blocks`` lists the model's removable residual blocks (:func:`autoprune.depth.removable_blocks`);
+        each one the space's ``drop_blocks`` selects gets a yes/no parameter ``drop.<block>``.
         """
         names = [n for n in prunable_layers(model, exclude=self.exclude) if n not in protected]
         if self.layers != "auto":
@@ -176,7 +197,8 @@ class SearchSpace(_Strict):
                     units["+".join(inside)] = inside
         order = {n: i for i, n in enumerate(names)}
         units = dict(sorted(units.items(), key=lambda item: order[item[1][0]]))
-        return ResolvedSpace(space=self, layers=tuple(names), groups=groups, units=units)
+        return ResolvedSpace(space=self, layers=tuple(names), groups=groups, units=units,
+                             blocks=self.droppable(blocks))
 
 
 def _format_validation_error(source: str, error: ValidationError) -> str:
@@ -246,13 +268,15 @@ class ResolvedSpace:
 
     ``units`` maps each searched unit's name to its layers: a layer on its own (named as the layer), or
     coupled layers searched together (named ``"a+b"``); ``per_layer`` and ``global_scale`` draw one
-    value per unit.
+    value per unit. ``blocks`` are the residual blocks the search may drop whole (one yes/no each); a
+    dropped block's layers leave the policy.
     """
 
     space: SearchSpace
     layers: tuple[str, ...]
     groups: dict[str, list[str]]
     units: dict[str, tuple[str, ...]]
+    blocks: tuple[str, ...] = ()
 
     def sample(self, trial: Suggester) -> tuple[Policy, FinetuneSettings]:
         s = self.space
@@ -273,6 +297,7 @@ class ResolvedSpace:
             for unit, members in self.units.items():
                 scale = trial.suggest_float(f"scale.{unit}", s_low, s_high, step=sp.scale_step)
                 sparsity.update({n: min(sp.high, level * scale) for n in members})
+        drop = tuple(b for b in self.blocks if trial.suggest_categorical(f"drop.{b}", [False, True]))
         method = trial.suggest_categorical("method", list(s.methods))
         round_to = trial.suggest_categorical("round_to", list(s.round_to))
         kind = trial.suggest_categorical("regularizer", list(s.regularizer.kinds))
@@ -284,27 +309,32 @@ class ResolvedSpace:
         if kind == "group_lasso" and not get_method(method).STRUCTURED:
             kind = "l1"  # group lasso pushes whole channels to zero: only useful before structured removal
         policy = Policy(
-            layers={n: LayerPolicy(sparsity=round(v, 6), method=method) for n, v in sparsity.items()},
+            layers={n: LayerPolicy(sparsity=round(v, 6), method=method) for n, v in sparsity.items()
+                    if not inside(n, drop)},
             regularizer=Regularizer(kind=kind, strength=strength),
             round_to=round_to,
+            drop=drop,
         )
         return policy, FinetuneSettings(s.finetune.max_steps, lr, s.finetune.calibration_batches)
 
     def seed_params(self, levels: tuple[float, ...] = (0.0, 0.3, 0.5, 0.7, 0.9), *,
                     scales: Mapping[str, float] | None = None,
                     scaled_levels: tuple[float, ...] = (0.5, 0.7, 0.85),
+                    shallow_levels: tuple[float, ...] = (0.0, 0.5),
                     round_to: int | None | str = "first") -> list[dict[str, Any]]:
-        """Parameters of the dense model (level 0), of uniform policies at ``levels`` and, given per-unit
+        """Parameters of the dense model (level 0), of uniform policies at ``levels``; given per-unit
         ``scales`` (from :mod:`autoprune.sensitivity`, keyed by ``units``), of scaled policies at
-        ``scaled_levels``.
+        ``scaled_levels``; and, when the space may drop blocks, of uniform policies at ``shallow_levels``
+        with every droppable block dropped.
 
         Enqueued first, so the search's front is never worse than uniform pruning at those points and
-        starts with non-uniform policies that follow the layers' sensitivity. Levels outside the space's
-        range are dropped. Every seed uses the space's first method and ``round_to`` (one of the space's
-        options, by default its first). The uniform seeds fine-tune at the middle of the learning-rate
-        range, the scaled ones at three quarters of the way up it (on a log range): a harder-pruned
-        network recovers faster with larger steps in a short fine-tune, and seeds at two learning rates
-        let the sampler learn that rather than copy one value.
+        starts with non-uniform policies that follow the layers' sensitivity, and with shallow ones (a
+        sampler that only ever saw every block kept would rarely try dropping one). Levels outside the
+        space's range are left out. Every seed uses the space's first method and ``round_to`` (one of the
+        space's options, by default its first). The uniform and shallow seeds fine-tune at the middle of
+        the learning-rate range, the scaled ones at three quarters of the way up it (on a log range): a
+        harder-pruned network recovers faster with larger steps in a short fine-tune, and seeds at two
+        learning rates let the sampler learn that rather than copy one value.
         """
         s = self.space
         round_to = s.round_to[0] if round_to == "first" else round_to
@@ -312,21 +342,20 @@ class ResolvedSpace:
             raise SearchSpaceError(f"seed round_to {round_to!r} is not one of the space's options {list(s.round_to)}")
         sp = s.sparsity
         low, high = _grid(sp.low, sp.high, sp.step)
-        seeds = []
-        for level in levels:
-            if level != 0.0 and not sp.low <= level <= sp.high:
-                continue
-            if level == 0.0 and sp.low > 0.0:
-                continue
+
+        def in_range(level: float) -> bool:
+            return sp.low <= level <= sp.high or (level == 0.0 and sp.low == 0.0)
+
+        def uniform(level: float) -> dict[str, Any]:
             if sp.mode == "per_layer":
-                params = {f"sparsity.{u}": level for u in self.units}
-            elif sp.mode == "per_group":
-                params = {f"sparsity.{g}": level for g in self.groups}
-            else:
-                params = {"sparsity.global": level, **{f"scale.{u}": 1.0 for u in self.units}}
-            seeds.append(self._with_common(params, round_to=round_to))
+                return {f"sparsity.{u}": level for u in self.units}
+            if sp.mode == "per_group":
+                return {f"sparsity.{g}": level for g in self.groups}
+            return {"sparsity.global": level, **{f"scale.{u}": 1.0 for u in self.units}}
+
+        seeds = [self._with_common(uniform(level), round_to=round_to) for level in levels if in_range(level)]
         for level in scaled_levels if scales and sp.mode != "per_group" else ():
-            if not sp.low <= level <= sp.high:
+            if not in_range(level):
                 continue
             if sp.mode == "per_layer":
                 params = {f"sparsity.{u}": snap_to_grid(min(high, level * scales.get(u, 1.0)), low, sp.step)
@@ -334,13 +363,18 @@ class ResolvedSpace:
             else:
                 params = {"sparsity.global": level, **{f"scale.{u}": scales.get(u, 1.0) for u in self.units}}
             seeds.append(self._with_common(params, lr_at=0.75, round_to=round_to))
+        for level in shallow_levels if self.blocks else ():
+            if in_range(level):
+                seeds.append(self._with_common(uniform(level), round_to=round_to, drop=True))
         return seeds
 
-    def _with_common(self, params: dict[str, Any], *, round_to: int | None, lr_at: float = 0.5) -> dict[str, Any]:
-        """The seed's other choices; its learning rate ``lr_at`` of the way up the range."""
+    def _with_common(self, params: dict[str, Any], *, round_to: int | None, lr_at: float = 0.5,
+                     drop: bool = False) -> dict[str, Any]:
+        """The seed's other choices; its learning rate ``lr_at`` of the way up the range; every droppable
+        block dropped (``drop``) or kept."""
         s = self.space
         params.update({"method": s.methods[0], "round_to": round_to, "regularizer": s.regularizer.kinds[0],
-                       "lr": s.finetune.lr.at(lr_at)})
+                       "lr": s.finetune.lr.at(lr_at), **{f"drop.{b}": drop for b in self.blocks}})
         if s.regularizer.kinds[0] != "none":
             params["strength"] = math.sqrt(s.regularizer.strength.low * s.regularizer.strength.high)
         return params

@@ -9,7 +9,7 @@ from autoprune import Policy, prunable_layers, prune
 from autoprune.errors import ExportError, ModelLoadError
 from autoprune.export import load_pruned, onnx_available, save_pruned
 from autoprune.layers import output_layers
-from autoprune.zoo import MLP
+from autoprune.zoo import MLP, ResNetCNN, example_input
 from tests.conftest import in_ci
 
 
@@ -63,3 +63,19 @@ def test_unknown_format_is_rejected(tmp_path):
     """Only torchscript and onnx are known formats."""
     with pytest.raises(ExportError, match="tflite"):
         save_pruned(MLP(), Policy(), tmp_path, example_inputs=torch.randn(1, 16), formats=("tflite",))
+
+
+def test_a_model_with_dropped_blocks_reloads_from_its_policy(tmp_path):
+    """load_pruned drops the blocks policy.json names before loading the weights (save_pruned checks the
+    reload matches); a base model without those blocks is a clear error."""
+    torch.manual_seed(0)
+    model = ResNetCNN(widths=(8, 16), blocks=2).eval()
+    x = example_input(model)
+    policy = Policy(drop=("layers.0", "layers.3"))
+    pruned = prune(model, policy, x)
+    save_pruned(pruned, policy, tmp_path, example_inputs=x, base_model=model, formats=("torchscript",))
+    reloaded = load_pruned(tmp_path, model)
+    assert isinstance(reloaded.layers[3], torch.nn.Identity)
+    assert torch.allclose(reloaded(x), pruned(x), atol=1e-5)
+    with pytest.raises(ModelLoadError, match="drops a block"):
+        load_pruned(tmp_path, ResNetCNN(widths=(8, 16), blocks=1))

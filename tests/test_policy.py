@@ -62,3 +62,18 @@ def test_malformed_dict_names_the_problem(data, match):
     """A malformed policy raises PolicyError naming the offending field."""
     with pytest.raises(PolicyError, match=match):
         Policy.from_dict(data)
+
+
+def test_dropped_blocks_round_trip_and_policies_without_them_still_load():
+    policy = Policy(layers={"stem": LayerPolicy(sparsity=0.5, method="l1_structured")}, drop=["layers.3", "layers.1"])
+    assert policy.drop == ("layers.1", "layers.3") and not policy.is_dense
+    assert Policy.from_dict(policy.to_dict()) == policy
+    older = {k: v for k, v in _policy().to_dict().items() if k != "drop"}
+    assert Policy.from_dict(older).drop == ()
+
+
+def test_a_layer_inside_a_dropped_block_is_refused():
+    with pytest.raises(PolicyError, match=r"layers.1.conv1.*inside dropped block"):
+        Policy(layers={"layers.1.conv1": LayerPolicy(sparsity=0.5, method="l1_structured")}, drop=("layers.1",))
+    with pytest.raises(PolicyError, match="drop must be a list"):
+        Policy.from_dict({**_policy().to_dict(), "drop": "layers.1"})

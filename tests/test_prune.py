@@ -132,3 +132,25 @@ def test_random_methods_are_reproducible_with_a_seed():
     a, b, c = (prune(model, policy, x, seed=s) for s in (1, 1, 2))
     assert torch.equal(a.fc1.weight, b.fc1.weight)
     assert not torch.equal(a.fc1.weight, c.fc1.weight)
+
+
+def test_dropped_blocks_become_identities_in_the_copy_only():
+    """Depth pruning: the dropped blocks are gone from the pruned copy (fewer parameters, same output
+    shape), the original keeps them, and the remaining layers are channel-pruned as usual."""
+    torch.manual_seed(0)
+    model = ResNetCNN(widths=(8, 16), blocks=2).eval()
+    x = example_input(model)
+    policy = Policy(layers={"layers.2.conv1": LayerPolicy(sparsity=0.5, method="l1_structured")},
+                    drop=("layers.1", "layers.3"))
+    pruned = prune(model, policy, x)
+    assert isinstance(pruned.layers[1], nn.Identity) and isinstance(pruned.layers[3], nn.Identity)
+    assert not isinstance(model.layers[1], nn.Identity)
+    assert pruned.layers[2].conv1.out_channels == 8
+    assert pruned(x).shape == model(x).shape
+    assert sum(p.numel() for p in pruned.parameters()) < sum(p.numel() for p in model.parameters())
+
+
+def test_dropping_a_block_that_is_not_removable_names_the_removable_ones():
+    model = ResNetCNN(widths=(8, 16), blocks=2).eval()
+    with pytest.raises(LayerMatchError, match=r"\['layers.2'\].*removable blocks are \['layers.0', 'layers.1', 'layers.3'\]"):
+        prune(model, Policy(drop=("layers.2",)), example_input(model))

@@ -231,3 +231,25 @@ def test_lightning_module_with_a_logged_metric(digits, tmp_path):
     assert all(0.0 <= t.metric <= 1.0 for t in result.trials)
     layers = result.trials[0].policy["layers"]
     assert layers and all(name.startswith("net.") for name in layers)
+
+
+def test_a_search_drops_residual_blocks_and_reloads_the_shallower_candidates(tmp_path):
+    """With drop_blocks: auto, trials choose per block; a dropped block's layers leave the policy, and a
+    front candidate without those blocks reloads from its saved weights."""
+    space = tmp_path / "deep.yaml"
+    space.write_text(TINY.read_text() + "drop_blocks: auto\n")
+    torch.manual_seed(0)
+    model = ResNetCNN(widths=(8, 16), blocks=2).eval()
+    result = _search(model, DigitsDataModule(batch_size=64), tmp_path, space=space, n_trials=4, sampler="random",
+                     seed_policies=False)
+    study = optuna.load_study(study_name="autoprune", storage=f"sqlite:///{tmp_path / 'study.db'}")
+    for trial in study.trials:
+        dropped = [b for b in ("layers.0", "layers.1", "layers.3") if trial.params[f"drop.{b}"]]
+        policy = trial.user_attrs["policy"]
+        assert policy["drop"] == dropped
+        assert not any(n.startswith(tuple(f"{b}." for b in dropped)) for n in policy["layers"])
+    shallow = [c for c in result.pareto if c.policy["drop"]]
+    assert shallow, "dropping blocks makes the fastest candidates"
+    net = result.load_model(shallow[0])
+    assert isinstance(net.get_submodule(shallow[0].policy["drop"][0]), torch.nn.Identity)
+    assert net(torch.randn(2, 1, 8, 8)).shape == (2, 10)

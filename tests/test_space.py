@@ -150,3 +150,44 @@ def test_a_space_with_unstructured_methods_keeps_coupled_layers_apart(tmp_path):
     path.write_text("version: 1\nmethods: [l1_structured, l1_unstructured]\n")
     space = load_space(path).resolve(ResNetCNN(), protected=["head"], coupled=[("stem", "layers.0.conv2")])
     assert space.units["stem"] == ("stem",) and space.units["layers.0.conv2"] == ("layers.0.conv2",)
+
+
+def _deep_space(tmp_path, drop_blocks="auto"):
+    path = tmp_path / "deep.yaml"
+    path.write_text(TINY.read_text() + f"drop_blocks: {drop_blocks}\n")
+    return load_space(path)
+
+
+BLOCKS = ["layers.0", "layers.1", "layers.3"]  # removable_blocks(ResNetCNN(blocks=2))
+
+
+def test_each_droppable_block_is_one_choice_and_leaves_the_policy_when_dropped(tmp_path):
+    """drop_blocks: auto asks drop.<block> per block; a dropped block's layers are not in the policy."""
+    space = _deep_space(tmp_path).resolve(ResNetCNN(blocks=2), protected=["head"], blocks=BLOCKS)
+    replay = Replay({"drop.layers.0": False, "drop.layers.1": True, "drop.layers.3": False})
+    policy = space.sample(replay)[0]
+    assert [k for k in replay.asked if k.startswith("drop.")] == [f"drop.{b}" for b in BLOCKS]
+    assert policy.drop == ("layers.1",)
+    assert not any(n.startswith("layers.1.") for n in policy.layers) and "layers.0.conv1" in policy.layers
+
+
+def test_drop_blocks_globs_select_blocks_and_a_glob_matching_none_is_refused(tmp_path):
+    assert _deep_space(tmp_path, '["layers.1"]').droppable(BLOCKS) == ("layers.1",)
+    with pytest.raises(SearchSpaceError, match=r"drop_blocks pattern 'stage\*'.*removable.*layers.0"):
+        _deep_space(tmp_path, '["stage*"]').droppable(BLOCKS)
+
+
+def test_seeds_keep_every_block_except_the_shallow_seeds_which_drop_them_all(tmp_path):
+    space = _deep_space(tmp_path).resolve(ResNetCNN(blocks=2), protected=["head"], blocks=BLOCKS)
+    seeds = space.seed_params()
+    drops = [tuple(p[f"drop.{b}"] for b in BLOCKS) for p in seeds]
+    assert drops[-2:] == [(True,) * 3] * 2 and set(drops[:-2]) == {(False,) * 3}
+    assert [p["sparsity.global"] for p in seeds[-2:]] == [0.0, 0.5]
+    assert space.sample(Replay(seeds[-1]))[0].drop == tuple(BLOCKS)
+    no_blocks = load_space(TINY).resolve(ResNetCNN(blocks=2), protected=["head"], blocks=BLOCKS)
+    assert not any(k.startswith("drop.") for p in no_blocks.seed_params() for k in p)
+
+
+def test_a_space_without_drop_blocks_keeps_the_fingerprint_it_had_before_depth_pruning():
+    """Studies made before drop_blocks existed still resume: tiny.yaml's fingerprint, from the older code."""
+    assert load_space(TINY).fingerprint() == "c5ec630a0d7b0bf8"

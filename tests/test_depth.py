@@ -1,0 +1,67 @@
+"""depth: which residual blocks can be removed whole, and their replacement by the identity."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from autoprune.depth import drop_blocks, removable_blocks
+from autoprune.errors import LayerMatchError
+from autoprune.zoo import DenseCNN, MobileNetCNN, PlainCNN, ResNetCNN
+
+X = torch.randn(2, 1, 8, 8)
+
+
+class _Residual(nn.Module):
+    def __init__(self, body: nn.Module, shortcut: nn.Module | None = None):
+        super().__init__()
+        self.body, self.shortcut = body, shortcut
+
+    def forward(self, x):
+        return self.body(x) + (x if self.shortcut is None else self.shortcut(x))
+
+
+class _Doubling(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(1, 1, 1)
+
+    def forward(self, x):
+        return self.conv(x) + self.conv(x) + (x + x) * 0
+
+
+def test_identity_shortcut_blocks_are_removable_projection_blocks_are_not():
+    """ResNet blocks that add their unchanged input are listed; the strided block with a 1x1 projection is not."""
+    model = ResNetCNN(widths=(8, 16), blocks=2).eval()
+    assert removable_blocks(model, X) == ["layers.0", "layers.1", "layers.3"]
+
+
+@pytest.mark.parametrize("model", [PlainCNN(), DenseCNN(), MobileNetCNN()], ids=lambda m: type(m).__name__)
+def test_models_without_residual_additions_have_no_removable_block(model):
+    assert removable_blocks(model.eval(), X) == []
+
+
+def test_a_block_that_adds_a_transformed_or_doubled_input_is_not_removable():
+    """f(x) + g(x) with a conv g, and x + x, are not identity shortcuts."""
+    model = nn.Sequential(_Residual(nn.Conv2d(1, 1, 3, padding=1), shortcut=nn.Conv2d(1, 1, 1)), _Doubling())
+    assert removable_blocks(model.eval(), X) == []
+
+
+def test_nested_blocks_list_only_the_innermost():
+    """An outer residual wrapping two residual blocks: the two inner blocks are the units to drop."""
+    inner = [_Residual(nn.Conv2d(1, 1, 3, padding=1)) for _ in range(2)]
+    model = nn.Sequential(_Residual(nn.Sequential(*inner)), nn.Flatten())
+    assert removable_blocks(model.eval(), X) == ["0.body.0", "0.body.1"]
+
+
+def test_drop_blocks_replaces_the_named_blocks_in_place():
+    model = ResNetCNN(widths=(8, 16), blocks=2).eval()
+    assert drop_blocks(model, ["layers.1"]) is model
+    assert isinstance(model.layers[1], nn.Identity) and not isinstance(model.layers[0], nn.Identity)
+    assert model(X).shape == (2, 10)
+
+
+def test_dropping_a_missing_submodule_names_it():
+    with pytest.raises(LayerMatchError, match="layers.9"):
+        drop_blocks(ResNetCNN(widths=(8, 16), blocks=2), ["layers.9"])
