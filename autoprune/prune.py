@@ -1,9 +1,9 @@
 """``prune()``: apply a :class:`~autoprune.policy.Policy` to a copy of a model.
 
 Order: the policy's dropped residual blocks are replaced by their identity shortcut first (depth
-pruning, :mod:`autoprune.depth`); then, when a policy mixes methods, **structured methods first** (they change shapes: channels are
-physically removed group by group, see :mod:`autoprune.methods.structured`), **then unstructured
-methods** on the weights that remain. So a layer's unstructured sparsity is the zero fraction of its
+pruning, :mod:`autoprune.depth`); then, when a policy mixes methods, **structured methods** (they
+change shapes: channels are physically removed group by group, see :mod:`autoprune.methods.structured`),
+**then unstructured methods** on the weights that remain. So a layer's unstructured sparsity is the zero fraction of its
 weights *after* any structured removal it was coupled into.
 
 Example:
