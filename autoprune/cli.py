@@ -115,6 +115,14 @@ def _fmt(value: float | None, digits: int = 3) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
 
+def policy_label(policy: dict | None) -> str:
+    """What a candidate's policy does, for the front's table: its methods and how many blocks it drops."""
+    policy = policy or {}
+    parts = sorted({lp["method"] for lp in policy.get("layers", {}).values() if lp["sparsity"] > 0})
+    parts += [f"{len(policy['drop'])} block(s) dropped"] if policy.get("drop") else []
+    return ",".join(parts) or "dense"
+
+
 def print_front(result: Any) -> None:
     front = result.pareto
     best = result.best()
@@ -122,12 +130,9 @@ def print_front(result: Any) -> None:
     for column in ("trial", result.metric_name, "latency ms", "size MB", "sparse MB", "params", "MMACs", "method"):
         table.add_column(column, justify="right")
     for c in front:
-        policy = c.policy or {}
-        methods = sorted({lp["method"] for lp in policy.get("layers", {}).values() if lp["sparsity"] > 0})
-        methods += [f"{len(policy['drop'])} block(s) dropped"] if policy.get("drop") else []
         mark = " *" if best is not None and c.number == best.number else ""
         table.add_row(f"{c.number}{mark}", _fmt(c.metric, 4), _fmt(c.latency_ms), _fmt(c.size_mb),
-                      _fmt(c.size_mb_sparse), str(c.params), _fmt((c.macs or 0) / 1e6, 2), ",".join(methods) or "dense")
+                      _fmt(c.size_mb_sparse), str(c.params), _fmt((c.macs or 0) / 1e6, 2), policy_label(c.policy))
     out_console.print(table)
     budget = ", ".join(f"{k} {v:g}" for k, v in (("latency ms <=", result.budget_ms), ("size MB <=", result.budget_mb))
                        if v is not None) or "none"
