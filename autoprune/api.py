@@ -22,8 +22,8 @@ from torch import nn
 
 from autoprune.backends import BACKENDS, RayOptions, prepare_ray_environment
 from autoprune.backends import optuna as optuna_backend
-from autoprune.errors import AutopruneInputError, DataError, StudyError
 from autoprune.depth import removable_blocks
+from autoprune.errors import AutopruneInputError, DataError, StudyError
 from autoprune.export import load_pruned, save_pruned
 from autoprune.finetune import first_inputs, resolve_data
 from autoprune.layers import output_layers, prunable_layers, run_model
@@ -94,7 +94,7 @@ def _seed_alignment(resolved: Any, base: nn.Module, example_inputs: tuple, train
         return first
     sp = space.sparsity
     try:
-        rates = alignment_rates(base, [n for members in resolved.units.values() for n in members], example_inputs,
+        rates = alignment_rates(base, resolved.layers, example_inputs,
                                 options=space.round_to, method=space.methods[0], profile=profile,
                                 sparsity=min(max(0.7, sp.low), sp.high), reference=reference, loss=loss,
                                 calibration_data=itertools.islice(iter(train_loader), 2))

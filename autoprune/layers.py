@@ -80,17 +80,19 @@ def prunable_layers(model: nn.Module, *, exclude: Iterable[str] = ()) -> list[st
     return kept
 
 
-def resolve_globs(patterns: Sequence[str], names: Sequence[str]) -> list[str]:
-    """Expand layer globs (``"layer1.*"``) against ``names``, keeping the order of ``names``.
+def resolve_globs(patterns: Sequence[str], names: Sequence[str], *, field: str = "layer",
+                  what: str = "prunable layer") -> list[str]:
+    """Expand globs (``"layer1.*"``) against ``names`` (the model's ``what``s, by default its prunable
+    layers), keeping the order of ``names``.
 
     Raises:
-        LayerMatchError: a pattern matches nothing.
+        LayerMatchError: a pattern matches nothing (the message names the ``field`` it came from).
     """
     selected: set[str] = set()
     for pattern in patterns:
         hits = fnmatch.filter(names, pattern)
         if not hits:
-            raise LayerMatchError(f"layer pattern {pattern!r} matches no prunable layer; layers are {list(names)}")
+            raise LayerMatchError(f"{field} pattern {pattern!r} matches no {what}; the {what}s are {list(names)}")
         selected.update(hits)
     return [n for n in names if n in selected]
 

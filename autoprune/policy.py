@@ -104,7 +104,7 @@ class Policy:
                 raise PolicyError(f"layer {name!r}: expected a LayerPolicy, got {type(layer).__name__}")
         if self.round_to is not None and (not isinstance(self.round_to, int) or self.round_to < 1):
             raise PolicyError(f"round_to must be a positive integer or None, got {self.round_to!r}")
-        if isinstance(self.drop, str) or not all(isinstance(b, str) and b for b in self.drop):
+        if not isinstance(self.drop, (list, tuple, set, frozenset)) or not all(isinstance(b, str) and b for b in self.drop):
             raise PolicyError(f"drop must be a list of module names, got {self.drop!r}")
         object.__setattr__(self, "drop", tuple(sorted(set(self.drop))))
         clashing = [n for n in self.layers if inside(n, self.drop)]
@@ -174,10 +174,7 @@ class Policy:
             regularizer = Regularizer(kind=reg.get("kind", "none"), strength=reg.get("strength", 0.0))
         except (KeyError, TypeError) as exc:
             raise PolicyError(f"malformed policy: missing or wrong field {exc}") from None
-        drop = data.get("drop") or []
-        if not isinstance(drop, list):
-            raise PolicyError(f"policy field drop must be a list of module names, got {drop!r}")
-        return cls(layers=layers, regularizer=regularizer, round_to=data.get("round_to"), drop=tuple(drop))
+        return cls(layers=layers, regularizer=regularizer, round_to=data.get("round_to"), drop=data.get("drop") or ())
 
     def to_json(self, path: str | Path | None = None) -> str:
         text = json.dumps(self.to_dict(), indent=2)

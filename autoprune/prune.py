@@ -3,8 +3,8 @@
 Order: the policy's dropped residual blocks are replaced by their identity shortcut first (depth
 pruning, :mod:`autoprune.depth`); then, when a policy mixes methods, **structured methods** (they
 change shapes: channels are physically removed group by group, see :mod:`autoprune.methods.structured`),
-**then unstructured methods** on the weights that remain. So a layer's unstructured sparsity is the zero fraction of its
-weights *after* any structured removal it was coupled into.
+**then unstructured methods** on the weights that remain. So a layer's unstructured sparsity is the zero
+fraction of its weights *after* any structured removal it was coupled into.
 
 Example:
     >>> import torch, torch.nn as nn

@@ -21,7 +21,6 @@ Example:
 
 from __future__ import annotations
 
-import fnmatch
 import hashlib
 import importlib.resources
 import json
@@ -33,7 +32,7 @@ from typing import Any, Literal, Mapping, Protocol, Sequence
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from autoprune.errors import SearchSpaceError
+from autoprune.errors import LayerMatchError, SearchSpaceError
 from autoprune.layers import prunable_layers, resolve_globs
 from autoprune.methods import available_methods, get_method
 from autoprune.policy import LayerPolicy, Policy, Regularizer, inside
@@ -156,14 +155,10 @@ class SearchSpace(_Strict):
         """The removable ``blocks`` (from :func:`autoprune.depth.removable_blocks`) this space searches over."""
         if self.drop_blocks == "auto":
             return tuple(blocks)
-        chosen: set[str] = set()
-        for pattern in self.drop_blocks:
-            hits = fnmatch.filter(blocks, pattern)
-            if not hits:
-                raise SearchSpaceError(f"drop_blocks pattern {pattern!r} matches no removable residual block; "
-                                       f"the model's removable blocks are {list(blocks)}")
-            chosen.update(hits)
-        return tuple(b for b in blocks if b in chosen)
+        try:
+            return tuple(resolve_globs(self.drop_blocks, blocks, field="drop_blocks", what="removable residual block"))
+        except LayerMatchError as exc:
+            raise SearchSpaceError(str(exc)) from None
 
     def resolve(self, model: Any, *, protected: list[str],
                 coupled: Sequence[Sequence[str]] = (), blocks: Sequence[str] = ()) -> ResolvedSpace:

@@ -43,6 +43,7 @@ eager PyTorch, and writes compare_policies_onnxruntime.{json,md,png}.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import os
@@ -127,7 +128,7 @@ def floor_policy(model, example) -> Policy:
     model the default space can reach."""
     blocks = removable_blocks(model, example)
     layers = [n for n in searched_layers(model, example) if not inside(n, blocks)]
-    return Policy(layers=Policy.uniform(layers, sparsity=0.999, method="l1_structured").layers, drop=tuple(blocks))
+    return dataclasses.replace(Policy.uniform(layers, sparsity=0.999, method="l1_structured"), drop=tuple(blocks))
 
 
 def sweep(seed: int, one_level) -> dict:
