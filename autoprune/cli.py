@@ -291,6 +291,14 @@ def search(
     _run(debug, body)
 
 
+# Options shared by the commands that open a finished search (report, export, refine).
+_RUN_DIR = typer.Option(None, help="the run directory of a search (default with --storage: runs/<study-name>).")
+_STORAGE = typer.Option(None, help="storage URL or journal file (default: the run directory's study.db).")
+_STUDY_NAME = typer.Option(None, help="study name (default: the only study in the storage).")
+_ARTIFACTS = typer.Option(None, help="the candidates directory, if not where the study recorded it.")
+_FORMATS = typer.Option(None, "--format", help="torchscript and/or onnx (default: both when onnx is installed).")
+
+
 def _open_result(out: Path | None, storage: str | None, study_name: str | None, artifacts: Path | None,
                  with_model: bool = False) -> tuple[Any, Path]:
     """The study's result and the run directory to write into (default runs/<study-name> with --storage)."""
@@ -317,11 +325,9 @@ def _open_result(out: Path | None, storage: str | None, study_name: str | None, 
 
 @app.command()
 def report(
-    out: Optional[Path] = typer.Option(None, help="the run directory of a search (default with --storage: "
-                                                  "runs/<study-name>)."),
-    storage: Optional[str] = typer.Option(None, help="storage URL or journal file (default: the run directory's "
-                                                     "study.db)."),
-    study_name: Optional[str] = typer.Option(None, help="study name (default: the only study in the storage)."),
+    out: Optional[Path] = _RUN_DIR,
+    storage: Optional[str] = _STORAGE,
+    study_name: Optional[str] = _STUDY_NAME,
     debug: bool = typer.Option(False, help="print tracebacks."),
 ) -> None:
     """Print the Pareto front of a stored study (every worker's trials) and write pareto.json, trials.csv, pareto.png."""
@@ -341,15 +347,13 @@ def report(
 
 @app.command()
 def export(
-    out: Optional[Path] = typer.Option(None, help="the run directory of a search (default with --storage: "
-                                                  "runs/<study-name>)."),
+    out: Optional[Path] = _RUN_DIR,
     to: Path = typer.Option(..., help="directory to write the exported model into."),
     trial: Optional[int] = typer.Option(None, help="trial number of a Pareto candidate (default: the best)."),
-    fmt: list[str] = typer.Option(None, "--format", help="torchscript and/or onnx (default: both when onnx is installed)."),
-    storage: Optional[str] = typer.Option(None, help="storage URL or journal file (default: the run directory's "
-                                                     "study.db)."),
-    study_name: Optional[str] = typer.Option(None, help="study name (default: the only study in the storage)."),
-    artifacts: Optional[Path] = typer.Option(None, help="the candidates directory, if not where the study recorded it."),
+    fmt: list[str] = _FORMATS,
+    storage: Optional[str] = _STORAGE,
+    study_name: Optional[str] = _STUDY_NAME,
+    artifacts: Optional[Path] = _ARTIFACTS,
     debug: bool = typer.Option(False, help="print tracebacks."),
 ) -> None:
     """Write a Pareto candidate as policy JSON + weights + TorchScript/ONNX, checked against the model."""
@@ -368,6 +372,46 @@ def export(
         _, val = resolve_data(build_data(result.attrs.get("data", DEMO), 64))
         files = save_pruned(model, result.policy(chosen), to, example_inputs=first_inputs(val), formats=fmt or None)
         out_console.print(f"exported trial {chosen.number}: " + ", ".join(str(p) for p in files.values()))
+
+    _run(debug, body)
+
+
+@app.command(name="refine")
+def refine_command(
+    out: Optional[Path] = _RUN_DIR,
+    steps: int = typer.Option(..., help="optimiser steps of the long fine-tune (the search's trials ran the "
+                                        "space's finetune.max_steps, 60 by default)."),
+    trial: Optional[list[int]] = typer.Option(None, help="a Pareto candidate to refine (repeatable; default: "
+                                                         "every candidate that prunes something)."),
+    lr: Optional[float] = typer.Option(None, help="learning rate (default: each trial's own)."),
+    to: Optional[Path] = typer.Option(None, help="where the refined candidates go (default: <out>/refined)."),
+    fmt: list[str] = _FORMATS,
+    storage: Optional[str] = _STORAGE,
+    study_name: Optional[str] = _STUDY_NAME,
+    artifacts: Optional[Path] = _ARTIFACTS,
+    debug: bool = typer.Option(False, help="print tracebacks."),
+) -> None:
+    """Fine-tune Pareto candidates longer and save each as an exported model, with its new accuracy."""
+
+    def body() -> None:
+        from autoprune.refine import REFINED_DIR, REFINED_JSON, check_lr, check_steps, refine
+
+        check_steps(steps)
+        check_lr(lr)
+        result, out_dir = _open_result(out, storage, study_name, artifacts, with_model=True)
+        data = build_data(result.attrs.get("data", DEMO), 64)
+        target = to or out_dir / REFINED_DIR
+        with console.status(f"refining for {steps} steps each ..."):
+            refined = refine(result, data, steps=steps, trials=trial or None, lr=lr, out_dir=target,
+                             formats=fmt or None)
+        table = Table(title=f"refined: {steps} more steps each")
+        for column in ("trial", f"{result.metric_name} before", "after", "latency ms", "size MB", "lr", "seconds"):
+            table.add_column(column, justify="right")
+        for r in refined:
+            table.add_row(str(r.number), _fmt(r.metric_before, 4), _fmt(r.metric, 4), _fmt(r.latency_ms),
+                          _fmt(r.size_mb), f"{r.lr:.2e}", f"{r.seconds:.1f}")
+        out_console.print(table)
+        out_console.print(f"refined models in {target}/trial_NNNNN/, summary in {target / REFINED_JSON}")
 
     _run(debug, body)
 

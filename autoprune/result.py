@@ -50,6 +50,8 @@ class TrialRecord:
     failure_reason: str | None = None
     timings: dict[str, float] = field(default_factory=dict)
     artifact_dir: str | None = None
+    #: the fine-tuning learning rate the trial sampled (None in studies made before it was recorded)
+    lr: float | None = None
 
     @property
     def complete(self) -> bool:

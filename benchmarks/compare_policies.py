@@ -24,6 +24,12 @@ held-out **test** split (20% of digits, never seen by the search). Per method an
 Also: real speedup vs MAC reduction for the structured front candidates, where autoprune's trial time
 goes, and what skipping the fine-tuning of over-budget trials saves at a tight budget.
 
+Then every figure again after a long fine-tune (``--refine-steps``, 180 by default; 0 skips it): each
+search's Pareto candidates go through ``autoprune.refine`` (that many more steps from their saved
+weights, at the trial's learning rate), and each baseline's sweep is run again and every one of its
+candidates fine-tuned the same number of steps more at its learning rate. A search ranks policies by
+their accuracy after a brief fine-tune; this shows whether the ranking survives a full one.
+
 Latency: the default HardwareProfile (CPU, 1 thread, batch 64; eager PyTorch, or ONNX Runtime with
 ``--runtime onnxruntime``), every candidate timed against the dense
 model (interleaved samples; each search run's latencies are rescaled to this script's dense timing).
@@ -34,7 +40,7 @@ the work directory so an interrupted run resumes (each cached run keeps the dens
 against, and its latencies are rescaled to the current one: the machine's speed differs between runs).
 
     python benchmarks/compare_policies.py [--trials 30] [--seeds 0 1 2] [--models digits_cnn resnet]
-                                          [--runtime eager|onnxruntime]
+                                          [--runtime eager|onnxruntime] [--refine-steps 180]
 
 ``--runtime onnxruntime`` times every candidate in ONNX Runtime (the exported model as deployed) instead of
 eager PyTorch, and writes compare_policies_onnxruntime.{json,md,png}.
@@ -54,9 +60,10 @@ from pathlib import Path
 
 import torch
 
-from autoprune.api import search
+from autoprune.api import default_storage, load_result, search
 from autoprune.depth import removable_blocks
 from autoprune.demo import DigitsDataModule, pretrained_digits_cnn, train_classifier
+from autoprune.export import load_pruned
 from autoprune.finetune import accuracy, as_lightning, finetune, first_inputs
 from autoprune.layers import output_layers, prunable_layers
 from autoprune.measure import HardwareProfile, LatencyReference, measure
@@ -64,6 +71,7 @@ from autoprune.methods.structured import torch_pruning_global
 from autoprune.objective import TrialContext, dense_copy, run_trial
 from autoprune.policy import Policy, inside
 from autoprune.prune import prune
+from autoprune.refine import refine
 from autoprune.space import FinetuneSettings, load_space
 from autoprune.zoo import ResNetCNN
 
@@ -141,28 +149,75 @@ def sweep(seed: int, one_level) -> dict:
     return {"front": points, "wall_s": time.perf_counter() - started}
 
 
-def run_uniform(model, loaders, ctx: TrialContext, settings: FinetuneSettings, seed: int,
-                round_to: int | None = None) -> dict:
-    layers = searched_layers(model, ctx.example_inputs)
-
-    def one_level(level: float) -> dict:
-        outcome = run_trial(ctx, Policy.uniform(layers, sparsity=level, method="l1_structured", round_to=round_to),
-                            settings)
-        return point(outcome.model, loaders, outcome.metrics, val=outcome.metric)
-
-    return sweep(seed, one_level)
+def uniform_level(ctx: TrialContext, layers: list[str], settings: FinetuneSettings, level: float,
+                  round_to: int | None = None):
+    """The uniform policy at ``level``, pruned, timed and fine-tuned: (model, metrics, validation accuracy)."""
+    outcome = run_trial(ctx, Policy.uniform(layers, sparsity=level, method="l1_structured", round_to=round_to),
+                        settings)
+    return outcome.model, outcome.metrics, outcome.metric
 
 
-def run_tp_global(model, loaders, ctx: TrialContext, settings: FinetuneSettings, seed: int) -> dict:
+def tp_global_level(model, ctx: TrialContext, settings: FinetuneSettings, level: float):
+    """Torch-Pruning's global pruning at ``level``, fine-tuned and timed: (model, metrics, None)."""
     protected = output_layers(model, ctx.example_inputs)
+    net = torch_pruning_global(dense_copy(model), ctx.example_inputs, sparsity=level, protected=protected)
+    finetune(as_lightning(net, loss=None, lr=settings.lr), ctx.train_loader, policy=Policy(),
+             max_steps=settings.max_steps, prefix="net.")
+    return net, measure(net, ctx.example_inputs, ctx.profile, reference=ctx.reference), None
 
-    def one_level(level: float) -> dict:
-        net = torch_pruning_global(dense_copy(model), ctx.example_inputs, sparsity=level, protected=protected)
-        module = as_lightning(net, loss=None, lr=settings.lr)
-        finetune(module, ctx.train_loader, policy=Policy(), max_steps=settings.max_steps, prefix="net.")
-        return point(net, loaders, measure(net, ctx.example_inputs, ctx.profile, reference=ctx.reference))
 
-    return sweep(seed, one_level)
+def baseline_level(method: str, model, ctx: TrialContext, settings: FinetuneSettings):
+    """``level -> (model, metrics, val or None)`` for a hand-made baseline."""
+    if method == "tp_global":
+        return lambda level: tp_global_level(model, ctx, settings, level)
+    layers = searched_layers(model, ctx.example_inputs)
+    return lambda level: uniform_level(ctx, layers, settings, level, round_to=8 if method == "uniform_r8" else None)
+
+
+def run_baseline(method: str, model, loaders, ctx: TrialContext, settings: FinetuneSettings, seed: int) -> dict:
+    one_level = baseline_level(method, model, ctx, settings)
+
+    def level_point(level: float) -> dict:
+        net, metrics, val = one_level(level)
+        return point(net, loaders, metrics, val=val)
+
+    return sweep(seed, level_point)
+
+
+def refine_search(model, data, loaders, sampler: str, seed: int, work: Path, steps: int) -> dict:
+    """The search's Pareto candidates refined (``autoprune.refine``: ``steps`` more fine-tuning steps at each
+    trial's learning rate), test accuracy after; the dense candidate as it is."""
+    out = work / f"{sampler}-{seed}"
+    result = load_result(storage=default_storage(out), study_name="bench", out_dir=out, base_model=model)
+    started = time.perf_counter()
+    refined = {r.number: r for r in refine(result, data, steps=steps, seed=seed, out_dir=out / "refined",
+                                           formats=("torchscript",))}
+    wall = time.perf_counter() - started
+    front = []
+    for c in result.pareto:
+        r = refined.get(c.number)
+        net = load_pruned(r.directory, model) if r else result.load_model(c)
+        front.append({"val": r.metric if r else c.metric, "test": accuracy(net, loaders[2]),
+                      "latency_ms": c.latency_ms, "macs": c.macs, "params": c.params})
+    return {"front": front, "wall_s": wall, "dense_ms": result.reference_latency_ms}
+
+
+def refine_baseline(method: str, model, loaders, ctx: TrialContext, settings: FinetuneSettings, seed: int,
+                    steps: int) -> dict:
+    """The baseline's sweep again, each candidate then fine-tuned ``steps`` more steps at the same learning
+    rate (what ``autoprune.refine`` does to a search's candidates); wall time counts the refining only."""
+    one_level = baseline_level(method, model, ctx, settings)
+    points, wall = [], 0.0
+    for level in LEVELS:
+        torch.manual_seed(seed)
+        net, metrics, _ = one_level(level)
+        started = time.perf_counter()
+        torch.manual_seed(seed)
+        finetune(as_lightning(net, loss=None, lr=settings.lr), loaders[0], policy=Policy(), max_steps=steps,
+                 prefix="net.")
+        wall += time.perf_counter() - started
+        points.append({**point(net, loaders, metrics), "level": level})
+    return {"front": points, "wall_s": wall, "dense_ms": ctx.reference.latency_ms}
 
 
 def on_scale(run: dict, dense_ms: float) -> dict:
@@ -284,6 +339,20 @@ def _fmt(values: list, pct: bool = False, digits: int = 2) -> str:
     return text + (f" ({missing} seed(s) none)" if missing else "")
 
 
+def table(summary: dict, wall: str = "wall s") -> list[str]:
+    lines = ["| method | speedup @1pt | speedup @0.5pt | acc. @10% latency | acc. @15% latency "
+             f"| acc. @25% latency | hypervolume | {wall} |",
+             "|---|---|---|---|---|---|---|---|"]
+    for method, res in summary.items():
+        seeds = list(res["per_seed"].values())
+        col = lambda k, **kw: _fmt([s[k] for s in seeds], **kw)  # noqa: E731
+        lines.append(f"| {method} | {col('speedup_at_1pt')} | {col('speedup_at_0.5pt')} | "
+                     f"{col('acc_at_10pct', pct=True, digits=1)} | {col('acc_at_15pct', pct=True, digits=1)} | "
+                     f"{col('acc_at_25pct', pct=True, digits=1)} | "
+                     f"{col('hypervolume', digits=3)} | {_fmt(list(res['wall_s'].values()), digits=0)} |")
+    return lines
+
+
 def markdown(report: dict) -> str:
     lines = [f"Machine: {report['machine']}; torch {report['torch']}; {report['trials']} trials per search, "
              f"seeds {report['seeds']}. Mean ± std over seeds; accuracy on the held-out test split.", ""]
@@ -291,18 +360,12 @@ def markdown(report: dict) -> str:
         dense = model["dense"]
         lines += [f"**{name}**: dense test accuracy {dense['test'] * 100:.2f}%, {dense['latency_ms']:.2f} ms "
                   f"(batch 64, 1 thread, {report['runtime']}), {dense['macs'] / 1e6:.2f} MMACs; latency floor (removable blocks "
-                  f"dropped, one channel left in every other searched layer) {model['floor'] * 100:.1f}% of dense.", "",
-                  "| method | speedup @1pt | speedup @0.5pt | acc. @10% latency | acc. @15% latency "
-                  "| acc. @25% latency | hypervolume | wall s |",
-                  "|---|---|---|---|---|---|---|---|"]
-        for method, res in model["summary"].items():
-            seeds = list(res["per_seed"].values())
-            col = lambda k, **kw: _fmt([s[k] for s in seeds], **kw)  # noqa: E731
-            lines.append(f"| {method} | {col('speedup_at_1pt')} | {col('speedup_at_0.5pt')} | "
-                         f"{col('acc_at_10pct', pct=True, digits=1)} | {col('acc_at_15pct', pct=True, digits=1)} | "
-                         f"{col('acc_at_25pct', pct=True, digits=1)} | "
-                         f"{col('hypervolume', digits=3)} | {_fmt(list(res['wall_s'].values()), digits=0)} |")
-        lines.append("")
+                  f"dropped, one channel left in every other searched layer) {model['floor'] * 100:.1f}% of dense.", ""]
+        lines += table(model["summary"]) + [""]
+        if "refined" in model:
+            lines += [f"After refining every method's candidates ({model['refined']['steps']} more fine-tuning steps "
+                      "each, at the candidate's learning rate; a search's Pareto candidates, a baseline's whole sweep):",
+                      ""] + table(model["refined"]["summary"], wall="refine s") + [""]
         eff = model.get("mac_efficiency") or {}
         if eff:
             bins = "; ".join(f"{k} fewer MACs: {v['median']:.2f} ({v['candidates']})"
@@ -322,14 +385,18 @@ def plot(report: dict, runs_by_model: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    models = list(report["models"])
-    fig, axes = plt.subplots(1, len(models), figsize=(6.5 * len(models), 4.5), dpi=120, squeeze=False)
+    panels = list(runs_by_model)
+    rows = 2 if len(panels) > len(report["models"]) else 1
+    cols = len(report["models"])
+    fig, axes = plt.subplots(rows, cols, figsize=(6.5 * cols, 4.5 * rows), dpi=120, squeeze=False)
     colours = {"autoprune": "crimson", "random": "tab:orange", "uniform": "tab:blue", "uniform_r8": "tab:purple",
                "tp_global": "tab:green"}
-    for ax, name in zip(axes[0], models):
+    order = [p for p in panels if not p.endswith(" refined")] + [p for p in panels if p.endswith(" refined")]
+    for ax, panel in zip(axes.flat, order):
+        name = panel.removesuffix(" refined")
         dense = report["models"][name]["dense"]
         for method in METHODS:
-            for i, (seed, run) in enumerate(sorted(runs_by_model[name][method].items())):
+            for i, (seed, run) in enumerate(sorted(runs_by_model[panel][method].items())):
                 front = val_front(run["front"])
                 ax.plot([p["latency_ms"] / dense["latency_ms"] for p in front], [p["test"] * 100 for p in front],
                         "-o", ms=3, color=colours[method], alpha=0.8, label=method if i == 0 else None)
@@ -338,7 +405,8 @@ def plot(report: dict, runs_by_model: dict, path: Path) -> None:
         ax.set_xlabel("latency / dense latency (log)")
         ax.set_ylabel("test accuracy (%)")
         ax.set_ylim(max(0, dense["test"] * 100 - 40), 100.5)
-        ax.set_title(f"{name}: fronts of every seed")
+        ax.set_title(f"{panel}: fronts of every seed" + (f" ({report['models'][name]['refined']['steps']} more steps)"
+                                                        if panel != name else ""))
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
@@ -353,6 +421,9 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", default=["digits_cnn", "resnet"])
     parser.add_argument("--runtime", choices=["eager", "onnxruntime"], default="eager",
                         help="what runs the timed forwards (HardwareProfile.runtime)")
+    parser.add_argument("--refine-steps", type=int, default=180,
+                        help="fine-tune every method's candidates this many more steps and report the fronts "
+                             "again (0: skip)")
     parser.add_argument("--work", type=Path, default=None, help="cache directory (default: runs/benchmark-compare, "
                                                                 "with -onnxruntime appended for that runtime)")
     args = parser.parse_args()
@@ -395,12 +466,8 @@ def main() -> None:
                 if method in ("autoprune", "random"):
                     run = run_search(model, data, loaders, "auto" if method == "autoprune" else "random", seed,
                                      args.trials, work, dense["latency_ms"], profile)
-                elif method == "uniform":
-                    run = run_uniform(model, loaders, ctx, settings, seed)
-                elif method == "uniform_r8":
-                    run = run_uniform(model, loaders, ctx, settings, seed, round_to=8)
                 else:
-                    run = run_tp_global(model, loaders, ctx, settings, seed)
+                    run = run_baseline(method, model, loaders, ctx, settings, seed)
                 run["dense_ms"] = dense["latency_ms"]
                 runs[method][key] = run
                 cache_file.write_text(json.dumps(cache))
@@ -415,6 +482,27 @@ def main() -> None:
         entry["autoprune_time_breakdown_s"] = {
             k: sum(run["breakdown"].get(k, 0.0) for run in runs["autoprune"].values())
             for k in ("prune", "measure", "finetune", "evaluate", "export", "search overhead")}
+        if args.refine_steps:
+            refined = cache[name].setdefault(f"refined_{args.refine_steps}", {})
+            for seed in args.seeds:
+                for method in METHODS:
+                    key = str(seed)
+                    if key in refined.setdefault(method, {}):
+                        continue
+                    if method in ("autoprune", "random"):
+                        run = refine_search(model, data, loaders, "auto" if method == "autoprune" else "random",
+                                            seed, work, args.refine_steps)
+                    else:
+                        run = refine_baseline(method, model, loaders, ctx, settings, seed, args.refine_steps)
+                    refined[method][key] = run
+                    cache_file.write_text(json.dumps(cache))
+                    f = figures(on_scale(run, dense["latency_ms"])["front"], dense)
+                    print(f"  refined {method} seed {seed}: {run['wall_s']:.0f}s, speedup@1pt {f['speedup_at_1pt']}, "
+                          f"acc@10% {f['acc_at_10pct']}, hv {f['hypervolume']:.3f}", flush=True)
+            refined = {m: {s: on_scale(r, dense["latency_ms"]) for s, r in refined[m].items() if int(s) in args.seeds}
+                       for m in METHODS}
+            runs_by_model[f"{name} refined"] = refined
+            entry["refined"] = {"steps": args.refine_steps, "summary": summarise(name, refined, dense)}
         if name == "digits_cnn":
             if "shortcut" not in cache.get("extra", {}):
                 cache.setdefault("extra", {})["shortcut"] = shortcut(model, data, dense, args.trials, work, profile)
@@ -431,33 +519,40 @@ def main() -> None:
 
 
 def targets(report: dict) -> list[str]:
-    """The issue's targets, checked per model on the seed means (and per seed for the hypervolume)."""
+    """The issue's targets, checked per model on the seed means (and per seed for the hypervolume); again
+    after refining, when the report has refined fronts."""
     lines = []
     for name, model in report["models"].items():
-        s = model["summary"]
+        lines += summary_targets(name, model["summary"], model["floor"])
+        if "refined" in model:
+            lines += summary_targets(f"{name} after refining", model["refined"]["summary"], model["floor"])
+    return lines
 
-        def mean(method, key):
-            vals = [v[key] for v in s[method]["per_seed"].values() if v[key] is not None]
-            return statistics.mean(vals) if vals else None
 
-        a, u = mean("autoprune", "speedup_at_1pt"), mean("uniform", "speedup_at_1pt")
-        ok = a is not None and u is not None and a >= 1.5 * u
-        r8 = mean("uniform_r8", "speedup_at_1pt")
-        lines.append(f"{name}: speedup @1pt autoprune {a and round(a, 2)} vs uniform {u and round(u, 2)} "
-                     f"(target >= 1.5x uniform): {'met' if ok else 'MISSED'}; uniform_r8 (not a target) "
-                     f"{r8 and round(r8, 2)}")
-        a, u = mean("autoprune", "acc_at_10pct"), mean("uniform", "acc_at_10pct")
-        seeds_with = sum(v["acc_at_10pct"] is not None for v in s["autoprune"]["per_seed"].values())
-        ok = a is not None and seeds_with == len(s["autoprune"]["per_seed"]) and (u is None or a >= u + 0.03)
-        lines.append(f"{name}: accuracy @10% latency autoprune {a and round(a * 100, 1)} "
-                     f"({seeds_with} of {len(s['autoprune']['per_seed'])} seeds reach 10%) vs uniform "
-                     f"{u and round(u * 100, 1)} (target >= +3 pts; latency floor {model['floor'] * 100:.1f}%): "
-                     f"{'met' if ok else 'MISSED'}")
-        wins = [s["autoprune"]["per_seed"][k]["hypervolume"] > max(s["uniform"]["per_seed"][k]["hypervolume"],
-                                                                 s["random"]["per_seed"][k]["hypervolume"])
-                for k in s["autoprune"]["per_seed"] if k in s["uniform"]["per_seed"] and k in s["random"]["per_seed"]]
-        lines.append(f"{name}: hypervolume above uniform and random in {sum(wins)} of {len(wins)} seeds "
-                     f"(target: every seed): {'met' if wins and all(wins) else 'MISSED'}")
+def summary_targets(name: str, s: dict, floor: float) -> list[str]:
+    def mean(method, key):
+        vals = [v[key] for v in s[method]["per_seed"].values() if v[key] is not None]
+        return statistics.mean(vals) if vals else None
+
+    lines = []
+    a, u = mean("autoprune", "speedup_at_1pt"), mean("uniform", "speedup_at_1pt")
+    ok = a is not None and u is not None and a >= 1.5 * u
+    r8 = mean("uniform_r8", "speedup_at_1pt")
+    lines.append(f"{name}: speedup @1pt autoprune {a and round(a, 2)} vs uniform {u and round(u, 2)} "
+                 f"(target >= 1.5x uniform): {'met' if ok else 'MISSED'}; uniform_r8 (not a target) "
+                 f"{r8 and round(r8, 2)}")
+    a, u = mean("autoprune", "acc_at_10pct"), mean("uniform", "acc_at_10pct")
+    seeds_with = sum(v["acc_at_10pct"] is not None for v in s["autoprune"]["per_seed"].values())
+    ok = a is not None and seeds_with == len(s["autoprune"]["per_seed"]) and (u is None or a >= u + 0.03)
+    lines.append(f"{name}: accuracy @10% latency autoprune {a and round(a * 100, 1)} "
+                 f"({seeds_with} of {len(s['autoprune']['per_seed'])} seeds reach 10%) vs uniform "
+                 f"{u and round(u * 100, 1)} (target >= +3 pts; latency floor {floor * 100:.1f}%): "
+                 f"{'met' if ok else 'MISSED'}")
+    wins = [s["autoprune"]["per_seed"][k]["hypervolume"] > max(s["uniform"]["per_seed"][k]["hypervolume"],
+                                                             s["random"]["per_seed"][k]["hypervolume"])
+            for k in s["autoprune"]["per_seed"] if k in s["uniform"]["per_seed"] and k in s["random"]["per_seed"]]
+    lines.append(f"{name}: hypervolume above uniform and random in {sum(wins)} of {len(wins)} seeds "
+                 f"(target: every seed): {'met' if wins and all(wins) else 'MISSED'}")
     return lines
 
 

@@ -74,6 +74,33 @@ def test_export_writes_a_model_that_matches(run_dir, tmp_path):
     assert standalone(torch.randn(3, 1, 8, 8)).shape == (3, 10)
 
 
+def test_refine_saves_every_pruned_candidate_with_its_new_accuracy(run_dir, tmp_path):
+    """refine fine-tunes the front's pruned candidates and writes each as an exported model, plus a summary."""
+    out, _ = run_dir
+    proc = autoprune("refine", "--out", out, "--steps", "5", "--to", tmp_path / "ref", "--format", "torchscript")
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads((tmp_path / "ref" / "refined.json").read_text())
+    front = json.loads((out / "pareto.json").read_text())["pareto"]
+    pruned = {c["number"] for c in front if any(lp["sparsity"] > 0 for lp in c["policy"]["layers"].values())}
+    assert {c["number"] for c in summary["candidates"]} == pruned and pruned
+    for c in summary["candidates"]:
+        assert c["steps"] == 5 and 0 <= c["metric"] <= 1
+        standalone = torch.jit.load(str(tmp_path / "ref" / f"trial_{c['number']:05d}" / "model.ts"))
+        assert standalone(torch.randn(3, 1, 8, 8)).shape == (3, 10)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--steps", "0"], "steps must be a positive integer"),
+    (["--steps", "5", "--trial", "999"], "are not Pareto candidates"),
+    (["--steps", "5", "--lr", "0"], "lr must be a positive number"),
+])
+def test_refine_bad_input_exits_2(run_dir, args, message):
+    out, _ = run_dir
+    proc = autoprune("refine", "--out", out, *args)
+    assert proc.returncode == 2, proc.stderr
+    assert message in proc.stderr.replace("\n", " ") and "Traceback" not in proc.stderr
+
+
 @pytest.mark.parametrize("args, message", [
     (["--space", "tests/data/missing.yaml"], "neither a built-in space"),
     (["--model", "no_such_pkg.models:build", "--data", "no_such_pkg.data:dm"], "cannot import"),

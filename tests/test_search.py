@@ -60,6 +60,15 @@ def test_best_candidate_reloads_with_its_weights(digits, tmp_path):
     assert sum(p.numel() for p in pruned.parameters()) == best.params
 
 
+def test_every_trial_records_the_learning_rate_it_fine_tuned_with(digits, tmp_path):
+    """The sampled learning rate is on each record (refine() continues at it), within the space's range."""
+    model, data = digits
+    result = _search(model, data, tmp_path, n_trials=3)
+    rates = [t.lr for t in result.trials]
+    assert len(rates) == 3 and all(1e-3 <= r <= 1e-2 for r in rates)
+    assert {c["lr"] for c in json.loads((tmp_path / "pareto.json").read_text())["pareto"]} <= set(rates)
+
+
 def test_resume_runs_only_the_missing_trials(digits, tmp_path):
     """Re-running with a larger total adds only the missing trials and keeps the finished ones."""
     model, data = digits

@@ -443,7 +443,7 @@ def to_record(trial: FrozenTrial) -> TrialRecord:
         size_mb=values[2] if values else None, size_mb_sparse=metrics.get("size_mb_sparse"),
         params=metrics.get("params"), macs=metrics.get("macs"), latency_cv=metrics.get("latency_cv"),
         policy=attrs.get("policy"), failure_reason=reason,
-        timings=dict(attrs.get("timings", {})), artifact_dir=attrs.get("artifact_dir"),
+        timings=dict(attrs.get("timings", {})), artifact_dir=attrs.get("artifact_dir"), lr=trial.params.get("lr"),
     )
 
 
