@@ -363,11 +363,9 @@ def export(
         from autoprune.finetune import first_inputs, resolve_data
 
         result, _ = _open_result(out, storage, study_name, artifacts, with_model=True)
-        front = {c.number: c for c in result.pareto}
-        chosen = result.best() if trial is None else front.get(trial)
+        chosen = result.best() if trial is None else result.candidates([trial])[0]
         if chosen is None:
-            raise AutopruneInputError(f"trial {trial} is not a Pareto candidate; candidates: {sorted(front)}"
-                                      if trial is not None else "no candidate meets the study's budgets; pass --trial")
+            raise AutopruneInputError("no candidate meets the study's budgets; pass --trial")
         model = result.load_model(chosen)
         _, val = resolve_data(build_data(result.attrs.get("data", DEMO), 64))
         files = save_pruned(model, result.policy(chosen), to, example_inputs=first_inputs(val), formats=fmt or None)

@@ -25,19 +25,20 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
+import lightning as L
 import torch
+from torch import nn
 
 from autoprune.errors import AutopruneInputError
 from autoprune.export import save_pruned
 from autoprune.finetune import Metric, as_lightning, evaluate, finetune, first_inputs, resolve_data
-from autoprune.policy import Regularizer
-from autoprune.result import SearchResult, TrialRecord
+from autoprune.policy import Policy, Regularizer
+from autoprune.result import SearchResult, TrialRecord, replacing
 
 REFINED_DIR = "refined"
 REFINED_JSON = "refined.json"
@@ -83,18 +84,25 @@ def check_lr(lr: Any) -> float | None:
 def chosen_candidates(result: SearchResult, trials: Sequence[int] | None) -> list[TrialRecord]:
     """The Pareto candidates named by ``trials`` (in that order); by default every candidate that prunes
     something (the dense model has nothing to recover)."""
-    front = {c.number: c for c in result.pareto}
-    if trials is None:
-        chosen = [c for c in front.values() if not result.policy(c).is_dense]
-        if not chosen:
-            raise AutopruneInputError("the Pareto front holds no pruned candidate to refine: "
-                                      "run more trials, or relax the budgets")
-        return chosen
-    missing = [t for t in trials if t not in front]
-    if missing:
-        raise AutopruneInputError(f"trial(s) {missing} are not Pareto candidates (only those are saved); "
-                                  f"candidates: {sorted(front)}")
-    return [front[t] for t in dict.fromkeys(trials)]
+    if trials is not None:
+        return result.candidates(trials)
+    chosen = [c for c in result.pareto if not result.policy(c).is_dense]
+    if not chosen:
+        raise AutopruneInputError("the Pareto front holds no pruned candidate to refine: "
+                                  "run more trials, or relax the budgets")
+    return chosen
+
+
+def refine_model(model: nn.Module, policy: Policy, train_loader: Any, *, steps: int, lr: float, loss: Any = None,
+                 accelerator: str = "cpu", seed: int = 0) -> L.LightningModule:
+    """Fine-tune the pruned ``model`` (pruned by ``policy``) in place for ``steps`` more steps at ``lr``, the
+    sparse regulariser off and unstructured zeros kept; returns the LightningModule that trained it (the
+    model itself, or its wrapper), for evaluation. The benchmark refines its hand-made baselines with it."""
+    module = as_lightning(model, loss=loss, lr=lr)
+    torch.manual_seed(seed)
+    finetune(module, train_loader, policy=dataclasses.replace(policy, regularizer=Regularizer()),
+             max_steps=steps, accelerator=accelerator, prefix="" if module is model else "net.")
+    return module
 
 
 def _write_summary(directory: Path, refined: list[RefinedCandidate], study_name: str | None) -> Path:
@@ -107,10 +115,9 @@ def _write_summary(directory: Path, refined: list[RefinedCandidate], study_name:
         except (ValueError, KeyError, TypeError, AttributeError):
             entries = {}  # a torn or hand-edited summary: the refined directories themselves are intact
     entries.update({str(r.number): r.to_dict() for r in refined})
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps({"study_name": study_name,
-                               "candidates": sorted(entries.values(), key=lambda e: e["number"])}, indent=2))
-    os.replace(tmp, path)
+    with replacing(path) as tmp:
+        tmp.write_text(json.dumps({"study_name": study_name,
+                                   "candidates": sorted(entries.values(), key=lambda e: e["number"])}, indent=2))
     return path
 
 
@@ -157,10 +164,8 @@ def refine(result: SearchResult, data: Any, *, steps: int, trials: Sequence[int]
         started = time.perf_counter()
         policy = result.policy(candidate)
         model = result.load_model(candidate)
-        module = as_lightning(model, loss=loss, lr=rates[candidate.number])
-        torch.manual_seed(seed)
-        finetune(module, train_loader, policy=dataclasses.replace(policy, regularizer=Regularizer()),
-                 max_steps=steps, accelerator=accelerator, prefix="" if module is model else "net.")
+        module = refine_model(model, policy, train_loader, steps=steps, lr=rates[candidate.number], loss=loss,
+                              accelerator=accelerator, seed=seed)
         value = evaluate(module, val_loader, metric, accelerator=accelerator)
         target = directory / f"trial_{candidate.number:05d}"
         save_pruned(model.cpu(), policy, target, example_inputs=example_inputs, formats=formats)

@@ -17,10 +17,11 @@ import json
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Sequence
 
 from torch import nn
 
+from autoprune.errors import AutopruneInputError
 from autoprune.policy import Policy
 
 PARETO_JSON, TRIALS_CSV, PARETO_PNG = "pareto.json", "trials.csv", "pareto.png"
@@ -68,7 +69,7 @@ Candidate = TrialRecord  # a Pareto candidate is a feasible, complete trial reco
 
 
 @contextlib.contextmanager
-def _replacing(path: Path) -> Iterator[Path]:
+def replacing(path: Path) -> Iterator[Path]:
     """A temporary path beside ``path`` (same suffix) that replaces it atomically on success."""
     tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
     try:
@@ -159,6 +160,16 @@ class SearchResult:
             return over
         return sorted((r for r in self.trials if r.complete), key=lambda r: (overshoot(r), -r.metric))[:n]
 
+    def candidates(self, numbers: Sequence[int]) -> list[TrialRecord]:
+        """The Pareto candidates with these trial numbers, in that order (repeats once); an
+        :class:`~autoprune.errors.AutopruneInputError` listing the candidates when one is not on the front."""
+        front = {c.number: c for c in self.pareto}
+        missing = [n for n in numbers if n not in front]
+        if missing:
+            raise AutopruneInputError(f"trial(s) {missing} are not Pareto candidates (only those are saved); "
+                                      f"candidates: {sorted(front)}")
+        return [front[n] for n in dict.fromkeys(numbers)]
+
     def load_model(self, candidate: TrialRecord) -> nn.Module:
         """The pruned, fine-tuned model of a Pareto candidate, rebuilt from its saved weights."""
         if candidate.artifact_dir is None:
@@ -189,7 +200,7 @@ class SearchResult:
         files = {"pareto": out / PARETO_JSON, "trials": out / TRIALS_CSV, "plot": out / PARETO_PNG}
         best = self.best()
         # Written under a temporary name and renamed: workers sharing a run directory never leave a torn file.
-        with _replacing(files["pareto"]) as tmp:
+        with replacing(files["pareto"]) as tmp:
             tmp.write_text(json.dumps({
                 "study_name": self.study_name, "metric": self.metric_name,
                 "budget_ms": self.budget_ms, "budget_mb": self.budget_mb,
@@ -198,9 +209,9 @@ class SearchResult:
                 "best": best.number if best else None,
                 "pareto": [c.to_dict() for c in self.pareto],
             }, indent=2))
-        with _replacing(files["trials"]) as tmp:
+        with replacing(files["trials"]) as tmp:
             self.to_dataframe().to_csv(tmp, index=False, quoting=csv.QUOTE_MINIMAL)
-        with _replacing(files["plot"]) as tmp:
+        with replacing(files["plot"]) as tmp:
             self.plot(tmp)
         return files
 

@@ -185,11 +185,11 @@ class SearchSpace(_Strict):
         units = {n: (n,) for n in names}
         if self.structured_only:
             for members in coupled:
-                inside = tuple(n for n in members if n in units)
-                if len(inside) > 1:
-                    for n in inside:
+                searched = tuple(n for n in members if n in units)
+                if len(searched) > 1:
+                    for n in searched:
                         units.pop(n)
-                    units["+".join(inside)] = inside
+                    units["+".join(searched)] = searched
         order = {n: i for i, n in enumerate(names)}
         units = dict(sorted(units.items(), key=lambda item: order[item[1][0]]))
         return ResolvedSpace(space=self, layers=tuple(names), groups=groups, units=units,

@@ -71,7 +71,7 @@ from autoprune.methods.structured import torch_pruning_global
 from autoprune.objective import TrialContext, dense_copy, run_trial
 from autoprune.policy import Policy, inside
 from autoprune.prune import prune
-from autoprune.refine import refine
+from autoprune.refine import refine, refine_model
 from autoprune.space import FinetuneSettings, load_space
 from autoprune.zoo import ResNetCNN
 
@@ -205,19 +205,19 @@ def refine_search(model, data, loaders, sampler: str, seed: int, work: Path, ste
 def refine_baseline(method: str, model, loaders, ctx: TrialContext, settings: FinetuneSettings, seed: int,
                     steps: int) -> dict:
     """The baseline's sweep again, each candidate then fine-tuned ``steps`` more steps at the same learning
-    rate (what ``autoprune.refine`` does to a search's candidates); wall time counts the refining only."""
+    rate with ``autoprune.refine.refine_model`` (what ``refine`` does to a search's candidates); wall time
+    counts the refining only."""
     one_level = baseline_level(method, model, ctx, settings)
-    points, wall = [], 0.0
-    for level in LEVELS:
-        torch.manual_seed(seed)
+    refining = []
+
+    def level_point(level: float) -> dict:
         net, metrics, _ = one_level(level)
         started = time.perf_counter()
-        torch.manual_seed(seed)
-        finetune(as_lightning(net, loss=None, lr=settings.lr), loaders[0], policy=Policy(), max_steps=steps,
-                 prefix="net.")
-        wall += time.perf_counter() - started
-        points.append({**point(net, loaders, metrics), "level": level})
-    return {"front": points, "wall_s": wall, "dense_ms": ctx.reference.latency_ms}
+        refine_model(net, Policy(), loaders[0], steps=steps, lr=settings.lr, seed=seed)
+        refining.append(time.perf_counter() - started)
+        return point(net, loaders, metrics)
+
+    return {**sweep(seed, level_point), "wall_s": sum(refining), "dense_ms": ctx.reference.latency_ms}
 
 
 def on_scale(run: dict, dense_ms: float) -> dict:
