@@ -30,6 +30,15 @@ out_console = Console()
 
 DEMO = "embedded:digits"
 
+# Options shared by several commands: --debug by all, the rest by those that open a finished search
+# (report, export, refine).
+_DEBUG = typer.Option(False, help="print tracebacks.")
+_RUN_DIR = typer.Option(None, help="the run directory of a search (default with --storage: runs/<study-name>).")
+_STORAGE = typer.Option(None, help="storage URL or journal file (default: the run directory's study.db).")
+_STUDY_NAME = typer.Option(None, help="study name (default: the only study in the storage).")
+_ARTIFACTS = typer.Option(None, help="the candidates directory, if not where the study recorded it.")
+_FORMATS = typer.Option(None, "--format", help="torchscript and/or onnx (default: both when onnx is installed).")
+
 
 def _import_object(spec: str, what: str) -> Any:
     """Import ``package.module:attribute``; ModelLoadError with what was wrong otherwise."""
@@ -232,7 +241,7 @@ def search(
     runtime: str = typer.Option("eager", help="what runs the timed forwards: eager (PyTorch) or onnxruntime (the "
                                               "exported ONNX model in ONNX Runtime on the CPU; needs autoprune[onnx])."),
     progress: bool = typer.Option(True, help="show a progress bar."),
-    debug: bool = typer.Option(False, help="print tracebacks."),
+    debug: bool = _DEBUG,
 ) -> None:
     """Search pruning policies; write pareto.json, trials.csv, pareto.png and the best model to --out."""
 
@@ -291,14 +300,6 @@ def search(
     _run(debug, body)
 
 
-# Options shared by the commands that open a finished search (report, export, refine).
-_RUN_DIR = typer.Option(None, help="the run directory of a search (default with --storage: runs/<study-name>).")
-_STORAGE = typer.Option(None, help="storage URL or journal file (default: the run directory's study.db).")
-_STUDY_NAME = typer.Option(None, help="study name (default: the only study in the storage).")
-_ARTIFACTS = typer.Option(None, help="the candidates directory, if not where the study recorded it.")
-_FORMATS = typer.Option(None, "--format", help="torchscript and/or onnx (default: both when onnx is installed).")
-
-
 def _open_result(out: Path | None, storage: str | None, study_name: str | None, artifacts: Path | None,
                  with_model: bool = False) -> tuple[Any, Path]:
     """The study's result and the run directory to write into (default runs/<study-name> with --storage)."""
@@ -328,7 +329,7 @@ def report(
     out: Optional[Path] = _RUN_DIR,
     storage: Optional[str] = _STORAGE,
     study_name: Optional[str] = _STUDY_NAME,
-    debug: bool = typer.Option(False, help="print tracebacks."),
+    debug: bool = _DEBUG,
 ) -> None:
     """Print the Pareto front of a stored study (every worker's trials) and write pareto.json, trials.csv, pareto.png."""
 
@@ -354,7 +355,7 @@ def export(
     storage: Optional[str] = _STORAGE,
     study_name: Optional[str] = _STUDY_NAME,
     artifacts: Optional[Path] = _ARTIFACTS,
-    debug: bool = typer.Option(False, help="print tracebacks."),
+    debug: bool = _DEBUG,
 ) -> None:
     """Write a Pareto candidate as policy JSON + weights + TorchScript/ONNX, checked against the model."""
 
@@ -387,7 +388,7 @@ def refine_command(
     storage: Optional[str] = _STORAGE,
     study_name: Optional[str] = _STUDY_NAME,
     artifacts: Optional[Path] = _ARTIFACTS,
-    debug: bool = typer.Option(False, help="print tracebacks."),
+    debug: bool = _DEBUG,
 ) -> None:
     """Fine-tune Pareto candidates longer and save each as an exported model, with its new accuracy."""
 
