@@ -79,6 +79,7 @@ HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 LEVELS = [round(0.1 * i, 1) for i in range(1, 10)]
 METHODS = ("autoprune", "random", "uniform", "uniform_r8", "tp_global")
+SAMPLERS = {"autoprune": "auto", "random": "random"}  # the methods that are searches, and their sampler
 
 
 def build_model(name: str, cache: Path) -> torch.nn.Module:
@@ -233,6 +234,23 @@ def on_scale(run: dict, dense_ms: float) -> dict:
         if key in run:
             scaled[key] = [{**p, "latency_ms": p["latency_ms"] * factor} for p in run[key]]
     return scaled
+
+
+def cached_runs(store: dict, seeds: list[int], run_one, dense: dict, save, label: str = "") -> dict:
+    """Every method's run for every seed: taken from ``store`` (the cache), or made by ``run_one(method, seed)``,
+    put in ``store`` and saved (``save()``) at once, so an interrupted benchmark resumes. Returned for ``seeds``
+    only, on this invocation's dense timing (:func:`on_scale`)."""
+    for seed in seeds:
+        for method in METHODS:
+            if str(seed) in store.setdefault(method, {}):
+                continue
+            started = time.perf_counter()
+            run = store[method][str(seed)] = run_one(method, seed)
+            save()
+            f = figures(on_scale(run, dense["latency_ms"])["front"], dense)
+            print(f"  {label}{method} seed {seed}: {time.perf_counter() - started:.0f}s, speedup@1pt "
+                  f"{f['speedup_at_1pt']}, acc@10% {f['acc_at_10pct']}, hv {f['hypervolume']:.3f}", flush=True)
+    return {m: {s: on_scale(r, dense["latency_ms"]) for s, r in store[m].items() if int(s) in seeds} for m in METHODS}
 
 
 def val_front(points: list[dict]) -> list[dict]:
@@ -456,26 +474,17 @@ def main() -> None:
         floor = measure(prune(model, floor_policy(model, example), example), example, profile, reference=reference)
         print(f"{name}: dense test {dense['test']:.4f}, {dense['latency_ms']:.2f} ms, floor "
               f"{floor.latency_ms / dense['latency_ms']:.3f}", flush=True)
-        runs = cache.setdefault(name, {})
-        for seed in args.seeds:
-            for method in METHODS:
-                key = str(seed)
-                if key in runs.setdefault(method, {}):
-                    continue
-                started = time.perf_counter()
-                if method in ("autoprune", "random"):
-                    run = run_search(model, data, loaders, "auto" if method == "autoprune" else "random", seed,
-                                     args.trials, work, dense["latency_ms"], profile)
-                else:
-                    run = run_baseline(method, model, loaders, ctx, settings, seed)
-                run["dense_ms"] = dense["latency_ms"]
-                runs[method][key] = run
-                cache_file.write_text(json.dumps(cache))
-                f = figures(run["front"], dense)
-                print(f"  {method} seed {seed}: {time.perf_counter() - started:.0f}s, speedup@1pt {f['speedup_at_1pt']}, "
-                      f"acc@10% {f['acc_at_10pct']}, hv {f['hypervolume']:.3f}", flush=True)
-        runs = {m: {s: on_scale(r, dense["latency_ms"]) for s, r in runs[m].items() if int(s) in args.seeds}
-                for m in METHODS}
+        save = lambda: cache_file.write_text(json.dumps(cache))  # noqa: E731
+
+        def run_one(method: str, seed: int) -> dict:
+            if method in SAMPLERS:
+                run = run_search(model, data, loaders, SAMPLERS[method], seed, args.trials, work, dense["latency_ms"],
+                                 profile)
+            else:
+                run = run_baseline(method, model, loaders, ctx, settings, seed)
+            return {**run, "dense_ms": dense["latency_ms"]}
+
+        runs = cached_runs(cache.setdefault(name, {}), args.seeds, run_one, dense, save)
         runs_by_model[name] = runs
         entry = {"dense": dense, "floor": floor.latency_ms / dense["latency_ms"],
                  "summary": summarise(name, runs, dense), "mac_efficiency": mac_efficiency(runs, dense)}
@@ -483,24 +492,13 @@ def main() -> None:
             k: sum(run["breakdown"].get(k, 0.0) for run in runs["autoprune"].values())
             for k in ("prune", "measure", "finetune", "evaluate", "export", "search overhead")}
         if args.refine_steps:
-            refined = cache[name].setdefault(f"refined_{args.refine_steps}", {})
-            for seed in args.seeds:
-                for method in METHODS:
-                    key = str(seed)
-                    if key in refined.setdefault(method, {}):
-                        continue
-                    if method in ("autoprune", "random"):
-                        run = refine_search(model, data, loaders, "auto" if method == "autoprune" else "random",
-                                            seed, work, args.refine_steps)
-                    else:
-                        run = refine_baseline(method, model, loaders, ctx, settings, seed, args.refine_steps)
-                    refined[method][key] = run
-                    cache_file.write_text(json.dumps(cache))
-                    f = figures(on_scale(run, dense["latency_ms"])["front"], dense)
-                    print(f"  refined {method} seed {seed}: {run['wall_s']:.0f}s, speedup@1pt {f['speedup_at_1pt']}, "
-                          f"acc@10% {f['acc_at_10pct']}, hv {f['hypervolume']:.3f}", flush=True)
-            refined = {m: {s: on_scale(r, dense["latency_ms"]) for s, r in refined[m].items() if int(s) in args.seeds}
-                       for m in METHODS}
+            def refine_one(method: str, seed: int) -> dict:
+                if method in SAMPLERS:
+                    return refine_search(model, data, loaders, SAMPLERS[method], seed, work, args.refine_steps)
+                return refine_baseline(method, model, loaders, ctx, settings, seed, args.refine_steps)
+
+            refined = cached_runs(cache[name].setdefault(f"refined_{args.refine_steps}", {}), args.seeds, refine_one,
+                                  dense, save, label="refined ")
             runs_by_model[f"{name} refined"] = refined
             entry["refined"] = {"steps": args.refine_steps, "summary": summarise(name, refined, dense)}
         if name == "digits_cnn":
