@@ -2,7 +2,7 @@
 
 The public names below load on first use (PEP 562), so ``import autoprune`` and the ``autoprune``
 console script's ``--help`` and usage errors do not wait for torch, Lightning and Optuna to import
-(about 7 seconds on a 2-core machine); ``from autoprune import search`` imports what ``search`` needs.
+(seconds on a small machine); ``from autoprune import search`` imports what ``search`` needs.
 
 Example:
     >>> import autoprune
@@ -21,6 +21,8 @@ from typing import TYPE_CHECKING, Any
 _EXPORTS = {
     "AutopruneError": "autoprune.errors",
     "AutopruneInputError": "autoprune.errors",
+    "Backend": "autoprune.backends",
+    "RayOptions": "autoprune.backends",
     "HardwareProfile": "autoprune.measure",
     "Metrics": "autoprune.measure",
     "measure": "autoprune.measure",
@@ -34,6 +36,7 @@ _EXPORTS = {
     "register_method": "autoprune.methods",
     "prunable_layers": "autoprune.layers",
     "prune": "autoprune.prune",
+    "load_result": "autoprune.loading",
     "search": "autoprune.api",
 }
 
@@ -42,8 +45,10 @@ __version__ = "0.1.0"
 
 if TYPE_CHECKING:  # what static analysers and IDEs see
     from autoprune.api import search
+    from autoprune.backends import Backend, RayOptions
     from autoprune.errors import AutopruneError, AutopruneInputError
     from autoprune.layers import prunable_layers
+    from autoprune.loading import load_result
     from autoprune.measure import HardwareProfile, Metrics, measure
     from autoprune.methods import StructuredMethod, UnstructuredMethod, available_methods, register_method
     from autoprune.policy import LayerPolicy, Policy, Regularizer

@@ -63,5 +63,35 @@ class StudyError(AutopruneInputError):
     """A study or storage that cannot be used as asked (unreachable, other objectives, other space)."""
 
 
+class CandidateError(AutopruneInputError):
+    """A trial asked for as a candidate that has no saved model (not on the front), or a result read
+    without the base model its candidates are rebuilt on."""
+
+
+class BackendError(AutopruneInputError):
+    """A search backend that is not registered, is misconfigured, or cannot be reached."""
+
+
+class RuntimeNotFoundError(ProfileError):
+    """A latency runtime name that is not registered."""
+
+
 class ExportError(AutopruneError):
     """An exported model that does not reload, or whose outputs differ from the model in memory."""
+
+
+class PruningError(AutopruneError):
+    """A pruned model that no longer runs: a defect of autoprune or of the dependency graph it traced,
+    not of the input (the original model is untouched)."""
+
+
+class TrialError(AutopruneError):
+    """A trial that could not finish; the search records it as failed, with this message, and goes on."""
+
+
+class NonFiniteLossError(TrialError, FloatingPointError):
+    """The fine-tuning loss became NaN or infinite (lower the learning-rate range of the space)."""
+
+
+class NonFiniteMetricError(TrialError, FloatingPointError):
+    """The metric evaluated to NaN or infinity."""

@@ -24,27 +24,21 @@ Example:
 
 from __future__ import annotations
 
-import contextlib
 import copy
-import importlib.util
-import io
 import warnings
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Sequence
 
 import torch
 from torch import nn
 
 from autoprune.depth import drop_blocks
 from autoprune.errors import ExportError, LayerMatchError, ModelLoadError
-from autoprune.layers import as_input_tuple
+from autoprune.layers import as_input_tuple, traceable
 from autoprune.policy import Policy
+from autoprune.runtimes.onnxruntime import INSTALL, export_onnx, feeds, onnx_available, session
 
 WEIGHTS, POLICY, TORCHSCRIPT, ONNX = "weights.pt", "policy.json", "model.ts", "model.onnx"
-
-
-def onnx_available() -> bool:
-    return importlib.util.find_spec("onnx") is not None and importlib.util.find_spec("onnxruntime") is not None
 
 
 def default_formats() -> tuple[str, ...]:
@@ -155,7 +149,7 @@ def save_pruned(
     if unknown:
         raise ExportError(f"unknown export format(s) {sorted(unknown)}; choose from 'torchscript', 'onnx'")
     if "onnx" in formats and not onnx_available():
-        raise ExportError("ONNX export needs the onnx and onnxruntime packages: pip install 'autoprune[onnx]'")
+        raise ExportError(f"ONNX export needs the onnx and onnxruntime packages: {INSTALL}")
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
     model = copy.deepcopy(model).cpu().float().eval()
@@ -166,7 +160,7 @@ def save_pruned(
     torch.save({k: v.detach().clone() for k, v in model.state_dict().items()}, files["weights"])
     if base_model is not None:
         _check_parity("weights", expected, _outputs(load_pruned(out, base_model), args), atol)
-    with warnings.catch_warnings(), _traceable(model):
+    with warnings.catch_warnings(), traceable(model):
         warnings.simplefilter("ignore")
         if "torchscript" in formats:
             files["torchscript"] = out / TORCHSCRIPT
@@ -174,83 +168,11 @@ def save_pruned(
             _check_parity("TorchScript", expected, _outputs(torch.jit.load(str(files["torchscript"])), args), atol)
         if "onnx" in formats:
             files["onnx"] = out / ONNX
-            _export_onnx(model, args, files["onnx"])
+            export_onnx(model, args, files["onnx"])
             _check_parity("ONNX", expected, _run_onnx(files["onnx"], args), atol)
     return files
 
 
-@contextlib.contextmanager
-def _traceable(model: nn.Module) -> Iterator[None]:
-    """Let tracing probe LightningModules: their ``trainer`` property raises when no Trainer is attached,
-    except while ``_jit_is_scripting`` is set (the flag Lightning's own ``to_torchscript`` sets)."""
-    flagged = [m for m in model.modules() if hasattr(m, "_jit_is_scripting")]
-    for module in flagged:
-        module._jit_is_scripting = True
-    try:
-        yield
-    finally:
-        for module in flagged:
-            module._jit_is_scripting = False
-
-
-def _export_onnx(model: nn.Module, args: tuple, target: Path | io.BytesIO) -> None:
-    names = [f"input{i}" for i in range(len(args))]
-    torch.onnx.export(
-        model, args, target if isinstance(target, io.BytesIO) else str(target), dynamo=False, input_names=names,
-        output_names=["output"], dynamic_axes={**{n: {0: "batch"} for n in names}, "output": {0: "batch"}},
-    )
-
-
-def _session(source: str | bytes, threads: int | None = None) -> Any:
-    import onnxruntime  # optional dependency, checked by onnx_available()
-
-    options = onnxruntime.SessionOptions()
-    if threads is not None:
-        options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
-    return onnxruntime.InferenceSession(source, options, providers=["CPUExecutionProvider"])
-
-
-def _feeds(session: Any, args: tuple) -> dict[str, Any]:
-    """The session's inputs, named, from the tensor arguments (other arguments were constants in the export)."""
-    tensors = [a for a in args if isinstance(a, torch.Tensor)]
-    return {inp.name: a.numpy() for inp, a in zip(session.get_inputs(), tensors)}
-
-
 def _run_onnx(path: Path, args: tuple) -> torch.Tensor:
-    session = _session(str(path))
-    return torch.from_numpy(session.run(None, _feeds(session, args))[0]).float()
-
-
-def onnx_runner(model: nn.Module, example_inputs: Any, *, threads: int = 1) -> Callable[[], Any]:
-    """Export ``model`` to ONNX in memory and return a zero-argument callable that runs it on
-    ``example_inputs`` in an ONNX Runtime CPU session (``threads`` intra-op threads, all graph
-    optimisations: BatchNorm folded into convolutions, activations fused), which is what
-    ``model.onnx`` runs as when deployed. :mod:`autoprune.measure` times it under
-    ``HardwareProfile(runtime="onnxruntime")``.
-
-    Raises:
-        ExportError: ONNX is not installed, or the model cannot be exported.
-
-    Example:
-        >>> import torch, torch.nn as nn
-        >>> run = onnx_runner(nn.Linear(4, 2), torch.randn(3, 4))
-        >>> run()[0].shape
-        (3, 2)
-    """
-    if not onnx_available():
-        raise ExportError("the onnxruntime runtime needs the onnx and onnxruntime packages: "
-                          "pip install 'autoprune[onnx]'")
-    model = copy.deepcopy(model).cpu().float().eval()
-    args = tuple(a.cpu() if isinstance(a, torch.Tensor) else a for a in as_input_tuple(example_inputs))
-    buffer = io.BytesIO()
-    try:
-        with warnings.catch_warnings(), _traceable(model):
-            warnings.simplefilter("ignore")
-            _export_onnx(model, args, buffer)
-    except Exception as exc:  # the exporter raises many types; name the model and the way out
-        first_line = (str(exc).strip().splitlines() or [""])[0]
-        raise ExportError(f"{type(model).__name__} could not be exported to ONNX ({type(exc).__name__}: {first_line}); "
-                          "time it with the eager runtime instead") from exc
-    session = _session(buffer.getvalue(), threads)
-    feeds = _feeds(session, args)
-    return lambda: session.run(None, feeds)
+    runner = session(str(path))
+    return torch.from_numpy(runner.run(None, feeds(runner, args))[0]).float()

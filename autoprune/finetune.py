@@ -7,9 +7,10 @@
   (Lightning's own convention), else its optimiser settings are used as they are.
 * The model fine-tunes in train mode (batch norm updates its statistics to the pruned channels), whatever
   mode it arrives in; it is left in eval mode.
-* Unstructured zeros stay zero: :class:`KeepZeros` re-applies each pruned layer's mask after every
-  optimiser step, so a trial reports the sparsity it really has.
-* A loss that becomes NaN or infinite stops the trial with :class:`NonFiniteLossError`.
+* Unstructured zeros stay zero: :class:`KeepZeros` re-applies the mask of every layer a method of the
+  unstructured kind pruned (the registry says which, whatever the method's name) after every optimiser
+  step, so a trial reports the sparsity it really has.
+* A loss that becomes NaN or infinite stops the trial with :class:`~autoprune.errors.NonFiniteLossError`.
 * Inside trials Lightning is silenced: no logger, no checkpoints, no progress bar, no model summary,
   no banners or tips.
 
@@ -33,16 +34,13 @@ from torch import nn
 from torch.nn import functional as F
 from torch.utils.data import DataLoader
 
-from autoprune.errors import DataError
+from autoprune.errors import DataError, NonFiniteLossError
 from autoprune.layers import as_input_tuple
+from autoprune.methods import get_method
 from autoprune.policy import Policy
 from autoprune.regularize import SparsityRegularizer
 
 Metric = Callable[[nn.Module, DataLoader], float]
-
-
-class NonFiniteLossError(FloatingPointError):
-    """The fine-tuning loss became NaN or infinite."""
 
 
 def resolve_data(data: Any) -> tuple[DataLoader, DataLoader]:
@@ -101,7 +99,7 @@ class KeepZeros(L.Callback):
 
 
 class FiniteLoss(L.Callback):
-    """Stop with :class:`NonFiniteLossError` as soon as the training loss is NaN or infinite."""
+    """Stop with :class:`~autoprune.errors.NonFiniteLossError` as soon as the training loss is NaN or infinite."""
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
@@ -154,7 +152,7 @@ def finetune(module: L.LightningModule, train_loader: DataLoader, *, policy: Pol
     if max_steps <= 0:
         return
     unstructured = [prefix + n for n, lp in policy.layers.items()
-                    if lp.sparsity > 0 and "unstructured" in lp.method]
+                    if lp.sparsity > 0 and not get_method(lp.method).STRUCTURED]
     callbacks: list[L.Callback] = [FiniteLoss(), KeepZeros(module, unstructured)]
     if policy.regularizer.active:
         callbacks.append(SparsityRegularizer(kind=policy.regularizer.kind, strength=policy.regularizer.strength,

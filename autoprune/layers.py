@@ -1,4 +1,4 @@
-"""Which layers of a model may be pruned, and how layer globs resolve to names.
+"""Which layers of a model may be pruned, how layer globs resolve to names, and how inputs reach a model.
 
 Prunable layers are ``Conv1d``, ``Conv2d`` and ``Linear`` modules (including subclasses such as the
 output projection inside ``nn.MultiheadAttention``). The *output layer* (the last prunable layer that
@@ -17,8 +17,9 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
-from typing import Any, Iterable, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 import torch
 from torch import nn
@@ -37,6 +38,30 @@ def as_input_tuple(example_inputs: Any) -> tuple:
     raise ExampleInputsError(
         f"example_inputs must be a tensor or a tuple of tensors, got {type(example_inputs).__name__}"
     )
+
+
+def batch_inputs(example_inputs: Any, batch_size: int) -> tuple:
+    """The first sample of each input tensor, repeated to ``batch_size`` along dim 0 (what latency is timed on)."""
+    out = []
+    for arg in as_input_tuple(example_inputs):
+        if isinstance(arg, torch.Tensor) and arg.dim() > 0:
+            arg = arg[:1].expand(batch_size, *arg.shape[1:]).contiguous()
+        out.append(arg)
+    return tuple(out)
+
+
+@contextlib.contextmanager
+def traceable(model: nn.Module) -> Iterator[None]:
+    """Let tracing (TorchScript, ONNX) probe LightningModules: their ``trainer`` property raises when no Trainer
+    is attached, except while ``_jit_is_scripting`` is set (the flag Lightning's own ``to_torchscript`` sets)."""
+    flagged = [m for m in model.modules() if hasattr(m, "_jit_is_scripting")]
+    for module in flagged:
+        module._jit_is_scripting = True
+    try:
+        yield
+    finally:
+        for module in flagged:
+            module._jit_is_scripting = False
 
 
 def run_model(model: nn.Module, example_inputs: Any) -> Any:

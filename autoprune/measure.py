@@ -14,29 +14,26 @@ timed, each running enough forwards to last at least ``min_sample_ms`` (calibrat
 tiny models are not timed at the clock's resolution. ``latency_ms`` is the median per-forward time of
 the samples, ``latency_p90_ms`` their 90th percentile, and ``latency_cv`` their *robust* coefficient of
 variation, ``1.4826 * MAD / median`` (equal to std/mean for normal noise, but not blown up by the odd
-sample a shared virtual machine delays). The defaults (batch 64, 1 thread, 10 warm-up and 7 timed samples of at
-least 10 ms) were chosen on an idle 2-core virtual machine, whose timing noise
-comes in bursts: a quiet minute gives a CV of 1-5%, a noisy one 10-40% for the same model. So when a
-timing's CV exceeds ``max_cv`` (5%), it is repeated, up to ``attempts`` times in all, and the steadiest
-attempt is kept; its CV is reported as measured, never clipped. benchmarks/measure_stability.py prints
-what this gives for every model of :mod:`autoprune.zoo`.
+sample a shared machine delays). On a shared machine timing noise comes in bursts (a quiet minute
+gives a CV of a few %, a noisy one tens of %), so when a timing's CV exceeds ``max_cv`` (5%) it is
+repeated, up to ``attempts`` times in all, and the steadiest attempt is kept; its CV is reported as
+measured, never clipped. benchmarks/measure_stability.py prints what this gives for every model of
+:mod:`autoprune.zoo`.
 
-Drift between timings: that VM's speed also wanders over seconds, so ``measure()`` calls of the same
-model a few seconds apart can disagree by half (4.4 vs 7.2 ms) while each has a CV of a few %. Given a
+Drift between timings: a shared machine's speed also wanders over seconds, so ``measure()`` calls of
+the same model a few seconds apart can disagree by far more than their CVs. Given a
 :class:`LatencyReference` (``search()`` makes one of the dense model), each timed sample of the model is
 taken right next to a sample of the reference, and ``latency_ms`` is the reference's latency (timed
 once, carefully) times the median ratio of the pairs: the drift hits both halves of a pair and cancels.
-On that VM the ratio of a pruned ResNet to its dense model spread over 0.34-0.55 in 12 independent
-pairs of calls, and over 0.42-0.46 interleaved with 7 timed samples (0.43-0.45 with 21, in almost four
-times as long; benchmarks/measure_drift.py): hence the default of 7.
+benchmarks/measure_drift.py measures how much this narrows the spread, and how it depends on the number
+of timed samples (the default, 7, and the figures are in docs/benchmarks.md).
 
-Runtime: latency is only worth optimising where the pruned model will run. ``runtime="eager"`` (the
-default) times the PyTorch module as it is; ``runtime="onnxruntime"`` exports it to ONNX and times an
-ONNX Runtime CPU session, which folds BatchNorm into the convolutions and fuses activations, as the
-exported ``model.onnx`` runs when deployed. The two rank candidates differently: on the 2-core VM above
-(1 thread, batch 64) the dense digits CNN took 9.7 ms eager and 4.5 ms in ONNX Runtime; with 70% of
-its channels removed, 2.5 and 1.1 ms, and with the kept channels rounded to multiples of 8, 1.7 and
-0.35 ms: ONNX Runtime rewards aligned channel counts far more than eager PyTorch does.
+Runtime: latency is only worth optimising where the pruned model will run. The profile names a
+runtime of :mod:`autoprune.runtimes` (``eager``, the default, times the PyTorch module as it is;
+``onnxruntime`` the exported ONNX model in an ONNX Runtime CPU session, as ``model.onnx`` runs when
+deployed); this module owns the timing protocol, the runtime only the forward that is timed. The two
+rank candidates differently: ONNX Runtime folds BatchNorm, fuses activations and rewards aligned
+channel counts far more than eager PyTorch does (figures in docs/benchmarks.md).
 
 Example:
     >>> import torch, torch.nn as nn
@@ -53,7 +50,6 @@ Example:
 from __future__ import annotations
 
 import contextlib
-import copy
 import io
 import math
 import statistics
@@ -64,14 +60,13 @@ from typing import Any, Callable, Iterator
 import torch
 from torch import nn
 
-from autoprune.errors import ExportError, ProfileError
-from autoprune.export import onnx_available, onnx_runner
-from autoprune.layers import as_input_tuple, run_model
+from autoprune import defaults
+from autoprune.errors import ProfileError
+from autoprune.layers import batch_inputs, run_model
 from autoprune.methods.structured import count_macs_and_params
+from autoprune.runtimes import Forward, get_runtime
 
-_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-RUNTIMES = ("eager", "onnxruntime")
-Forward = Callable[[], Any]  # one forward of a timed model, inputs bound
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 @dataclass(frozen=True)
@@ -93,26 +88,27 @@ class HardwareProfile:
         interleave: ``search()`` times every candidate against the dense model, sample by sample (see
             the module docstring); ``False`` times each candidate alone, in half the time, which is
             enough on a quiet, dedicated machine.
-        runtime: what runs the timed forwards (see the module docstring): ``"eager"`` (PyTorch, as
-            trained) or ``"onnxruntime"`` (the model exported to ONNX and run by ONNX Runtime on the
-            CPU, as ``model.onnx`` is deployed; needs ``autoprune[onnx]``, float32).
+        runtime: the name of a :mod:`autoprune.runtimes` runtime that runs the timed forwards:
+            ``"eager"`` (PyTorch, as trained) or ``"onnxruntime"`` (the model exported to ONNX and run by
+            ONNX Runtime on the CPU, as ``model.onnx`` is deployed; needs ``autoprune[onnx]``, float32),
+            or one you registered.
     """
 
-    device: str = "cpu"
-    threads: int = 1
-    batch_size: int = 64
-    dtype: str = "float32"
+    device: str = defaults.DEVICE
+    threads: int = defaults.THREADS
+    batch_size: int = defaults.BATCH_SIZE
+    dtype: str = defaults.DTYPE
     warmup: int = 10
     repeats: int = 7
     min_sample_ms: float = 10.0
     max_cv: float = 0.05
     attempts: int = 3
     interleave: bool = True
-    runtime: str = "eager"
+    runtime: str = defaults.RUNTIME
 
     def __post_init__(self) -> None:
-        if self.dtype not in _DTYPES:
-            raise ProfileError(f"profile dtype must be one of {sorted(_DTYPES)}, got {self.dtype!r}")
+        if self.dtype not in DTYPES:
+            raise ProfileError(f"profile dtype must be one of {sorted(DTYPES)}, got {self.dtype!r}")
         if not (self.device == "cpu" or self.device.startswith("cuda")):
             raise ProfileError(f"profile device must be 'cpu' or 'cuda[:N]', got {self.device!r}")
         for name in ("threads", "batch_size", "repeats", "attempts"):
@@ -122,11 +118,7 @@ class HardwareProfile:
             raise ProfileError(f"profile warmup must be an integer >= 0, got {self.warmup!r}")
         if not isinstance(self.interleave, bool):
             raise ProfileError(f"profile interleave must be true or false, got {self.interleave!r}")
-        if self.runtime not in RUNTIMES:
-            raise ProfileError(f"profile runtime must be one of {list(RUNTIMES)}, got {self.runtime!r}")
-        if self.runtime == "onnxruntime" and (self.device != "cpu" or self.dtype != "float32"):
-            raise ProfileError("the onnxruntime runtime times float32 on the CPU: use device 'cpu' and dtype "
-                               f"'float32' (got {self.device!r}, {self.dtype!r}), or runtime 'eager'")
+        get_runtime(self.runtime).check(self)
         if not (self.min_sample_ms >= 0):
             raise ProfileError(f"profile min_sample_ms must be >= 0, got {self.min_sample_ms!r}")
 
@@ -135,9 +127,7 @@ class HardwareProfile:
             raise ProfileError(f"profile device {self.device!r} asked for, but CUDA is not available here; use 'cpu'")
         if self.dtype == "float16" and self.device == "cpu":
             raise ProfileError("float16 timing is only meaningful on CUDA; use float32 or bfloat16 on the CPU")
-        if self.runtime == "onnxruntime" and not onnx_available():
-            raise ProfileError("profile runtime 'onnxruntime' needs the onnx and onnxruntime packages: "
-                               "pip install 'autoprune[onnx]', or use runtime 'eager'")
+        get_runtime(self.runtime).check_available(self)
 
 
 @dataclass(frozen=True)
@@ -159,16 +149,6 @@ class Metrics:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-def batch_inputs(example_inputs: Any, batch_size: int) -> tuple:
-    """The first sample of each input tensor, repeated to ``batch_size`` along dim 0."""
-    out = []
-    for arg in as_input_tuple(example_inputs):
-        if isinstance(arg, torch.Tensor) and arg.dim() > 0:
-            arg = arg[:1].expand(batch_size, *arg.shape[1:]).contiguous()
-        out.append(arg)
-    return tuple(out)
 
 
 def state_dict_bytes(model: nn.Module, dtype: torch.dtype = torch.float32) -> tuple[int, int]:
@@ -282,18 +262,7 @@ class LatencyReference:
 
 def _timed_forward(model: nn.Module, example_inputs: Any, profile: HardwareProfile) -> Forward:
     """One forward of a private copy of ``model`` on a batch of the example inputs, in the profile's runtime."""
-    if profile.runtime == "onnxruntime":
-        try:
-            return onnx_runner(model, batch_inputs(example_inputs, profile.batch_size), threads=profile.threads)
-        except ExportError as exc:
-            raise ProfileError(str(exc)) from exc
-    dtype = _DTYPES[profile.dtype]
-    timed = copy.deepcopy(model).to(device=profile.device, dtype=dtype).eval()
-    inputs = tuple(
-        a.to(device=profile.device, dtype=dtype if a.is_floating_point() else a.dtype) if isinstance(a, torch.Tensor) else a
-        for a in batch_inputs(example_inputs, profile.batch_size)
-    )
-    return lambda: timed(*inputs)
+    return get_runtime(profile.runtime).forward(model, batch_inputs(example_inputs, profile.batch_size), profile)
 
 
 @contextlib.contextmanager
@@ -336,7 +305,7 @@ def measure(model: nn.Module, example_inputs: Any, profile: HardwareProfile | No
     params = sum(p.numel() for p in model.parameters())
     nonzero = sum(int(torch.count_nonzero(p)) for p in model.parameters())
     macs, _ = count_macs_and_params(model, batch_inputs(example_inputs, 1))
-    dense_bytes, sparse_bytes = state_dict_bytes(model, _DTYPES[profile.dtype])
+    dense_bytes, sparse_bytes = state_dict_bytes(model, DTYPES[profile.dtype])
 
     forward = _timed_forward(model, example_inputs, profile)
     with _threads(profile.threads):

@@ -1,11 +1,19 @@
 """One trial: policy -> pruned model -> measure -> (skip if over budget) -> fine-tune -> evaluate.
 
-Imports neither optuna nor ray: both backends call :func:`run_trial` with a policy they sampled.
+Imports neither optuna nor ray. A backend runs a search's trials through its :class:`TrialJob`: it asks
+the job for a :class:`Proposal` (the policy sampled for a trial), runs it (:meth:`TrialJob.run`, in
+this process or on a Ray worker with :func:`execute_trial`) and stores the :class:`TrialReport`.
 A trial over a hard budget right after pruning is recorded as infeasible *without fine-tuning* (its
 metric is evaluated on the pruned, un-tuned model, which is cheap and tells the sampler something).
 
 Example:
-    See :func:`autoprune.search`, which builds a :class:`TrialContext` and runs trials through a backend.
+    >>> from autoprune.policy import Policy
+    >>> from autoprune.space import FinetuneSettings, ResolvedSpace, Suggester
+
+Point = tuple[float, float, float]  # (metric, latency_ms, size_mb) of a trial
+    >>> proposal = Proposal(number=3, policy=Policy(), settings=FinetuneSettings(60, 1e-3, 4))
+    >>> Proposal.from_dict(proposal.to_dict()) == proposal
+    True
 """
 
 from __future__ import annotations
@@ -14,20 +22,23 @@ import copy
 import itertools
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 from torch import nn
 from torch.utils.data import DataLoader
 
+from autoprune.errors import NonFiniteMetricError
 from autoprune.export import save_pruned
 from autoprune.finetune import Metric, as_lightning, evaluate, finetune
 from autoprune.measure import HardwareProfile, LatencyReference, Metrics, measure
 from autoprune.policy import Policy
 from autoprune.prune import prune
 from autoprune.result import dominates_point
-from autoprune.space import FinetuneSettings
+from autoprune.space import FinetuneSettings, ResolvedSpace, Suggester
+
+Point = tuple[float, float, float]  # (metric, latency_ms, size_mb) of a trial
 
 
 @dataclass(frozen=True)
@@ -76,7 +87,7 @@ class TrialOutcome:
 
 
 def run_trial(ctx: TrialContext, policy: Policy, settings: FinetuneSettings) -> TrialOutcome:
-    """Run one trial; exceptions (including :class:`~autoprune.finetune.NonFiniteLossError`) propagate."""
+    """Run one trial; exceptions (including :class:`~autoprune.errors.TrialError`) propagate."""
     timings: dict[str, float] = {}
     start = time.perf_counter()
     calibration = itertools.islice(iter(ctx.train_loader), settings.calibration_batches)
@@ -100,7 +111,7 @@ def run_trial(ctx: TrialContext, policy: Policy, settings: FinetuneSettings) -> 
     value = evaluate(module, ctx.val_loader, ctx.metric, accelerator=ctx.accelerator)
     timings["evaluate"] = time.perf_counter() - start
     if not math.isfinite(value):
-        raise FloatingPointError(f"the metric evaluated to {value}")
+        raise NonFiniteMetricError(f"the metric evaluated to {value}")
     return TrialOutcome(metric=value, metrics=metrics, feasible=feasible, constraints=constraints,
                         model=pruned, timings=timings)
 
@@ -115,7 +126,7 @@ class TrialReport:
 
 
 def execute_trial(ctx: TrialContext, policy: Policy, settings: FinetuneSettings, *, number: int,
-                  front: list[tuple[float, float, float]]) -> TrialReport:
+                  front: list[Point]) -> TrialReport:
     """Run one trial and, when it is feasible and no point of ``front`` dominates it, save its weights.
 
     ``front`` holds the (metric, latency_ms, size_mb) of the current Pareto front; candidates are saved
@@ -139,6 +150,48 @@ def execute_trial(ctx: TrialContext, policy: Policy, settings: FinetuneSettings,
     outcome.timings["trial"] = time.perf_counter() - started
     attrs["timings"] = outcome.timings
     return TrialReport(values=outcome.values, constraints=outcome.constraints, user_attrs=attrs)
+
+
+@dataclass(frozen=True)
+class Proposal:
+    """What one trial runs: its number in the study, the policy sampled for it, and its fine-tuning."""
+
+    number: int
+    policy: Policy
+    settings: FinetuneSettings
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain data (JSON-ready), for a backend that sends the trial to another process."""
+        return {"number": self.number, "policy": self.policy.to_dict(), "settings": asdict(self.settings)}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Proposal:
+        return cls(number=int(data["number"]), policy=Policy.from_dict(data["policy"]),
+                   settings=FinetuneSettings(**data["settings"]))
+
+
+@dataclass(frozen=True)
+class TrialJob:
+    """What every trial of one search runs: a policy sampled from ``space``, run in ``context``; ``front``
+    gives the current Pareto front's points (a feasible trial that no point dominates saves its weights).
+
+    A backend calls :meth:`propose` with the trial its study handed out, then :meth:`run` (or, in another
+    process, :func:`execute_trial` with ``context`` and the front it was sent).
+    """
+
+    space: ResolvedSpace
+    context: TrialContext
+    front: Callable[[], list[Point]] = list
+
+    def propose(self, trial: Suggester) -> Proposal:
+        """Sample the policy and fine-tuning of ``trial`` (an Optuna trial, or anything that suggests like one)."""
+        policy, settings = self.space.sample(trial)
+        return Proposal(number=trial.number, policy=policy, settings=settings)
+
+    def run(self, proposal: Proposal) -> TrialReport:
+        """Run ``proposal`` in this process against the current front."""
+        return execute_trial(self.context, proposal.policy, proposal.settings, number=proposal.number,
+                             front=self.front())
 
 
 def dense_copy(model: nn.Module) -> nn.Module:

@@ -26,7 +26,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from autoprune.depth import drop_blocks, removable_blocks
-from autoprune.errors import CalibrationError, ExampleInputsError, LayerMatchError
+from autoprune.errors import CalibrationError, ExampleInputsError, LayerMatchError, PruningError
 from autoprune.layers import output_layers, prunable_layers, run_model
 from autoprune.methods import StructuredMethod, UnstructuredMethod, get_method
 from autoprune.methods.structured import accumulate_gradients, apply_structured
@@ -61,6 +61,7 @@ def prune(
     Raises:
         UnknownMethodError, SparsityError, LayerMatchError, NoPrunableLayersError, ExampleInputsError,
         CalibrationError: bad input, named in the message. Nothing is returned half-pruned.
+        PruningError: the pruned model no longer runs (a defect, not bad input).
     """
     layers = prunable_layers(model)
     unknown = [name for name in policy.layers if name not in layers]
@@ -102,5 +103,6 @@ def prune(
     try:
         run_model(pruned, example_inputs)
     except ExampleInputsError as exc:  # a defect of ours or of the dependency graph: say so plainly
-        raise RuntimeError(f"the pruned model no longer runs ({exc}); the original model is untouched") from exc
+        raise PruningError(f"the pruned model no longer runs ({exc}); the original model is untouched: exclude "
+                           "the layers named in the error from the space, or report it") from exc
     return pruned

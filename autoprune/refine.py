@@ -38,7 +38,8 @@ from autoprune.errors import AutopruneInputError
 from autoprune.export import save_pruned
 from autoprune.finetune import Metric, as_lightning, evaluate, finetune, first_inputs, resolve_data
 from autoprune.policy import Policy, Regularizer
-from autoprune.result import SearchResult, TrialRecord, replacing
+from autoprune.report import replacing
+from autoprune.result import SearchResult, TrialRecord
 
 REFINED_DIR = "refined"
 REFINED_JSON = "refined.json"

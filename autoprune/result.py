@@ -1,6 +1,7 @@
-"""Search results: trial records, the Pareto front, and their files (pareto.json, trials.csv, pareto.png).
+"""Search results as plain data: trial records, the Pareto front, and loading a front candidate's model.
 
-Plain data, no optuna: the backends convert their trials into :class:`TrialRecord` objects.
+No optuna, no files: the backends convert their trials into :class:`TrialRecord` objects, and
+:mod:`autoprune.report` turns a result into tables, CSV, JSON and plots.
 The front is computed over *feasible, complete* trials on (metric max, latency_ms min, size_mb min).
 
 Example:
@@ -11,26 +12,15 @@ Example:
 
 from __future__ import annotations
 
-import contextlib
-import csv
-import json
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, Sequence
 
 from torch import nn
 
-from autoprune.errors import AutopruneInputError
+from autoprune.errors import CandidateError
 from autoprune.policy import Policy
-
-PARETO_JSON, TRIALS_CSV, PARETO_PNG = "pareto.json", "trials.csv", "pareto.png"
-
-
-#: study attribute: the dense model's latency that candidates are timed against, and its profile
-REFERENCE_ATTR = "latency_reference"
-#: study attribute: the HardwareProfile (as a dict) the study's latencies were measured under
-PROFILE_ATTR = "profile"
+from autoprune.study import StudyMeta
 
 
 @dataclass(frozen=True)
@@ -68,17 +58,6 @@ class TrialRecord:
 Candidate = TrialRecord  # a Pareto candidate is a feasible, complete trial record
 
 
-@contextlib.contextmanager
-def replacing(path: Path) -> Iterator[Path]:
-    """A temporary path beside ``path`` (same suffix) that replaces it atomically on success."""
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp{path.suffix}")
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def dominates_point(a: tuple[float, float, float], b: tuple[float, float, float]) -> bool:
     """For (metric max, latency min, size min) points: ``a`` is no worse everywhere and better somewhere."""
     (ma, la, sa), (mb, lb, sb) = a, b
@@ -106,7 +85,11 @@ class SearchResult:
         trials: every trial, with state, feasibility and failure reason.
         metric_name: what ``metric`` means (``accuracy`` by default).
         budget_ms, budget_mb: the hard budgets, if any.
-        dense: the unpruned base model's record (trial of the dense policy), when it ran.
+        out_dir: the run directory its files are written to.
+        model_loader: rebuilds a candidate's model (set by ``search()`` and
+            :func:`autoprune.loading.attach_candidates`).
+        study_name, meta: the study and its stored metadata (profile, dense reference latency, ...).
+        wall_seconds: wall time of the ``search()`` call that returned it.
     """
 
     trials: list[TrialRecord]
@@ -117,7 +100,7 @@ class SearchResult:
     model_loader: Callable[[TrialRecord], nn.Module] | None = None
     study_name: str | None = None
     wall_seconds: float | None = None
-    attrs: dict[str, Any] = field(default_factory=dict)
+    meta: StudyMeta = field(default_factory=StudyMeta)
     #: numbers of the trials run by this call (a resumed study also holds earlier ones)
     session_trials: set[int] | None = None
 
@@ -134,7 +117,7 @@ class SearchResult:
     @property
     def reference_latency_ms(self) -> float | None:
         """The dense model's latency that candidates were timed against (interleaved timing), if any."""
-        return (self.attrs.get(REFERENCE_ATTR) or {}).get("latency_ms")
+        return self.meta.reference_ms
 
     @property
     def pareto(self) -> list[TrialRecord]:
@@ -161,90 +144,30 @@ class SearchResult:
         return sorted((r for r in self.trials if r.complete), key=lambda r: (overshoot(r), -r.metric))[:n]
 
     def candidates(self, numbers: Sequence[int]) -> list[TrialRecord]:
-        """The Pareto candidates with these trial numbers, in that order (repeats once); an
-        :class:`~autoprune.errors.AutopruneInputError` listing the candidates when one is not on the front."""
+        """The Pareto candidates with these trial numbers, in that order (repeats once); a
+        :class:`~autoprune.errors.CandidateError` listing the candidates when one is not on the front."""
         front = {c.number: c for c in self.pareto}
         missing = [n for n in numbers if n not in front]
         if missing:
-            raise AutopruneInputError(f"trial(s) {missing} are not Pareto candidates (only those are saved); "
-                                      f"candidates: {sorted(front)}")
+            raise CandidateError(f"trial(s) {missing} are not Pareto candidates (only those are saved); "
+                                 f"candidates: {sorted(front)}")
         return [front[n] for n in dict.fromkeys(numbers)]
 
     def load_model(self, candidate: TrialRecord) -> nn.Module:
-        """The pruned, fine-tuned model of a Pareto candidate, rebuilt from its saved weights."""
+        """The pruned, fine-tuned model of a Pareto candidate, rebuilt from its saved weights.
+
+        Raises:
+            CandidateError: the trial has no saved weights (only candidates that reached the front are
+                saved), or the result was read without its base model.
+        """
         if candidate.artifact_dir is None:
-            raise KeyError(f"trial {candidate.number} has no saved weights: only Pareto candidates are saved")
+            raise CandidateError(f"trial {candidate.number} has no saved weights: only Pareto candidates are saved; "
+                                 f"candidates: {[c.number for c in self.pareto]}")
         if self.model_loader is None:
-            raise RuntimeError("this result was read without its base model; use autoprune.search() or "
-                               "autoprune.export.load_pruned(dir, base_model)")
+            raise CandidateError("this result was read without its base model; use the result of autoprune.search(), "
+                                 "autoprune.loading.load_result(..., base_model=model), or "
+                                 "autoprune.export.load_pruned(dir, base_model)")
         return self.model_loader(candidate)
 
     def policy(self, candidate: TrialRecord) -> Policy:
         return Policy.from_dict(candidate.policy or {})
-
-    def to_dataframe(self):  # -> pandas.DataFrame
-        import pandas as pd
-
-        rows = []
-        for r in self.trials:
-            row = {k: v for k, v in r.to_dict().items() if k not in ("policy", "timings")}
-            row.update({f"time_{k}": v for k, v in r.timings.items()})
-            row["on_front"] = any(r.number == c.number for c in self.pareto)
-            rows.append(row)
-        return pd.DataFrame(rows).rename(columns={"metric": self.metric_name})
-
-    def save(self, out_dir: str | Path | None = None) -> dict[str, Path]:
-        """Write pareto.json, trials.csv and pareto.png into ``out_dir``."""
-        out = Path(out_dir or self.out_dir or ".")
-        out.mkdir(parents=True, exist_ok=True)
-        files = {"pareto": out / PARETO_JSON, "trials": out / TRIALS_CSV, "plot": out / PARETO_PNG}
-        best = self.best()
-        # Written under a temporary name and renamed: workers sharing a run directory never leave a torn file.
-        with replacing(files["pareto"]) as tmp:
-            tmp.write_text(json.dumps({
-                "study_name": self.study_name, "metric": self.metric_name,
-                "budget_ms": self.budget_ms, "budget_mb": self.budget_mb,
-                "reference_latency_ms": self.reference_latency_ms,
-                "profile": self.attrs.get(PROFILE_ATTR),
-                "best": best.number if best else None,
-                "pareto": [c.to_dict() for c in self.pareto],
-            }, indent=2))
-        with replacing(files["trials"]) as tmp:
-            self.to_dataframe().to_csv(tmp, index=False, quoting=csv.QUOTE_MINIMAL)
-        with replacing(files["plot"]) as tmp:
-            self.plot(tmp)
-        return files
-
-    def plot(self, path: str | Path) -> Path:
-        """Metric vs latency of every complete trial, size as colour, the front joined, the budget as a line."""
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        done = [r for r in self.trials if r.complete]
-        fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
-        if done:
-            sizes = [r.size_mb for r in done]
-            feasible = [r for r in done if r.feasible]
-            infeasible = [r for r in done if not r.feasible]
-            scatter = ax.scatter([r.latency_ms for r in feasible], [r.metric for r in feasible],
-                                 c=[r.size_mb for r in feasible], cmap="viridis", vmin=min(sizes),
-                                 vmax=max(sizes), s=28, label="feasible trials", zorder=2)
-            ax.scatter([r.latency_ms for r in infeasible], [r.metric for r in infeasible], marker="x",
-                       c="grey", s=22, label="over budget (not fine-tuned)", zorder=1)
-            front = self.pareto
-            ax.plot([r.latency_ms for r in front], [r.metric for r in front], "-o", color="crimson",
-                    mfc="none", ms=9, label="Pareto front", zorder=3)
-            fig.colorbar(scatter, ax=ax, label="size (MB)")
-        if self.budget_ms is not None:
-            ax.axvline(self.budget_ms, color="black", linestyle="--", label=f"budget {self.budget_ms:g} ms")
-        ax.set_xlabel("latency (ms)")
-        ax.set_ylabel(self.metric_name)
-        ax.set_title(f"autoprune: {self.study_name or 'search'}")
-        ax.grid(alpha=0.3)
-        ax.legend(loc="lower right", fontsize=8)
-        fig.tight_layout()
-        fig.savefig(path)
-        plt.close(fig)
-        return Path(path)

@@ -233,7 +233,9 @@ def load_space(name_or_path: str | Path | SearchSpace) -> SearchSpace:
 
 
 class Suggester(Protocol):
-    """The part of Optuna's ``Trial`` interface a space needs."""
+    """The part of Optuna's ``Trial`` interface a space (and a backend's trial job) needs."""
+
+    number: int  # the trial's number in the study
 
     def suggest_float(self, name: str, low: float, high: float, *, step: float | None = None,
                       log: bool = False) -> float: ...

@@ -60,7 +60,8 @@ from pathlib import Path
 
 import torch
 
-from autoprune.api import default_storage, load_result, search
+from autoprune.api import search
+from autoprune.loading import default_storage, load_result
 from autoprune.depth import removable_blocks
 from autoprune.demo import DigitsDataModule, pretrained_digits_cnn, train_classifier
 from autoprune.export import load_pruned

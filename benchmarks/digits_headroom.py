@@ -36,7 +36,8 @@ from compare_policies import RESULTS, build_model, figures, floor_policy, settin
 
 from autoprune.demo import DigitsDataModule
 from autoprune.finetune import accuracy, first_inputs
-from autoprune.measure import HardwareProfile, LatencyReference, batch_inputs, measure
+from autoprune.layers import batch_inputs
+from autoprune.measure import HardwareProfile, LatencyReference, measure
 from autoprune.policy import LayerPolicy, Policy
 from autoprune.prune import prune
 from autoprune.refine import refine_model

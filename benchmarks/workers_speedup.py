@@ -30,7 +30,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from autoprune.backends.optuna import load_study, make_storage
+from autoprune.backends.book import StudyBook
+from autoprune.backends.storage import make_storage
 from autoprune.demo import WEIGHTS_FILE, pretrained_digits_cnn
 
 HERE = Path(__file__).resolve().parent
@@ -66,7 +67,7 @@ def _run(workers: int, backend: str, trials: int, root: Path, weights: Path) -> 
         if proc.returncode != 0:
             raise SystemExit(f"{backend} worker failed:\n{output[-3000:]}")
     wall = time.perf_counter() - start
-    study = load_study(storage=make_storage(str(storage), heartbeat_interval=None)[0], study_name="bench")
+    study = StudyBook.load(make_storage(str(storage), heartbeat_interval=None), study_name="bench").study
     done = [t for t in study.get_trials() if t.state.name == "COMPLETE"]
     first = min(t.datetime_start for t in done)
     last = max(t.datetime_complete for t in done)

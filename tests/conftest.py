@@ -25,6 +25,17 @@ def zoo_model(request):
     return request.param, model, example_input(model)
 
 
+@pytest.fixture(scope="session")
+def digits():
+    """A narrow digits CNN trained for 2 epochs (enough to be far above chance) and its data; searches prune
+    copies, so one model serves every test."""
+    from autoprune.demo import DigitsCNN, DigitsDataModule, train_classifier
+
+    torch.manual_seed(0)
+    data = DigitsDataModule(batch_size=64)
+    return train_classifier(DigitsCNN(width=8), data.train_dataloader(), epochs=2), data
+
+
 def fast_profile(**overrides):
     from autoprune.measure import HardwareProfile
 

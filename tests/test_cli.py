@@ -131,16 +131,3 @@ def test_invalid_space_field_is_named(tmp_path):
     space.write_text("version: 1\nfinetune: {max_steps: -1}\n")
     proc = autoprune("search", "--space", space, "--out", tmp_path, "--no-progress")
     assert proc.returncode == 2 and "finetune.max_steps" in proc.stderr
-
-
-@pytest.mark.parametrize("policy, label", [
-    (None, "dense"),
-    ({"layers": {"conv1": {"sparsity": 0.0, "method": "l1_structured"}}}, "dense"),
-    ({"layers": {"stem": {"sparsity": 0.5, "method": "l1_structured"}}, "drop": ["layers.1", "layers.3"]},
-     "l1_structured,2 block(s) dropped"),
-    ({"layers": {}, "drop": ["layers.1"]}, "1 block(s) dropped"),
-])
-def test_the_front_table_says_which_methods_prune_and_how_many_blocks_are_dropped(policy, label):
-    from autoprune.cli import policy_label
-
-    assert policy_label(policy) == label

@@ -7,7 +7,8 @@ import torch
 
 from autoprune import Policy, prunable_layers, prune
 from autoprune.errors import ExportError, ModelLoadError
-from autoprune.export import load_pruned, onnx_available, save_pruned
+from autoprune.export import load_pruned, save_pruned
+from autoprune.runtimes.onnxruntime import onnx_available
 from autoprune.layers import output_layers
 from autoprune.zoo import MLP, ResNetCNN, example_input
 from tests.conftest import in_ci

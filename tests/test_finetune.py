@@ -1,4 +1,4 @@
-"""The brief fine-tune: the mode the model trains in, and the mode it is left in."""
+"""The brief fine-tune: the mode the model trains in, the mode it is left in, and the zeros it keeps."""
 
 from __future__ import annotations
 
@@ -7,7 +7,10 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from autoprune.finetune import ClassifierModule, as_lightning, finetune
+from autoprune.methods import UnstructuredMethod
+from autoprune.methods.base import _REGISTRY
 from autoprune.policy import Policy
+from autoprune.prune import prune
 
 
 def _loader() -> DataLoader:
@@ -42,3 +45,26 @@ def test_layers_frozen_in_on_train_start_stay_frozen():
     before = net[1].running_mean.clone()
     finetune(Frozen(net, lr=1e-3), _loader(), policy=Policy(), max_steps=4)
     assert torch.equal(net[1].running_mean, before)
+
+
+class _KeepLargest(UnstructuredMethod):
+    """A user's unstructured method whose name does not say so."""
+
+    name = "keep_largest_mask"
+
+    def compute_mask(self, weight, sparsity, *, generator):
+        keep = weight.abs().flatten().argsort(descending=True)[: weight.numel() - round(sparsity * weight.numel())]
+        mask = torch.zeros(weight.numel(), dtype=torch.bool)
+        mask[keep] = True
+        return mask.view_as(weight)
+
+
+def test_zeros_of_a_registered_unstructured_method_survive_the_fine_tune(monkeypatch):
+    """Which layers keep their zeros follows the method's declared kind, not its name: a registered
+    unstructured method called ``keep_largest_mask`` keeps exactly its sparsity through the fine-tune."""
+    monkeypatch.setitem(_REGISTRY, _KeepLargest.name, _KeepLargest())
+    policy = Policy.uniform(["0", "3"], sparsity=0.5, method=_KeepLargest.name)
+    pruned = prune(_net().eval(), policy, torch.randn(2, 4))
+    finetune(as_lightning(pruned, loss=None, lr=1e-2), _loader(), policy=policy, max_steps=4, prefix="net.")
+    for layer in (pruned[0], pruned[3]):
+        assert float((layer.weight == 0).float().mean()) == 0.5

@@ -148,7 +148,7 @@ def test_onnxruntime_reference_and_candidate_share_the_runtime():
 
 def test_onnxruntime_without_onnx_installed_says_what_to_install(monkeypatch):
     """Asking for ONNX Runtime timing where onnx is not installed names the extra to install."""
-    monkeypatch.setattr(sys.modules["autoprune.measure"], "onnx_available", lambda: False)
+    monkeypatch.setattr(sys.modules["autoprune.runtimes.onnxruntime"], "onnx_available", lambda: False)
     with pytest.raises(ProfileError, match=r"autoprune\[onnx\]"):
         measure(MLP(), torch.randn(1, 16), HardwareProfile(runtime="onnxruntime"))
 

@@ -31,6 +31,15 @@ def test_importing_the_cli_loads_no_heavy_dependency():
     assert loaded == "[]"
 
 
+def test_the_cli_reaches_no_backend_directly():
+    """The console script parses and prints; backends are wired by the facade: running its commands' help
+    and importing it loads no module of autoprune.backends."""
+    loaded = _fresh_python("import sys; from typer.testing import CliRunner; from autoprune.cli import app; "
+                           "[CliRunner().invoke(app, [c, '--help']) for c in ('search', 'report', 'export', 'refine')]; "
+                           "print(sorted(m for m in sys.modules if m.startswith('autoprune.backends')))")
+    assert loaded == "[]"
+
+
 def test_help_lists_every_command_without_importing_torch():
     """The help text is complete although nothing heavy was imported for it."""
     out = _fresh_python("import sys; from typer.testing import CliRunner; from autoprune.cli import app; "

@@ -8,7 +8,7 @@ import json
 import pytest
 import torch
 
-from autoprune.api import candidate_loader
+from autoprune.loading import candidate_loader
 from autoprune.demo import DigitsCNN, DigitsDataModule, train_classifier
 from autoprune.errors import AutopruneInputError
 from autoprune.export import WEIGHTS, load_pruned, save_pruned

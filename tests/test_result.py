@@ -1,9 +1,10 @@
-"""SearchResult: the Pareto front, best-within-budget, closest-when-infeasible, and the written files."""
+"""SearchResult: the Pareto front, best-within-budget, closest-when-infeasible, loading candidates."""
 
 from __future__ import annotations
 
-import json
+import pytest
 
+from autoprune.errors import CandidateError
 from autoprune.result import SearchResult, TrialRecord
 
 
@@ -34,10 +35,14 @@ def test_closest_ranks_by_overshoot():
     assert [r.number for r in result.closest()] == [1, 0]
 
 
-def test_save_writes_the_three_files(tmp_path):
-    """pareto.json, trials.csv and pareto.png are written and agree with the result."""
-    files = SearchResult(trials=TRIALS, budget_ms=0.8, study_name="t").save(tmp_path)
-    data = json.loads(files["pareto"].read_text())
-    assert [c["number"] for c in data["pareto"]] == [1, 0] and data["best"] == 1
-    assert files["trials"].read_text().count("\n") == len(TRIALS) + 1
-    assert files["plot"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+def test_a_trial_that_is_no_candidate_does_not_load():
+    """Only front candidates have saved weights; asking for another trial's model is a CandidateError."""
+    result = SearchResult(trials=TRIALS, model_loader=lambda record: record)
+    with pytest.raises(CandidateError, match="no saved weights"):
+        result.load_model(TRIALS[2])
+
+
+def test_a_result_read_without_its_base_model_says_how_to_attach_it():
+    saved = TrialRecord(**{**TRIALS[0].to_dict(), "artifact_dir": "trial_00000"})
+    with pytest.raises(CandidateError, match="without its base model"):
+        SearchResult(trials=[saved]).load_model(saved)

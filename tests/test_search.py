@@ -13,22 +13,13 @@ import torch
 from torch.nn import functional as F
 
 from autoprune.api import search
-from autoprune.demo import DigitsCNN, DigitsDataModule, train_classifier
+from autoprune.demo import DigitsDataModule
 from autoprune.errors import StudyError
 from autoprune.measure import measure
 from autoprune.zoo import ResNetCNN
 from tests.conftest import fast_profile
 
 TINY = Path(__file__).parent / "data" / "tiny.yaml"
-
-
-@pytest.fixture(scope="module")
-def digits():
-    """A narrow digits CNN trained for 2 epochs (enough to be far above chance) and its data."""
-    torch.manual_seed(0)
-    data = DigitsDataModule(batch_size=64)
-    model = train_classifier(DigitsCNN(width=8), data.train_dataloader(), epochs=2)
-    return model, data
 
 
 def _search(model, data, out, **kwargs):
@@ -159,7 +150,7 @@ def test_seeds_use_the_alignment_the_runtime_computes_clearly_fastest(digits, tm
     model, data = digits
     space = tmp_path / "aligned.yaml"
     space.write_text(TINY.read_text().replace("round_to: [null]", "round_to: [null, 8]"))
-    monkeypatch.setattr("autoprune.api.alignment_rates", lambda *a, **k: rates)
+    monkeypatch.setattr("autoprune.seeds.alignment_rates", lambda *a, **k: rates)
     _search(model, data, tmp_path, space=space, n_trials=3)
     study = optuna.load_study(study_name="autoprune", storage=f"sqlite:///{tmp_path / 'study.db'}")
     done = study.get_trials(states=[optuna.trial.TrialState.COMPLETE])  # seeds not yet run wait unsampled

@@ -22,7 +22,6 @@ How it fits together:
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import socket
@@ -36,13 +35,12 @@ import torch
 from ray import tune
 from ray.tune.search import ConcurrencyLimiter, Searcher
 
-from autoprune.backends import RayOptions
-from autoprune.backends import optuna as optuna_backend
+from autoprune.backends.book import INTERRUPTED, StudyBook
+from autoprune.backends.builtin import RayOptions
+from autoprune.backends.storage import error_line
 from autoprune.errors import StudyError
-from autoprune.objective import TrialContext, execute_trial
-from autoprune.policy import Policy
+from autoprune.objective import Proposal, TrialContext, TrialJob, TrialReport, execute_trial
 from autoprune.result import TrialRecord
-from autoprune.space import FinetuneSettings
 
 _started_here = False
 
@@ -65,7 +63,7 @@ def connect(options: RayOptions) -> None:
     try:
         ray.init(address=address or None, **kwargs)
     except Exception as exc:
-        raise StudyError(f"cannot reach the Ray cluster at {address}: {optuna_backend.error_line(exc)}; start it "
+        raise StudyError(f"cannot reach the Ray cluster at {address}: {error_line(exc)}; start it "
                          "with `ray start --head` or check --address") from None
     _started_here = True
 
@@ -91,59 +89,53 @@ def shutdown() -> None:
 
 
 class StudySearcher(Searcher):
-    """Ray Tune searcher that asks and tells an Optuna study, stopping at the study's total of trials."""
+    """Ray Tune searcher that asks and tells the study through its book, stopping at the study's total."""
 
-    def __init__(self, study: Any, *, sample: Callable[[Any], tuple[Policy, FinetuneSettings]],
-                 front: Callable[[], list[tuple[float, float, float]]], n_trials: int,
+    def __init__(self, book: StudyBook, *, job: TrialJob, n_trials: int,
                  on_trial_end: Callable[[TrialRecord], None] | None) -> None:
         super().__init__(metric="metric", mode="max")
-        self.study = study
-        self.sample = sample
-        self.front = front
+        self.study = book
+        self.job = job
         self.n_trials = n_trials
         self.on_trial_end = on_trial_end
         self.pending: dict[str, Any] = {}
-        self.counted = optuna_backend.counted_trials(study)
         self.finished = False
 
     def __getstate__(self) -> dict[str, Any]:
         # Tune pickles its configuration for Tuner.restore, which autoprune does not use (the study is the
-        # record); the live study, callbacks and progress display stay out of the pickle.
-        return {"n_trials": self.n_trials, "counted": self.counted, "finished": self.finished}
+        # record); the live study, the job and callbacks (a progress display holds locks) stay out of the pickle.
+        return {"n_trials": self.n_trials, "finished": self.finished}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state, study=None, sample=None, front=None, on_trial_end=None, pending={})
+        self.__dict__.update(state, study=None, job=None, on_trial_end=None, pending={})
 
     def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
-        if self.counted + len(self.pending) >= self.n_trials:
+        if self.study.slots_left(self.n_trials) <= 0:
             self.finished = True
             return Searcher.FINISHED
-        trial = optuna_backend.ask(self.study)
-        policy, settings = self.sample(trial)
+        trial = self.study.ask()
+        proposal = self.study.propose(trial, self.job)
         self.pending[trial_id] = trial
-        return {"number": trial.number, "policy": policy.to_dict(), "settings": dataclasses.asdict(settings),
-                "front": [list(p) for p in self.front()]}
+        return {"proposal": proposal.to_dict(), "front": [list(p) for p in self.job.front()]}
 
     def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False) -> None:
         trial = self.pending.pop(trial_id, None)
         if trial is None:
             return
-        report = json.loads(result["report"]) if result and "report" in result else {}
-        if error or "values" not in report:
-            reason = report.get("error") or "the Ray trial failed; its log is under ray_results/"
-            frozen = optuna_backend.tell(self.study, trial, failure_reason=reason)
+        summary = json.loads(result["report"]) if result and "report" in result else {}
+        if error or "values" not in summary:
+            reason = summary.get("error") or "the Ray trial failed; its log is under ray_results/"
+            record = self.study.tell(trial, failure_reason=reason)
         else:
-            frozen = optuna_backend.tell(self.study, trial, values=report["values"],
-                                         constraints=report["constraints"], user_attrs=report["user_attrs"])
-        self.counted += 1
+            record = self.study.tell(trial, report=TrialReport(**summary))
         if self.on_trial_end is not None:
-            self.on_trial_end(optuna_backend.to_record(frozen))
+            self.on_trial_end(record)
 
     def interrupt_pending(self) -> None:
         """Mark the trials still running as interrupted (they do not count and are run again on resume)."""
         for trial in self.pending.values():
             try:
-                optuna_backend.tell(self.study, trial, failure_reason=optuna_backend.INTERRUPTED)
+                self.study.tell(trial, failure_reason=INTERRUPTED)
             except Exception:
                 pass
         self.pending.clear()
@@ -153,35 +145,35 @@ def _trainable(config: dict[str, Any], payload: tuple[TrialContext, int]) -> Non
     """One Ray trial: prune, measure, fine-tune, evaluate, save if on the front; report a JSON summary."""
     ctx, threads = payload
     torch.set_num_threads(threads)
+    proposal = Proposal.from_dict(config["proposal"])
     try:
-        report = execute_trial(ctx, Policy.from_dict(config["policy"]), FinetuneSettings(**config["settings"]),
-                               number=config["number"], front=[tuple(p) for p in config["front"]])
+        report = execute_trial(ctx, proposal.policy, proposal.settings, number=proposal.number,
+                               front=[tuple(p) for p in config["front"]])
         summary = {"values": report.values, "constraints": report.constraints, "user_attrs": report.user_attrs}
         tune.report({"metric": report.values[0], "report": json.dumps(summary)})
     except Exception as exc:  # the trial fails, the search goes on (as with the Optuna backend)
         tune.report({"metric": float("nan"), "report": json.dumps({"error": f"{type(exc).__name__}: {exc}"})})
 
 
-def run(study: Any, ctx: TrialContext, *, sample: Callable[[Any], tuple[Policy, FinetuneSettings]],
-        front: Callable[[], list[tuple[float, float, float]]], n_trials: int, timeout: float | None,
-        options: RayOptions, on_trial_end: Callable[[TrialRecord], None] | None, storage_path: Path) -> None:
+def run(book: StudyBook, job: TrialJob, *, n_trials: int, timeout: float | None, options: RayOptions,
+        on_trial_end: Callable[[TrialRecord], None] | None, storage_path: Path) -> None:
     """Run the study's missing trials as Ray Tune trials; raise KeyboardInterrupt if Tune was stopped early."""
     connect(options)
-    optuna_backend.fail_orphans(study)
-    searcher = StudySearcher(study, sample=sample, front=front, n_trials=n_trials, on_trial_end=on_trial_end)
-    if searcher.counted >= n_trials:
+    book.fail_orphans()
+    if book.tally()[0] >= n_trials:
         return
+    searcher = StudySearcher(book, job=job, n_trials=n_trials, on_trial_end=on_trial_end)
     algorithm = ConcurrencyLimiter(searcher, max_concurrent=options.max_concurrent) if options.max_concurrent \
         else searcher
     threads = max(1, int(options.cpus_per_trial))
     resources = {"cpu": options.cpus_per_trial, "gpu": options.gpus_per_trial}
-    trainable = tune.with_resources(tune.with_parameters(_trainable, payload=(ctx, threads)), resources)
+    trainable = tune.with_resources(tune.with_parameters(_trainable, payload=(job.context, threads)), resources)
     tuner = tune.Tuner(
         trainable,
         # reuse_actors: a trial runs in the process of the previous one, so torch, Lightning and the
         # context from the object store are loaded once per worker, not once per trial.
         tune_config=tune.TuneConfig(search_alg=algorithm, num_samples=-1, time_budget_s=timeout, reuse_actors=True),
-        run_config=tune.RunConfig(name=f"{study.study_name}-{time.strftime('%Y%m%d-%H%M%S')}",
+        run_config=tune.RunConfig(name=f"{book.name}-{time.strftime('%Y%m%d-%H%M%S')}",
                                   storage_path=str(Path(storage_path).resolve()), verbose=0,
                                   failure_config=tune.FailureConfig(max_failures=2)),
     )
@@ -191,5 +183,5 @@ def run(study: Any, ctx: TrialContext, *, sample: Callable[[Any], tuple[Policy, 
     finally:
         searcher.interrupt_pending()
     timed_out = timeout is not None and time.monotonic() - started >= timeout
-    if not searcher.finished and not timed_out and searcher.counted < n_trials:
+    if not searcher.finished and not timed_out and book.tally()[0] < n_trials:
         raise KeyboardInterrupt("Ray Tune stopped before the study's total was reached")

@@ -6,24 +6,16 @@ import os
 import subprocess
 
 import pytest
-import torch
 from optuna.trial import TrialState
 
 from autoprune.api import search
-from autoprune.backends.optuna import load_study, make_storage
-from autoprune.demo import DigitsCNN, DigitsDataModule, train_classifier
+from autoprune.backends.book import StudyBook
+from autoprune.backends.storage import make_storage
 from autoprune.errors import StudyError
 from tests.backends.conftest import PG_PASSWORD, REPO, cli, free_port
 from tests.conftest import fast_profile
 
 TINY = REPO / "tests" / "data" / "tiny.yaml"
-
-
-@pytest.fixture(scope="module")
-def digits():
-    torch.manual_seed(0)
-    data = DigitsDataModule(batch_size=64)
-    return train_classifier(DigitsCNN(width=8), data.train_dataloader(), epochs=2), data
 
 
 def _search(digits, out, **kwargs):
@@ -63,7 +55,7 @@ def test_another_space_is_refused_on_a_shared_study_and_the_study_is_kept(digits
     _search(digits, tmp_path / "a", storage=pg_url, n_trials=2)
     with pytest.raises(StudyError, match="another search space"):
         _search(digits, tmp_path / "b", storage=pg_url, space="unstructured")
-    study = load_study(storage=make_storage(pg_url)[0], study_name="s")
+    study = StudyBook.load(make_storage(pg_url), study_name="s").study
     assert len(study.get_trials(states=(TrialState.COMPLETE,))) == 2
 
 
@@ -104,8 +96,8 @@ def test_interrupted_trial_is_rerun_and_finished_ones_are_kept(digits, tmp_path)
 
     with pytest.raises(KeyboardInterrupt):  # no seeded policies: their scan would call the metric first
         _search(digits, tmp_path, metric=interrupting, n_trials=4, seed_policies=False)
-    first = {t.number: t for t in load_study(storage=make_storage(f"sqlite:///{tmp_path / 'study.db'}")[0],
-                                             study_name="s").get_trials()}
+    first = {t.number: t for t in StudyBook.load(make_storage(f"sqlite:///{tmp_path / 'study.db'}"),
+                                                 study_name="s").study.get_trials()}
     assert [t.state for t in first.values()].count(TrialState.COMPLETE) == 2
     interrupted = next(t for t in first.values() if t.state == TrialState.FAIL)
     assert interrupted.user_attrs["failure_reason"] == "interrupted"

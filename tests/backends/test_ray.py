@@ -71,14 +71,16 @@ def test_the_searcher_pickles_without_its_live_study(tmp_path):
 
     from ray import cloudpickle
 
-    from autoprune.backends.optuna import make_sampler, make_storage, open_study
+    from autoprune.backends.book import StudyBook
     from autoprune.backends.ray import StudySearcher
+    from autoprune.backends.samplers import make_sampler
+    from autoprune.backends.storage import make_storage
+    from autoprune.study import StudyMeta
 
-    store, _ = make_storage(f"sqlite:///{tmp_path / 's.db'}", heartbeat_interval=None)
-    study, _ = open_study(storage=store, study_name="s", sampler=make_sampler("random", seed=0, n_trials=2),
-                          fingerprint="f", metric_name="accuracy")
+    store = make_storage(f"sqlite:///{tmp_path / 's.db'}", heartbeat_interval=None)
+    book = StudyBook.open(store, study_name="s", sampler=make_sampler("random", seed=0, n_trials=2),
+                          meta=StudyMeta(space_fingerprint="f"))
     lock = threading.RLock()
-    searcher = StudySearcher(study, sample=lambda t: (lock, None), front=lambda: [], n_trials=2,
-                             on_trial_end=lambda record: lock.acquire())
+    searcher = StudySearcher(book, job=lock, n_trials=2, on_trial_end=lambda record: lock.acquire())
     restored = cloudpickle.loads(cloudpickle.dumps(searcher))
     assert restored.n_trials == 2 and restored.study is None

@@ -14,14 +14,15 @@ import subprocess
 import pytest
 from optuna.trial import TrialState
 
-from autoprune.backends.optuna import load_study, make_storage
+from autoprune.backends.book import StudyBook
+from autoprune.backends.storage import make_storage
 from tests.backends.conftest import PG_PASSWORD, REPO, cli, log_of, start_worker, wait, wait_until
 
 N_TRIALS = 6
 
 
 def _study(storage: str, name: str):
-    return load_study(storage=make_storage(storage, heartbeat_interval=None)[0], study_name=name)
+    return StudyBook.load(make_storage(storage, heartbeat_interval=None), study_name=name).study
 
 
 def _workers(tmp_path, weights, storage, *extra):

@@ -1,0 +1,119 @@
+"""The backend contract and the name -> backend registry.
+
+A backend decides where and how a search's trials run; the study (through its
+:class:`~autoprune.backends.book.StudyBook`) stays the record whichever backend runs them. ``search()``
+hands a backend the book and the search's :class:`~autoprune.objective.TrialJob`; the backend runs the
+study's missing trials, reporting each finished one, and the book does the accounts. A backend written
+for a scheduler of your own subclasses :class:`Backend` and registers with :func:`register_backend`
+(or is passed to ``search(backend=...)`` as an object). The loop it runs looks like::
+
+    while book.slots_left(n_trials) > 0:
+        trial = book.ask()
+        proposal = book.propose(trial, job)            # the policy sampled for this trial
+        try:
+            record = book.tell(trial, report=job.run(proposal))
+        except KeyboardInterrupt:
+            book.tell(trial, failure_reason=INTERRUPTED)
+            raise
+        except Exception as exc:                       # the trial fails, the search goes on
+            record = book.tell(trial, failure_reason=f"{type(exc).__name__}: {exc}")
+        on_trial_end(record)
+
+Example:
+    >>> from autoprune.backends import available_backends, get_backend
+    >>> available_backends()
+    ['optuna', 'ray']
+    >>> get_backend("optuna").heartbeats
+    True
+"""
+
+from __future__ import annotations
+
+import contextlib
+from abc import ABC, abstractmethod
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterator
+
+from autoprune.errors import BackendError
+
+if TYPE_CHECKING:
+    from autoprune.backends.book import StudyBook
+    from autoprune.objective import TrialJob
+    from autoprune.result import TrialRecord
+
+
+class Backend(ABC):
+    """Where a search's trials run. Optional hooks are no-ops; only :meth:`run` must be written."""
+
+    #: the name ``search(backend=...)`` and ``--backend`` give
+    name: ClassVar[str]
+    #: True when trials run inside Optuna's ``study.optimize``, which drives an RDB storage's heartbeat
+    #: (a worker that dies is then noticed); a backend that tells results itself leaves it off
+    heartbeats: ClassVar[bool] = False
+
+    def configured(self, options: Any) -> Backend:
+        """This backend with ``options`` (``search(ray=RayOptions(...))``); by default it takes none."""
+        raise BackendError(f"the {self.name!r} backend takes no options; ray= options need backend='ray'")
+
+    def connect(self) -> None:
+        """Check that the engine answers, before the study or any file is created (fail fast)."""
+
+    def accelerator(self, requested: str) -> str:
+        """The Lightning accelerator trials fine-tune on, given the one the caller asked for."""
+        return requested
+
+    @abstractmethod
+    def run(self, book: StudyBook, job: TrialJob, *, n_trials: int, timeout: float | None,
+            on_trial_end: Callable[[TrialRecord], None], run_dir: Path) -> None:
+        """Run trials of ``job`` until ``n_trials`` count in the whole study (every worker's) or ``timeout``
+        seconds pass; call ``on_trial_end`` with each finished trial's record.
+
+        A trial that raises is told failed with its reason and the search goes on; KeyboardInterrupt marks
+        the running trials interrupted (they do not count, and run again on resume) and propagates.
+        ``run_dir`` is the search's run directory, for the engine's own logs.
+        """
+
+    def close(self) -> None:
+        """Release what :meth:`connect` took."""
+
+    @contextlib.contextmanager
+    def connected(self) -> Iterator[Backend]:
+        """:meth:`connect` on entry, :meth:`close` on exit, whatever happens in between."""
+        self.connect()
+        try:
+            yield self
+        finally:
+            self.close()
+
+
+_REGISTRY: dict[str, Backend] = {}
+
+
+def register_backend(backend: Backend, *, overwrite: bool = False) -> Backend:
+    """Add ``backend`` to the registry under ``backend.name`` and return it."""
+    if not isinstance(backend, Backend):
+        raise BackendError(f"a backend must be a Backend instance, got {type(backend).__name__}")
+    name = getattr(backend, "name", None)
+    if not isinstance(name, str) or not name:
+        raise BackendError(f"{type(backend).__name__} must set a non-empty class attribute `name`")
+    if name in _REGISTRY and not overwrite:
+        raise BackendError(f"a backend named {name!r} is already registered; pass overwrite=True")
+    _REGISTRY[name] = backend
+    return backend
+
+
+def get_backend(backend: str | Backend, *, options: Any = None) -> Backend:
+    """The backend object ``backend`` names (or ``backend`` itself), configured with ``options`` if given;
+    :class:`~autoprune.errors.BackendError` lists the registered names for an unknown one."""
+    if isinstance(backend, Backend):
+        chosen = backend
+    elif isinstance(backend, str) and backend in _REGISTRY:
+        chosen = _REGISTRY[backend]
+    else:
+        raise BackendError(f"unknown backend {backend!r}; choose one of {available_backends()} or pass a Backend")
+    return chosen if options is None else chosen.configured(options)
+
+
+def available_backends() -> list[str]:
+    """Sorted names of the registered backends."""
+    return sorted(_REGISTRY)

@@ -1,0 +1,263 @@
+"""The study book: the one place that keeps a study's accounts, whichever backend runs its trials.
+
+An Optuna study is the single record of a search. Every backend goes through :class:`StudyBook` to
+create or join it, count its trials, hand out and finish trials, queue seeded policies and read the
+trials back as :class:`~autoprune.result.TrialRecord` objects, so the rules below are written once:
+
+* Objectives: ``[metric (maximize), latency_ms (minimize), size_mb (minimize)]``. Budgets are
+  constraints, stored with Optuna's ``Trial.set_constraint`` (``latency_ms_over_budget``,
+  ``size_mb_over_budget``, <= 0 is feasible), so the constraint-aware samplers learn where the feasible
+  region is. A finished trial's constraints are stored before its user attributes.
+* The study keeps its :class:`~autoprune.study.StudyMeta`; a search with another space, metric or
+  objectives refuses to join it (the stored study is left as is).
+* ``n_trials`` is the study's total, over every worker: trials that completed, or failed for a reason of
+  their own, count; trials interrupted (Ctrl-C) or lost with a dead worker do not, so they are run again.
+  A worker starts a trial only while a slot is left (:meth:`StudyBook.slots_left`); a trial that loses
+  the race for the last slot is dropped before it does any work (:meth:`StudyBook.is_surplus`).
+
+Example:
+    >>> from autoprune.backends.storage import make_storage
+    >>> from autoprune.backends.samplers import make_sampler
+    >>> from autoprune.study import StudyMeta
+    >>> book = StudyBook.open(make_storage("sqlite:///:memory:"), study_name="s",
+    ...                       sampler=make_sampler("random", seed=0, n_trials=4),
+    ...                       meta=StudyMeta(space_fingerprint="f"))
+    >>> book.created, book.slots_left(4), book.meta.space_fingerprint
+    (True, 4, 'f')
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import time
+import warnings
+from typing import Any, Iterator
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from autoprune.backends.storage import JournalLiveness, Storage, describe, error_line
+from autoprune.errors import StudyError
+from autoprune.objective import Proposal, TrialJob, TrialReport
+from autoprune.result import TrialRecord
+from autoprune.study import FINGERPRINT_ATTR, StudyMeta
+
+DIRECTIONS = ["maximize", "minimize", "minimize"]
+CONSTRAINT_KEYS = ("latency_ms_over_budget", "size_mb_over_budget")
+INTERRUPTED = "interrupted"
+NO_HEARTBEAT = "the worker stopped responding (killed, or its machine lost); the trial was queued again"
+SURPLUS = "surplus"  # lost the race for the study's last trial slot; dropped before doing any work
+WORKER = f"{socket.gethostname()}:{os.getpid()}"
+_COUNTED_STATES = (TrialState.COMPLETE, TrialState.FAIL)
+
+optuna.logging.set_verbosity(optuna.logging.ERROR)  # failures are reported in our own summary
+warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+
+
+def _counts(trial: FrozenTrial) -> bool:
+    """Complete, or failed by its own error (not interrupted, not lost with a dead worker)."""
+    if trial.state == TrialState.COMPLETE:
+        return True
+    reason = trial.user_attrs.get("failure_reason")
+    return trial.state == TrialState.FAIL and reason is not None and reason != INTERRUPTED
+
+
+class StudyBook:
+    """One study's bookkeeping (see the module docstring). ``created`` says whether this worker made it."""
+
+    def __init__(self, study: optuna.Study, *, liveness: JournalLiveness | None = None,
+                 created: bool = False) -> None:
+        self.study = study
+        self.liveness = liveness
+        self.created = created
+
+    # --- opening ------------------------------------------------------------------------------------------
+
+    @classmethod
+    def open(cls, storage: Storage, *, study_name: str, sampler: optuna.samplers.BaseSampler,
+             meta: StudyMeta) -> StudyBook:
+        """Create the study with ``meta``, or join it if it exists and agrees with ``meta``'s space and metric.
+
+        Workers that start together race to create it: exactly one wins and stores the metadata (the
+        space fingerprint last); the others wait (a few seconds at most) for it and then check it.
+        """
+        where = storage.describe()
+        try:
+            if not storage.has_study(study_name):
+                try:
+                    study = optuna.create_study(storage=storage.optuna, study_name=study_name, sampler=sampler,
+                                                directions=DIRECTIONS)
+                except optuna.exceptions.DuplicatedStudyError:
+                    pass
+                else:
+                    for key, value in meta.to_attrs().items():
+                        study.set_user_attr(key, value)
+                    return cls(study, liveness=storage.liveness, created=True)
+            study = optuna.load_study(storage=storage.optuna, study_name=study_name, sampler=sampler)
+            for _ in range(100):
+                if FINGERPRINT_ATTR in study.user_attrs or study.get_trials(deepcopy=False):
+                    break
+                time.sleep(0.1)
+        except StudyError:
+            raise
+        except Exception as exc:
+            raise StudyError(f"cannot open storage {where}: {error_line(exc)}") from None
+        directions = [d.name.lower() for d in study.directions]
+        if directions != DIRECTIONS:
+            raise StudyError(f"study {study_name!r} in {where} has objectives {directions}, not "
+                             f"autoprune's {DIRECTIONS}; choose another --study-name")
+        book = cls(study, liveness=storage.liveness)
+        book.meta.check_joinable(meta, study_name)
+        return book
+
+    @classmethod
+    def load(cls, storage: Storage, *, study_name: str) -> StudyBook:
+        """An existing study, to read (``autoprune report``/``export``/``refine``)."""
+        try:
+            return cls(optuna.load_study(storage=storage.optuna, study_name=study_name), liveness=storage.liveness)
+        except KeyError:
+            raise StudyError(f"no study named {study_name!r} in {storage.describe()}") from None
+        except Exception as exc:
+            raise StudyError(f"cannot open storage {storage.describe()}: {type(exc).__name__}") from None
+
+    @property
+    def name(self) -> str:
+        return self.study.study_name
+
+    @property
+    def meta(self) -> StudyMeta:
+        """The study's stored metadata (as the worker that created it wrote it)."""
+        return StudyMeta.from_attrs(self.study.user_attrs)
+
+    def describe(self) -> str:
+        return describe(self.study._storage)
+
+    # --- counting -----------------------------------------------------------------------------------------
+
+    def tally(self) -> tuple[int, int]:
+        """``(counted, running)``: the trials that count towards the total (see the module docstring), and
+        those running now on every worker (one read of the storage)."""
+        trials = self.study.get_trials(deepcopy=False, states=(*_COUNTED_STATES, TrialState.RUNNING))
+        return sum(1 for t in trials if _counts(t)), sum(1 for t in trials if t.state == TrialState.RUNNING)
+
+    def slots_left(self, n_trials: int) -> int:
+        """How many more trials may start: the total less those that count and those running anywhere."""
+        return n_trials - sum(self.tally())
+
+    def is_surplus(self, trial: optuna.Trial, n_trials: int) -> bool:
+        """True when the trials that count plus those running with a lower number already fill the total:
+        ``trial`` lost the race for the last slot."""
+        trials = self.study.get_trials(deepcopy=False, states=(*_COUNTED_STATES, TrialState.RUNNING))
+        taken = sum(1 for t in trials if _counts(t) or (t.state == TrialState.RUNNING and t.number < trial.number))
+        return taken >= n_trials
+
+    # --- trials -------------------------------------------------------------------------------------------
+
+    def enqueue(self, params: list[dict[str, Any]]) -> None:
+        """Queue parameter sets (seeded policies) to be sampled first; once, by the worker that created the study."""
+        for one in params:
+            self.study.enqueue_trial(one, skip_if_exists=True)
+
+    def ask(self) -> optuna.Trial:
+        """A new trial for a driver that tells results itself, tagged with this process's identity."""
+        trial = self.study.ask()
+        self.claim(trial)
+        return trial
+
+    @staticmethod
+    def claim(trial: optuna.Trial) -> None:
+        """Tag ``trial`` as this process's (so a dead driver's trials can be found and run again)."""
+        trial.set_user_attr("worker", WORKER)
+
+    @staticmethod
+    def propose(trial: optuna.Trial, job: TrialJob) -> Proposal:
+        """Sample ``trial``'s policy from the job's space and store it on the trial (failed trials show it too)."""
+        proposal = job.propose(trial)
+        trial.set_user_attr("policy", proposal.policy.to_dict())
+        return proposal
+
+    @staticmethod
+    def record(trial: optuna.Trial, report: TrialReport) -> None:
+        """Store a finished trial's constraints, then its user attributes (not its objectives)."""
+        for key, value in zip(CONSTRAINT_KEYS, report.constraints):
+            trial.set_constraint(key, value)
+        for key, value in report.user_attrs.items():
+            trial.set_user_attr(key, value)
+
+    def tell(self, trial: optuna.Trial, *, report: TrialReport | None = None,
+             failure_reason: str | None = None) -> TrialRecord:
+        """Finish an asked trial: complete with ``report``, or FAIL with ``failure_reason``; its record."""
+        if report is not None:
+            self.record(trial, report)
+            return to_record(self.study.tell(trial, report.values))
+        trial.set_user_attr("failure_reason", failure_reason or "failed")
+        return to_record(self.study.tell(trial, state=TrialState.FAIL))
+
+    @contextlib.contextmanager
+    def beat(self, trial: optuna.Trial) -> Iterator[None]:
+        """Keep ``trial``'s liveness stamp fresh while it runs (journal files; RDB storages beat by themselves)."""
+        if self.liveness is None:
+            yield
+            return
+        with self.liveness.beat(trial._trial_id):
+            yield
+
+    # --- workers that died --------------------------------------------------------------------------------
+
+    def fail_stale(self) -> None:
+        """Mark the trials of dead workers FAIL and queue them again (heartbeats, or liveness stamps)."""
+        if self.liveness is not None:
+            self.liveness.reap(self.study)
+        else:
+            optuna.storages.fail_stale_trials(self.study)
+
+    def fail_orphans(self) -> None:
+        """Mark RUNNING trials of drivers that died on this host as interrupted (they are run again)."""
+        host = socket.gethostname()
+        for trial in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            owner_host, _, pid = str(trial.user_attrs.get("worker", "")).rpartition(":")
+            if owner_host != host or not pid.isdigit() or _alive(int(pid)):
+                continue
+            try:
+                self.tell(optuna.Trial(self.study, trial._trial_id), failure_reason=INTERRUPTED)
+            except Exception:  # another driver got there first
+                continue
+
+    # --- reading ------------------------------------------------------------------------------------------
+
+    def records(self) -> list[TrialRecord]:
+        """Every trial that ran or runs (queued trials, and surplus trials dropped unrun, are left out)."""
+        return [to_record(t) for t in self.study.get_trials(deepcopy=False)
+                if t.state not in (TrialState.WAITING, TrialState.PRUNED)]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def to_record(trial: FrozenTrial) -> TrialRecord:
+    """The plain record of a stored trial."""
+    attrs = trial.user_attrs
+    metrics = attrs.get("metrics", {})
+    state = {TrialState.COMPLETE: "complete", TrialState.FAIL: "failed", TrialState.RUNNING: "running",
+             TrialState.WAITING: "waiting", TrialState.PRUNED: "failed"}[trial.state]
+    values = trial.values if trial.state == TrialState.COMPLETE else None
+    reason = attrs.get("failure_reason")
+    if trial.state == TrialState.FAIL and reason is None:
+        reason = NO_HEARTBEAT
+    return TrialRecord(
+        number=trial.number, state=state, feasible=bool(attrs.get("feasible", False)) and state == "complete",
+        metric=values[0] if values else None, latency_ms=values[1] if values else None,
+        size_mb=values[2] if values else None, size_mb_sparse=metrics.get("size_mb_sparse"),
+        params=metrics.get("params"), macs=metrics.get("macs"), latency_cv=metrics.get("latency_cv"),
+        policy=attrs.get("policy"), failure_reason=reason,
+        timings=dict(attrs.get("timings", {})), artifact_dir=attrs.get("artifact_dir"), lr=trial.params.get("lr"),
+    )

@@ -1,0 +1,222 @@
+"""Where a study lives: storage specs (URL or journal file), opening them, masking passwords, and the
+liveness stamps that stand in for heartbeats on journal files. Imports optuna's storage classes only.
+
+* A storage is an Optuna RDB URL (``sqlite:///``, ``postgresql://``, ``mysql://``) or a plain file path,
+  which selects Optuna's ``JournalStorage`` with a file backend (as optuna-dashboard reads it).
+* Passwords never leave this module unmasked: :func:`mask_url` is used in every error it raises.
+* Dead workers: RDB storages use Optuna's heartbeat (``heartbeat_interval``, ``grace_period`` = 3
+  intervals, driven by ``study.optimize``) with ``RetryHeartbeatStaleTrialCallback``: the trial of a
+  killed worker is marked FAIL and a copy with the same parameters is queued. Journal files have no
+  heartbeat in Optuna, so :class:`JournalLiveness` does the same with a liveness stamp per running
+  trial (a file beside the journal, touched every interval) that the other workers check.
+
+Example:
+    >>> mask_url("postgresql://me:secret@db:5432/studies")
+    'postgresql://me:***@db:5432/studies'
+    >>> storage_file("runs/shared/study.log"), storage_file("postgresql://db/studies")
+    (PosixPath('runs/shared/study.log'), None)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+import re
+import threading
+import time
+from pathlib import Path
+from typing import Any, Iterator, NamedTuple
+
+import optuna
+from optuna.storages import RetryHeartbeatStaleTrialCallback
+from optuna.trial import TrialState
+
+from autoprune import defaults
+from autoprune.errors import StudyError
+
+MAX_RETRY = 3
+
+
+def mask_url(url: str) -> str:
+    """The storage URL with any password replaced by ``***`` (safe to print and log)."""
+    return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", str(url))
+
+
+def is_file_storage(spec: str) -> bool:
+    """A plain path (no ``scheme://``) selects a journal file."""
+    return "://" not in str(spec)
+
+
+def storage_file(spec: str) -> Path | None:
+    """The file behind a storage: the journal file, or an SQLite database's file; None for a server."""
+    if is_file_storage(spec):
+        return Path(spec)
+    if spec.startswith("sqlite:///") and ":memory:" not in spec:
+        return Path(spec[len("sqlite:///"):])
+    return None
+
+
+def error_line(exc: BaseException) -> str:
+    """``Type: first line of the message``, with any storage password masked."""
+    text = mask_url(str(exc)).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}"
+
+
+class JournalLiveness:
+    """Heartbeats for journal-file studies, which Optuna's heartbeat does not cover.
+
+    Each running trial has a stamp file ``<journal>.alive/<trial_id>`` that its worker touches every
+    ``interval`` seconds. A RUNNING trial whose stamp is older than ``grace`` seconds (or missing, with
+    a start older than ``grace``) belongs to a dead worker: the first worker to notice claims it with
+    an exclusive ``.reaped`` file, marks it FAIL, and queues a copy with the same parameters, exactly
+    as Optuna's ``RetryHeartbeatStaleTrialCallback`` does for RDB storages. Workers on several
+    machines need a shared file system whose clocks agree to within the grace period.
+    """
+
+    def __init__(self, journal: Path, *, interval: float) -> None:
+        self.dir = Path(str(journal) + ".alive")
+        self.interval = interval
+        self.grace = 3 * interval
+        self.dir.mkdir(parents=True, exist_ok=True)
+
+    @contextlib.contextmanager
+    def beat(self, trial_id: int) -> Iterator[None]:
+        stamp = self.dir / str(trial_id)
+        stamp.touch()
+        stop = threading.Event()
+
+        def loop() -> None:
+            while not stop.wait(self.interval):
+                stamp.touch()
+
+        thread = threading.Thread(target=loop, name=f"autoprune-liveness-{trial_id}", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            thread.join()
+            stamp.unlink(missing_ok=True)
+
+    def reap(self, study: optuna.Study) -> None:
+        """Fail and re-queue the running trials of dead workers."""
+        now = time.time()
+        for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            stamp = self.dir / str(trial._trial_id)
+            try:
+                last = stamp.stat().st_mtime
+            except FileNotFoundError:
+                started = trial.datetime_start.timestamp() if trial.datetime_start else now
+                last = started
+            if now - last <= self.grace:
+                continue
+            try:  # claim it: only one worker may re-queue a dead trial
+                os.close(os.open(str(stamp) + ".reaped", os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+            except FileExistsError:
+                continue
+            try:
+                study._storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL)
+            except optuna.exceptions.UpdateFinishedTrialError:
+                continue
+            RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY)(study, study._storage.get_trial(trial._trial_id))
+
+
+class Storage(NamedTuple):
+    """An opened storage: Optuna's storage object, and for journal files the liveness checker that replaces
+    heartbeats (None for RDB storages, whose heartbeat Optuna drives, or when heartbeats are off)."""
+
+    optuna: Any
+    liveness: JournalLiveness | None = None
+
+    def describe(self) -> str:
+        """What to call this storage in a message (password masked)."""
+        return describe(self.optuna)
+
+    def study_names(self) -> list[str]:
+        """The names of the studies it holds; StudyError when it cannot be read."""
+        return list_study_names(self.optuna)
+
+    def has_study(self, study_name: str) -> bool:
+        return study_name in self.study_names()
+
+
+def make_storage(spec: str, *, heartbeat_interval: int | None = defaults.HEARTBEAT_INTERVAL,
+                 must_exist: bool = False) -> Storage:
+    """The Optuna storage for ``spec`` and, for journal files, the liveness checker that replaces heartbeats.
+
+    Raises StudyError (with any password masked) when the storage cannot be opened, or, with
+    ``must_exist``, when a journal or SQLite file is not there. ``heartbeat_interval=None`` turns
+    heartbeats off (ask/tell drivers such as the Ray backend, which Optuna's heartbeat does not serve).
+    """
+    path = storage_file(spec)
+    if must_exist and path is not None and not path.is_file():
+        raise StudyError(f"no {'journal file' if is_file_storage(spec) else 'SQLite database'} at {path}")
+    if is_file_storage(spec):
+        if path.is_dir():
+            raise StudyError(f"--storage {spec} is a directory; give a journal file path such as {path / 'study.log'}")
+        if path.is_file() and path.read_bytes()[:16].startswith(b"SQLite format 3"):
+            raise StudyError(f"--storage {spec} is an SQLite database; give it as sqlite:///{path.resolve()}")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        from optuna.storages.journal import JournalFileBackend
+
+        try:
+            storage = optuna.storages.JournalStorage(JournalFileBackend(str(path)))
+        except Exception as exc:
+            raise StudyError(f"cannot open journal file {spec}: {type(exc).__name__}: {exc}") from None
+        liveness = JournalLiveness(path, interval=heartbeat_interval) if heartbeat_interval else None
+        return Storage(storage, liveness)
+    spec = _with_postgres_driver(spec)
+    connect_args = {"timeout": 60} if spec.startswith("sqlite") else {}
+    if spec.startswith(("postgresql", "mysql")):
+        connect_args = {"connect_timeout": 10}
+    heartbeat: dict[str, Any] = {}
+    if heartbeat_interval:
+        heartbeat = {"heartbeat_interval": heartbeat_interval, "grace_period": 3 * heartbeat_interval,
+                     "heartbeat_stale_trial_callback": RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY)}
+    attempts = 5
+    for attempt in range(1, attempts + 1):
+        try:
+            storage = optuna.storages.RDBStorage(
+                spec, engine_kwargs={"connect_args": connect_args, "pool_pre_ping": True}, **heartbeat)
+        except Exception as exc:
+            # Workers that start together on an empty database race to create Optuna's tables; the
+            # losers see a unique violation and simply open the tables the winner made.
+            racing = "IntegrityError" in type(exc).__name__ or "already exists" in str(exc)
+            if racing and attempt < attempts:
+                time.sleep(0.5 + random.random())
+                continue
+            raise StudyError(f"cannot open storage {mask_url(spec)}: {error_line(exc)}") from None
+        break
+    return Storage(storage)
+
+
+def _with_postgres_driver(url: str) -> str:
+    """``postgresql://`` names no driver and SQLAlchemy 2.1 then wants psycopg 3; use the installed one."""
+    scheme, sep, rest = url.partition("://")
+    if scheme not in ("postgresql", "postgres"):
+        return url
+    import importlib.util
+
+    for module, driver in (("psycopg", "psycopg"), ("psycopg2", "psycopg2")):
+        if importlib.util.find_spec(module) is not None:
+            return f"postgresql+{driver}{sep}{rest}"
+    raise StudyError("a postgresql:// storage needs a PostgreSQL driver: pip install 'autoprune[postgres]' "
+                     "(psycopg2-binary)")
+
+
+def describe(storage: Any) -> str:
+    if isinstance(storage, str):
+        return mask_url(storage)
+    url = getattr(storage, "url", None)
+    if url:
+        return mask_url(str(url))
+    backend = getattr(storage, "_backend", None)
+    return str(getattr(backend, "_file_path", type(storage).__name__))
+
+
+def list_study_names(storage: Any) -> list[str]:
+    try:
+        return sorted(s.study_name for s in optuna.get_all_study_summaries(storage=storage))
+    except Exception as exc:
+        raise StudyError(f"cannot open storage {describe(storage)}: {type(exc).__name__}") from None

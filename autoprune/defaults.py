@@ -1,0 +1,36 @@
+"""The defaults that ``search()``, :class:`~autoprune.measure.HardwareProfile` and the ``autoprune`` console
+script share: one copy, in a module that imports nothing, so ``autoprune --help`` shows them without
+loading torch.
+
+Example:
+    >>> from autoprune import defaults
+    >>> defaults.N_TRIALS, defaults.SPACE, defaults.BATCH_SIZE
+    (20, 'default', 64)
+"""
+
+from __future__ import annotations
+
+#: total trials of a study, over every worker
+N_TRIALS = 20
+#: the built-in search space used when none is named
+SPACE = "default"
+#: the sampler name (multi-objective TPE)
+SAMPLER = "auto"
+#: the backend name (trials in this process)
+BACKEND = "optuna"
+#: study name of ``search()`` when none is given (the CLI names a study after its model)
+STUDY_NAME = "autoprune"
+#: seconds between a running trial's heartbeats; a worker silent for 3 intervals is presumed dead
+HEARTBEAT_INTERVAL = 10
+
+# What latency means, unless a HardwareProfile says otherwise.
+DEVICE = "cpu"
+THREADS = 1
+BATCH_SIZE = 64
+DTYPE = "float32"
+RUNTIME = "eager"
+
+#: how the CLI names the embedded default (a digits CNN and scikit-learn's digits) for --model and --data
+DEMO = "embedded:digits"
+#: the batch size of the data loaders the CLI builds for the embedded digits default
+DATA_BATCH_SIZE = 64

@@ -1,0 +1,209 @@
+"""Loading what a search needs and what it left: models and data named as ``pkg.mod:fn``, weights files,
+a run directory's layout, and a stored study read back as a :class:`~autoprune.result.SearchResult`.
+
+The console script and Python callers share these: ``autoprune search --model pkg.mod:build --weights
+w.pt`` and ``build_model("pkg.mod:build", "w.pt")`` load the same model with the same checks, and
+``autoprune report`` reads a study as :func:`load_result` does.
+
+A run directory holds the default study (``study.db``), the result files, ``best/``, and, when the study
+lives there, ``candidates/<study name>/`` (the weights of every candidate that reached the front).
+
+Example:
+    >>> import_object("autoprune.zoo:MLP", "model").__name__
+    'MLP'
+    >>> default_storage(Path("runs/digits")).endswith("runs/digits/study.db")
+    True
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from autoprune import defaults
+from autoprune.backends.book import StudyBook
+from autoprune.backends.storage import make_storage, mask_url, storage_file
+from autoprune.errors import AutopruneInputError, DataError, ModelLoadError, StudyError
+from autoprune.export import load_pruned
+from autoprune.objective import dense_copy
+from autoprune.result import SearchResult, TrialRecord
+
+DEMO = defaults.DEMO
+CANDIDATES_DIR = "candidates"
+BEST_DIR = "best"
+STUDY_DB = "study.db"
+
+
+def import_object(spec: str, what: str) -> Any:
+    """Import ``package.module:attribute`` (modules under the working directory too); ModelLoadError saying
+    what was wrong otherwise. ``what`` names the option in messages (``model``, ``data``)."""
+    module_name, _, attr = spec.partition(":")
+    if not module_name or not attr:
+        raise ModelLoadError(f"--{what} must look like package.module:function, got {spec!r}")
+    sys.path.insert(0, str(Path.cwd()))
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as exc:
+        raise ModelLoadError(f"--{what} {spec!r}: cannot import {module_name!r} ({type(exc).__name__}: {exc})") from None
+    finally:
+        sys.path.pop(0)
+    try:
+        return getattr(module, attr)
+    except AttributeError:
+        raise ModelLoadError(f"--{what} {spec!r}: module {module_name!r} has no attribute {attr!r}") from None
+
+
+def build_model(spec: str, weights: str | Path | None = None, run_dir: str | Path | None = None) -> nn.Module:
+    """The base model named by ``spec`` (a factory or a module object, or :data:`DEMO` for the embedded
+    digits CNN, trained once and cached in ``run_dir``), with ``weights`` loaded (see :func:`load_weights`)."""
+    if spec == DEMO:
+        from autoprune.demo import pretrained_digits_cnn
+
+        return pretrained_digits_cnn(run_dir)
+    factory = import_object(spec, "model")
+    try:
+        model = factory() if callable(factory) and not isinstance(factory, nn.Module) else factory
+    except Exception as exc:
+        raise ModelLoadError(f"--model {spec!r} raised {type(exc).__name__}: {exc}") from None
+    if not isinstance(model, nn.Module):
+        raise ModelLoadError(f"--model {spec!r} returned {type(model).__name__}, not a torch.nn.Module")
+    if weights:
+        load_weights(model, weights, label=f"--model {spec}")
+    return model
+
+
+def load_weights(model: nn.Module, weights: str | Path, *, label: str = "the model") -> nn.Module:
+    """Load a ``torch.save(model.state_dict())`` file (or a Lightning checkpoint) into ``model``, read with
+    ``weights_only=True``; ModelLoadError naming the missing, unexpected and mis-shaped keys otherwise."""
+    path = Path(weights)
+    if not path.is_file():
+        raise ModelLoadError(f"--weights {weights}: no such file")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise ModelLoadError(f"--weights {weights} is not a weights file torch.load(weights_only=True) "
+                             f"can read: {type(exc).__name__}") from None
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]  # a Lightning checkpoint
+    problem = state_dict_mismatch(model, state)
+    if problem:
+        raise ModelLoadError(f"--weights {weights} does not fit {label}: {problem}")
+    model.load_state_dict(state)
+    return model
+
+
+def state_dict_mismatch(model: Any, state: Any) -> str:
+    """Why ``state`` cannot load into ``model`` (empty when it can): missing, unexpected, mis-shaped keys."""
+    if not isinstance(state, dict):
+        return f"the file holds a {type(state).__name__}, not a state_dict"
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    shapes = [f"{k} {tuple(state[k].shape)} in the file, {tuple(v.shape)} in the model"
+              for k, v in expected.items() if k in state and hasattr(state[k], "shape") and state[k].shape != v.shape]
+    parts = [f"{label} {items[:3]}{' ...' if len(items) > 3 else ''}"
+             for label, items in (("missing keys", missing), ("unexpected keys", unexpected), ("shapes differ:", shapes))
+             if items]
+    return "; ".join(parts)
+
+
+def build_data(spec: str, batch_size: int | None = None) -> Any:
+    """The data named by ``spec``: a factory's result (a LightningDataModule or a ``(train, val)`` loader
+    pair), or for :data:`DEMO` the digits data module with ``batch_size``."""
+    if spec == DEMO:
+        from autoprune.demo import DigitsDataModule
+
+        return DigitsDataModule(batch_size=batch_size or defaults.DATA_BATCH_SIZE)
+    factory = import_object(spec, "data")
+    try:
+        return factory() if callable(factory) else factory
+    except Exception as exc:
+        raise ModelLoadError(f"--data {spec!r} raised {type(exc).__name__}: {exc}") from None
+
+
+# --- a run directory and its study ------------------------------------------------------------------------
+
+def default_storage(out_dir: Path) -> str:
+    """The study a run directory holds by default: SQLite in ``<out_dir>/study.db``."""
+    return f"sqlite:///{(Path(out_dir) / STUDY_DB).resolve()}"
+
+
+def default_artifacts(storage: str, out_dir: Path, study_name: str) -> Path:
+    """Where candidates' weights go by default: beside the study (next to its journal or SQLite file), else
+    in the run directory; one directory per study."""
+    file = storage_file(storage)
+    where = file.resolve().parent if file is not None else Path(out_dir).resolve()
+    return where / CANDIDATES_DIR / study_name
+
+
+def storage_label(storage: str) -> str:
+    """How to show a storage to a person: its URL with any password masked."""
+    return mask_url(storage)
+
+
+def candidate_loader(artifacts_dir: Path, base_model: nn.Module) -> Callable[[TrialRecord], nn.Module]:
+    """Rebuilds a candidate from its saved weights (under ``artifacts_dir``) on a private copy of ``base_model``."""
+    base = dense_copy(base_model)
+    return lambda record: load_pruned(Path(artifacts_dir) / record.artifact_dir, base)
+
+
+def load_result(*, storage: str, study_name: str, out_dir: str | Path | None = None,
+                base_model: nn.Module | None = None, artifacts_dir: str | Path | None = None) -> SearchResult:
+    """Rebuild a :class:`~autoprune.result.SearchResult` of the whole study from its storage (what
+    ``autoprune report`` shows). With ``base_model`` its candidates load too (see :func:`attach_candidates`).
+
+    Raises:
+        StudyError: the storage cannot be opened or holds no such study.
+        DataError: the study has no trials yet.
+    """
+    book = StudyBook.load(make_storage(storage, must_exist=True), study_name=study_name)
+    trials = book.records()
+    if not trials:
+        raise DataError(f"study {study_name!r} has no trials yet")
+    meta = book.meta
+    result = SearchResult(trials=trials, metric_name=meta.metric, budget_ms=meta.budget_ms, budget_mb=meta.budget_mb,
+                          out_dir=Path(out_dir) if out_dir is not None else None, study_name=study_name, meta=meta)
+    if base_model is not None:
+        attach_candidates(result, base_model, storage=storage, artifacts_dir=artifacts_dir)
+    return result
+
+
+def attach_candidates(result: SearchResult, base_model: nn.Module, *, storage: str,
+                      artifacts_dir: str | Path | None = None) -> SearchResult:
+    """Let ``result.load_model`` rebuild candidates on ``base_model`` from the study's candidates directory.
+
+    ``artifacts_dir`` overrides the directory the study was created with (a worker that mounts the shared
+    directory elsewhere).
+    """
+    out = result.out_dir or Path("runs") / result.study_name
+    artifacts = artifacts_dir or result.meta.artifacts or default_artifacts(storage, out, result.study_name)
+    result.model_loader = candidate_loader(Path(artifacts), base_model)
+    return result
+
+
+def open_result(*, out: Path | None, storage: str | None, study_name: str | None, artifacts: Path | None = None,
+                with_model: bool = False) -> tuple[SearchResult, Path]:
+    """The result of a finished (or running) search and the run directory to write into, from its run
+    directory (``out``) or its storage; the study name may be left out when the storage holds one study.
+    With ``with_model`` the base model is rebuilt as the study recorded it, so candidates load."""
+    if out is None and storage is None:
+        raise AutopruneInputError("give --out (a search's run directory) or --storage")
+    if storage is None and not (out / STUDY_DB).is_file():
+        raise StudyError(f"{out} holds no {STUDY_DB}: give the run directory of a search, or --storage")
+    url = storage or default_storage(out)
+    if study_name is None:
+        names = make_storage(url, must_exist=True).study_names()
+        if len(names) != 1:
+            raise StudyError(f"the storage holds studies {names}: choose one with --study-name")
+        study_name = names[0]
+    out = out or Path("runs") / study_name
+    result = load_result(storage=url, study_name=study_name, out_dir=out)
+    if with_model:
+        base = build_model(result.meta.model or DEMO, result.meta.weights, out)
+        attach_candidates(result, base, storage=url, artifacts_dir=artifacts)
+    return result, out

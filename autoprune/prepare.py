@@ -1,0 +1,92 @@
+"""What ``search()`` sets up before its first trial: the model it prunes and the study it records in.
+
+* :func:`prepare_model`: a private dense copy of the caller's model (the caller's is never touched), the
+  data loaders, the example inputs every trial traces and times, and the search space bound to the
+  model (its prunable layers, coupled units and removable blocks).
+* :func:`prepare_study`: the study created, or joined after checking that it agrees with this search
+  (space, metric, objectives, the profile latency is measured under), and the latency reference every
+  worker of the study times its candidates against.
+
+Example:
+    >>> import torch
+    >>> from autoprune.space import load_space
+    >>> from autoprune.zoo import MLP
+    >>> batches = [(torch.randn(4, 16), torch.randint(0, 10, (4,)))]
+    >>> prepared = prepare_model(MLP(), (batches, batches), load_space("structured"))
+    >>> prepared.resolved.layers, prepared.example_inputs[0].shape
+    (('fc1', 'fc2'), torch.Size([2, 16]))
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from torch import nn
+
+from autoprune.backends.book import StudyBook
+from autoprune.backends.storage import Storage
+from autoprune.depth import removable_blocks
+from autoprune.finetune import first_inputs, resolve_data
+from autoprune.layers import output_layers, run_model
+from autoprune.measure import HardwareProfile, LatencyReference
+from autoprune.objective import dense_copy
+from autoprune.seeds import coupled_units, seed_params
+from autoprune.space import ResolvedSpace, SearchSpace
+from autoprune.study import StudyMeta
+
+
+@dataclass(frozen=True)
+class PreparedModel:
+    """The dense model a search prunes (a private copy), its data, example inputs and resolved space."""
+
+    base: nn.Module
+    train_loader: Any
+    val_loader: Any
+    example_inputs: tuple
+    resolved: ResolvedSpace
+
+    def seed_params(self, *, metric: Any, loss: Any, profile: HardwareProfile,
+                    reference: LatencyReference | None) -> list[dict[str, Any]]:
+        """The parameters of a new study's seeded policies (see :mod:`autoprune.seeds`)."""
+        return seed_params(self.resolved, self.base, self.example_inputs, self.train_loader, self.val_loader,
+                           metric=metric, loss=loss, profile=profile, reference=reference)
+
+
+def prepare_model(model: nn.Module, data: Any, space: SearchSpace) -> PreparedModel:
+    """Copy ``model``, resolve ``data`` into loaders, and bind ``space`` to the copy.
+
+    Raises:
+        DataError: ``data`` is neither a LightningDataModule nor a ``(train_loader, val_loader)`` pair.
+        ExampleInputsError: the model cannot run the first validation batch.
+        SearchSpaceError, LayerMatchError: the space selects nothing, or a glob matches nothing.
+    """
+    train_loader, val_loader = resolve_data(data)
+    example_inputs = first_inputs(val_loader)
+    base = dense_copy(model)
+    run_model(base, example_inputs)
+    protected = output_layers(base, example_inputs)
+    resolved = space.resolve(base, protected=protected, coupled=coupled_units(space, base, example_inputs, protected),
+                             blocks=removable_blocks(base, example_inputs) if space.drop_blocks else ())
+    return PreparedModel(base=base, train_loader=train_loader, val_loader=val_loader,
+                         example_inputs=example_inputs, resolved=resolved)
+
+
+def prepare_study(storage: Storage, *, study_name: str, sampler: Any, meta: StudyMeta, prepared: PreparedModel,
+                  profile: HardwareProfile) -> tuple[StudyBook, LatencyReference | None]:
+    """Create the study with ``meta`` (the dense model timed first, when candidates are timed against it),
+    or join it; return its book and the latency reference (None when ``profile.interleave`` is off).
+
+    Raises:
+        StudyError: the stored study has another space, metric, objectives or latency profile (it is left
+            as it is).
+    """
+    reference = None
+    if profile.interleave and not storage.has_study(study_name):
+        reference = LatencyReference.calibrate(prepared.base, prepared.example_inputs, profile)
+    book = StudyBook.open(storage, study_name=study_name, sampler=sampler, meta=meta.with_reference(reference))
+    stored = book.meta
+    stored.check_profile(profile, study_name)
+    if profile.interleave:
+        reference = stored.reference(prepared.base, prepared.example_inputs, profile, calibrated=reference)
+    return book, reference

@@ -1,0 +1,80 @@
+"""The runtime contract and the name -> runtime registry (see :mod:`autoprune.runtimes`)."""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from abc import ABC, abstractmethod
+from typing import TYPE_CHECKING, Any, Callable, ClassVar
+
+from torch import nn
+
+from autoprune.errors import AutopruneInputError, RuntimeNotFoundError
+
+if TYPE_CHECKING:
+    from autoprune.measure import HardwareProfile
+
+#: one forward of a timed model, its inputs bound
+Forward = Callable[[], Any]
+
+
+class Runtime(ABC):
+    """What runs a model's timed forwards under a :class:`~autoprune.measure.HardwareProfile`.
+
+    :func:`autoprune.measure.measure` owns the timing protocol (warm-up, samples, interleaving with the
+    dense model, statistics); a runtime only turns a model into a zero-argument forward on a batch.
+    The checks are no-ops unless a runtime needs them.
+    """
+
+    #: the name a profile gives (``HardwareProfile(runtime=name)``)
+    name: ClassVar[str]
+
+    def check(self, profile: HardwareProfile) -> None:
+        """Refuse a profile this runtime cannot honour, with a :class:`~autoprune.errors.ProfileError` that
+        says what to change (called when the profile is made)."""
+
+    def check_available(self, profile: HardwareProfile) -> None:
+        """Refuse to time when what this runtime needs is not installed here (called before timing)."""
+
+    @abstractmethod
+    def forward(self, model: nn.Module, inputs: tuple, profile: HardwareProfile) -> Forward:
+        """One forward of a private copy of ``model`` on ``inputs`` (already a batch of the profile's
+        ``batch_size``), on the profile's device and dtype; ``model`` itself must stay untouched."""
+
+
+_REGISTRY: dict[str, Runtime] = {}
+
+
+def register_runtime(runtime: Runtime, *, overwrite: bool = False) -> Runtime:
+    """Add ``runtime`` to the registry under ``runtime.name`` and return it."""
+    if not isinstance(runtime, Runtime):
+        raise AutopruneInputError(f"a runtime must be a Runtime instance, got {type(runtime).__name__}")
+    name = getattr(runtime, "name", None)
+    if not isinstance(name, str) or not name:
+        raise AutopruneInputError(f"{type(runtime).__name__} must set a non-empty class attribute `name`")
+    if name in _REGISTRY and not overwrite:
+        raise AutopruneInputError(f"a runtime named {name!r} is already registered; pass overwrite=True")
+    _REGISTRY[name] = runtime
+    return runtime
+
+
+def _builtin_names() -> list[str]:
+    import autoprune.runtimes as package
+
+    return [m.name for m in pkgutil.iter_modules(package.__path__) if m.name != "base"]
+
+
+def get_runtime(name: str) -> Runtime:
+    """The runtime registered as ``name``, importing the built-in module of that name on first use;
+    :class:`~autoprune.errors.RuntimeNotFoundError` lists the known runtimes otherwise."""
+    if name not in _REGISTRY and isinstance(name, str) and name in _builtin_names():
+        importlib.import_module(f"autoprune.runtimes.{name}")
+    try:
+        return _REGISTRY[name]
+    except (KeyError, TypeError):
+        raise RuntimeNotFoundError(f"profile runtime must be one of {available_runtimes()}, got {name!r}") from None
+
+
+def available_runtimes() -> list[str]:
+    """Sorted names of the built-in and registered runtimes."""
+    return sorted(set(_builtin_names()) | set(_REGISTRY))

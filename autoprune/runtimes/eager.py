@@ -1,0 +1,35 @@
+"""``eager``: the PyTorch module as trained, on the profile's device and dtype (the default runtime)."""
+
+from __future__ import annotations
+
+import copy
+from typing import TYPE_CHECKING
+
+import torch
+from torch import nn
+
+from autoprune.measure import DTYPES
+from autoprune.runtimes.base import Forward, Runtime, register_runtime
+
+if TYPE_CHECKING:
+    from autoprune.measure import HardwareProfile
+
+
+class EagerRuntime(Runtime):
+    """Times a copy of the module, cast to the profile's dtype and moved to its device (CUDA timings are
+    synchronised around each sample by :mod:`autoprune.measure`)."""
+
+    name = "eager"
+
+    def forward(self, model: nn.Module, inputs: tuple, profile: HardwareProfile) -> Forward:
+        dtype = DTYPES[profile.dtype]
+        timed = copy.deepcopy(model).to(device=profile.device, dtype=dtype).eval()
+        args = tuple(
+            a.to(device=profile.device, dtype=dtype if a.is_floating_point() else a.dtype)
+            if isinstance(a, torch.Tensor) else a
+            for a in inputs
+        )
+        return lambda: timed(*args)
+
+
+register_runtime(EagerRuntime(), overwrite=True)

@@ -1,0 +1,115 @@
+"""``onnxruntime``: the model exported to ONNX and run in an ONNX Runtime CPU session, as a deployed
+``model.onnx`` runs. The only module that imports onnxruntime.
+
+ONNX Runtime applies all its graph optimisations (BatchNorm folded into the convolutions, activations
+fused), so it ranks candidates differently from eager PyTorch: it rewards channel counts aligned to
+multiples of 8 far more. float32 on the CPU only; needs ``pip install 'autoprune[onnx]'``.
+:mod:`autoprune.export` writes and checks ``model.onnx`` files with the helpers below.
+
+Example:
+    >>> import torch, torch.nn as nn
+    >>> run = onnx_runner(nn.Linear(4, 2), torch.randn(3, 4))
+    >>> run()[0].shape
+    (3, 2)
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib.util
+import io
+import warnings
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
+
+import torch
+from torch import nn
+
+from autoprune.errors import ExportError, ProfileError
+from autoprune.layers import as_input_tuple, traceable
+from autoprune.runtimes.base import Forward, Runtime, register_runtime
+
+if TYPE_CHECKING:
+    from autoprune.measure import HardwareProfile
+
+INSTALL = "pip install 'autoprune[onnx]'"
+
+
+def onnx_available() -> bool:
+    return importlib.util.find_spec("onnx") is not None and importlib.util.find_spec("onnxruntime") is not None
+
+
+def export_onnx(model: nn.Module, args: tuple, target: Path | io.BytesIO) -> None:
+    """Export ``model`` run on ``args`` to an ONNX file or buffer, with a dynamic batch axis."""
+    names = [f"input{i}" for i in range(len(args))]
+    torch.onnx.export(
+        model, args, target if isinstance(target, io.BytesIO) else str(target), dynamo=False, input_names=names,
+        output_names=["output"], dynamic_axes={**{n: {0: "batch"} for n in names}, "output": {0: "batch"}},
+    )
+
+
+def session(source: str | bytes, threads: int | None = None) -> Any:
+    """An ONNX Runtime CPU session of a file path or serialised model (``threads`` intra-op threads)."""
+    import onnxruntime  # optional dependency, checked by onnx_available()
+
+    options = onnxruntime.SessionOptions()
+    if threads is not None:
+        options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
+    return onnxruntime.InferenceSession(source, options, providers=["CPUExecutionProvider"])
+
+
+def feeds(onnx_session: Any, args: tuple) -> dict[str, Any]:
+    """The session's inputs, named, from the tensor arguments (other arguments were constants in the export)."""
+    tensors = [a for a in args if isinstance(a, torch.Tensor)]
+    return {inp.name: a.numpy() for inp, a in zip(onnx_session.get_inputs(), tensors)}
+
+
+def onnx_runner(model: nn.Module, example_inputs: Any, *, threads: int = 1) -> Callable[[], Any]:
+    """Export ``model`` to ONNX in memory and return a zero-argument callable that runs it on
+    ``example_inputs`` in an ONNX Runtime CPU session (``threads`` intra-op threads, all graph
+    optimisations).
+
+    Raises:
+        ExportError: ONNX is not installed, or the model cannot be exported.
+    """
+    if not onnx_available():
+        raise ExportError(f"the onnxruntime runtime needs the onnx and onnxruntime packages: {INSTALL}")
+    model = copy.deepcopy(model).cpu().float().eval()
+    args = tuple(a.cpu() if isinstance(a, torch.Tensor) else a for a in as_input_tuple(example_inputs))
+    buffer = io.BytesIO()
+    try:
+        with warnings.catch_warnings(), traceable(model):
+            warnings.simplefilter("ignore")
+            export_onnx(model, args, buffer)
+    except Exception as exc:  # the exporter raises many types; name the model and the way out
+        first_line = (str(exc).strip().splitlines() or [""])[0]
+        raise ExportError(f"{type(model).__name__} could not be exported to ONNX ({type(exc).__name__}: {first_line}); "
+                          "time it with the eager runtime instead") from exc
+    runner = session(buffer.getvalue(), threads)
+    bound = feeds(runner, args)
+    return lambda: runner.run(None, bound)
+
+
+class OnnxRuntime(Runtime):
+    """Times the exported model in ONNX Runtime on the CPU, float32, with the profile's thread count."""
+
+    name = "onnxruntime"
+
+    def check(self, profile: HardwareProfile) -> None:
+        if profile.device != "cpu" or profile.dtype != "float32":
+            raise ProfileError("the onnxruntime runtime times float32 on the CPU: use device 'cpu' and dtype "
+                               f"'float32' (got {profile.device!r}, {profile.dtype!r}), or runtime 'eager'")
+
+    def check_available(self, profile: HardwareProfile) -> None:
+        if not onnx_available():
+            raise ProfileError(f"profile runtime 'onnxruntime' needs the onnx and onnxruntime packages: {INSTALL}, "
+                               "or use runtime 'eager'")
+
+    def forward(self, model: nn.Module, inputs: tuple, profile: HardwareProfile) -> Forward:
+        try:
+            return onnx_runner(model, inputs, threads=profile.threads)
+        except ExportError as exc:
+            raise ProfileError(str(exc)) from exc
+
+
+register_runtime(OnnxRuntime(), overwrite=True)

@@ -1,0 +1,109 @@
+"""Seeded policies: the head start a new study gets before its sampler's own trials, and the model
+analysis behind them (coupled units, a one-pass sensitivity scan, a channel-alignment probe).
+
+* :func:`coupled_units`: the layers whose output channels are removed together (a residual stream), so
+  a structured space searches each set as one unit.
+* :func:`seed_scales`: per-unit scales from :func:`autoprune.sensitivity.layer_scan`: units that buy
+  much latency for little metric are pruned hardest.
+* :func:`seed_alignment`: the ``round_to`` the seeds use: the space's first option, unless another one
+  computes clearly more MACs per millisecond in the profile's runtime.
+* :func:`seed_params`: the parameters of every seeded policy (see
+  :meth:`autoprune.space.ResolvedSpace.seed_params`), with the scales and alignment above.
+
+Each analysis is a head start, not a requirement: when one cannot run on a model (tracing fails, the
+scan's pruning fails) a warning says why and the seeds do without it.
+
+Example:
+    >>> import torch
+    >>> from autoprune.space import load_space
+    >>> from autoprune.zoo import ResNetCNN
+    >>> net = ResNetCNN().eval()
+    >>> coupled_units(load_space("structured"), net, (torch.randn(2, 1, 8, 8),), ["head"])[:2]
+    [('stem', 'layers.0.conv2'), ('layers.0.conv1',)]
+"""
+
+from __future__ import annotations
+
+import itertools
+import warnings
+from typing import Any
+
+from torch import nn
+
+from autoprune.layers import prunable_layers
+from autoprune.measure import HardwareProfile, LatencyReference
+from autoprune.methods.structured import coupled_layers
+from autoprune.sensitivity import alignment_rates, layer_scan, pruning_costs, sensitivity_scales
+from autoprune.space import ResolvedSpace, SearchSpace
+
+#: another round_to must compute this many times the MACs per ms of the first to be chosen: closer is noise
+ALIGNMENT_MARGIN = 1.1
+
+
+def coupled_units(space: SearchSpace, base: nn.Module, example_inputs: tuple,
+                  protected: list[str]) -> list[tuple[str, ...]]:
+    """Coupled layers, searched as one unit (traced only for spaces whose methods are all structured)."""
+    if not space.structured_only:
+        return []
+    try:
+        return coupled_layers(base, example_inputs, prunable_layers(base), protected=protected)
+    except Exception as exc:  # a tracing failure shows again, with its reason, in the trials that prune
+        warnings.warn(f"could not trace coupled layers ({type(exc).__name__}: {exc}); searching one value per layer")
+        return []
+
+
+def seed_scales(resolved: ResolvedSpace, base: nn.Module, example_inputs: tuple, train_loader: Any,
+                val_loader: Any, *, metric: Any, loss: Any, profile: HardwareProfile,
+                reference: LatencyReference | None) -> dict[str, float] | None:
+    """Per-unit scales for the seeded policies from a one-pass scan of what pruning each unit costs in
+    metric per latency saved (None when the space has one unit, searches groups, or the scan fails)."""
+    sp = resolved.space.sparsity
+    if sp.mode == "per_group" or len(resolved.units) < 2:
+        return None
+    try:
+        scan = layer_scan(base, resolved.units, example_inputs, val_loader, method=resolved.space.methods[0],
+                          metric=metric, loss=loss, calibration_data=itertools.islice(iter(train_loader), 2),
+                          profile=profile, reference=reference)
+    except Exception as exc:  # the seeds are a head start, not a requirement
+        warnings.warn(f"layer sensitivity scan failed ({type(exc).__name__}: {exc}); seeding uniform policies only")
+        return None
+    costs = pruning_costs(scan.units, base=scan.base)
+    if sp.mode == "global_scale":
+        return sensitivity_scales(costs, low=sp.scale_low, high=sp.scale_high, step=sp.scale_step)
+    return sensitivity_scales(costs, low=0.5, high=1.5, step=None)
+
+
+def seed_alignment(resolved: ResolvedSpace, base: nn.Module, example_inputs: tuple, train_loader: Any, *,
+                   loss: Any, profile: HardwareProfile, reference: LatencyReference | None) -> int | None:
+    """The ``round_to`` of the seeded policies: the space's first option, unless another one's shapes run
+    clearly faster in this profile's runtime (more than :data:`ALIGNMENT_MARGIN` times the MACs per ms of
+    a uniform probe: closer rates are timing noise). ONNX Runtime rewards multiples of 8 by far more than
+    that; in eager PyTorch the options' rates are usually within the margin, and the seeds stay on the
+    first (measured figures in docs/benchmarks.md)."""
+    space = resolved.space
+    first = space.round_to[0]
+    if len(space.round_to) < 2:
+        return first
+    sp = space.sparsity
+    try:
+        rates = alignment_rates(base, resolved.layers, example_inputs,
+                                options=space.round_to, method=space.methods[0], profile=profile,
+                                sparsity=min(max(0.7, sp.low), sp.high), reference=reference, loss=loss,
+                                calibration_data=itertools.islice(iter(train_loader), 2))
+    except Exception as exc:  # the seeds are a head start, not a requirement
+        warnings.warn(f"channel alignment probe failed ({type(exc).__name__}: {exc}); seeds use the first round_to")
+        return first
+    best = max(rates, key=rates.__getitem__)
+    return best if rates[best] > ALIGNMENT_MARGIN * rates[first] else first
+
+
+def seed_params(resolved: ResolvedSpace, base: nn.Module, example_inputs: tuple, train_loader: Any,
+                val_loader: Any, *, metric: Any, loss: Any, profile: HardwareProfile,
+                reference: LatencyReference | None) -> list[dict[str, Any]]:
+    """The parameters of a new study's seeded policies: dense, uniform, sensitivity-scaled and shallow, at
+    the measured alignment."""
+    scales = seed_scales(resolved, base, example_inputs, train_loader, val_loader, metric=metric, loss=loss,
+                         profile=profile, reference=reference)
+    round_to = seed_alignment(resolved, base, example_inputs, train_loader, loss=loss, profile=profile,
+                              reference=reference)
+    return resolved.seed_params(scales=scales, round_to=round_to)

@@ -1,0 +1,148 @@
+"""A study's stored metadata as one typed object: what every worker of a study must agree on.
+
+A study (the record every worker and every resume shares) stores, besides its trials: the metric it
+maximises, the fingerprint of its search space, the hard budgets, its total of trials, where its
+candidates' weights go, the :class:`~autoprune.measure.HardwareProfile` its latencies were measured
+under, the dense model's latency that every candidate is timed against, and (for studies the CLI
+made) how to rebuild the model and data. :class:`StudyMeta` holds them; :meth:`StudyMeta.to_attrs` and
+:meth:`StudyMeta.from_attrs` convert to and from the flat attributes a storage keeps (Optuna's study
+user attributes), so studies written before this class existed read the same.
+
+Plain data: no optuna, no storage. The backends store and read it; ``search()`` checks a joining worker
+against it.
+
+Example:
+    >>> meta = StudyMeta(metric="accuracy", space_fingerprint="ab12", budget_ms=5.0, n_trials=20)
+    >>> StudyMeta.from_attrs(meta.to_attrs()) == meta
+    True
+    >>> list(meta.to_attrs())[-1]   # written last: a joining worker waits for it
+    'space_fingerprint'
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Any, Callable, Mapping
+
+from torch import nn
+
+from autoprune.errors import StudyError
+from autoprune.measure import HardwareProfile, LatencyReference
+
+#: study attribute: the dense model's latency that candidates are timed against, and its profile
+REFERENCE_ATTR = "latency_reference"
+#: study attribute: the HardwareProfile (as a dict) the study's latencies were measured under
+PROFILE_ATTR = "profile"
+FINGERPRINT_ATTR = "space_fingerprint"
+
+#: the profile fields that define what a latency is (the rest only change how carefully it is timed)
+LATENCY_DEFINED_BY = ("device", "threads", "batch_size", "dtype", "runtime")
+
+
+def metric_name(metric: Callable | str | None) -> str:
+    """The name a study records for ``metric``: ``accuracy`` by default, a logged name, or a function's name."""
+    if metric is None:
+        return "accuracy"
+    if isinstance(metric, str):
+        return metric
+    return getattr(metric, "__name__", "metric")
+
+
+@dataclass(frozen=True)
+class StudyMeta:
+    """Everything a study stores besides its trials.
+
+    Attributes:
+        metric: what the first objective is (higher is better).
+        space_fingerprint: :meth:`autoprune.space.SearchSpace.fingerprint` of the study's space.
+        budget_ms, budget_mb: the hard budgets (None: no budget).
+        n_trials: the study's total of trials, over every worker.
+        artifacts: the directory front candidates' weights are saved in.
+        profile: the :class:`HardwareProfile` (as a dict) latencies are measured under.
+        reference_ms, reference_profile: the dense model's latency every candidate is timed against,
+            and the profile it was timed under (None when candidates are timed alone).
+        model, data, weights, space: how the CLI rebuilds the base model and data (``pkg.mod:fn`` specs,
+            a weights path, the space as named), so ``report``/``export``/``refine`` need no arguments.
+        extra: any other attribute a caller stored (``search(study_attrs=...)``).
+    """
+
+    metric: str = "accuracy"
+    space_fingerprint: str | None = None
+    budget_ms: float | None = None
+    budget_mb: float | None = None
+    n_trials: int | None = None
+    artifacts: str | None = None
+    profile: dict[str, Any] | None = None
+    reference_ms: float | None = None
+    reference_profile: dict[str, Any] | None = None
+    model: str | None = None
+    data: str | None = None
+    weights: str | None = None
+    space: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    # --- storage form -------------------------------------------------------------------------------------
+
+    def to_attrs(self) -> dict[str, Any]:
+        """The flat attributes a storage keeps; the space fingerprint comes last (joining workers wait for it)."""
+        reference = None if self.reference_ms is None else {"latency_ms": self.reference_ms,
+                                                              "profile": self.reference_profile}
+        attrs = {**self.extra, "metric": self.metric, "budget_ms": self.budget_ms, "budget_mb": self.budget_mb,
+                 "n_trials": self.n_trials, "artifacts": self.artifacts, REFERENCE_ATTR: reference,
+                 PROFILE_ATTR: self.profile}
+        attrs.update({k: getattr(self, k) for k in ("model", "data", "weights", "space") if getattr(self, k) is not None})
+        attrs[FINGERPRINT_ATTR] = self.space_fingerprint
+        return attrs
+
+    @classmethod
+    def from_attrs(cls, attrs: Mapping[str, Any]) -> StudyMeta:
+        """Read the attributes :meth:`to_attrs` wrote (or an older autoprune did: missing keys are None)."""
+        attrs = dict(attrs)
+        reference = attrs.pop(REFERENCE_ATTR, None) or {}
+        known = {f.name for f in fields(cls)} - {"reference_ms", "reference_profile", "extra"}
+        values = {k: attrs.pop(k) for k in list(attrs) if k in known}
+        values["metric"] = values.get("metric") or "accuracy"
+        return cls(**values, reference_ms=reference.get("latency_ms"), reference_profile=reference.get("profile"),
+                   extra=attrs)
+
+    # --- what a joining worker must agree with ------------------------------------------------------------
+
+    def check_joinable(self, wanted: StudyMeta, study_name: str) -> None:
+        """Refuse a search whose space or metric differs from this (stored) study's: one front, one question."""
+        if self.space_fingerprint != wanted.space_fingerprint:
+            raise StudyError(f"study {study_name!r} was created with another search space (fingerprint "
+                             f"{self.space_fingerprint}, this one {wanted.space_fingerprint}); use the same space "
+                             "or another --study-name")
+        if self.metric != wanted.metric:
+            raise StudyError(f"study {study_name!r} optimises {self.metric!r}, not {wanted.metric!r}; choose "
+                             "another --study-name")
+
+    def check_profile(self, profile: HardwareProfile, study_name: str) -> None:
+        """Refuse to add trials timed under another profile to this study: its front would mix two scales."""
+        if not self.profile:
+            return
+        then = {"runtime": "eager", **self.profile}  # studies made before the runtime field timed eager PyTorch
+        differ = [k for k in LATENCY_DEFINED_BY if k in then and then[k] != getattr(profile, k)]
+        if differ:
+            said = ", ".join(f"{k} {then[k]!r} (now {getattr(profile, k)!r})" for k in differ)
+            raise StudyError(f"study {study_name!r} measured latency with {said}; resume it with the same profile, "
+                             "or start a new study: latencies of two profiles are not comparable")
+
+    # --- the latency reference ----------------------------------------------------------------------------
+
+    def with_reference(self, reference: LatencyReference | None) -> StudyMeta:
+        """This metadata with ``reference``'s latency and profile as the study's dense timing."""
+        if reference is None:
+            return replace(self, reference_ms=None, reference_profile=None)
+        return replace(self, reference_ms=reference.latency_ms, reference_profile=asdict(reference.profile))
+
+    def reference(self, base: nn.Module, example_inputs: tuple, profile: HardwareProfile,
+                  calibrated: LatencyReference | None = None) -> LatencyReference:
+        """The dense model as latency reference, scaled by this study's stored timing when it was taken under
+        the same profile (every worker then reports latencies on one scale), else ``calibrated`` or a fresh
+        timing."""
+        if self.reference_ms is not None and self.reference_profile == asdict(profile):
+            if calibrated is not None:
+                return replace(calibrated, latency_ms=self.reference_ms)
+            return LatencyReference.calibrate(base, example_inputs, profile, latency_ms=self.reference_ms)
+        return calibrated or LatencyReference.calibrate(base, example_inputs, profile)

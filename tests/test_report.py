@@ -1,0 +1,31 @@
+"""The report: the files a run directory gets, and the labels of the front's table."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from autoprune.report import policy_label, write_files
+from autoprune.result import SearchResult
+from tests.test_result import TRIALS
+
+
+def test_save_writes_the_three_files(tmp_path):
+    """pareto.json, trials.csv and pareto.png are written and agree with the result."""
+    files = write_files(SearchResult(trials=TRIALS, budget_ms=0.8, study_name="t"), tmp_path)
+    data = json.loads(files["pareto"].read_text())
+    assert [c["number"] for c in data["pareto"]] == [1, 0] and data["best"] == 1
+    assert files["trials"].read_text().count("\n") == len(TRIALS) + 1
+    assert files["plot"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize("policy, label", [
+    (None, "dense"),
+    ({"layers": {"conv1": {"sparsity": 0.0, "method": "l1_structured"}}}, "dense"),
+    ({"layers": {"stem": {"sparsity": 0.5, "method": "l1_structured"}}, "drop": ["layers.1", "layers.3"]},
+     "l1_structured,2 block(s) dropped"),
+    ({"layers": {}, "drop": ["layers.1"]}, "1 block(s) dropped"),
+])
+def test_the_front_table_says_which_methods_prune_and_how_many_blocks_are_dropped(policy, label):
+    assert policy_label(policy) == label
