@@ -16,7 +16,7 @@ import re
 import time
 from dataclasses import asdict, replace
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Callable, Mapping
 
 from torch import nn
 
@@ -36,6 +36,9 @@ from autoprune.report import write_files
 from autoprune.result import SearchResult, TrialRecord
 from autoprune.space import SearchSpace, load_space
 from autoprune.study import StudyMeta, metric_name
+
+if TYPE_CHECKING:
+    from optuna.samplers import BaseSampler
 
 OnTrialEnd = Callable[[TrialRecord, SearchResult], None]
 
@@ -62,7 +65,7 @@ def search(
     model: nn.Module, data: Any, *, space: str | Path | SearchSpace = defaults.SPACE,
     budget_ms: float | None = None, budget_mb: float | None = None, n_trials: int = defaults.N_TRIALS,
     timeout: float | None = None, storage: str | None = None, study_name: str | None = None,
-    sampler: Any = defaults.SAMPLER, metric: Callable[[nn.Module, Any], float] | str | None = None,
+    sampler: str | BaseSampler = defaults.SAMPLER, metric: Callable[[nn.Module, Any], float] | str | None = None,
     loss: Callable[[Any, Any], Any] | None = None, profile: HardwareProfile | None = None,
     out_dir: str | Path | None = None, artifacts_dir: str | Path | None = None, seed: int | None = None,
     accelerator: str = "cpu", backend: str | Backend = defaults.BACKEND, ray: RayOptions | None = None,

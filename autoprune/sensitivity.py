@@ -1,7 +1,6 @@
 """One-pass layer sensitivity: what pruning one layer alone costs in metric, and what it saves in latency.
 
-The search seeds its first trials with policies derived from it (see
-:meth:`autoprune.space.ResolvedSpace.seed_params`). Each layer (or unit of coupled layers) is pruned
+The search seeds its first trials with policies derived from it (see :mod:`autoprune.seeds`). Each layer (or unit of coupled layers) is pruned
 alone, without fine-tuning; :func:`layer_scan` records the metric it loses and, given a hardware
 profile, the share of the dense latency it saves. :func:`pruning_costs` turns both into a cost per
 latency saved (the ratio NetAdapt and HALP rank layers by), and :func:`sensitivity_scales` gives the

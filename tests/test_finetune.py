@@ -8,7 +8,7 @@ from torch.utils.data import DataLoader
 
 from autoprune.finetune import ClassifierModule, as_lightning, finetune
 from autoprune.methods import UnstructuredMethod
-from autoprune.methods.base import _REGISTRY
+from autoprune.methods.base import REGISTRY
 from autoprune.policy import Policy
 from autoprune.prune import prune
 
@@ -62,7 +62,7 @@ class _KeepLargest(UnstructuredMethod):
 def test_zeros_of_a_registered_unstructured_method_survive_the_fine_tune(monkeypatch):
     """Which layers keep their zeros follows the method's declared kind, not its name: a registered
     unstructured method called ``keep_largest_mask`` keeps exactly its sparsity through the fine-tune."""
-    monkeypatch.setitem(_REGISTRY, _KeepLargest.name, _KeepLargest())
+    monkeypatch.setitem(REGISTRY.entries, _KeepLargest.name, _KeepLargest())
     policy = Policy.uniform(["0", "3"], sparsity=0.5, method=_KeepLargest.name)
     pruned = prune(_net().eval(), policy, torch.randn(2, 4))
     finetune(as_lightning(pruned, loss=None, lr=1e-2), _loader(), policy=policy, max_steps=4, prefix="net.")

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterator
 
 from autoprune.errors import BackendError
+from autoprune.registry import Registry
 
 if TYPE_CHECKING:
     from autoprune.backends.book import StudyBook
@@ -86,34 +87,22 @@ class Backend(ABC):
             self.close()
 
 
-_REGISTRY: dict[str, Backend] = {}
+REGISTRY: Registry[Backend] = Registry("backend", (Backend,), error=BackendError,
+                                       unknown="unknown backend {name!r}; choose one of {known} or pass a Backend")
 
 
 def register_backend(backend: Backend, *, overwrite: bool = False) -> Backend:
     """Add ``backend`` to the registry under ``backend.name`` and return it."""
-    if not isinstance(backend, Backend):
-        raise BackendError(f"a backend must be a Backend instance, got {type(backend).__name__}")
-    name = getattr(backend, "name", None)
-    if not isinstance(name, str) or not name:
-        raise BackendError(f"{type(backend).__name__} must set a non-empty class attribute `name`")
-    if name in _REGISTRY and not overwrite:
-        raise BackendError(f"a backend named {name!r} is already registered; pass overwrite=True")
-    _REGISTRY[name] = backend
-    return backend
+    return REGISTRY.register(backend, overwrite=overwrite)
 
 
 def get_backend(backend: str | Backend, *, options: Any = None) -> Backend:
     """The backend object ``backend`` names (or ``backend`` itself), configured with ``options`` if given;
     :class:`~autoprune.errors.BackendError` lists the registered names for an unknown one."""
-    if isinstance(backend, Backend):
-        chosen = backend
-    elif isinstance(backend, str) and backend in _REGISTRY:
-        chosen = _REGISTRY[backend]
-    else:
-        raise BackendError(f"unknown backend {backend!r}; choose one of {available_backends()} or pass a Backend")
+    chosen = backend if isinstance(backend, Backend) else REGISTRY.get(backend)
     return chosen if options is None else chosen.configured(options)
 
 
 def available_backends() -> list[str]:
     """Sorted names of the registered backends."""
-    return sorted(_REGISTRY)
+    return REGISTRY.names()

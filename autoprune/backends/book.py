@@ -38,7 +38,7 @@ from typing import Any, Iterator
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from autoprune.backends.storage import JournalLiveness, Storage, describe, error_line
+from autoprune.backends.storage import JournalLiveness, Storage, error_line
 from autoprune.errors import StudyError
 from autoprune.objective import Proposal, TrialJob, TrialReport
 from autoprune.result import TrialRecord
@@ -130,9 +130,6 @@ class StudyBook:
     def meta(self) -> StudyMeta:
         """The study's stored metadata (as the worker that created it wrote it)."""
         return StudyMeta.from_attrs(self.study.user_attrs)
-
-    def describe(self) -> str:
-        return describe(self.study._storage)
 
     # --- counting -----------------------------------------------------------------------------------------
 

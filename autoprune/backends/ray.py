@@ -1,16 +1,18 @@
-"""The Ray Tune backend: trials run as Ray Tune trials on a local instance or a cluster. The only module that imports ray.
+"""The Ray Tune backend's engine: trials run as Ray Tune trials on a local instance or a cluster. The only
+module that imports ray.
 
 How it fits together:
 
 * The Optuna study stays the single record of the search. A small Ray Tune ``Searcher``
-  (:class:`StudySearcher`) is an ask/tell adapter over it, the same idea as Ray's ``OptunaSearch``: it
-  asks the study's multi-objective sampler for a trial, samples the policy in the driver, and tells
-  the objectives and budget constraints back when the Ray trial reports. So budgets, constraints,
+  (:class:`StudySearcher`) is an ask/tell adapter over the study's book
+  (:class:`~autoprune.backends.book.StudyBook`), the same idea as Ray's ``OptunaSearch``: it asks the
+  study's multi-objective sampler for a trial, samples the policy in the driver, and tells the
+  objectives and budget constraints back when the Ray trial reports. So budgets, constraints,
   result files and ``autoprune report`` are the same as with the Optuna backend, and both backends can
   even take turns on one study.
 * The trial context (base model, data loaders, profile) goes to the object store once through
-  ``tune.with_parameters``; each trial's config is only its policy, fine-tune settings and the current
-  front (to decide whether its weights are saved).
+  ``tune.with_parameters``; each trial's config is only its :class:`~autoprune.objective.Proposal` (its
+  policy and fine-tune settings) and the current front (to decide whether its weights are saved).
 * A trial that raises is recorded as failed and the search goes on. A trial whose Ray worker dies is
   retried by Ray (``FailureConfig(max_failures=2)``) with the same configuration.
 * Resume uses the Optuna storage underneath, not ``Tuner.restore``: a new driver counts the trials the

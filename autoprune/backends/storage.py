@@ -131,11 +131,18 @@ class Storage(NamedTuple):
 
     def describe(self) -> str:
         """What to call this storage in a message (password masked)."""
-        return describe(self.optuna)
+        url = getattr(self.optuna, "url", None)
+        if url:
+            return mask_url(str(url))
+        backend = getattr(self.optuna, "_backend", None)
+        return str(getattr(backend, "_file_path", type(self.optuna).__name__))
 
     def study_names(self) -> list[str]:
         """The names of the studies it holds; StudyError when it cannot be read."""
-        return list_study_names(self.optuna)
+        try:
+            return sorted(s.study_name for s in optuna.get_all_study_summaries(storage=self.optuna))
+        except Exception as exc:
+            raise StudyError(f"cannot open storage {self.describe()}: {type(exc).__name__}") from None
 
     def has_study(self, study_name: str) -> bool:
         return study_name in self.study_names()
@@ -203,20 +210,3 @@ def _with_postgres_driver(url: str) -> str:
             return f"postgresql+{driver}{sep}{rest}"
     raise StudyError("a postgresql:// storage needs a PostgreSQL driver: pip install 'autoprune[postgres]' "
                      "(psycopg2-binary)")
-
-
-def describe(storage: Any) -> str:
-    if isinstance(storage, str):
-        return mask_url(storage)
-    url = getattr(storage, "url", None)
-    if url:
-        return mask_url(str(url))
-    backend = getattr(storage, "_backend", None)
-    return str(getattr(backend, "_file_path", type(storage).__name__))
-
-
-def list_study_names(storage: Any) -> list[str]:
-    try:
-        return sorted(s.study_name for s in optuna.get_all_study_summaries(storage=storage))
-    except Exception as exc:
-        raise StudyError(f"cannot open storage {describe(storage)}: {type(exc).__name__}") from None

@@ -31,6 +31,7 @@ from typing import ClassVar
 import torch
 
 from autoprune.errors import AutopruneInputError, UnknownMethodError
+from autoprune.registry import Registry
 
 
 class PruningMethod(ABC):
@@ -69,32 +70,21 @@ class StructuredMethod(PruningMethod):
         """
 
 
-_REGISTRY: dict[str, PruningMethod] = {}
+REGISTRY: Registry[PruningMethod] = Registry(
+    "pruning method", (UnstructuredMethod, StructuredMethod), error=AutopruneInputError,
+    unknown="unknown pruning method {name!r}; known methods: {known}", unknown_error=UnknownMethodError)
 
 
 def register_method(method: PruningMethod, *, overwrite: bool = False) -> PruningMethod:
     """Add ``method`` to the registry under ``method.name`` and return it."""
-    if not isinstance(method, (UnstructuredMethod, StructuredMethod)):
-        raise AutopruneInputError(
-            f"a pruning method must be an UnstructuredMethod or StructuredMethod instance, got {type(method).__name__}"
-        )
-    name = getattr(method, "name", None)
-    if not isinstance(name, str) or not name:
-        raise AutopruneInputError(f"{type(method).__name__} must set a non-empty class attribute `name`")
-    if name in _REGISTRY and not overwrite:
-        raise AutopruneInputError(f"a pruning method named {name!r} is already registered; pass overwrite=True")
-    _REGISTRY[name] = method
-    return method
+    return REGISTRY.register(method, overwrite=overwrite)
 
 
 def get_method(name: str) -> PruningMethod:
     """The registered method called ``name``; :class:`UnknownMethodError` lists the known names otherwise."""
-    try:
-        return _REGISTRY[name]
-    except KeyError:
-        raise UnknownMethodError(f"unknown pruning method {name!r}; known methods: {available_methods()}") from None
+    return REGISTRY.get(name)
 
 
 def available_methods(*, structured: bool | None = None) -> list[str]:
     """Sorted names of the registered methods, optionally only the structured or unstructured ones."""
-    return sorted(n for n, m in _REGISTRY.items() if structured is None or m.STRUCTURED == structured)
+    return [n for n in REGISTRY.names() if structured is None or REGISTRY.get(n).STRUCTURED == structured]

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, Callable, ClassVar
 from torch import nn
 
 from autoprune.errors import AutopruneInputError, RuntimeNotFoundError
+from autoprune.registry import Registry
 
 if TYPE_CHECKING:
     from autoprune.measure import HardwareProfile
@@ -42,20 +43,14 @@ class Runtime(ABC):
         ``batch_size``), on the profile's device and dtype; ``model`` itself must stay untouched."""
 
 
-_REGISTRY: dict[str, Runtime] = {}
+REGISTRY: Registry[Runtime] = Registry("runtime", (Runtime,), error=AutopruneInputError,
+                                       unknown="profile runtime must be one of {known}, got {name!r}",
+                                       unknown_error=RuntimeNotFoundError)
 
 
 def register_runtime(runtime: Runtime, *, overwrite: bool = False) -> Runtime:
     """Add ``runtime`` to the registry under ``runtime.name`` and return it."""
-    if not isinstance(runtime, Runtime):
-        raise AutopruneInputError(f"a runtime must be a Runtime instance, got {type(runtime).__name__}")
-    name = getattr(runtime, "name", None)
-    if not isinstance(name, str) or not name:
-        raise AutopruneInputError(f"{type(runtime).__name__} must set a non-empty class attribute `name`")
-    if name in _REGISTRY and not overwrite:
-        raise AutopruneInputError(f"a runtime named {name!r} is already registered; pass overwrite=True")
-    _REGISTRY[name] = runtime
-    return runtime
+    return REGISTRY.register(runtime, overwrite=overwrite)
 
 
 def _builtin_names() -> list[str]:
@@ -67,14 +62,13 @@ def _builtin_names() -> list[str]:
 def get_runtime(name: str) -> Runtime:
     """The runtime registered as ``name``, importing the built-in module of that name on first use;
     :class:`~autoprune.errors.RuntimeNotFoundError` lists the known runtimes otherwise."""
-    if name not in _REGISTRY and isinstance(name, str) and name in _builtin_names():
+    if isinstance(name, str) and name not in REGISTRY.entries and name in _builtin_names():
         importlib.import_module(f"autoprune.runtimes.{name}")
-    try:
-        return _REGISTRY[name]
-    except (KeyError, TypeError):
-        raise RuntimeNotFoundError(f"profile runtime must be one of {available_runtimes()}, got {name!r}") from None
+    if not isinstance(name, str) or name not in REGISTRY.entries:
+        raise RuntimeNotFoundError(REGISTRY.unknown.format(name=name, known=available_runtimes()))
+    return REGISTRY.entries[name]
 
 
 def available_runtimes() -> list[str]:
     """Sorted names of the built-in and registered runtimes."""
-    return sorted(set(_builtin_names()) | set(_REGISTRY))
+    return sorted(set(_builtin_names()) | set(REGISTRY.names()))

@@ -8,7 +8,7 @@ import pytest
 
 from autoprune.api import search
 from autoprune.backends import Backend, OptunaBackend, RayOptions, available_backends, get_backend, register_backend
-from autoprune.backends.base import _REGISTRY
+from autoprune.backends.base import REGISTRY
 from autoprune.errors import BackendError
 from autoprune.loading import load_result
 from tests.backends.conftest import REPO
@@ -46,7 +46,7 @@ def _search(digits, out, backend, n_trials):
 def test_a_registered_backend_runs_a_search_by_name(digits, tmp_path, monkeypatch):
     """A backend registered under a name runs every trial of the study, and the usual files are written."""
     toy = SequentialBackend()
-    monkeypatch.setitem(_REGISTRY, toy.name, toy)
+    monkeypatch.setitem(REGISTRY.entries, toy.name, toy)
     result = _search(digits, tmp_path, "sequential-test", n_trials=3)
     assert toy.runs == 1
     assert [t.state for t in result.trials] == ["complete"] * 3 and result.session_trials == {0, 1, 2}
@@ -75,7 +75,7 @@ def test_ray_options_need_the_ray_backend():
 
 
 def test_only_backend_objects_register_and_names_do_not_clash():
-    with pytest.raises(BackendError, match="Backend instance"):
+    with pytest.raises(BackendError, match="instance of Backend"):
         register_backend("optuna")
     with pytest.raises(BackendError, match="already registered"):
         register_backend(OptunaBackend())

@@ -11,7 +11,6 @@ import os
 import signal
 import subprocess
 
-import pytest
 from optuna.trial import TrialState
 
 from autoprune.backends.book import StudyBook

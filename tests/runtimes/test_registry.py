@@ -9,7 +9,7 @@ import pytest
 from autoprune.errors import AutopruneInputError, ProfileError, RuntimeNotFoundError
 from autoprune.measure import HardwareProfile, LatencyReference, measure
 from autoprune.runtimes import Runtime, available_runtimes, register_runtime
-from autoprune.runtimes.base import _REGISTRY
+from autoprune.runtimes.base import REGISTRY
 from autoprune.zoo import MLP, example_input
 from tests.conftest import fast_profile
 
@@ -39,7 +39,7 @@ class CountingRuntime(Runtime):
 @pytest.fixture()
 def counting(monkeypatch):
     runtime = CountingRuntime()
-    monkeypatch.setitem(_REGISTRY, runtime.name, runtime)
+    monkeypatch.setitem(REGISTRY.entries, runtime.name, runtime)
     return runtime
 
 
@@ -72,5 +72,5 @@ def test_an_unknown_runtime_is_named_with_the_known_ones():
 
 
 def test_only_runtime_objects_register():
-    with pytest.raises(AutopruneInputError, match="Runtime instance"):
+    with pytest.raises(AutopruneInputError, match="instance of Runtime"):
         register_runtime("eager")
