@@ -29,6 +29,7 @@ from autoprune.errors import AutopruneInputError, StudyError
 from autoprune.export import save_pruned
 from autoprune.loading import BEST_DIR, candidate_loader, default_artifacts, default_storage
 from autoprune.measure import HardwareProfile
+from autoprune.modelio import ModelIO
 from autoprune.objective import TrialContext, TrialJob
 from autoprune.policy import Policy
 from autoprune.prepare import prepare_model, prepare_study
@@ -70,7 +71,7 @@ def search(
     out_dir: str | Path | None = None, artifacts_dir: str | Path | None = None, seed: int | None = None,
     accelerator: str = "cpu", backend: str | Backend = defaults.BACKEND, ray: RayOptions | None = None,
     resume: bool = False, seed_policies: bool = True, heartbeat_interval: int = defaults.HEARTBEAT_INTERVAL,
-    on_trial_end: OnTrialEnd | None = None, study_attrs: Mapping[str, Any] | None = None,
+    on_trial_end: OnTrialEnd | None = None, study_attrs: Mapping[str, Any] | None = None, io: ModelIO | None = None,
 ) -> SearchResult:
     """Search pruning policies for ``model``; return the Pareto front of metric vs latency and size.
 
@@ -78,7 +79,8 @@ def search(
         model: a trained ``nn.Module`` (fine-tuned with cross-entropy or ``loss``), or a
             ``LightningModule`` (its own ``training_step``/``configure_optimizers`` fine-tune it). Never
             modified: the search prunes copies.
-        data: a ``LightningDataModule`` or a ``(train_loader, val_loader)`` pair of ``(x, y)`` batches.
+        data: a ``LightningDataModule`` or a ``(train_loader, val_loader)`` pair; batches are ``(inputs,
+            target)`` tuples or dicts of tensors (``labels`` the target), read through ``io``.
         space: a built-in space name (``default``, ``structured``, ``unstructured``), a YAML path, or a
             :class:`~autoprune.space.SearchSpace`.
         budget_ms, budget_mb: hard budgets on latency (under ``profile``) and dense checkpoint size.
@@ -112,6 +114,8 @@ def search(
         on_trial_end: called after every trial with its record and the result so far (progress bars).
         study_attrs: attributes stored with a new study (the CLI records how to rebuild the model: see
             :class:`~autoprune.study.StudyMeta`).
+        io: how batches split into the model's inputs and target, and which output the loss and metric
+            see (:class:`~autoprune.modelio.ModelIO`; the defaults fit tuple and Hugging Face dict batches).
 
     Returns:
         A :class:`~autoprune.result.SearchResult` of the whole study; its files are written to ``out_dir``.
@@ -131,7 +135,7 @@ def search(
         store = make_storage(storage, heartbeat_interval=heartbeat_interval if chosen.heartbeats else None)
         if resume and not store.has_study(name):
             raise StudyError(f"--resume: there is no study {name!r} in {store.describe()}; start it without --resume")
-        prepared = prepare_model(model, data, the_space)
+        prepared = prepare_model(model, data, the_space, io)
         meta = replace(StudyMeta.from_attrs(study_attrs or {}), metric=metric_name(metric), budget_ms=budget_ms,
                        budget_mb=budget_mb, n_trials=n_trials, space_fingerprint=the_space.fingerprint(),
                        artifacts=str(Path(artifacts_dir or default_artifacts(storage, out, name)).resolve()),
@@ -145,7 +149,7 @@ def search(
         ctx = TrialContext(base_model=prepared.base, example_inputs=prepared.example_inputs, profile=profile,
                            train_loader=prepared.train_loader, val_loader=prepared.val_loader, loss=loss, metric=metric,
                            budget_ms=budget_ms, budget_mb=budget_mb, seed=seed or 0, artifacts_dir=artifacts,
-                           reference=reference, accelerator=chosen.accelerator(accelerator))
+                           reference=reference, accelerator=chosen.accelerator(accelerator), io=prepared.io)
         result = SearchResult(trials=book.records(), metric_name=meta.metric, budget_ms=budget_ms, budget_mb=budget_mb,
                               out_dir=out, study_name=name, session_trials=set(), meta=book.meta,
                               model_loader=candidate_loader(artifacts, prepared.base))
@@ -154,7 +158,7 @@ def search(
     best = result.best()
     if best is not None and best.artifact_dir is not None:
         save_pruned(result.load_model(best), Policy.from_dict(best.policy), out / BEST_DIR,
-                    example_inputs=prepared.example_inputs, base_model=prepared.base)
+                    example_inputs=prepared.example_inputs, base_model=prepared.base, io=prepared.io)
     return result
 
 

@@ -34,7 +34,8 @@ from torch import nn
 
 from autoprune.depth import drop_blocks
 from autoprune.errors import ExportError, LayerMatchError, ModelLoadError
-from autoprune.layers import as_input_tuple, traceable
+from autoprune.layers import traceable
+from autoprune.modelio import Inputs, ModelIO, Selected
 from autoprune.policy import Policy
 from autoprune.runtimes.onnxruntime import INSTALL, export_onnx, feeds, onnx_available, session
 
@@ -45,12 +46,9 @@ def default_formats() -> tuple[str, ...]:
     return ("torchscript", "onnx") if onnx_available() else ("torchscript",)
 
 
-def _outputs(model: Any, args: tuple) -> torch.Tensor:
+def _outputs(model: Any, inputs: Inputs, output: ModelIO) -> torch.Tensor:
     with torch.no_grad():
-        out = model(*args)
-    if isinstance(out, (tuple, list)):
-        out = out[0]
-    return out.detach().float().cpu()
+        return output.run(model, inputs).detach().float().cpu()
 
 
 def _check_parity(kind: str, expected: torch.Tensor, got: torch.Tensor, atol: float) -> None:
@@ -134,12 +132,19 @@ def save_pruned(
     formats: Sequence[str] | None = None,
     base_model: nn.Module | None = None,
     atol: float = 1e-4,
+    io: ModelIO | None = None,
 ) -> dict[str, Path]:
     """Write policy, weights and standalone files for ``model``; check each reloads with the same outputs.
+
+    The standalone files take the example inputs' tensors as positional inputs, in the order
+    :attr:`~autoprune.modelio.Inputs.names` gives (a dict batch's keys name the ONNX inputs), and return
+    the one output ``io`` selects (see :mod:`autoprune.modelio`). ONNX leaves the batch axis open, and the
+    sequence axis of 2-D integer inputs (token ids, masks).
 
     Args:
         base_model: the unpruned model; when given, the weights are also checked through :func:`load_pruned`.
         formats: any of ``"torchscript"`` and ``"onnx"``; by default both when ONNX is installed.
+        io: which output the files return, and the parity check compares (default: see ``ModelIO``).
 
     Returns:
         kind -> path of each file written (``policy``, ``weights``, ``torchscript``, ``onnx``).
@@ -152,27 +157,30 @@ def save_pruned(
         raise ExportError(f"ONNX export needs the onnx and onnxruntime packages: {INSTALL}")
     out = Path(directory)
     out.mkdir(parents=True, exist_ok=True)
+    io = io or ModelIO()
     model = copy.deepcopy(model).cpu().float().eval()
-    args = tuple(a.cpu() if isinstance(a, torch.Tensor) else a for a in as_input_tuple(example_inputs))
-    expected = _outputs(model, args)
+    inputs = Inputs.of(example_inputs).to("cpu")
+    expected = _outputs(model, inputs, io)
     files = {"policy": out / POLICY, "weights": out / WEIGHTS}
     policy.to_json(files["policy"])
     torch.save({k: v.detach().clone() for k, v in model.state_dict().items()}, files["weights"])
     if base_model is not None:
-        _check_parity("weights", expected, _outputs(load_pruned(out, base_model), args), atol)
+        _check_parity("weights", expected, _outputs(load_pruned(out, base_model), inputs, io), atol)
+    positional = Inputs(args=tuple(inputs.tensors))
     with warnings.catch_warnings(), traceable(model):
         warnings.simplefilter("ignore")
         if "torchscript" in formats:
             files["torchscript"] = out / TORCHSCRIPT
-            torch.jit.trace(model, args, check_trace=False).save(str(files["torchscript"]))
-            _check_parity("TorchScript", expected, _outputs(torch.jit.load(str(files["torchscript"])), args), atol)
+            torch.jit.trace(Selected(model, inputs, io), positional.args, check_trace=False).save(str(files["torchscript"]))
+            standalone = torch.jit.load(str(files["torchscript"]))
+            _check_parity("TorchScript", expected, _outputs(standalone, positional, ModelIO()), atol)
         if "onnx" in formats:
             files["onnx"] = out / ONNX
-            export_onnx(model, args, files["onnx"])
-            _check_parity("ONNX", expected, _run_onnx(files["onnx"], args), atol)
+            export_onnx(model, inputs, files["onnx"], io)
+            _check_parity("ONNX", expected, _run_onnx(files["onnx"], inputs), atol)
     return files
 
 
-def _run_onnx(path: Path, args: tuple) -> torch.Tensor:
+def _run_onnx(path: Path, inputs: Inputs) -> torch.Tensor:
     runner = session(str(path))
-    return torch.from_numpy(runner.run(None, feeds(runner, args))[0]).float()
+    return torch.from_numpy(runner.run(None, feeds(runner, inputs))[0]).float()

@@ -35,8 +35,8 @@ from torch.nn import functional as F
 from torch.utils.data import DataLoader
 
 from autoprune.errors import DataError, NonFiniteLossError
-from autoprune.layers import as_input_tuple
 from autoprune.methods import get_method
+from autoprune.modelio import Inputs, ModelIO
 from autoprune.policy import Policy
 from autoprune.regularize import SparsityRegularizer
 
@@ -55,30 +55,34 @@ def resolve_data(data: Any) -> tuple[DataLoader, DataLoader]:
                     f"got {type(data).__name__}")
 
 
-def first_inputs(loader: DataLoader, n: int = 2) -> tuple:
+def first_inputs(loader: DataLoader, n: int = 2, io: ModelIO | None = None) -> Inputs:
     """The inputs of the first batch (first ``n`` samples): example inputs for tracing and timing."""
     try:
         batch = next(iter(loader))
     except StopIteration:
         raise DataError("the validation loader yields no batch") from None
-    if not isinstance(batch, (tuple, list)) or len(batch) < 2:
-        raise DataError(f"batches must be (inputs, targets) pairs, got {type(batch).__name__}")
-    return tuple(a[:n] if isinstance(a, torch.Tensor) else a for a in as_input_tuple(batch[0]))
+    inputs, _ = (io or ModelIO()).split(batch)
+    return inputs.take(n)
 
 
 class ClassifierModule(L.LightningModule):
-    """Fine-tunes a plain ``nn.Module`` on ``(x, y)`` batches with ``loss(output, y)`` and Adam."""
+    """Fine-tunes a plain ``nn.Module`` with ``loss(output, target)`` and Adam, reading batches and outputs
+    through ``io`` (see :mod:`autoprune.modelio`)."""
 
-    def __init__(self, net: nn.Module, *, loss: Callable[[Any, Any], torch.Tensor] | None = None, lr: float = 1e-3):
+    def __init__(self, net: nn.Module, *, loss: Callable[[Any, Any], torch.Tensor] | None = None, lr: float = 1e-3,
+                 io: ModelIO | None = None):
         super().__init__()
-        self.net, self.loss, self.lr = net, loss or F.cross_entropy, lr
+        self.net, self.loss, self.lr, self.io = net, loss or F.cross_entropy, lr, io or ModelIO()
 
-    def forward(self, *args: Any) -> Any:
-        return self.net(*args)
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        return self.net(*args, **kwargs)
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
-        x, y = batch[0], batch[1]
-        return self.loss(self.net(*as_input_tuple(x)), y)
+        inputs, target = self.io.split(batch)
+        if target is None:
+            raise DataError("the training batches carry no target for the loss: say where it is with "
+                            "ModelIO(target=...)")
+        return self.loss(self.io.run(self.net, inputs), target)
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return torch.optim.Adam(self.parameters(), lr=self.lr)
@@ -125,14 +129,14 @@ def quiet_lightning() -> Iterator[None]:
             logging.getLogger(name).setLevel(level)
 
 
-def as_lightning(model: nn.Module, *, loss: Callable | None, lr: float) -> L.LightningModule:
+def as_lightning(model: nn.Module, *, loss: Callable | None, lr: float, io: ModelIO | None = None) -> L.LightningModule:
     """The LightningModule that fine-tunes ``model`` (itself when it already is one)."""
     if isinstance(model, L.LightningModule):
         for attr in ("lr", "learning_rate"):
             if hasattr(model, attr):
                 setattr(model, attr, lr)
         return model
-    return ClassifierModule(model, loss=loss, lr=lr)
+    return ClassifierModule(model, loss=loss, lr=lr, io=io)
 
 
 def _trainer(*, max_steps: int, accelerator: str, callbacks: list[L.Callback]) -> L.Trainer:
@@ -166,16 +170,20 @@ def finetune(module: L.LightningModule, train_loader: DataLoader, *, policy: Pol
     module.eval()
 
 
-def accuracy(model: nn.Module, loader: DataLoader) -> float:
-    """Top-1 accuracy of ``model`` on ``(x, y)`` batches."""
+def accuracy(model: nn.Module, loader: DataLoader, io: ModelIO | None = None) -> float:
+    """Top-1 accuracy of ``model`` on labelled batches (read through ``io``)."""
+    io = io or ModelIO()
     model.eval()
     correct = total = 0
     device = next(model.parameters()).device
     with torch.no_grad():
         for batch in loader:
-            x, y = batch[0], batch[1]
-            out = model(*(a.to(device) for a in as_input_tuple(x)))
-            correct += int((out.argmax(dim=-1).cpu() == y).sum())
+            inputs, y = io.split(batch)
+            if y is None:
+                raise DataError("accuracy needs labelled batches: give a metric, or say where the target is with "
+                                "ModelIO(target=...)")
+            out = io.run(model, inputs.to(device))
+            correct += int((out.argmax(dim=-1).cpu() == y.cpu()).sum())
             total += len(y)
     if total == 0:
         raise DataError("the validation loader yields no sample")
@@ -183,10 +191,10 @@ def accuracy(model: nn.Module, loader: DataLoader) -> float:
 
 
 def evaluate(module: nn.Module, val_loader: DataLoader, metric: Metric | str | None, *,
-             accelerator: str = "cpu") -> float:
+             accelerator: str = "cpu", io: ModelIO | None = None) -> float:
     """The trial's metric (higher is better): accuracy, a callable, or a name the module logs in validation."""
     if metric is None:
-        return accuracy(module, val_loader)
+        return accuracy(module, val_loader, io)
     if callable(metric):
         return float(metric(module, val_loader))
     if not isinstance(module, L.LightningModule) or not hasattr(type(module), "validation_step"):

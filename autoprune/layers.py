@@ -1,9 +1,9 @@
 """Which layers of a model may be pruned, how layer globs resolve to names, and how inputs reach a model.
 
 Prunable layers are ``Conv1d``, ``Conv2d`` and ``Linear`` modules (including subclasses such as the
-output projection inside ``nn.MultiheadAttention``). The *output layer* (the last prunable layer that
-runs in a forward pass, normally the classifier) may have its weights sparsified, but its outputs are
-never removed by structured methods: that would change what the model predicts.
+output projection inside ``nn.MultiheadAttention``). The *output layers* (those that write what the
+model returns, normally the classifier; see :func:`output_layers`) may have their weights sparsified,
+but their outputs are never removed by structured methods: that would change what the model predicts.
 
 Example:
     >>> import torch, torch.nn as nn
@@ -25,29 +25,9 @@ import torch
 from torch import nn
 
 from autoprune.errors import ExampleInputsError, LayerMatchError, NoPrunableLayersError
+from autoprune.modelio import Inputs
 
 PRUNABLE_TYPES: tuple[type[nn.Module], ...] = (nn.Conv1d, nn.Conv2d, nn.Linear)
-
-
-def as_input_tuple(example_inputs: Any) -> tuple:
-    """Normalise example inputs (a tensor, or a tuple/list of positional arguments) to a tuple."""
-    if isinstance(example_inputs, torch.Tensor):
-        return (example_inputs,)
-    if isinstance(example_inputs, (tuple, list)):
-        return tuple(example_inputs)
-    raise ExampleInputsError(
-        f"example_inputs must be a tensor or a tuple of tensors, got {type(example_inputs).__name__}"
-    )
-
-
-def batch_inputs(example_inputs: Any, batch_size: int) -> tuple:
-    """The first sample of each input tensor, repeated to ``batch_size`` along dim 0 (what latency is timed on)."""
-    out = []
-    for arg in as_input_tuple(example_inputs):
-        if isinstance(arg, torch.Tensor) and arg.dim() > 0:
-            arg = arg[:1].expand(batch_size, *arg.shape[1:]).contiguous()
-        out.append(arg)
-    return tuple(out)
 
 
 @contextlib.contextmanager
@@ -66,16 +46,15 @@ def traceable(model: nn.Module) -> Iterator[None]:
 
 def run_model(model: nn.Module, example_inputs: Any) -> Any:
     """Run ``model`` once without gradients; raise :class:`ExampleInputsError` if it cannot run them."""
-    args = as_input_tuple(example_inputs)
+    inputs = Inputs.of(example_inputs)
     was_training = model.training
     model.eval()
     try:
         with torch.no_grad():
-            return model(*args)
+            return inputs.run(model)
     except Exception as exc:  # any failure of the user's forward is an input problem here
-        shapes = [tuple(a.shape) if isinstance(a, torch.Tensor) else type(a).__name__ for a in args]
         raise ExampleInputsError(
-            f"the model cannot run on the example inputs (shapes {shapes}): {type(exc).__name__}: {exc}"
+            f"the model cannot run on the example inputs ({inputs.describe()}): {type(exc).__name__}: {exc}"
         ) from exc
     finally:
         model.train(was_training)
@@ -122,20 +101,67 @@ def resolve_globs(patterns: Sequence[str], names: Sequence[str], *, field: str =
     return [n for n in names if n in selected]
 
 
-def output_layers(model: nn.Module, example_inputs: Any) -> list[str]:
-    """The name of the last prunable layer that runs in a forward pass (the classifier / output head).
+def _tensors(out: Any) -> list[torch.Tensor]:
+    """Every tensor in a model's output (a tensor, tuple, list, dict or ModelOutput, nested)."""
+    if isinstance(out, torch.Tensor):
+        return [out]
+    if isinstance(out, (tuple, list)):
+        return [t for item in out for t in _tensors(item)]
+    if isinstance(out, dict) or hasattr(out, "values"):
+        return [t for item in out.values() for t in _tensors(item)]
+    return []
 
-    Returned as a list so callers can treat "no output layer found" (a model whose last op is not a
-    prunable layer) and "one" alike.
+
+def output_layers(model: nn.Module, example_inputs: Any) -> list[str]:
+    """The prunable layers that write what the model returns (the classifier, an output projection): their
+    outputs may be sparsified but never removed by structured methods, since that would change the
+    shape of the model's output.
+
+    Found by following every tensor the forward returns back through the autograd graph to the first
+    prunable layer on each path: a layer that runs but whose output the model does not return (an unused
+    pooler) is not one of them; every layer that adds into a returned residual stream is.
     """
-    order: list[str] = []
+    inputs = Inputs.of(example_inputs)
+    produced: dict[Any, str] = {}  # autograd node of a prunable layer's output -> the layer
+    ran: list[str] = []
     hooks = []
     for name, module in model.named_modules():
         if isinstance(module, PRUNABLE_TYPES) and name:
-            hooks.append(module.register_forward_hook(lambda mod, inp, out, name=name: order.append(name)))
+            def record(mod: nn.Module, args: Any, out: Any, name: str = name) -> None:
+                ran.append(name)
+                if isinstance(out, torch.Tensor) and out.grad_fn is not None:
+                    produced[out.grad_fn] = name
+            hooks.append(module.register_forward_hook(record))
+    frozen = [p for p in model.parameters() if not p.requires_grad]
+    was_training = model.training
+    model.eval()
     try:
-        run_model(model, example_inputs)
+        for p in frozen:  # a frozen layer's output needs a graph too
+            p.requires_grad_(True)
+        with torch.enable_grad():
+            outputs = _tensors(inputs.run(model))
+    except Exception as exc:
+        raise ExampleInputsError(f"the model cannot run on the example inputs ({inputs.describe()}): "
+                                 f"{type(exc).__name__}: {exc}") from exc
     finally:
+        for p in frozen:
+            p.requires_grad_(False)
+        model.train(was_training)
         for hook in hooks:
             hook.remove()
-    return order[-1:]
+    found: set[str] = set()
+    seen: set[Any] = set()
+    stack = [t.grad_fn for t in outputs if t.grad_fn is not None]
+    while stack:
+        node = stack.pop()
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        if node in produced:
+            found.add(produced[node])
+            continue
+        stack.extend(next_node for next_node, _ in node.next_functions)
+    if not found:  # an output no autograd path links to a layer (computed under no_grad): the last one that ran
+        return ran[-1:]
+    order = {name: i for i, (name, _) in enumerate(model.named_modules())}
+    return sorted(found, key=order.__getitem__)

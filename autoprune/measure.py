@@ -62,7 +62,8 @@ from torch import nn
 
 from autoprune import defaults
 from autoprune.errors import ProfileError
-from autoprune.layers import batch_inputs, run_model
+from autoprune.layers import run_model
+from autoprune.modelio import Inputs
 from autoprune.methods.structured import count_macs_and_params
 from autoprune.runtimes import Forward, get_runtime
 
@@ -76,7 +77,7 @@ class HardwareProfile:
     Args:
         device: ``"cpu"`` or ``"cuda"`` (``"cuda:N"``); CUDA timings synchronise around each sample.
         threads: intra-op CPU threads while timing (1 is the most repeatable on a shared machine).
-        batch_size: inputs per forward; the first example input is repeated to this size. The default, 64,
+        batch_size: inputs per forward; the first sample of the example inputs is repeated to this size. The default, 64,
             times compute: at batch 1 a small model's latency is mostly per-operator overhead that no
             pruning removes (the digits CNN: 0.37 ms dense, 0.26 ms with 70% of channels removed).
         dtype: ``float32``, ``bfloat16`` or ``float16`` (weights and floating inputs are cast).
@@ -262,7 +263,7 @@ class LatencyReference:
 
 def _timed_forward(model: nn.Module, example_inputs: Any, profile: HardwareProfile) -> Forward:
     """One forward of a private copy of ``model`` on a batch of the example inputs, in the profile's runtime."""
-    return get_runtime(profile.runtime).forward(model, batch_inputs(example_inputs, profile.batch_size), profile)
+    return get_runtime(profile.runtime).forward(model, Inputs.of(example_inputs).repeat_first(profile.batch_size), profile)
 
 
 @contextlib.contextmanager
@@ -304,7 +305,7 @@ def measure(model: nn.Module, example_inputs: Any, profile: HardwareProfile | No
     run_model(model, example_inputs)
     params = sum(p.numel() for p in model.parameters())
     nonzero = sum(int(torch.count_nonzero(p)) for p in model.parameters())
-    macs, _ = count_macs_and_params(model, batch_inputs(example_inputs, 1))
+    macs, _ = count_macs_and_params(model, Inputs.of(example_inputs).repeat_first(1))
     dense_bytes, sparse_bytes = state_dict_bytes(model, DTYPES[profile.dtype])
 
     forward = _timed_forward(model, example_inputs, profile)

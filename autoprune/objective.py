@@ -33,6 +33,7 @@ from autoprune.errors import NonFiniteMetricError
 from autoprune.export import save_pruned
 from autoprune.finetune import Metric, as_lightning, evaluate, finetune
 from autoprune.measure import HardwareProfile, LatencyReference, Metrics, measure
+from autoprune.modelio import Inputs, ModelIO
 from autoprune.policy import Policy
 from autoprune.prune import prune
 from autoprune.result import dominates_point
@@ -46,7 +47,7 @@ class TrialContext:
     """Everything a trial needs besides its policy; built once per search."""
 
     base_model: nn.Module
-    example_inputs: tuple
+    example_inputs: Inputs
     train_loader: DataLoader
     val_loader: DataLoader
     profile: HardwareProfile
@@ -60,6 +61,8 @@ class TrialContext:
     artifacts_dir: Path | None = None
     #: the dense model's timing that every candidate is timed against (None: plain timings)
     reference: LatencyReference | None = None
+    #: how batches reach the model and its outputs reach the loss and metric
+    io: ModelIO = field(default_factory=ModelIO)
 
     def constraints(self, metrics: Metrics) -> list[float]:
         """Optuna-style constraint values: <= 0 means the budget is met."""
@@ -92,7 +95,7 @@ def run_trial(ctx: TrialContext, policy: Policy, settings: FinetuneSettings) -> 
     start = time.perf_counter()
     calibration = itertools.islice(iter(ctx.train_loader), settings.calibration_batches)
     pruned = prune(ctx.base_model, policy, ctx.example_inputs, calibration_data=calibration, loss_fn=ctx.loss,
-                   calibration_batches=settings.calibration_batches, seed=ctx.seed)
+                   calibration_batches=settings.calibration_batches, seed=ctx.seed, io=ctx.io)
     timings["prune"] = time.perf_counter() - start
 
     start = time.perf_counter()
@@ -101,14 +104,14 @@ def run_trial(ctx: TrialContext, policy: Policy, settings: FinetuneSettings) -> 
     constraints = ctx.constraints(metrics)
     feasible = all(c <= 0 for c in constraints)
 
-    module = as_lightning(pruned, loss=ctx.loss, lr=settings.lr)
+    module = as_lightning(pruned, loss=ctx.loss, lr=settings.lr, io=ctx.io)
     if feasible:
         start = time.perf_counter()
         finetune(module, ctx.train_loader, policy=policy, max_steps=settings.max_steps,
                  accelerator=ctx.accelerator, prefix="" if module is pruned else "net.")
         timings["finetune"] = time.perf_counter() - start
     start = time.perf_counter()
-    value = evaluate(module, ctx.val_loader, ctx.metric, accelerator=ctx.accelerator)
+    value = evaluate(module, ctx.val_loader, ctx.metric, accelerator=ctx.accelerator, io=ctx.io)
     timings["evaluate"] = time.perf_counter() - start
     if not math.isfinite(value):
         raise NonFiniteMetricError(f"the metric evaluated to {value}")
@@ -144,7 +147,7 @@ def execute_trial(ctx: TrialContext, policy: Policy, settings: FinetuneSettings,
         export_started = time.perf_counter()
         name = f"trial_{number:05d}"
         save_pruned(outcome.model, policy, Path(ctx.artifacts_dir) / name, example_inputs=ctx.example_inputs,
-                    base_model=ctx.base_model, formats=("torchscript",))
+                    base_model=ctx.base_model, formats=("torchscript",), io=ctx.io)
         attrs["artifact_dir"] = name
         outcome.timings["export"] = time.perf_counter() - export_started
     outcome.timings["trial"] = time.perf_counter() - started

@@ -13,13 +13,13 @@ Example:
     >>> from autoprune.zoo import MLP
     >>> batches = [(torch.randn(4, 16), torch.randint(0, 10, (4,)))]
     >>> prepared = prepare_model(MLP(), (batches, batches), load_space("structured"))
-    >>> prepared.resolved.layers, prepared.example_inputs[0].shape
+    >>> prepared.resolved.layers, prepared.example_inputs.args[0].shape
     (('fc1', 'fc2'), torch.Size([2, 16]))
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from torch import nn
@@ -30,6 +30,7 @@ from autoprune.depth import removable_blocks
 from autoprune.finetune import first_inputs, resolve_data
 from autoprune.layers import output_layers, run_model
 from autoprune.measure import HardwareProfile, LatencyReference
+from autoprune.modelio import Inputs, ModelIO
 from autoprune.objective import dense_copy
 from autoprune.seeds import coupled_units, seed_params
 from autoprune.space import ResolvedSpace, SearchSpace
@@ -43,33 +44,35 @@ class PreparedModel:
     base: nn.Module
     train_loader: Any
     val_loader: Any
-    example_inputs: tuple
+    example_inputs: Inputs
     resolved: ResolvedSpace
+    io: ModelIO = field(default_factory=ModelIO)
 
     def seed_params(self, *, metric: Any, loss: Any, profile: HardwareProfile,
                     reference: LatencyReference | None) -> list[dict[str, Any]]:
         """The parameters of a new study's seeded policies (see :mod:`autoprune.seeds`)."""
         return seed_params(self.resolved, self.base, self.example_inputs, self.train_loader, self.val_loader,
-                           metric=metric, loss=loss, profile=profile, reference=reference)
+                           metric=metric, loss=loss, profile=profile, reference=reference, io=self.io)
 
 
-def prepare_model(model: nn.Module, data: Any, space: SearchSpace) -> PreparedModel:
-    """Copy ``model``, resolve ``data`` into loaders, and bind ``space`` to the copy.
+def prepare_model(model: nn.Module, data: Any, space: SearchSpace, io: ModelIO | None = None) -> PreparedModel:
+    """Copy ``model``, resolve ``data`` into loaders (batches read through ``io``), and bind ``space`` to the copy.
 
     Raises:
         DataError: ``data`` is neither a LightningDataModule nor a ``(train_loader, val_loader)`` pair.
         ExampleInputsError: the model cannot run the first validation batch.
         SearchSpaceError, LayerMatchError: the space selects nothing, or a glob matches nothing.
     """
+    io = io or ModelIO()
     train_loader, val_loader = resolve_data(data)
-    example_inputs = first_inputs(val_loader)
+    example_inputs = first_inputs(val_loader, io=io)
     base = dense_copy(model)
     run_model(base, example_inputs)
     protected = output_layers(base, example_inputs)
     resolved = space.resolve(base, protected=protected, coupled=coupled_units(space, base, example_inputs, protected),
                              blocks=removable_blocks(base, example_inputs) if space.drop_blocks else ())
     return PreparedModel(base=base, train_loader=train_loader, val_loader=val_loader,
-                         example_inputs=example_inputs, resolved=resolved)
+                         example_inputs=example_inputs, resolved=resolved, io=io)
 
 
 def prepare_study(storage: Storage, *, study_name: str, sampler: Any, meta: StudyMeta, prepared: PreparedModel,

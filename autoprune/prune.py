@@ -31,6 +31,7 @@ from autoprune.layers import output_layers, prunable_layers, run_model
 from autoprune.methods import StructuredMethod, UnstructuredMethod, get_method
 from autoprune.methods.structured import accumulate_gradients, apply_structured
 from autoprune.methods.unstructured import apply_unstructured
+from autoprune.modelio import ModelIO
 from autoprune.policy import Policy
 
 LossFn = Callable[[Any, Any], torch.Tensor]
@@ -45,18 +46,21 @@ def prune(
     loss_fn: LossFn | None = None,
     calibration_batches: int = 4,
     seed: int = 0,
+    io: ModelIO | None = None,
 ) -> nn.Module:
     """Return a pruned copy of ``model``; ``model`` itself is never modified.
 
     Args:
         model: any ``nn.Module`` (a ``LightningModule`` too) whose forward accepts ``example_inputs``.
         policy: which layers to prune, how much, with which registered method; which blocks to drop.
-        example_inputs: a tensor or tuple of tensors the model can run (used to trace coupled channels).
-        calibration_data: an iterable of ``(inputs, targets)`` batches; required by methods that need
-            gradients (``taylor_structured``).
+        example_inputs: a tensor, a tuple of tensors or a dict of named tensors the model can run (used to
+            trace coupled channels).
+        calibration_data: an iterable of labelled batches; required by methods that need gradients
+            (``taylor_structured``).
         loss_fn: ``loss_fn(outputs, targets)`` for calibration; cross-entropy by default.
         calibration_batches: how many calibration batches to accumulate gradients over.
         seed: seeds the random baselines so a policy prunes reproducibly.
+        io: how calibration batches and outputs are read (:class:`~autoprune.modelio.ModelIO`).
 
     Raises:
         UnknownMethodError, SparsityError, LayerMatchError, NoPrunableLayersError, ExampleInputsError,
@@ -90,7 +94,7 @@ def prune(
                                        "an iterable of (inputs, targets) batches")
             try:
                 used = accumulate_gradients(pruned, calibration_data, loss_fn or F.cross_entropy,
-                                            max_batches=calibration_batches)
+                                            max_batches=calibration_batches, io=io)
             except Exception as exc:
                 raise CalibrationError(f"calibration for {needed} failed: {type(exc).__name__}: {exc}") from exc
             if used == 0:

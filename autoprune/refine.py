@@ -37,6 +37,7 @@ from torch import nn
 from autoprune.errors import AutopruneInputError
 from autoprune.export import save_pruned
 from autoprune.finetune import Metric, as_lightning, evaluate, finetune, first_inputs, resolve_data
+from autoprune.modelio import ModelIO
 from autoprune.policy import Policy, Regularizer
 from autoprune.report import replacing
 from autoprune.result import SearchResult, TrialRecord
@@ -95,11 +96,11 @@ def chosen_candidates(result: SearchResult, trials: Sequence[int] | None) -> lis
 
 
 def refine_model(model: nn.Module, policy: Policy, train_loader: Any, *, steps: int, lr: float, loss: Any = None,
-                 accelerator: str = "cpu", seed: int = 0) -> L.LightningModule:
+                 accelerator: str = "cpu", seed: int = 0, io: ModelIO | None = None) -> L.LightningModule:
     """Fine-tune the pruned ``model`` (pruned by ``policy``) in place for ``steps`` more steps at ``lr``, the
     sparse regulariser off and unstructured zeros kept; returns the LightningModule that trained it (the
     model itself, or its wrapper), for evaluation. The benchmark refines its hand-made baselines with it."""
-    module = as_lightning(model, loss=loss, lr=lr)
+    module = as_lightning(model, loss=loss, lr=lr, io=io)
     torch.manual_seed(seed)
     finetune(module, train_loader, policy=dataclasses.replace(policy, regularizer=Regularizer()),
              max_steps=steps, accelerator=accelerator, prefix="" if module is model else "net.")
@@ -125,7 +126,7 @@ def _write_summary(directory: Path, refined: list[RefinedCandidate], study_name:
 def refine(result: SearchResult, data: Any, *, steps: int, trials: Sequence[int] | None = None,
            lr: float | None = None, metric: Metric | str | None = None, loss: Any = None,
            out_dir: str | Path | None = None, formats: Sequence[str] | None = None, accelerator: str = "cpu",
-           seed: int = 0) -> list[RefinedCandidate]:
+           seed: int = 0, io: ModelIO | None = None) -> list[RefinedCandidate]:
     """Fine-tune Pareto candidates of ``result`` for ``steps`` more steps; save and return them.
 
     Args:
@@ -135,7 +136,7 @@ def refine(result: SearchResult, data: Any, *, steps: int, trials: Sequence[int]
         steps: optimiser steps of the long fine-tune (the search's trials ran ``finetune.max_steps``).
         trials: numbers of the Pareto candidates to refine; by default every one that prunes something.
         lr: the learning rate; by default each trial's own (the one the search sampled for it).
-        metric, loss: as in :func:`autoprune.search` (higher metric is better).
+        metric, loss, io: as in :func:`autoprune.search` (higher metric is better).
         out_dir: where ``trial_NNNNN/`` directories and ``refined.json`` go; default
             ``<the result's run directory>/refined``.
         formats: export formats, as in :func:`autoprune.export.save_pruned`.
@@ -159,17 +160,17 @@ def refine(result: SearchResult, data: Any, *, steps: int, trials: Sequence[int]
                                   "pass lr")
     directory = Path(out_dir) if out_dir is not None else Path(result.out_dir) / REFINED_DIR
     train_loader, val_loader = resolve_data(data)
-    example_inputs = first_inputs(val_loader)
+    example_inputs = first_inputs(val_loader, io=io)
     refined = []
     for candidate in chosen:
         started = time.perf_counter()
         policy = result.policy(candidate)
         model = result.load_model(candidate)
         module = refine_model(model, policy, train_loader, steps=steps, lr=rates[candidate.number], loss=loss,
-                              accelerator=accelerator, seed=seed)
-        value = evaluate(module, val_loader, metric, accelerator=accelerator)
+                              accelerator=accelerator, seed=seed, io=io)
+        value = evaluate(module, val_loader, metric, accelerator=accelerator, io=io)
         target = directory / f"trial_{candidate.number:05d}"
-        save_pruned(model.cpu(), policy, target, example_inputs=example_inputs, formats=formats)
+        save_pruned(model.cpu(), policy, target, example_inputs=example_inputs, formats=formats, io=io)
         refined.append(RefinedCandidate(
             number=candidate.number, metric_before=candidate.metric, metric=value, latency_ms=candidate.latency_ms,
             size_mb=candidate.size_mb, steps=steps, lr=rates[candidate.number],

@@ -33,6 +33,7 @@ from torch import nn
 from autoprune.layers import prunable_layers
 from autoprune.measure import HardwareProfile, LatencyReference
 from autoprune.methods.structured import coupled_layers
+from autoprune.modelio import Inputs, ModelIO
 from autoprune.sensitivity import alignment_rates, layer_scan, pruning_costs, sensitivity_scales
 from autoprune.space import ResolvedSpace, SearchSpace
 
@@ -40,7 +41,7 @@ from autoprune.space import ResolvedSpace, SearchSpace
 ALIGNMENT_MARGIN = 1.1
 
 
-def coupled_units(space: SearchSpace, base: nn.Module, example_inputs: tuple,
+def coupled_units(space: SearchSpace, base: nn.Module, example_inputs: Inputs,
                   protected: list[str]) -> list[tuple[str, ...]]:
     """Coupled layers, searched as one unit (traced only for spaces whose methods are all structured)."""
     if not space.structured_only:
@@ -52,9 +53,9 @@ def coupled_units(space: SearchSpace, base: nn.Module, example_inputs: tuple,
         return []
 
 
-def seed_scales(resolved: ResolvedSpace, base: nn.Module, example_inputs: tuple, train_loader: Any,
+def seed_scales(resolved: ResolvedSpace, base: nn.Module, example_inputs: Inputs, train_loader: Any,
                 val_loader: Any, *, metric: Any, loss: Any, profile: HardwareProfile,
-                reference: LatencyReference | None) -> dict[str, float] | None:
+                reference: LatencyReference | None, io: ModelIO | None = None) -> dict[str, float] | None:
     """Per-unit scales for the seeded policies from a one-pass scan of what pruning each unit costs in
     metric per latency saved (None when the space has one unit, searches groups, or the scan fails)."""
     sp = resolved.space.sparsity
@@ -63,7 +64,7 @@ def seed_scales(resolved: ResolvedSpace, base: nn.Module, example_inputs: tuple,
     try:
         scan = layer_scan(base, resolved.units, example_inputs, val_loader, method=resolved.space.methods[0],
                           metric=metric, loss=loss, calibration_data=itertools.islice(iter(train_loader), 2),
-                          profile=profile, reference=reference)
+                          profile=profile, reference=reference, io=io)
     except Exception as exc:  # the seeds are a head start, not a requirement
         warnings.warn(f"layer sensitivity scan failed ({type(exc).__name__}: {exc}); seeding uniform policies only")
         return None
@@ -73,8 +74,9 @@ def seed_scales(resolved: ResolvedSpace, base: nn.Module, example_inputs: tuple,
     return sensitivity_scales(costs, low=0.5, high=1.5, step=None)
 
 
-def seed_alignment(resolved: ResolvedSpace, base: nn.Module, example_inputs: tuple, train_loader: Any, *,
-                   loss: Any, profile: HardwareProfile, reference: LatencyReference | None) -> int | None:
+def seed_alignment(resolved: ResolvedSpace, base: nn.Module, example_inputs: Inputs, train_loader: Any, *,
+                   loss: Any, profile: HardwareProfile, reference: LatencyReference | None,
+                   io: ModelIO | None = None) -> int | None:
     """The ``round_to`` of the seeded policies: the space's first option, unless another one's shapes run
     clearly faster in this profile's runtime (more than :data:`ALIGNMENT_MARGIN` times the MACs per ms of
     a uniform probe: closer rates are timing noise). ONNX Runtime rewards multiples of 8 by far more than
@@ -89,7 +91,7 @@ def seed_alignment(resolved: ResolvedSpace, base: nn.Module, example_inputs: tup
         rates = alignment_rates(base, resolved.layers, example_inputs,
                                 options=space.round_to, method=space.methods[0], profile=profile,
                                 sparsity=min(max(0.7, sp.low), sp.high), reference=reference, loss=loss,
-                                calibration_data=itertools.islice(iter(train_loader), 2))
+                                calibration_data=itertools.islice(iter(train_loader), 2), io=io)
     except Exception as exc:  # the seeds are a head start, not a requirement
         warnings.warn(f"channel alignment probe failed ({type(exc).__name__}: {exc}); seeds use the first round_to")
         return first
@@ -97,13 +99,13 @@ def seed_alignment(resolved: ResolvedSpace, base: nn.Module, example_inputs: tup
     return best if rates[best] > ALIGNMENT_MARGIN * rates[first] else first
 
 
-def seed_params(resolved: ResolvedSpace, base: nn.Module, example_inputs: tuple, train_loader: Any,
+def seed_params(resolved: ResolvedSpace, base: nn.Module, example_inputs: Inputs, train_loader: Any,
                 val_loader: Any, *, metric: Any, loss: Any, profile: HardwareProfile,
-                reference: LatencyReference | None) -> list[dict[str, Any]]:
+                reference: LatencyReference | None, io: ModelIO | None = None) -> list[dict[str, Any]]:
     """The parameters of a new study's seeded policies: dense, uniform, sensitivity-scaled and shallow, at
     the measured alignment."""
     scales = seed_scales(resolved, base, example_inputs, train_loader, val_loader, metric=metric, loss=loss,
-                         profile=profile, reference=reference)
+                         profile=profile, reference=reference, io=io)
     round_to = seed_alignment(resolved, base, example_inputs, train_loader, loss=loss, profile=profile,
-                              reference=reference)
+                              reference=reference, io=io)
     return resolved.seed_params(scales=scales, round_to=round_to)

@@ -36,6 +36,7 @@ from torch import nn
 
 from autoprune.finetune import Metric, as_lightning, evaluate
 from autoprune.measure import HardwareProfile, LatencyReference, measure
+from autoprune.modelio import ModelIO
 from autoprune.policy import LayerPolicy, Policy
 from autoprune.prune import prune
 from autoprune.space import snap_to_grid
@@ -61,7 +62,8 @@ class Scan:
 def layer_scan(model: nn.Module, layers: Iterable[str] | Mapping[str, Sequence[str]], example_inputs: Any,
                val_loader: Any, *, method: str, sparsity: float = 0.5, metric: Metric | str | None = None,
                calibration_data: Iterable[Any] | None = None, loss: Any = None,
-               profile: HardwareProfile | None = None, reference: LatencyReference | None = None) -> Scan:
+               profile: HardwareProfile | None = None, reference: LatencyReference | None = None,
+               io: ModelIO | None = None) -> Scan:
     """Prune each unit alone at ``sparsity`` (no fine-tuning): the metric lost and, given a ``profile``,
     the latency saved as a share of the dense model's (timed against ``reference`` when given).
 
@@ -70,15 +72,15 @@ def layer_scan(model: nn.Module, layers: Iterable[str] | Mapping[str, Sequence[s
     """
     units = dict(layers) if isinstance(layers, Mapping) else {name: (name,) for name in layers}
     calibration = list(calibration_data) if calibration_data is not None else None
-    base = evaluate(as_lightning(model, loss=loss, lr=1e-3), val_loader, metric)
+    base = evaluate(as_lightning(model, loss=loss, lr=1e-3, io=io), val_loader, metric, io=io)
     dense_ms = None
     if profile is not None:
         dense_ms = reference.latency_ms if reference is not None else measure(model, example_inputs, profile).latency_ms
     scans = {}
     for name, members in units.items():
         policy = Policy(layers={n: LayerPolicy(sparsity=sparsity, method=method) for n in members})
-        pruned = prune(model, policy, example_inputs, calibration_data=calibration, loss_fn=loss)
-        drop = base - evaluate(as_lightning(pruned, loss=loss, lr=1e-3), val_loader, metric)
+        pruned = prune(model, policy, example_inputs, calibration_data=calibration, loss_fn=loss, io=io)
+        drop = base - evaluate(as_lightning(pruned, loss=loss, lr=1e-3, io=io), val_loader, metric, io=io)
         saved = None
         if dense_ms is not None:
             saved = 1.0 - measure(pruned, example_inputs, profile, reference=reference).latency_ms / dense_ms
@@ -99,7 +101,7 @@ def layer_sensitivity(model: nn.Module, layers: Iterable[str] | Mapping[str, Seq
 def alignment_rates(model: nn.Module, layers: Iterable[str], example_inputs: Any, *,
                     options: Sequence[int | None], method: str, profile: HardwareProfile, sparsity: float = 0.7,
                     reference: LatencyReference | None = None, calibration_data: Iterable[Any] | None = None,
-                    loss: Any = None) -> dict[int | None, float]:
+                    loss: Any = None, io: ModelIO | None = None) -> dict[int | None, float]:
     """MACs per millisecond of the uniform policy at ``sparsity`` under each channel alignment
     (``round_to``) of ``options``, timed under ``profile``: how efficiently this runtime computes the
     shapes each alignment leaves. Rounding to the nearest multiple keeps about as many channels as exact
@@ -109,7 +111,7 @@ def alignment_rates(model: nn.Module, layers: Iterable[str], example_inputs: Any
     rates = {}
     for option in options:
         policy = Policy.uniform(list(layers), sparsity=sparsity, method=method, round_to=option)
-        pruned = prune(model, policy, example_inputs, calibration_data=calibration, loss_fn=loss)
+        pruned = prune(model, policy, example_inputs, calibration_data=calibration, loss_fn=loss, io=io)
         metrics = measure(pruned, example_inputs, profile, reference=reference)
         rates[option] = metrics.macs / metrics.latency_ms
     return rates

@@ -12,6 +12,7 @@ input it expects.
 | ``MobileNetCNN`` | depthwise (groups = channels) + pointwise convs      | ``[N, C, H, W]`` |
 | ``DenseCNN``     | concatenation of feature maps                        | ``[N, C, H, W]`` |
 | ``TinyTransformer`` | LayerNorm/residual stream, attention, Conv1d stem | ``[N, T, F]``   |
+| ``KeywordMLP``   | keyword inputs, a dict output with two heads (as Hugging Face models) | ``features=[N, in]`` |
 """
 
 from __future__ import annotations
@@ -151,8 +152,29 @@ class TinyTransformer(nn.Module):
         return self.head(self.encoder(tokens).mean(dim=1))
 
 
-def example_input(model: nn.Module, batch: int = 4) -> torch.Tensor:
-    """A random input batch of the right shape for a zoo model built with default sizes."""
+class KeywordMLP(nn.Module):
+    """Called as Hugging Face models are: keyword tensors in (``features``, an optional ``mask`` of the
+    features to use), a dict out: ``logits`` from the classifier and ``aux``, a second head that runs last."""
+
+    def __init__(self, *, in_features: int = 16, hidden: int = 32, num_classes: int = 10, aux: int = 4) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(in_features, hidden)
+        self.fc2 = nn.Linear(hidden, hidden)
+        self.head = nn.Linear(hidden, num_classes)
+        self.aux = nn.Linear(hidden, aux)
+
+    def forward(self, features: torch.Tensor, mask: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        if mask is not None:
+            features = features * mask
+        hidden = F.relu(self.fc2(F.relu(self.fc1(features))))
+        return {"logits": self.head(hidden), "aux": self.aux(hidden)}
+
+
+def example_input(model: nn.Module, batch: int = 4) -> torch.Tensor | dict[str, torch.Tensor]:
+    """A random input batch of the right shape for a zoo model built with default sizes (a dict of
+    keyword tensors for ``KeywordMLP``)."""
+    if isinstance(model, KeywordMLP):
+        return {"features": torch.randn(batch, model.fc1.in_features), "mask": torch.ones(batch, model.fc1.in_features)}
     if isinstance(model, MLP):
         return torch.randn(batch, model.fc1.in_features)
     if isinstance(model, TinyTransformer):
@@ -161,4 +183,4 @@ def example_input(model: nn.Module, batch: int = 4) -> torch.Tensor:
     return torch.randn(batch, first.in_channels, 8, 8)
 
 
-ZOO = {cls.__name__: cls for cls in (MLP, PlainCNN, ResNetCNN, MobileNetCNN, DenseCNN, TinyTransformer)}
+ZOO = {cls.__name__: cls for cls in (MLP, PlainCNN, ResNetCNN, MobileNetCNN, DenseCNN, TinyTransformer, KeywordMLP)}

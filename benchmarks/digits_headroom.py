@@ -36,8 +36,8 @@ from compare_policies import RESULTS, build_model, figures, floor_policy, settin
 
 from autoprune.demo import DigitsDataModule
 from autoprune.finetune import accuracy, first_inputs
-from autoprune.layers import batch_inputs
 from autoprune.measure import HardwareProfile, LatencyReference, measure
+from autoprune.modelio import Inputs
 from autoprune.policy import LayerPolicy, Policy
 from autoprune.prune import prune
 from autoprune.refine import refine_model
@@ -59,15 +59,15 @@ def policy_of(sparsity: tuple[float, ...]) -> Policy:
     return Policy(layers={name: LayerPolicy(sparsity=s, method="l1_structured") for name, s in zip(LAYERS, sparsity)})
 
 
-def convolution_cost(model: torch.nn.Module, inputs: tuple, forwards: int = 200) -> dict:
+def convolution_cost(model: torch.nn.Module, inputs: Inputs, forwards: int = 200) -> dict:
     """Share of the model's eager CPU time spent inside convolutions, and microseconds per convolution call
     (torch.profiler, the calling thread's settings)."""
     with torch.inference_mode():
         for _ in range(20):
-            model(*inputs)
+            inputs.run(model)
         with profile(activities=[ProfilerActivity.CPU]) as prof:
             for _ in range(forwards):
-                model(*inputs)
+                inputs.run(model)
     events = prof.key_averages()
     total = sum(e.self_cpu_time_total for e in events)
     conv = [e for e in events if "conv" in e.key or "mkldnn" in e.key]
@@ -89,7 +89,7 @@ def main() -> None:
     data.setup()
     loaders = (data.train_dataloader(), data.val_dataloader(), data.test_dataloader())
     model = build_model("digits_cnn", args.work)
-    example = first_inputs(loaders[0])[:1]
+    example = first_inputs(loaders[0]).take(1)
     profile_ = HardwareProfile()
     reference = LatencyReference.calibrate(model, example, profile_)
     lr = settings_of_default_space().lr
@@ -98,7 +98,7 @@ def main() -> None:
 
     floor = prune(model, floor_policy(model, example), example)
     floor_share = measure(floor, example, profile_, reference=reference).latency_ms / reference.latency_ms
-    floor_conv = convolution_cost(floor.eval(), batch_inputs(example, profile_.batch_size))
+    floor_conv = convolution_cost(floor.eval(), example.repeat_first(profile_.batch_size))
 
     started = time.perf_counter()
     rows = []

@@ -36,6 +36,14 @@ def digits():
     return train_classifier(DigitsCNN(width=8), data.train_dataloader(), epochs=2), data
 
 
+def output_of(model, x):
+    """The output a loss sees (the logits of a dict output) of ``model`` on example inputs ``x`` of any form
+    (a tensor, a tuple, a dict of keyword tensors)."""
+    from autoprune.modelio import Inputs, ModelIO
+
+    return ModelIO().run(model, Inputs.of(x))
+
+
 def fast_profile(**overrides):
     from autoprune.measure import HardwareProfile
 

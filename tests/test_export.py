@@ -8,10 +8,11 @@ import torch
 from autoprune import Policy, prunable_layers, prune
 from autoprune.errors import ExportError, ModelLoadError
 from autoprune.export import load_pruned, save_pruned
-from autoprune.runtimes.onnxruntime import onnx_available
 from autoprune.layers import output_layers
+from autoprune.modelio import Inputs
+from autoprune.runtimes.onnxruntime import onnx_available
 from autoprune.zoo import MLP, ResNetCNN, example_input
-from tests.conftest import in_ci
+from tests.conftest import in_ci, output_of
 
 
 def _pruned(model, x):
@@ -28,10 +29,10 @@ def test_weights_reload_and_match_for_every_architecture(zoo_model, tmp_path):
     state = torch.load(files["weights"], weights_only=True)
     assert isinstance(state, dict)
     reloaded = load_pruned(tmp_path, model)
-    assert torch.allclose(reloaded(x), pruned(x), atol=1e-4)
+    assert torch.allclose(output_of(reloaded, x), output_of(pruned, x), atol=1e-4)
     assert Policy.from_json(files["policy"]) == policy
-    standalone = torch.jit.load(str(files["torchscript"]))
-    assert torch.allclose(standalone(x), pruned(x), atol=1e-4)
+    standalone = torch.jit.load(str(files["torchscript"]))  # the inputs' tensors, positional; the logits out
+    assert torch.allclose(standalone(*Inputs.of(x).tensors), output_of(pruned, x), atol=1e-4)
 
 
 @pytest.mark.skipif(not onnx_available() and not in_ci(),

@@ -11,12 +11,13 @@ import optuna
 import pytest
 import torch
 from torch.nn import functional as F
+from torch.utils.data import DataLoader
 
 from autoprune.api import search
 from autoprune.demo import DigitsDataModule
 from autoprune.errors import StudyError
 from autoprune.measure import measure
-from autoprune.zoo import ResNetCNN
+from autoprune.zoo import KeywordMLP, ResNetCNN
 from tests.conftest import fast_profile
 
 TINY = Path(__file__).parent / "data" / "tiny.yaml"
@@ -253,3 +254,27 @@ def test_a_search_drops_residual_blocks_and_reloads_the_shallower_candidates(tmp
     net = result.load_model(shallow[0])
     assert isinstance(net.get_submodule(shallow[0].policy["drop"][0]), torch.nn.Identity)
     assert net(torch.randn(2, 1, 8, 8)).shape == (2, 10)
+
+
+def _keyword_batches(n: int = 96) -> tuple[DataLoader, DataLoader]:
+    """Dict batches, as a Hugging Face collator yields them: keyword inputs and ``labels``."""
+    torch.manual_seed(0)
+    features = torch.randn(n, 16)
+    rows = [{"features": f, "mask": torch.ones(16), "labels": int(f[0] > 0)} for f in features]
+    return DataLoader(rows, batch_size=16), DataLoader(rows[: n // 2], batch_size=16)
+
+
+def test_dict_batches_and_dict_outputs_search_like_any_model(tmp_path):
+    """A model called with keyword tensors that returns a dict searches end to end: every trial completes
+    (timed in ONNX Runtime), and the best candidate is exported with the batch's keys as input names."""
+    import onnxruntime
+
+    model = KeywordMLP().eval()
+    result = _search(model, _keyword_batches(), tmp_path, n_trials=3, profile=fast_profile(runtime="onnxruntime"))
+    assert [t.state for t in result.trials] == ["complete"] * 3, [t.failure_reason for t in result.trials]
+    session = onnxruntime.InferenceSession(str(tmp_path / "best" / "model.onnx"))
+    assert [i.name for i in session.get_inputs()] == ["features", "mask"]
+    batch = {"features": torch.randn(5, 16).numpy(), "mask": torch.ones(5, 16).numpy()}
+    assert session.run(None, batch)[0].shape == (5, 10), "the logits, for another batch size"
+    pruned = result.load_model(result.best())
+    assert pruned(features=torch.randn(2, 16))["logits"].shape == (2, 10)

@@ -29,7 +29,8 @@ import torch
 import torch_pruning as tp
 from torch import nn
 
-from autoprune.layers import PRUNABLE_TYPES, as_input_tuple
+from autoprune.layers import PRUNABLE_TYPES
+from autoprune.modelio import Inputs, ModelIO
 from autoprune.methods.base import StructuredMethod
 
 _OUT_HANDLERS = {tp.prune_conv_out_channels, tp.prune_linear_out_channels}
@@ -98,9 +99,12 @@ def _group_multiple(group: Any, round_to: int | None) -> int | None:
 
 
 def accumulate_gradients(
-    model: nn.Module, batches: Iterable[Any], loss_fn: Callable[[Any, Any], torch.Tensor], *, max_batches: int
+    model: nn.Module, batches: Iterable[Any], loss_fn: Callable[[Any, Any], torch.Tensor], *, max_batches: int,
+    io: ModelIO | None = None,
 ) -> int:
-    """Accumulate ``loss_fn(model(x), y)`` gradients over up to ``max_batches`` (x, y) batches; return the count."""
+    """Accumulate ``loss_fn(output, target)`` gradients over up to ``max_batches`` labelled batches (read
+    through ``io``); return the count."""
+    io = io or ModelIO()
     model.zero_grad(set_to_none=True)
     was_training = model.training
     model.eval()  # keep BatchNorm statistics and dropout untouched by calibration
@@ -109,8 +113,8 @@ def accumulate_gradients(
         for batch in batches:
             if count >= max_batches:
                 break
-            x, y = batch[0], batch[1]
-            loss = loss_fn(model(*as_input_tuple(x)), y)
+            inputs, target = io.split(batch)
+            loss = loss_fn(io.run(model, inputs), target)
             loss.backward()
             count += 1
     finally:
@@ -129,7 +133,7 @@ def _removable_groups(model: nn.Module, example_inputs: Any,
     names = {module: name for name, module in modules.items()}
     order = {name: i for i, name in enumerate(modules)}
     protected_modules = {modules[n] for n in protected}
-    graph = tp.DependencyGraph().build_dependency(model, example_inputs=as_input_tuple(example_inputs))
+    graph = tp.DependencyGraph().build_dependency(model, example_inputs=Inputs.of(example_inputs).for_tracing(model))
 
     def groups() -> Iterator[tuple[Any, tuple[str, ...]]]:
         for group in graph.get_all_groups(ignored_layers=list(protected_modules),
@@ -210,7 +214,7 @@ def count_macs_and_params(model: nn.Module, example_inputs: Any) -> tuple[int, i
     was_training = model.training
     model.eval()
     try:
-        macs, params = tp.utils.count_ops_and_params(model, as_input_tuple(example_inputs))
+        macs, params = tp.utils.count_ops_and_params(model, Inputs.of(example_inputs).for_tracing(model))
     finally:
         model.train(was_training)
     return int(macs), int(params)
@@ -233,7 +237,7 @@ def torch_pruning_global(model: nn.Module, example_inputs: Any, *, sparsity: flo
         torch.Size([4, 10])
     """
     modules = dict(model.named_modules())
-    inputs = as_input_tuple(example_inputs)
+    inputs = Inputs.of(example_inputs).for_tracing(model)
     pruner = tp.pruner.MetaPruner(model, inputs, importance=tp.importance.MagnitudeImportance(p=1),
                                   pruning_ratio=sparsity, global_pruning=True,
                                   ignored_layers=[modules[n] for n in protected])

@@ -14,6 +14,7 @@ from autoprune.registry import Registry
 
 if TYPE_CHECKING:
     from autoprune.measure import HardwareProfile
+    from autoprune.modelio import Inputs
 
 #: one forward of a timed model, its inputs bound
 Forward = Callable[[], Any]
@@ -38,9 +39,10 @@ class Runtime(ABC):
         """Refuse to time when what this runtime needs is not installed here (called before timing)."""
 
     @abstractmethod
-    def forward(self, model: nn.Module, inputs: tuple, profile: HardwareProfile) -> Forward:
+    def forward(self, model: nn.Module, inputs: Inputs, profile: HardwareProfile) -> Forward:
         """One forward of a private copy of ``model`` on ``inputs`` (already a batch of the profile's
-        ``batch_size``), on the profile's device and dtype; ``model`` itself must stay untouched."""
+        ``batch_size``; see :class:`~autoprune.modelio.Inputs`), on the profile's device and dtype; ``model``
+        itself must stay untouched."""
 
 
 REGISTRY: Registry[Runtime] = Registry("runtime", (Runtime,), error=AutopruneInputError,

@@ -5,7 +5,6 @@ from __future__ import annotations
 import copy
 from typing import TYPE_CHECKING
 
-import torch
 from torch import nn
 
 from autoprune.measure import DTYPES
@@ -13,6 +12,7 @@ from autoprune.runtimes.base import Forward, Runtime, register_runtime
 
 if TYPE_CHECKING:
     from autoprune.measure import HardwareProfile
+    from autoprune.modelio import Inputs
 
 
 class EagerRuntime(Runtime):
@@ -21,15 +21,11 @@ class EagerRuntime(Runtime):
 
     name = "eager"
 
-    def forward(self, model: nn.Module, inputs: tuple, profile: HardwareProfile) -> Forward:
+    def forward(self, model: nn.Module, inputs: Inputs, profile: HardwareProfile) -> Forward:
         dtype = DTYPES[profile.dtype]
         timed = copy.deepcopy(model).to(device=profile.device, dtype=dtype).eval()
-        args = tuple(
-            a.to(device=profile.device, dtype=dtype if a.is_floating_point() else a.dtype)
-            if isinstance(a, torch.Tensor) else a
-            for a in inputs
-        )
-        return lambda: timed(*args)
+        bound = inputs.to(profile.device, dtype)
+        return lambda: bound.run(timed)
 
 
 register_runtime(EagerRuntime(), overwrite=True)

@@ -26,7 +26,8 @@ import torch
 from torch import nn
 
 from autoprune.errors import ExportError, ProfileError
-from autoprune.layers import as_input_tuple, traceable
+from autoprune.layers import traceable
+from autoprune.modelio import Inputs, ModelIO, Selected
 from autoprune.runtimes.base import Forward, Runtime, register_runtime
 
 if TYPE_CHECKING:
@@ -39,12 +40,24 @@ def onnx_available() -> bool:
     return importlib.util.find_spec("onnx") is not None and importlib.util.find_spec("onnxruntime") is not None
 
 
-def export_onnx(model: nn.Module, args: tuple, target: Path | io.BytesIO) -> None:
-    """Export ``model`` run on ``args`` to an ONNX file or buffer, with a dynamic batch axis."""
-    names = [f"input{i}" for i in range(len(args))]
+def dynamic_axes(inputs: Inputs) -> dict[str, dict[int, str]]:
+    """The axes an exported model leaves open: the batch (dim 0) of every input and of the output, and the
+    sequence (dim 1) of 2-D integer inputs (token ids, attention masks)."""
+    axes = {}
+    for name, tensor in zip(inputs.names, inputs.tensors):
+        axes[name] = {0: "batch"} if tensor.dim() > 0 else {}
+        if tensor.dim() == 2 and not tensor.is_floating_point():
+            axes[name][1] = "sequence"
+    return {**axes, "output": {0: "batch"}}
+
+
+def export_onnx(model: nn.Module, inputs: Inputs, target: Path | io.BytesIO, output: ModelIO | None = None) -> None:
+    """Export ``model`` run on ``inputs`` to an ONNX file or buffer: one input per tensor, named as
+    :attr:`Inputs.names` (a dict batch's keys), the output ``output`` selects, open axes as
+    :func:`dynamic_axes` says."""
     torch.onnx.export(
-        model, args, target if isinstance(target, io.BytesIO) else str(target), dynamo=False, input_names=names,
-        output_names=["output"], dynamic_axes={**{n: {0: "batch"} for n in names}, "output": {0: "batch"}},
+        Selected(model, inputs, output), tuple(inputs.tensors), target if isinstance(target, io.BytesIO) else str(target),
+        dynamo=False, input_names=inputs.names, output_names=["output"], dynamic_axes=dynamic_axes(inputs),
     )
 
 
@@ -58,13 +71,14 @@ def session(source: str | bytes, threads: int | None = None) -> Any:
     return onnxruntime.InferenceSession(source, options, providers=["CPUExecutionProvider"])
 
 
-def feeds(onnx_session: Any, args: tuple) -> dict[str, Any]:
-    """The session's inputs, named, from the tensor arguments (other arguments were constants in the export)."""
-    tensors = [a for a in args if isinstance(a, torch.Tensor)]
-    return {inp.name: a.numpy() for inp, a in zip(onnx_session.get_inputs(), tensors)}
+def feeds(onnx_session: Any, inputs: Inputs) -> dict[str, Any]:
+    """The session's inputs, by name, from ``inputs`` (an input the exporter found unused is not fed)."""
+    named = dict(zip(inputs.names, inputs.tensors))
+    return {inp.name: named[inp.name].cpu().numpy() for inp in onnx_session.get_inputs()}
 
 
-def onnx_runner(model: nn.Module, example_inputs: Any, *, threads: int = 1) -> Callable[[], Any]:
+def onnx_runner(model: nn.Module, example_inputs: Any, *, threads: int = 1,
+                output: ModelIO | None = None) -> Callable[[], Any]:
     """Export ``model`` to ONNX in memory and return a zero-argument callable that runs it on
     ``example_inputs`` in an ONNX Runtime CPU session (``threads`` intra-op threads, all graph
     optimisations).
@@ -75,18 +89,18 @@ def onnx_runner(model: nn.Module, example_inputs: Any, *, threads: int = 1) -> C
     if not onnx_available():
         raise ExportError(f"the onnxruntime runtime needs the onnx and onnxruntime packages: {INSTALL}")
     model = copy.deepcopy(model).cpu().float().eval()
-    args = tuple(a.cpu() if isinstance(a, torch.Tensor) else a for a in as_input_tuple(example_inputs))
+    inputs = Inputs.of(example_inputs).to("cpu")
     buffer = io.BytesIO()
     try:
         with warnings.catch_warnings(), traceable(model):
             warnings.simplefilter("ignore")
-            export_onnx(model, args, buffer)
+            export_onnx(model, inputs, buffer, output)
     except Exception as exc:  # the exporter raises many types; name the model and the way out
         first_line = (str(exc).strip().splitlines() or [""])[0]
         raise ExportError(f"{type(model).__name__} could not be exported to ONNX ({type(exc).__name__}: {first_line}); "
                           "time it with the eager runtime instead") from exc
     runner = session(buffer.getvalue(), threads)
-    bound = feeds(runner, args)
+    bound = feeds(runner, inputs)
     return lambda: runner.run(None, bound)
 
 
@@ -105,7 +119,7 @@ class OnnxRuntime(Runtime):
             raise ProfileError(f"profile runtime 'onnxruntime' needs the onnx and onnxruntime packages: {INSTALL}, "
                                "or use runtime 'eager'")
 
-    def forward(self, model: nn.Module, inputs: tuple, profile: HardwareProfile) -> Forward:
+    def forward(self, model: nn.Module, inputs: Inputs, profile: HardwareProfile) -> Forward:
         try:
             return onnx_runner(model, inputs, threads=profile.threads)
         except ExportError as exc:

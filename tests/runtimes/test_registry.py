@@ -31,7 +31,7 @@ class CountingRuntime(Runtime):
 
         def run():
             self.forwards += 1
-            return timed(*inputs)
+            return inputs.run(timed)
 
         return run
 

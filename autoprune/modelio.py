@@ -1,0 +1,219 @@
+"""How batches reach a model, and how its outputs reach the loss and the metric.
+
+Batches may be
+
+* a pair or tuple ``(inputs, target, ...)``: ``inputs`` a tensor or a tuple of positional tensors, as a
+  ``DataLoader`` over a ``TensorDataset`` yields them;
+* a dict of tensors, as Hugging Face tokenizers and collators yield them: every key but the target is a
+  keyword argument of the model, and the target is ``labels``.
+
+Outputs may be a tensor, a tuple or list (its first element counts), or a dict or ``ModelOutput``
+(``logits`` when it has them, else its first value). :class:`ModelIO` says otherwise when a model and its
+data differ from these defaults (``ModelIO(target="label", output="pooler_output")``); ``search()``,
+``refine()`` and the fine-tune, metric, sensitivity scan, latency timing and export all read batches and
+outputs through it. :class:`Inputs` holds the inputs of one forward, positional and keyword.
+
+Example:
+    >>> import torch
+    >>> io = ModelIO()
+    >>> inputs, target = io.split({"input_ids": torch.ones(4, 7, dtype=torch.long), "labels": torch.zeros(4)})
+    >>> inputs.names, inputs.batch_size, target.shape
+    (['input_ids'], 4, torch.Size([4]))
+    >>> io.select({"logits": torch.ones(4, 2), "hidden": torch.zeros(4, 3)}).shape
+    torch.Size([4, 2])
+"""
+
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping
+
+import torch
+from torch import nn
+
+from autoprune.errors import DataError, ExampleInputsError
+
+
+def _map(value: Any, fn: Callable[[torch.Tensor], Any]) -> Any:
+    return fn(value) if isinstance(value, torch.Tensor) else value
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """The inputs of one forward pass: positional ``args`` and keyword ``kwargs``.
+
+    ``Inputs.of`` accepts what users pass as example inputs: a tensor, a tuple or list of positional
+    arguments, a dict of keyword arguments, or an ``Inputs``.
+    """
+
+    args: tuple = ()
+    kwargs: Mapping[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, value: Any) -> Inputs:
+        if isinstance(value, Inputs):
+            return value
+        if isinstance(value, torch.Tensor):
+            return cls(args=(value,))
+        if isinstance(value, (tuple, list)):
+            return cls(args=tuple(value))
+        if isinstance(value, Mapping):
+            return cls(kwargs=dict(value))
+        raise ExampleInputsError(f"example inputs must be a tensor, a tuple of tensors or a dict of named tensors, "
+                                 f"got {type(value).__name__}")
+
+    def run(self, model: Callable) -> Any:
+        """``model(*args, **kwargs)``."""
+        return model(*self.args, **self.kwargs)
+
+    def map(self, fn: Callable[[torch.Tensor], Any]) -> Inputs:
+        """These inputs with ``fn`` applied to every tensor (other values kept)."""
+        return Inputs(tuple(_map(a, fn) for a in self.args), {k: _map(v, fn) for k, v in self.kwargs.items()})
+
+    def take(self, n: int) -> Inputs:
+        """The first ``n`` samples of every batched tensor."""
+        return self.map(lambda t: t[:n] if t.dim() > 0 else t)
+
+    def repeat_first(self, batch_size: int) -> Inputs:
+        """The first sample of every batched tensor, repeated to ``batch_size`` along dim 0 (what latency is
+        timed on)."""
+        return self.map(lambda t: t[:1].expand(batch_size, *t.shape[1:]).contiguous() if t.dim() > 0 else t)
+
+    def to(self, device: str | torch.device, dtype: torch.dtype | None = None) -> Inputs:
+        """Tensors moved to ``device``; floating ones cast to ``dtype`` when given (integer ids stay integer)."""
+        return self.map(lambda t: t.to(device=device, dtype=dtype if dtype is not None and t.is_floating_point()
+                                       else t.dtype))
+
+    @property
+    def names(self) -> list[str]:
+        """A name per tensor: ``input0``, ``input1``... for positional ones, the key for keyword ones (the input
+        names of an exported ONNX or TorchScript model, in its argument order)."""
+        return [f"input{i}" for i, a in enumerate(self.args) if isinstance(a, torch.Tensor)] + \
+            [k for k, v in self.kwargs.items() if isinstance(v, torch.Tensor)]
+
+    @property
+    def tensors(self) -> list[torch.Tensor]:
+        """The tensors, in the order of :attr:`names`."""
+        return [a for a in self.args if isinstance(a, torch.Tensor)] + \
+            [v for v in self.kwargs.values() if isinstance(v, torch.Tensor)]
+
+    @property
+    def batch_size(self) -> int | None:
+        first = next((t for t in self.tensors if t.dim() > 0), None)
+        return None if first is None else int(first.shape[0])
+
+    def for_tracing(self, model: nn.Module) -> tuple | dict:
+        """The form tracers take (a tuple of positional, or a dict of keyword arguments): positional arguments
+        are bound to ``model.forward``'s parameter names when keyword ones come too."""
+        if not self.kwargs:
+            return tuple(self.args)
+        if not self.args:
+            return dict(self.kwargs)
+        try:
+            bound = inspect.signature(model.forward).bind(*self.args, **self.kwargs)
+        except TypeError as exc:
+            raise ExampleInputsError(f"the example inputs do not fit {type(model).__name__}.forward: {exc}") from None
+        return dict(bound.arguments)
+
+    def describe(self) -> str:
+        def one(v: Any) -> str:
+            return f"{tuple(v.shape)} {str(v.dtype).removeprefix('torch.')}" if isinstance(v, torch.Tensor) \
+                else type(v).__name__
+        parts = [one(a) for a in self.args] + [f"{k}={one(v)}" for k, v in self.kwargs.items()]
+        return ", ".join(parts) or "nothing"
+
+
+@dataclass(frozen=True)
+class ModelIO:
+    """How a batch splits into the model's inputs and the target, and what of the output the loss and the
+    metric see.
+
+    Args:
+        target: where the target is: the key of a dict batch (default ``"labels"``), the index in a tuple
+            batch (default 1). ``None``: batches carry no target (a model trained by distillation alone).
+        inputs: the keys of a dict batch passed to the model (default: every key but the target), or how many
+            leading elements of a tuple batch are inputs (default: the first, a tensor or tuple).
+        output: the attribute, key or index of the model's output that the loss and the metric see (default:
+            ``logits`` when the output has them, else the output when it is a tensor, else its first element).
+    """
+
+    target: str | int | None = "auto"  # "auto": "labels" for dict batches, 1 for tuple batches
+    inputs: tuple[str, ...] | int | None = None
+    output: str | int | None = None
+
+    def split(self, batch: Any) -> tuple[Inputs, Any]:
+        """``(inputs, target)`` of one batch; ``target`` is None when there is none."""
+        if isinstance(batch, Mapping):
+            key = "labels" if self.target == "auto" else self.target
+            if self.inputs is not None and not isinstance(self.inputs, int):
+                missing = [k for k in self.inputs if k not in batch]
+                if missing:
+                    raise DataError(f"dict batches lack the input key(s) {missing}; they hold {sorted(batch)}")
+                kwargs = {k: batch[k] for k in self.inputs}
+            else:
+                kwargs = {k: v for k, v in batch.items() if k != key}
+            return Inputs(kwargs=kwargs), batch.get(key) if key is not None else None
+        if isinstance(batch, (tuple, list)):
+            if isinstance(self.inputs, int):
+                inputs = Inputs(args=tuple(batch[:self.inputs]))
+            else:
+                inputs = Inputs.of(batch[0])
+            index = 1 if self.target == "auto" else self.target
+            if index is None:
+                return inputs, None
+            if not isinstance(index, int) or index >= len(batch):
+                raise DataError(f"batches must hold the target at index {index!r}: tuple batches are (inputs, "
+                                f"target), got {len(batch)} element(s); or give ModelIO(target=...)")
+            return inputs, batch[index]
+        if isinstance(batch, torch.Tensor) and self.target is None:
+            return Inputs(args=(batch,)), None
+        raise DataError(f"batches must be (inputs, target) tuples or dicts of tensors, got {type(batch).__name__}")
+
+    def select(self, out: Any) -> torch.Tensor:
+        """What of the model's output ``out`` the loss and the metric see."""
+        if self.output is not None:
+            try:
+                if isinstance(self.output, int) or isinstance(out, Mapping):
+                    return out[self.output]
+                return getattr(out, self.output)
+            except (KeyError, IndexError, AttributeError, TypeError):
+                raise DataError(f"the model's output ({type(out).__name__}) has no {self.output!r}; "
+                                "give ModelIO(output=...) a key, attribute or index it has") from None
+        if isinstance(out, torch.Tensor):
+            return out
+        if isinstance(out, Mapping) or hasattr(out, "keys"):
+            if "logits" in out.keys() and out["logits"] is not None:
+                return out["logits"]
+            return next(v for v in out.values() if v is not None)
+        if isinstance(out, (tuple, list)) and out:
+            return out[0]
+        raise DataError(f"cannot tell which part of the model's output ({type(out).__name__}) the loss should see; "
+                        "give ModelIO(output=...)")
+
+    def run(self, model: Callable, inputs: Inputs) -> torch.Tensor:
+        """The output the loss and the metric see, of ``model`` run on ``inputs``."""
+        return self.select(inputs.run(model))
+
+
+class Selected(nn.Module):
+    """``model`` called with its inputs as positional tensors (in :attr:`Inputs.names` order), returning the
+    output :class:`ModelIO` selects: a module TorchScript and ONNX export can trace whatever the model's
+    signature and output type."""
+
+    def __init__(self, model: nn.Module, inputs: Inputs, io: ModelIO | None = None) -> None:
+        super().__init__()
+        self.model = model
+        self.io = io or ModelIO()
+        self._layout = [("arg", i) for i, a in enumerate(inputs.args) if isinstance(a, torch.Tensor)] + \
+            [("kwarg", k) for k, v in inputs.kwargs.items() if isinstance(v, torch.Tensor)]
+        self._constants = inputs
+
+    def forward(self, *tensors: torch.Tensor) -> torch.Tensor:
+        args, kwargs = list(self._constants.args), dict(self._constants.kwargs)
+        for (kind, where), tensor in zip(self._layout, tensors):
+            if kind == "arg":
+                args[where] = tensor
+            else:
+                kwargs[where] = tensor
+        return self.io.select(self.model(*args, **kwargs))
