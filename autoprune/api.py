@@ -18,6 +18,7 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping
 
+import lightning as L
 from torch import nn
 
 from autoprune import defaults
@@ -26,7 +27,9 @@ from autoprune.backends.book import StudyBook
 from autoprune.backends.samplers import check_sampler, make_sampler
 from autoprune.backends.storage import make_storage
 from autoprune.errors import AutopruneInputError, StudyError
+from autoprune.distill import Distillation, as_distillation
 from autoprune.export import save_pruned
+from autoprune.finetune import quiet
 from autoprune.loading import BEST_DIR, candidate_loader, default_artifacts, default_storage
 from autoprune.measure import HardwareProfile
 from autoprune.modelio import ModelIO
@@ -62,6 +65,16 @@ def check_arguments(*, n_trials: Any = defaults.N_TRIALS, budget_ms: Any = None,
     get_backend(backend)
 
 
+def check_distillation(distill: Distillation | bool | None, model: nn.Module) -> Distillation | None:
+    """``distill`` as a :class:`Distillation` (or None); refused for a LightningModule, which fine-tunes with
+    its own ``training_step``."""
+    distillation = as_distillation(distill)
+    if distillation is not None and isinstance(model, L.LightningModule):
+        raise AutopruneInputError("distill= applies to plain nn.Modules, which autoprune fine-tunes; a "
+                                  "LightningModule fine-tunes with its own training_step: distil there")
+    return distillation
+
+
 def search(
     model: nn.Module, data: Any, *, space: str | Path | SearchSpace = defaults.SPACE,
     budget_ms: float | None = None, budget_mb: float | None = None, n_trials: int = defaults.N_TRIALS,
@@ -72,6 +85,7 @@ def search(
     accelerator: str = "cpu", backend: str | Backend = defaults.BACKEND, ray: RayOptions | None = None,
     resume: bool = False, seed_policies: bool = True, heartbeat_interval: int = defaults.HEARTBEAT_INTERVAL,
     on_trial_end: OnTrialEnd | None = None, study_attrs: Mapping[str, Any] | None = None, io: ModelIO | None = None,
+    distill: Distillation | bool | None = None,
 ) -> SearchResult:
     """Search pruning policies for ``model``; return the Pareto front of metric vs latency and size.
 
@@ -116,18 +130,21 @@ def search(
             :class:`~autoprune.study.StudyMeta`).
         io: how batches split into the model's inputs and target, and which output the loss and metric
             see (:class:`~autoprune.modelio.ModelIO`; the defaults fit tuple and Hugging Face dict batches).
+        distill: fine-tune every trial against the dense model's outputs too
+            (:class:`~autoprune.distill.Distillation`, or ``True`` for its defaults); plain modules only.
 
     Returns:
         A :class:`~autoprune.result.SearchResult` of the whole study; its files are written to ``out_dir``.
     """
     if not isinstance(model, nn.Module):
         raise AutopruneInputError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    distillation = check_distillation(distill, model)
     check_arguments(n_trials=n_trials, budget_ms=budget_ms, budget_mb=budget_mb, timeout=timeout,
                     study_name=study_name, heartbeat_interval=heartbeat_interval, sampler=sampler, backend=backend)
     chosen = get_backend(backend, options=ray)
     the_space, profile = load_space(space), profile or HardwareProfile()
     profile.check_available()
-    with chosen.connected():  # fails fast (exit 2 in the CLI) when the backend's engine does not answer
+    with chosen.connected(), quiet():  # connect fails fast (exit 2 in the CLI) when the engine does not answer
         name = study_name or defaults.STUDY_NAME
         out = Path(out_dir) if out_dir is not None else Path("runs") / name
         out.mkdir(parents=True, exist_ok=True)
@@ -149,7 +166,8 @@ def search(
         ctx = TrialContext(base_model=prepared.base, example_inputs=prepared.example_inputs, profile=profile,
                            train_loader=prepared.train_loader, val_loader=prepared.val_loader, loss=loss, metric=metric,
                            budget_ms=budget_ms, budget_mb=budget_mb, seed=seed or 0, artifacts_dir=artifacts,
-                           reference=reference, accelerator=chosen.accelerator(accelerator), io=prepared.io)
+                           reference=reference, accelerator=chosen.accelerator(accelerator), io=prepared.io,
+                           distill=distillation)
         result = SearchResult(trials=book.records(), metric_name=meta.metric, budget_ms=budget_ms, budget_mb=budget_mb,
                               out_dir=out, study_name=name, session_trials=set(), meta=book.meta,
                               model_loader=candidate_loader(artifacts, prepared.base))

@@ -118,6 +118,9 @@ def search(
     runtime: str = typer.Option(defaults.RUNTIME, help="what runs the timed forwards: eager (PyTorch) or onnxruntime "
                                                        "(the exported ONNX model in ONNX Runtime on the CPU; needs "
                                                        "autoprune[onnx])."),
+    distill: bool = typer.Option(False, help="fine-tune every trial against the dense model's outputs too "
+                                             "(knowledge distillation; best for pretrained models)."),
+    distill_weight: float = typer.Option(0.5, help="the distillation term's share of the fine-tuning loss."),
     progress: bool = typer.Option(True, help="show a progress bar."),
     debug: bool = _DEBUG,
 ) -> None:
@@ -128,6 +131,7 @@ def search(
 
         from autoprune import RayOptions
         from autoprune.api import check_arguments, search as run_search
+        from autoprune.distill import Distillation
         from autoprune.loading import build_data, build_model, storage_label
         from autoprune.measure import HardwareProfile
         from autoprune.report import print_front, print_time_breakdown
@@ -147,6 +151,7 @@ def search(
             torch.set_num_threads(torch_threads)
         ray_options = RayOptions(address=address, max_concurrent=max_concurrent, cpus_per_trial=cpus_per_trial,
                                  gpus_per_trial=gpus_per_trial) if backend == "ray" else None
+        distillation = Distillation(weight=distill_weight) if distill else None
         the_space = load_space(space)
         profile = HardwareProfile(device=device, threads=threads, batch_size=batch_size, interleave=interleave,
                                   runtime=runtime)
@@ -169,7 +174,8 @@ def search(
                                 profile=profile, out_dir=run_dir, artifacts_dir=artifacts, seed=seed,
                                 accelerator="gpu" if device.startswith("cuda") else "cpu", backend=backend,
                                 ray=ray_options, resume=resume, heartbeat_interval=heartbeat_interval,
-                                on_trial_end=_progress_callback(bar, task, "accuracy"), study_attrs=attrs)
+                                on_trial_end=_progress_callback(bar, task, "accuracy"), study_attrs=attrs,
+                                distill=distillation)
         print_front(result, out_console)
         print_time_breakdown(result, out_console)
         out_console.print(f"results in {run_dir}/ (pareto.json, trials.csv, pareto.png"
@@ -238,6 +244,7 @@ def refine_command(
     trial: Optional[list[int]] = typer.Option(None, help="a Pareto candidate to refine (repeatable; default: "
                                                          "every candidate that prunes something)."),
     lr: Optional[float] = typer.Option(None, help="learning rate (default: each trial's own)."),
+    distill: bool = typer.Option(False, help="fine-tune against the dense model's outputs too (distillation)."),
     to: Optional[Path] = typer.Option(None, help="where the refined candidates go (default: <out>/refined)."),
     fmt: list[str] = _FORMATS,
     storage: Optional[str] = _STORAGE,
@@ -248,7 +255,7 @@ def refine_command(
     """Fine-tune Pareto candidates longer and save each as an exported model, with its new accuracy."""
 
     def body() -> None:
-        from autoprune.loading import build_data, open_result
+        from autoprune.loading import build_data, build_model, open_result
         from autoprune.refine import REFINED_DIR, REFINED_JSON, check_lr, check_steps, refine
         from autoprune.report import print_refined
 
@@ -259,8 +266,9 @@ def refine_command(
         data = build_data(result.meta.data or defaults.DEMO)
         target = to or out_dir / REFINED_DIR
         with console.status(f"refining for {steps} steps each ..."):
+            teacher = build_model(result.meta.model or defaults.DEMO, result.meta.weights, out_dir) if distill else None
             refined = refine(result, data, steps=steps, trials=trial or None, lr=lr, out_dir=target,
-                             formats=fmt or None)
+                             formats=fmt or None, distill=distill, teacher=teacher)
         print_refined(refined, result, steps, out_console)
         out_console.print(f"refined models in {target}/trial_NNNNN/, summary in {target / REFINED_JSON}")
 

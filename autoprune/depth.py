@@ -1,15 +1,22 @@
-"""Depth pruning: residual blocks that can be removed whole, and their removal.
+"""Depth pruning: residual blocks and encoder layers that can be removed whole, and their removal.
 
 A block whose output adds its own input back (``out = f(x) + x``, an identity shortcut) can be replaced
 by that shortcut: the network stays valid and loses every operator of ``f``. On small batches and CPUs
 that is worth more than thinning channels, because each remaining operator costs a fixed overhead
 whatever its width (layer pruning beats filter pruning on latency for that reason).
 
-A submodule is a *removable block* when, on the example inputs, it takes one tensor and returns a tensor
-of the same shape, and its traced graph (``torch.fx``) adds its input, unchanged or through
-``nn.Identity``, to something else. Blocks with a projection shortcut (a strided or 1x1 conv) change
-the shape or transform the input and are not removable; modules ``torch.fx`` cannot trace are skipped.
-When blocks nest, only the innermost are listed.
+A submodule is a *removable block* when, on the example inputs, either
+
+* it takes one tensor and returns a tensor of the same shape, and its traced graph (``torch.fx``) adds
+  its input, unchanged or through ``nn.Identity``, to something else (a ResNet block without
+  projection); blocks with a projection shortcut change the shape or transform the input and are not
+  removable, and modules ``torch.fx`` cannot trace are skipped; or
+* it is an **encoder layer**: an entry of a ``ModuleList`` that holds a multi-head attention, whose
+  output is a tensor of the shape of its first input (the hidden states), whatever else it is called
+  with (an attention mask). Dropping it passes the hidden states on unchanged (LayerDrop), the way
+  transformers are made shallower.
+
+When blocks nest, only the innermost are listed. A dropped block is replaced by :class:`Skip`.
 
 Example:
     >>> import torch
@@ -19,7 +26,7 @@ Example:
     >>> removable_blocks(model, torch.randn(2, 1, 8, 8))
     ['layers.0', 'layers.1', 'layers.3']
     >>> drop_blocks(model, ["layers.1"]).layers[1]
-    Identity()
+    Skip()
 """
 
 from __future__ import annotations
@@ -30,6 +37,7 @@ from typing import Any, Iterable
 import torch
 from torch import fx, nn
 
+from autoprune.attention import attention_blocks
 from autoprune.errors import LayerMatchError
 from autoprune.layers import PRUNABLE_TYPES, run_model
 
@@ -57,22 +65,36 @@ def _adds_its_input(module: nn.Module) -> bool:
     return False
 
 
+class Skip(nn.Identity):
+    """What a dropped block becomes: it returns its first input (the hidden states) unchanged, whatever
+    else it is called with."""
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        return args[0] if args else next(iter(kwargs.values()))
+
+
+def _holds_attention(module: nn.Module) -> bool:
+    return bool(attention_blocks(module)) or any(isinstance(m, nn.MultiheadAttention) for m in module.modules())
+
+
 def removable_blocks(model: nn.Module, example_inputs: Any) -> list[str]:
-    """Names of the residual blocks of ``model`` that can be replaced by their identity shortcut.
+    """Names of the residual blocks and encoder layers of ``model`` that can be dropped (see the module
+    docstring).
 
     Raises:
         ExampleInputsError: the model cannot run ``example_inputs``.
     """
-    shapes: dict[str, tuple[torch.Size, torch.Size]] = {}
+    calls: dict[str, tuple[torch.Size, torch.Size, bool]] = {}  # first input, output, called with that alone
 
     def record(name: str):
-        def hook(module: nn.Module, args: tuple, output: Any) -> None:
-            if (name not in shapes and len(args) == 1 and isinstance(args[0], torch.Tensor)
-                    and isinstance(output, torch.Tensor)):
-                shapes[name] = (args[0].shape, output.shape)
+        def hook(module: nn.Module, args: tuple, kwargs: dict, output: Any) -> None:
+            tensors = [a for a in (*args, *kwargs.values()) if isinstance(a, torch.Tensor)]
+            if name not in calls and tensors and isinstance(output, torch.Tensor):
+                alone = len(args) == 1 and isinstance(args[0], torch.Tensor) and not kwargs
+                calls[name] = (tensors[0].shape, output.shape, alone)
         return hook
 
-    hooks = [module.register_forward_hook(record(name)) for name, module in model.named_modules()
+    hooks = [module.register_forward_hook(record(name), with_kwargs=True) for name, module in model.named_modules()
              if name and not isinstance(module, PRUNABLE_TYPES) and any(True for _ in module.children())]
     try:
         run_model(model, example_inputs)
@@ -80,14 +102,18 @@ def removable_blocks(model: nn.Module, example_inputs: Any) -> list[str]:
         for hook in hooks:
             hook.remove()
     modules = dict(model.named_modules())
-    found = [name for name, (before, after) in shapes.items() if before == after and _adds_its_input(modules[name])]
+    layers = {f"{name}.{i}" for name, module in modules.items() if isinstance(module, nn.ModuleList)
+              for i in range(len(module))}
+    found = [name for name, (before, after, alone) in calls.items() if before == after and (
+        (alone and _adds_its_input(modules[name])) or (name in layers and _holds_attention(modules[name])))]
     innermost = [n for n in found if not any(other.startswith(n + ".") for other in found)]
     order = {name: i for i, name in enumerate(modules)}
     return sorted(innermost, key=order.__getitem__)
 
 
 def drop_blocks(model: nn.Module, names: Iterable[str]) -> nn.Module:
-    """Replace each named submodule of ``model`` by ``nn.Identity`` in place; returns ``model``.
+    """Replace each named submodule of ``model`` by :class:`Skip` (an ``nn.Identity``) in place; returns
+    ``model``.
 
     Raises:
         LayerMatchError: a name is not a submodule of ``model``.
@@ -99,5 +125,5 @@ def drop_blocks(model: nn.Module, names: Iterable[str]) -> nn.Module:
             getattr(parent, attr)
         except AttributeError:
             raise LayerMatchError(f"{type(model).__name__} has no submodule {name!r} to drop") from None
-        setattr(parent, attr, nn.Identity())
+        setattr(parent, attr, Skip())
     return model

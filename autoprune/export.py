@@ -32,6 +32,7 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
+from autoprune.attention import attention_blocks, refresh_heads
 from autoprune.depth import drop_blocks
 from autoprune.errors import ExportError, LayerMatchError, ModelLoadError
 from autoprune.layers import traceable
@@ -102,12 +103,14 @@ def load_weights_into(base_model: nn.Module, state: dict[str, torch.Tensor], *, 
         model = drop_blocks(copy.deepcopy(base_model), drop)
     except LayerMatchError as exc:
         raise ModelLoadError(f"the saved policy drops a block this model does not have: {exc}") from None
+    blocks = attention_blocks(model)  # head sizes as the unpruned model has them
     for name, module in model.named_modules():
         _resize_module(module, state, f"{name}." if name else "")
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:
         raise ModelLoadError(f"the saved weights do not fit this model: {exc}") from None
+    refresh_heads(model, blocks)
     return model
 
 

@@ -26,7 +26,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import warnings
-from typing import Any, Callable, Iterator, Sequence
+from dataclasses import dataclass, replace
+from typing import Any, Callable, Iterator, Literal, Sequence
 
 import lightning as L
 import torch
@@ -34,6 +35,7 @@ from torch import nn
 from torch.nn import functional as F
 from torch.utils.data import DataLoader
 
+from autoprune.distill import Distillation, Teacher
 from autoprune.errors import DataError, NonFiniteLossError
 from autoprune.methods import get_method
 from autoprune.modelio import Inputs, ModelIO
@@ -65,27 +67,68 @@ def first_inputs(loader: DataLoader, n: int = 2, io: ModelIO | None = None) -> I
     return inputs.take(n)
 
 
+@dataclass(frozen=True)
+class Recipe:
+    """The optimiser of a fine-tune: Adam or AdamW at ``lr`` with ``weight_decay``, the learning rate
+    warmed up linearly over the first ``warmup_steps`` steps (pretrained transformers want AdamW, a small
+    rate and a warm-up; the small CNNs of the default space, Adam)."""
+
+    lr: float = 1e-3
+    optimizer: Literal["adam", "adamw"] = "adam"
+    weight_decay: float = 0.0
+    warmup_steps: int = 0
+
+    @classmethod
+    def of(cls, settings: Any) -> Recipe:
+        """The recipe of a trial's :class:`~autoprune.space.FinetuneSettings`."""
+        return cls(lr=settings.lr, optimizer=settings.optimizer, weight_decay=settings.weight_decay,
+                   warmup_steps=settings.warmup_steps)
+
+    def configure(self, parameters: Any) -> Any:
+        """What a LightningModule's ``configure_optimizers`` returns for this recipe."""
+        make = torch.optim.AdamW if self.optimizer == "adamw" else torch.optim.Adam
+        optimiser = make(parameters, lr=self.lr, weight_decay=self.weight_decay)
+        if not self.warmup_steps:
+            return optimiser
+        warmup = torch.optim.lr_scheduler.LambdaLR(optimiser, lambda step: min(1.0, (step + 1) / self.warmup_steps))
+        return {"optimizer": optimiser, "lr_scheduler": {"scheduler": warmup, "interval": "step"}}
+
+
 class ClassifierModule(L.LightningModule):
-    """Fine-tunes a plain ``nn.Module`` with ``loss(output, target)`` and Adam, reading batches and outputs
-    through ``io`` (see :mod:`autoprune.modelio`)."""
+    """Fine-tunes a plain ``nn.Module`` with ``loss(output, target)`` and the ``recipe``'s optimiser, reading
+    batches and outputs through ``io`` (see :mod:`autoprune.modelio`); with ``distill`` and a ``teacher``
+    (the dense model), the loss mixes in the distillation term (see :mod:`autoprune.distill`)."""
 
     def __init__(self, net: nn.Module, *, loss: Callable[[Any, Any], torch.Tensor] | None = None, lr: float = 1e-3,
-                 io: ModelIO | None = None):
+                 io: ModelIO | None = None, recipe: Recipe | None = None, distill: Distillation | None = None,
+                 teacher: nn.Module | None = None):
         super().__init__()
-        self.net, self.loss, self.lr, self.io = net, loss or F.cross_entropy, lr, io or ModelIO()
+        self.net, self.loss, self.io = net, loss or F.cross_entropy, io or ModelIO()
+        self.recipe = recipe or Recipe(lr=lr)
+        self.lr = self.recipe.lr
+        self.distill = distill
+        self.teacher = Teacher(teacher, self.io, distill.cache_batches) if distill and teacher is not None else None
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         return self.net(*args, **kwargs)
 
+    def on_fit_start(self) -> None:
+        if self.teacher is not None:
+            self.teacher.to(self.device)
+
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         inputs, target = self.io.split(batch)
-        if target is None:
-            raise DataError("the training batches carry no target for the loss: say where it is with "
-                            "ModelIO(target=...)")
-        return self.loss(self.io.run(self.net, inputs), target)
+        out = self.io.run(self.net, inputs)
+        task = self.loss(out, target) if target is not None else None
+        if self.teacher is None:
+            if task is None:
+                raise DataError("the training batches carry no target for the loss: say where it is with "
+                                "ModelIO(target=...), or fine-tune by distillation alone (distill=)")
+            return task
+        return self.distill.loss(out, self.teacher.outputs(inputs), task)
 
-    def configure_optimizers(self) -> torch.optim.Optimizer:
-        return torch.optim.Adam(self.parameters(), lr=self.lr)
+    def configure_optimizers(self) -> Any:
+        return replace(self.recipe, lr=self.lr).configure(self.parameters())
 
 
 class KeepZeros(L.Callback):
@@ -113,9 +156,10 @@ class FiniteLoss(L.Callback):
 
 
 @contextlib.contextmanager
-def quiet_lightning() -> Iterator[None]:
-    """Silence Lightning's banners, tips and data-loader advice for the duration of a trial."""
-    names = ("lightning", "lightning.pytorch", "lightning.fabric", "pytorch_lightning")
+def quiet() -> Iterator[None]:
+    """Silence Lightning's banners, tips and data-loader advice, and Hugging Face's load reports and advice,
+    for the duration of a trial."""
+    names = ("lightning", "lightning.pytorch", "lightning.fabric", "pytorch_lightning", "transformers")
     levels = {name: logging.getLogger(name).level for name in names}
     for name in names:
         logging.getLogger(name).setLevel(logging.ERROR)
@@ -129,14 +173,18 @@ def quiet_lightning() -> Iterator[None]:
             logging.getLogger(name).setLevel(level)
 
 
-def as_lightning(model: nn.Module, *, loss: Callable | None, lr: float, io: ModelIO | None = None) -> L.LightningModule:
-    """The LightningModule that fine-tunes ``model`` (itself when it already is one)."""
+def as_lightning(model: nn.Module, *, loss: Callable | None, lr: float | None = None, io: ModelIO | None = None,
+                 recipe: Recipe | None = None, distill: Distillation | None = None,
+                 teacher: nn.Module | None = None) -> L.LightningModule:
+    """The LightningModule that fine-tunes ``model`` (itself when it already is one: its own optimiser and
+    steps then apply, and only the learning rate is set, on its ``lr`` or ``learning_rate`` attribute)."""
+    recipe = recipe or Recipe(lr=1e-3 if lr is None else lr)
     if isinstance(model, L.LightningModule):
         for attr in ("lr", "learning_rate"):
             if hasattr(model, attr):
-                setattr(model, attr, lr)
+                setattr(model, attr, recipe.lr)
         return model
-    return ClassifierModule(model, loss=loss, lr=lr, io=io)
+    return ClassifierModule(model, loss=loss, io=io, recipe=recipe, distill=distill, teacher=teacher)
 
 
 def _trainer(*, max_steps: int, accelerator: str, callbacks: list[L.Callback]) -> L.Trainer:
@@ -165,7 +213,7 @@ def finetune(module: L.LightningModule, train_loader: DataLoader, *, policy: Pol
     # without this, batch norm would fine-tune on the dense model's frozen statistics. A LightningModule
     # that keeps layers frozen sets them to eval in its own on_train_start hook, which runs after this.
     module.train()
-    with quiet_lightning():
+    with quiet():
         _trainer(max_steps=max_steps, accelerator=accelerator, callbacks=callbacks).fit(module, train_loader)
     module.eval()
 
@@ -200,7 +248,7 @@ def evaluate(module: nn.Module, val_loader: DataLoader, metric: Metric | str | N
     if not isinstance(module, L.LightningModule) or not hasattr(type(module), "validation_step"):
         raise DataError(f"metric {metric!r} is a logged-metric name, which needs a LightningModule "
                         "with a validation_step that logs it")
-    with quiet_lightning():
+    with quiet():
         trainer = L.Trainer(accelerator=accelerator, devices=1, logger=False, enable_progress_bar=False,
                             enable_model_summary=False, enable_checkpointing=False)
         results = trainer.validate(module, val_loader, verbose=False)

@@ -31,7 +31,8 @@ from torch.utils.data import DataLoader
 
 from autoprune.errors import NonFiniteMetricError
 from autoprune.export import save_pruned
-from autoprune.finetune import Metric, as_lightning, evaluate, finetune
+from autoprune.distill import Distillation
+from autoprune.finetune import Metric, Recipe, as_lightning, evaluate, finetune, quiet
 from autoprune.measure import HardwareProfile, LatencyReference, Metrics, measure
 from autoprune.modelio import Inputs, ModelIO
 from autoprune.policy import Policy
@@ -63,6 +64,8 @@ class TrialContext:
     reference: LatencyReference | None = None
     #: how batches reach the model and its outputs reach the loss and metric
     io: ModelIO = field(default_factory=ModelIO)
+    #: distillation from the dense model (``base_model``) while fine-tuning, if any
+    distill: Distillation | None = None
 
     def constraints(self, metrics: Metrics) -> list[float]:
         """Optuna-style constraint values: <= 0 means the budget is met."""
@@ -104,7 +107,8 @@ def run_trial(ctx: TrialContext, policy: Policy, settings: FinetuneSettings) -> 
     constraints = ctx.constraints(metrics)
     feasible = all(c <= 0 for c in constraints)
 
-    module = as_lightning(pruned, loss=ctx.loss, lr=settings.lr, io=ctx.io)
+    module = as_lightning(pruned, loss=ctx.loss, recipe=Recipe.of(settings), io=ctx.io, distill=ctx.distill,
+                          teacher=ctx.base_model)
     if feasible:
         start = time.perf_counter()
         finetune(module, ctx.train_loader, policy=policy, max_steps=settings.max_steps,
@@ -137,7 +141,8 @@ def execute_trial(ctx: TrialContext, policy: Policy, settings: FinetuneSettings,
     export them later.
     """
     started = time.perf_counter()
-    outcome = run_trial(ctx, policy, settings)
+    with quiet():
+        outcome = run_trial(ctx, policy, settings)
     attrs: dict[str, Any] = {
         "feasible": outcome.feasible,
         "metrics": {k: v for k, v in outcome.metrics.to_dict().items() if k != "profile"},

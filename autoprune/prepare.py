@@ -32,7 +32,7 @@ from autoprune.layers import output_layers, run_model
 from autoprune.measure import HardwareProfile, LatencyReference
 from autoprune.modelio import Inputs, ModelIO
 from autoprune.objective import dense_copy
-from autoprune.seeds import coupled_units, seed_params
+from autoprune.seeds import coupled_units, hidden_units, seed_params
 from autoprune.space import ResolvedSpace, SearchSpace
 from autoprune.study import StudyMeta
 
@@ -70,7 +70,8 @@ def prepare_model(model: nn.Module, data: Any, space: SearchSpace, io: ModelIO |
     run_model(base, example_inputs)
     protected = output_layers(base, example_inputs)
     resolved = space.resolve(base, protected=protected, coupled=coupled_units(space, base, example_inputs, protected),
-                             blocks=removable_blocks(base, example_inputs) if space.drop_blocks else ())
+                             blocks=removable_blocks(base, example_inputs) if space.drop_blocks else (),
+                             hidden=hidden_units(space, base, example_inputs, protected))
     return PreparedModel(base=base, train_loader=train_loader, val_loader=val_loader,
                          example_inputs=example_inputs, resolved=resolved, io=io)
 

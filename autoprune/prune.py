@@ -25,6 +25,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from autoprune.attention import check_supported
 from autoprune.depth import drop_blocks, removable_blocks
 from autoprune.errors import CalibrationError, ExampleInputsError, LayerMatchError, PruningError
 from autoprune.layers import output_layers, prunable_layers, run_model
@@ -81,8 +82,9 @@ def prune(
             raise LayerMatchError(f"policy drops {wrong}, which are not removable residual blocks of the model "
                                   f"(a block whose output adds its unchanged input); removable blocks are {blocks}")
 
-    pruned = drop_blocks(copy.deepcopy(model), policy.drop)
     structured = {n: (m, policy.layers[n].sparsity) for n, m in methods.items() if isinstance(m, StructuredMethod)}
+    check_supported(model, [n for n, (_, s) in structured.items() if s > 0])
+    pruned = drop_blocks(copy.deepcopy(model), policy.drop)
     unstructured = {n: (m, policy.layers[n].sparsity) for n, m in methods.items() if isinstance(m, UnstructuredMethod)}
 
     with torch.random.fork_rng(devices=[]):

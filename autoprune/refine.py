@@ -37,6 +37,7 @@ from torch import nn
 from autoprune.errors import AutopruneInputError
 from autoprune.export import save_pruned
 from autoprune.finetune import Metric, as_lightning, evaluate, finetune, first_inputs, resolve_data
+from autoprune.distill import Distillation, as_distillation
 from autoprune.modelio import ModelIO
 from autoprune.policy import Policy, Regularizer
 from autoprune.report import replacing
@@ -96,11 +97,12 @@ def chosen_candidates(result: SearchResult, trials: Sequence[int] | None) -> lis
 
 
 def refine_model(model: nn.Module, policy: Policy, train_loader: Any, *, steps: int, lr: float, loss: Any = None,
-                 accelerator: str = "cpu", seed: int = 0, io: ModelIO | None = None) -> L.LightningModule:
+                 accelerator: str = "cpu", seed: int = 0, io: ModelIO | None = None,
+                 distill: Distillation | None = None, teacher: nn.Module | None = None) -> L.LightningModule:
     """Fine-tune the pruned ``model`` (pruned by ``policy``) in place for ``steps`` more steps at ``lr``, the
     sparse regulariser off and unstructured zeros kept; returns the LightningModule that trained it (the
     model itself, or its wrapper), for evaluation. The benchmark refines its hand-made baselines with it."""
-    module = as_lightning(model, loss=loss, lr=lr, io=io)
+    module = as_lightning(model, loss=loss, lr=lr, io=io, distill=distill, teacher=teacher)
     torch.manual_seed(seed)
     finetune(module, train_loader, policy=dataclasses.replace(policy, regularizer=Regularizer()),
              max_steps=steps, accelerator=accelerator, prefix="" if module is model else "net.")
@@ -126,7 +128,8 @@ def _write_summary(directory: Path, refined: list[RefinedCandidate], study_name:
 def refine(result: SearchResult, data: Any, *, steps: int, trials: Sequence[int] | None = None,
            lr: float | None = None, metric: Metric | str | None = None, loss: Any = None,
            out_dir: str | Path | None = None, formats: Sequence[str] | None = None, accelerator: str = "cpu",
-           seed: int = 0, io: ModelIO | None = None) -> list[RefinedCandidate]:
+           seed: int = 0, io: ModelIO | None = None, distill: Distillation | bool | None = None,
+           teacher: nn.Module | None = None) -> list[RefinedCandidate]:
     """Fine-tune Pareto candidates of ``result`` for ``steps`` more steps; save and return them.
 
     Args:
@@ -137,6 +140,8 @@ def refine(result: SearchResult, data: Any, *, steps: int, trials: Sequence[int]
         trials: numbers of the Pareto candidates to refine; by default every one that prunes something.
         lr: the learning rate; by default each trial's own (the one the search sampled for it).
         metric, loss, io: as in :func:`autoprune.search` (higher metric is better).
+        distill, teacher: distil from ``teacher`` (the dense base model) while refining, as
+            :func:`autoprune.search` does with ``distill``.
         out_dir: where ``trial_NNNNN/`` directories and ``refined.json`` go; default
             ``<the result's run directory>/refined``.
         formats: export formats, as in :func:`autoprune.export.save_pruned`.
@@ -147,6 +152,9 @@ def refine(result: SearchResult, data: Any, *, steps: int, trials: Sequence[int]
     """
     steps = check_steps(steps)
     lr = check_lr(lr)
+    distillation = as_distillation(distill)
+    if distillation is not None and teacher is None:
+        raise AutopruneInputError("distill= needs the dense model to learn from: pass teacher=the base model")
     if result.model_loader is None:
         raise AutopruneInputError("this result was read without its base model, so its candidates cannot be "
                                   "loaded: use the result of search(), or load_result(..., base_model=model)")
@@ -167,7 +175,7 @@ def refine(result: SearchResult, data: Any, *, steps: int, trials: Sequence[int]
         policy = result.policy(candidate)
         model = result.load_model(candidate)
         module = refine_model(model, policy, train_loader, steps=steps, lr=rates[candidate.number], loss=loss,
-                              accelerator=accelerator, seed=seed, io=io)
+                              accelerator=accelerator, seed=seed, io=io, distill=distillation, teacher=teacher)
         value = evaluate(module, val_loader, metric, accelerator=accelerator, io=io)
         target = directory / f"trial_{candidate.number:05d}"
         save_pruned(model.cpu(), policy, target, example_inputs=example_inputs, formats=formats, io=io)

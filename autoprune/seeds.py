@@ -3,6 +3,8 @@ analysis behind them (coupled units, a one-pass sensitivity scan, a channel-alig
 
 * :func:`coupled_units`: the layers whose output channels are removed together (a residual stream), so
   a structured space searches each set as one unit.
+* :func:`hidden_units`: the layers that write a transformer's hidden size, which a space leaves out
+  unless it says ``prune_hidden: true``.
 * :func:`seed_scales`: per-unit scales from :func:`autoprune.sensitivity.layer_scan`: units that buy
   much latency for little metric are pruned hardest.
 * :func:`seed_alignment`: the ``round_to`` the seeds use: the space's first option, unless another one
@@ -32,7 +34,7 @@ from torch import nn
 
 from autoprune.layers import prunable_layers
 from autoprune.measure import HardwareProfile, LatencyReference
-from autoprune.methods.structured import coupled_layers
+from autoprune.methods.structured import coupled_layers, hidden_layers
 from autoprune.modelio import Inputs, ModelIO
 from autoprune.sensitivity import alignment_rates, layer_scan, pruning_costs, sensitivity_scales
 from autoprune.space import ResolvedSpace, SearchSpace
@@ -50,6 +52,18 @@ def coupled_units(space: SearchSpace, base: nn.Module, example_inputs: Inputs,
         return coupled_layers(base, example_inputs, prunable_layers(base), protected=protected)
     except Exception as exc:  # a tracing failure shows again, with its reason, in the trials that prune
         warnings.warn(f"could not trace coupled layers ({type(exc).__name__}: {exc}); searching one value per layer")
+        return []
+
+
+def hidden_units(space: SearchSpace, base: nn.Module, example_inputs: Inputs, protected: list[str]) -> list[str]:
+    """The layers that write a transformer's hidden size (left out of the search unless the space says
+    ``prune_hidden: true``; traced only for spaces with a structured method)."""
+    if not space.has_structured or space.prune_hidden:
+        return []
+    try:
+        return hidden_layers(base, example_inputs, protected=protected)
+    except Exception as exc:  # a tracing failure shows again, with its reason, in the trials that prune
+        warnings.warn(f"could not trace the hidden size ({type(exc).__name__}: {exc}); searching every layer")
         return []
 
 

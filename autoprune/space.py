@@ -8,7 +8,7 @@ A space resolves against a model (which layers, which groups) and then:
 * :meth:`ResolvedSpace.seed_params` gives the parameters of the dense model and of uniform policies,
   which the backends enqueue first.
 
-Named spaces (``"default"``, ``"structured"``, ``"unstructured"``) are the YAML files shipped in the
+Named spaces (``"default"``, ``"structured"``, ``"unstructured"``, ``"transformer"``) are the YAML files shipped in the
 package ``autoprune.search_spaces``; anything else is read as a path. See search_spaces/default.yaml
 for the commented reference of every field.
 
@@ -37,7 +37,7 @@ from autoprune.layers import prunable_layers, resolve_globs
 from autoprune.methods import available_methods, get_method
 from autoprune.policy import LayerPolicy, Policy, Regularizer, inside
 
-BUILTIN_SPACES = ("default", "structured", "unstructured")
+BUILTIN_SPACES = ("default", "structured", "unstructured", "transformer")
 
 
 def _coerce_number(value: Any) -> Any:
@@ -108,6 +108,17 @@ class FinetuneSpec(_Strict):
     max_steps: int = Field(60, ge=0)
     lr: Range = Range(low=1e-4, high=3e-3, log=True)
     calibration_batches: int = Field(4, ge=1)
+    optimizer: Literal["adam", "adamw"] = "adam"
+    weight_decay: float = Field(0.0, ge=0.0)
+    warmup_steps: int = Field(0, ge=0)
+
+    _coerce = field_validator("weight_decay", mode="before")(_coerce_number)
+
+
+#: fields added after the first spaces: left out of the fingerprint at their default, so that a space
+#: written before them keeps its fingerprint (and its studies stay joinable)
+_LATER_DEFAULTS = {"drop_blocks": [], "prune_hidden": False}
+_LATER_FINETUNE_DEFAULTS = {"optimizer": "adam", "weight_decay": 0.0, "warmup_steps": 0}
 
 
 class SearchSpace(_Strict):
@@ -123,6 +134,7 @@ class SearchSpace(_Strict):
     regularizer: RegularizerSpec = RegularizerSpec()
     finetune: FinetuneSpec = FinetuneSpec()
     drop_blocks: Literal["auto"] | list[str] = Field(default_factory=list)
+    prune_hidden: bool = False
 
     @field_validator("methods")
     @classmethod
@@ -140,6 +152,11 @@ class SearchSpace(_Strict):
         return values
 
     @property
+    def has_structured(self) -> bool:
+        """Whether any method of the space removes channels (and so changes shapes)."""
+        return any(get_method(m).STRUCTURED for m in self.methods)
+
+    @property
     def structured_only(self) -> bool:
         """Whether every method of the space removes channels (then coupled layers are searched as one)."""
         return all(get_method(m).STRUCTURED for m in self.methods)
@@ -147,8 +164,10 @@ class SearchSpace(_Strict):
     def fingerprint(self) -> str:
         """A short hash of the space's content: two studies with different spaces never mix."""
         content = self.model_dump()
-        if not content["drop_blocks"]:
-            del content["drop_blocks"]  # spaces written before depth pruning keep their fingerprint
+        for fields, defaults in ((content, _LATER_DEFAULTS), (content["finetune"], _LATER_FINETUNE_DEFAULTS)):
+            for key, default in defaults.items():
+                if fields[key] == default:
+                    del fields[key]
         return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:16]
 
     def droppable(self, blocks: Sequence[str]) -> tuple[str, ...]:
@@ -160,8 +179,8 @@ class SearchSpace(_Strict):
         except LayerMatchError as exc:
             raise SearchSpaceError(str(exc)) from None
 
-    def resolve(self, model: Any, *, protected: list[str],
-                coupled: Sequence[Sequence[str]] = (), blocks: Sequence[str] = ()) -> ResolvedSpace:
+    def resolve(self, model: Any, *, protected: list[str], coupled: Sequence[Sequence[str]] = (),
+                blocks: Sequence[str] = (), hidden: Sequence[str] = ()) -> ResolvedSpace:
         """Bind the space to a model: the searched layers (output layers left out) and their groups.
 
         ``coupled`` lists sets of layers whose output channels are removed together (see
@@ -172,8 +191,13 @@ class SearchSpace(_Strict):
 
         ``blocks`` lists the model's removable residual blocks (:func:`autoprune.depth.removable_blocks`);
         each one the space's ``drop_blocks`` selects gets a yes/no parameter ``drop.<block>``.
+
+        ``hidden`` lists the layers that write a transformer's hidden size
+        (:func:`autoprune.methods.structured.hidden_layers`); a space with a structured method leaves
+        them out unless it says ``prune_hidden: true``.
         """
-        names = [n for n in prunable_layers(model, exclude=self.exclude) if n not in protected]
+        skip = set(protected) | (set() if self.prune_hidden or not self.has_structured else set(hidden))
+        names = [n for n in prunable_layers(model, exclude=self.exclude) if n not in skip]
         if self.layers != "auto":
             names = resolve_globs(self.layers, names)
         if not names:
@@ -245,11 +269,14 @@ class Suggester(Protocol):
 
 @dataclass(frozen=True)
 class FinetuneSettings:
-    """The fine-tuning a trial runs: optimiser steps and learning rate."""
+    """The fine-tuning a trial runs: optimiser steps, learning rate and the optimiser's recipe."""
 
     max_steps: int
     lr: float
     calibration_batches: int
+    optimizer: str = "adam"
+    weight_decay: float = 0.0
+    warmup_steps: int = 0
 
 
 def _grid(low: float, high: float, step: float | None) -> tuple[float, float]:
@@ -312,7 +339,9 @@ class ResolvedSpace:
             round_to=round_to,
             drop=drop,
         )
-        return policy, FinetuneSettings(s.finetune.max_steps, lr, s.finetune.calibration_batches)
+        ft = s.finetune
+        return policy, FinetuneSettings(ft.max_steps, lr, ft.calibration_batches, optimizer=ft.optimizer,
+                                        weight_decay=ft.weight_decay, warmup_steps=ft.warmup_steps)
 
     def seed_params(self, levels: tuple[float, ...] = (0.0, 0.3, 0.5, 0.7, 0.9), *,
                     scales: Mapping[str, float] | None = None,

@@ -13,9 +13,12 @@ input it expects.
 | ``DenseCNN``     | concatenation of feature maps                        | ``[N, C, H, W]`` |
 | ``TinyTransformer`` | LayerNorm/residual stream, attention, Conv1d stem | ``[N, T, F]``   |
 | ``KeywordMLP``   | keyword inputs, a dict output with two heads (as Hugging Face models) | ``features=[N, in]`` |
+| ``TinyBert``     | BERT's layout: token ids and mask in, heads in query/key/value, post-norm residual stream, a dict out | ``input_ids=[N, T]`` |
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 from torch import nn
@@ -170,9 +173,69 @@ class KeywordMLP(nn.Module):
         return {"logits": self.head(hidden), "aux": self.aux(hidden)}
 
 
+class TinyAttention(nn.Module):
+    """Multi-head self-attention laid out as BERT's: ``query``/``key``/``value`` projections, the head count
+    and size as attributes (which :mod:`autoprune.attention` reads and updates), an output projection."""
+
+    def __init__(self, hidden: int, heads: int) -> None:
+        super().__init__()
+        self.num_attention_heads, self.attention_head_size = heads, hidden // heads
+        self.all_head_size = heads * self.attention_head_size
+        self.query, self.key, self.value = (nn.Linear(hidden, self.all_head_size) for _ in range(3))
+        self.output = nn.Linear(self.all_head_size, hidden)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        batch, tokens, _ = x.shape
+
+        def heads(y: torch.Tensor) -> torch.Tensor:
+            return y.view(batch, tokens, -1, self.attention_head_size).transpose(1, 2)
+
+        scores = heads(self.query(x)) @ heads(self.key(x)).transpose(-1, -2) / math.sqrt(self.attention_head_size)
+        scores = scores + (1.0 - mask[:, None, None, :].to(scores.dtype)) * -1e4
+        context = (scores.softmax(dim=-1) @ heads(self.value(x))).transpose(1, 2).reshape(batch, tokens, -1)
+        return self.output(context)
+
+
+class TinyBertLayer(nn.Module):
+    """A post-norm encoder layer: attention, then a feed-forward block, each added to the stream and normed."""
+
+    def __init__(self, hidden: int, heads: int, ffn: int) -> None:
+        super().__init__()
+        self.attention = TinyAttention(hidden, heads)
+        self.norm1, self.norm2 = nn.LayerNorm(hidden), nn.LayerNorm(hidden)
+        self.intermediate, self.output = nn.Linear(hidden, ffn), nn.Linear(ffn, hidden)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        x = self.norm1(x + self.attention(x, mask))
+        return self.norm2(x + self.output(F.gelu(self.intermediate(x))))
+
+
+class TinyBert(nn.Module):
+    """A BERT-style sequence classifier: token and position embeddings, post-norm encoder layers, the first
+    token's state classified; called as Hugging Face models are (``input_ids``, ``attention_mask``) and
+    returning ``{"logits", "last_hidden_state"}``."""
+
+    def __init__(self, *, vocab: int = 50, hidden: int = 32, heads: int = 4, ffn: int = 64, layers: int = 2,
+                 max_tokens: int = 16, num_classes: int = 3) -> None:
+        super().__init__()
+        self.tokens, self.positions = nn.Embedding(vocab, hidden), nn.Embedding(max_tokens, hidden)
+        self.layers = nn.ModuleList(TinyBertLayer(hidden, heads, ffn) for _ in range(layers))
+        self.classifier = nn.Linear(hidden, num_classes)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        mask = torch.ones_like(input_ids) if attention_mask is None else attention_mask
+        x = self.tokens(input_ids) + self.positions(torch.arange(input_ids.shape[1], device=input_ids.device))
+        for layer in self.layers:
+            x = layer(x, mask)
+        return {"logits": self.classifier(x[:, 0]), "last_hidden_state": x}
+
+
 def example_input(model: nn.Module, batch: int = 4) -> torch.Tensor | dict[str, torch.Tensor]:
     """A random input batch of the right shape for a zoo model built with default sizes (a dict of
     keyword tensors for ``KeywordMLP``)."""
+    if isinstance(model, TinyBert):
+        ids = torch.randint(0, model.tokens.num_embeddings, (batch, 8))
+        return {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
     if isinstance(model, KeywordMLP):
         return {"features": torch.randn(batch, model.fc1.in_features), "mask": torch.ones(batch, model.fc1.in_features)}
     if isinstance(model, MLP):
@@ -183,4 +246,5 @@ def example_input(model: nn.Module, batch: int = 4) -> torch.Tensor | dict[str, 
     return torch.randn(batch, first.in_channels, 8, 8)
 
 
-ZOO = {cls.__name__: cls for cls in (MLP, PlainCNN, ResNetCNN, MobileNetCNN, DenseCNN, TinyTransformer, KeywordMLP)}
+ZOO = {cls.__name__: cls for cls in (MLP, PlainCNN, ResNetCNN, MobileNetCNN, DenseCNN, TinyTransformer, KeywordMLP,
+                                     TinyBert)}

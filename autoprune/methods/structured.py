@@ -15,23 +15,32 @@ How a policy maps onto groups (documented in the README too):
   the channel touches;
 * the output layer's outputs are never removed: groups that contain them are left alone;
 * with ``round_to=N`` the number of channels kept is rounded to the nearest multiple of N (at least N;
-  a group with fewer than N channels is left alone). Groups containing multi-head attention keep a
-  multiple of the head count as well.
+  a group with fewer than N channels is left alone). Groups containing ``nn.MultiheadAttention`` keep a
+  multiple of the head count as well;
+* a group holding the query/key/value projections of a recognised attention
+  (:mod:`autoprune.attention`: BERT-, ViT-, DistilBERT-style) loses **whole heads**: each head's score
+  is the sum of its channels' scores, the lowest-scoring ``round(sparsity * heads)`` heads go (at least
+  one stays), ``round_to`` does not apply (a head is already a block of ``head_size`` channels), and the
+  attention module's head count is updated.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
+import warnings
 from dataclasses import dataclass
+from io import StringIO
 from typing import Any, Callable, Iterable, Iterator, Mapping
 
 import torch
 import torch_pruning as tp
 from torch import nn
 
+from autoprune.attention import AttentionBlock, attention_blocks, refresh_heads
 from autoprune.layers import PRUNABLE_TYPES
-from autoprune.modelio import Inputs, ModelIO
 from autoprune.methods.base import StructuredMethod
+from autoprune.modelio import Inputs, ModelIO
 
 _OUT_HANDLERS = {tp.prune_conv_out_channels, tp.prune_linear_out_channels}
 _IN_HANDLERS = {tp.prune_conv_in_channels, tp.prune_linear_in_channels}
@@ -114,6 +123,9 @@ def accumulate_gradients(
             if count >= max_batches:
                 break
             inputs, target = io.split(batch)
+            if target is None:
+                raise ValueError("gradient-based importance needs labelled batches: its gradients come from the "
+                                 "task loss (a loss against the dense model would be at its minimum, with no signal)")
             loss = loss_fn(io.run(model, inputs), target)
             loss.backward()
             count += 1
@@ -133,7 +145,9 @@ def _removable_groups(model: nn.Module, example_inputs: Any,
     names = {module: name for name, module in modules.items()}
     order = {name: i for i, name in enumerate(modules)}
     protected_modules = {modules[n] for n in protected}
-    graph = tp.DependencyGraph().build_dependency(model, example_inputs=Inputs.of(example_inputs).for_tracing(model))
+    with warnings.catch_warnings():  # a ViT's class token and position embeddings: pruned as documented
+        warnings.filterwarnings("ignore", message=".*[Uu]nwrapped parameters.*")
+        graph = tp.DependencyGraph().build_dependency(model, example_inputs=Inputs.of(example_inputs).for_tracing(model))
 
     def groups() -> Iterator[tuple[Any, tuple[str, ...]]]:
         for group in graph.get_all_groups(ignored_layers=list(protected_modules),
@@ -155,27 +169,45 @@ def apply_structured(
     round_to: int | None,
 ) -> list[GroupResult]:
     """Remove channels in place, group by group, as described in this module's docstring."""
+    blocks = attention_blocks(model)
     graph, groups = _removable_groups(model, example_inputs, protected)
     results: list[GroupResult] = []
     for group, members in groups:
         requested = [n for n in members if n in assignments and assignments[n][1] > 0.0]
         if not requested:
             continue
-        multiple = _group_multiple(group, round_to)
-        if multiple is None:
-            continue
         method = assignments[requested[0]][0]
         sparsity = sum(assignments[n][1] for n in requested) / len(requested)
         n = len(group[0].idxs)
-        keep = _kept_channels(n, sparsity, multiple)
-        if keep < n:
-            scores = _group_scores(group, method)
-            drop = torch.argsort(scores, stable=True)[: n - keep].tolist()
+        block = _attention_in(members, blocks)
+        if block is not None and n == block.width:
+            drop = _dropped_heads(block, _group_scores(group, method), sparsity)
+        else:
+            multiple = _group_multiple(group, round_to)
+            if multiple is None:
+                continue
+            drop = torch.argsort(_group_scores(group, method), stable=True)[: n - _kept_channels(n, sparsity, multiple)]
+            drop = drop.tolist()
+        if drop:
             root = group[0].dep
             graph.get_pruning_group(root.target.module, root.handler, sorted(drop)).prune()
-        results.append(GroupResult(members, n, keep, method.name, sparsity))
+        results.append(GroupResult(members, n, n - len(drop), method.name, sparsity))
+    refresh_heads(model, blocks)
     model.zero_grad(set_to_none=True)
     return results
+
+
+def _attention_in(members: tuple[str, ...], blocks: list[AttentionBlock]) -> AttentionBlock | None:
+    """The attention whose query/key/value projections a group's members include, if any."""
+    return next((b for b in blocks if set(b.projections) & set(members)), None)
+
+
+def _dropped_heads(block: AttentionBlock, scores: torch.Tensor, sparsity: float) -> list[int]:
+    """The channels of the ``round(sparsity * heads)`` heads of lowest total score (one head always stays)."""
+    keep = max(1, block.heads - int(round(sparsity * block.heads)))
+    per_head = scores.view(block.heads, block.head_size).sum(dim=1)
+    gone = torch.argsort(per_head, stable=True)[: block.heads - keep].tolist()
+    return [h * block.head_size + i for h in sorted(gone) for i in range(block.head_size)]
 
 
 def coupled_layers(model: nn.Module, example_inputs: Any, layers: Iterable[str], *,
@@ -209,12 +241,35 @@ def coupled_layers(model: nn.Module, example_inputs: Any, layers: Iterable[str],
     return units
 
 
+def hidden_layers(model: nn.Module, example_inputs: Any, *, protected: Iterable[str] = ()) -> list[str]:
+    """The layers that write a transformer's hidden size: in a model with multi-head attention, the
+    Conv/Linear members of the coupled groups whose channels pass through a LayerNorm or an embedding
+    (the residual stream every layer reads and writes). Pruning them shrinks every layer at once, which
+    search spaces leave out unless they say ``prune_hidden: true``. Empty for models without attention.
+
+    Example:
+        >>> from autoprune.zoo import TinyBert, example_input
+        >>> net = TinyBert()
+        >>> hidden_layers(net, example_input(net), protected=["classifier"])[:2]
+        ['layers.0.attention.output', 'layers.0.output']
+    """
+    if not attention_blocks(model) and not any(isinstance(m, nn.MultiheadAttention) for m in model.modules()):
+        return []
+    found: list[str] = []
+    for group, members in _removable_groups(model, example_inputs, protected)[1]:
+        if any(isinstance(item.dep.target.module, (nn.LayerNorm, nn.Embedding)) for item in group):
+            found.extend(m for m in members if m not in found)
+    order = {name: i for i, (name, _) in enumerate(model.named_modules())}
+    return sorted(found, key=order.__getitem__)
+
+
 def count_macs_and_params(model: nn.Module, example_inputs: Any) -> tuple[int, int]:
     """(MACs, parameters) of one forward pass on ``example_inputs``, counted by Torch-Pruning."""
     was_training = model.training
     model.eval()
     try:
-        macs, params = tp.utils.count_ops_and_params(model, Inputs.of(example_inputs).for_tracing(model))
+        with contextlib.redirect_stdout(StringIO()):  # its counter prints advice about keyword inputs
+            macs, params = tp.utils.count_ops_and_params(model, Inputs.of(example_inputs).for_tracing(model))
     finally:
         model.train(was_training)
     return int(macs), int(params)
