@@ -27,15 +27,15 @@ from autoprune.backends.book import StudyBook
 from autoprune.backends.samplers import check_sampler, make_sampler
 from autoprune.backends.storage import make_storage
 from autoprune.errors import AutopruneInputError, StudyError
-from autoprune.distill import Distillation, as_distillation
+from autoprune.distill import Distillation, Teacher, as_distillation
 from autoprune.export import save_pruned
-from autoprune.finetune import quiet
+from autoprune.finetune import check_precision, quiet
 from autoprune.loading import BEST_DIR, candidate_loader, default_artifacts, default_storage
 from autoprune.measure import HardwareProfile
 from autoprune.modelio import ModelIO
 from autoprune.objective import TrialContext, TrialJob
 from autoprune.policy import Policy
-from autoprune.prepare import prepare_model, prepare_study
+from autoprune.prepare import latency_budget, prepare_model, prepare_study
 from autoprune.report import write_files
 from autoprune.result import SearchResult, TrialRecord
 from autoprune.space import SearchSpace, load_space
@@ -48,15 +48,20 @@ OnTrialEnd = Callable[[TrialRecord, SearchResult], None]
 
 
 def check_arguments(*, n_trials: Any = defaults.N_TRIALS, budget_ms: Any = None, budget_mb: Any = None,
-                    timeout: Any = None, study_name: Any = None, heartbeat_interval: Any = defaults.HEARTBEAT_INTERVAL,
-                    sampler: Any = defaults.SAMPLER, backend: Any = defaults.BACKEND) -> None:
+                    budget_ratio: Any = None, timeout: Any = None, study_name: Any = None,
+                    heartbeat_interval: Any = defaults.HEARTBEAT_INTERVAL, sampler: Any = defaults.SAMPLER,
+                    backend: Any = defaults.BACKEND) -> None:
     """Refuse arguments of :func:`search` that cannot work, before anything is loaded or created (the CLI
     calls it first too). Raises the package's input errors, naming the argument."""
     if isinstance(n_trials, bool) or not isinstance(n_trials, int) or n_trials < 1:
         raise AutopruneInputError(f"n_trials (--trials) must be a positive integer, got {n_trials!r}")
-    for name, value in (("budget_ms", budget_ms), ("budget_mb", budget_mb), ("timeout", timeout)):
+    for name, value in (("budget_ms", budget_ms), ("budget_mb", budget_mb), ("budget_ratio", budget_ratio),
+                        ("timeout", timeout)):
         if value is not None and not (isinstance(value, (int, float)) and value > 0 and math.isfinite(value)):
             raise AutopruneInputError(f"{name} (--{name.replace('_', '-')}) must be a positive number, got {value!r}")
+    if budget_ms is not None and budget_ratio is not None:
+        raise AutopruneInputError("give the latency budget once: budget_ms (--budget-ms) or budget_ratio "
+                                  "(--budget-ratio), not both")
     if isinstance(heartbeat_interval, bool) or not isinstance(heartbeat_interval, int) or heartbeat_interval < 1:
         raise AutopruneInputError(f"heartbeat_interval must be a positive integer, got {heartbeat_interval!r}")
     if study_name is not None and not re.fullmatch(r"[\w.\-]+", str(study_name)):
@@ -77,7 +82,8 @@ def check_distillation(distill: Distillation | bool | None, model: nn.Module) ->
 
 def search(
     model: nn.Module, data: Any, *, space: str | Path | SearchSpace = defaults.SPACE,
-    budget_ms: float | None = None, budget_mb: float | None = None, n_trials: int = defaults.N_TRIALS,
+    budget_ms: float | None = None, budget_mb: float | None = None, budget_ratio: float | None = None,
+    n_trials: int = defaults.N_TRIALS,
     timeout: float | None = None, storage: str | None = None, study_name: str | None = None,
     sampler: str | BaseSampler = defaults.SAMPLER, metric: Callable[[nn.Module, Any], float] | str | None = None,
     loss: Callable[[Any, Any], Any] | None = None, profile: HardwareProfile | None = None,
@@ -85,7 +91,7 @@ def search(
     accelerator: str = "cpu", backend: str | Backend = defaults.BACKEND, ray: RayOptions | None = None,
     resume: bool = False, seed_policies: bool = True, heartbeat_interval: int = defaults.HEARTBEAT_INTERVAL,
     on_trial_end: OnTrialEnd | None = None, study_attrs: Mapping[str, Any] | None = None, io: ModelIO | None = None,
-    distill: Distillation | bool | None = None,
+    distill: Distillation | bool | None = None, precision: str = "32-true",
 ) -> SearchResult:
     """Search pruning policies for ``model``; return the Pareto front of metric vs latency and size.
 
@@ -98,6 +104,8 @@ def search(
         space: a built-in space name (``default``, ``structured``, ``unstructured``), a YAML path, or a
             :class:`~autoprune.space.SearchSpace`.
         budget_ms, budget_mb: hard budgets on latency (under ``profile``) and dense checkpoint size.
+        budget_ratio: the latency budget as a share of the dense model's latency (0.5: twice as fast), resolved
+            against the study's own dense timing; instead of ``budget_ms``.
         n_trials: total trials of the study, over every worker (a resumed study runs only the missing ones).
         timeout: stop starting new trials after this many seconds.
         storage: an Optuna storage URL (``sqlite:///...``, ``postgresql://...``) or a journal file path
@@ -115,7 +123,9 @@ def search(
             the study (``<dir of the storage file or out_dir>/candidates/<study_name>``). A worker that
             joins an existing study uses the directory the study was created with unless given one.
         seed: seeds the sampler and the random pruning baselines.
-        accelerator: where trials fine-tune (a Lightning accelerator name).
+        accelerator: where trials fine-tune (a Lightning accelerator name: ``cpu``, ``gpu``).
+        precision: the fine-tune's Lightning precision: ``32-true``, or ``bf16-mixed`` / ``16-mixed`` autocast
+            on a GPU (latency is measured under ``profile``, whatever the fine-tune's precision).
         backend: ``optuna`` (trials in this process), ``ray`` (Ray Tune trials), another registered
             name, or a :class:`~autoprune.backends.Backend` object.
         ray: options of the Ray backend (:class:`~autoprune.backends.RayOptions`).
@@ -139,8 +149,10 @@ def search(
     if not isinstance(model, nn.Module):
         raise AutopruneInputError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     distillation = check_distillation(distill, model)
-    check_arguments(n_trials=n_trials, budget_ms=budget_ms, budget_mb=budget_mb, timeout=timeout,
-                    study_name=study_name, heartbeat_interval=heartbeat_interval, sampler=sampler, backend=backend)
+    check_precision(precision)
+    check_arguments(n_trials=n_trials, budget_ms=budget_ms, budget_mb=budget_mb, budget_ratio=budget_ratio,
+                    timeout=timeout, study_name=study_name, heartbeat_interval=heartbeat_interval, sampler=sampler,
+                    backend=backend)
     chosen = get_backend(backend, options=ray)
     the_space, profile = load_space(space), profile or HardwareProfile()
     profile.check_available()
@@ -154,11 +166,13 @@ def search(
             raise StudyError(f"--resume: there is no study {name!r} in {store.describe()}; start it without --resume")
         prepared = prepare_model(model, data, the_space, io)
         meta = replace(StudyMeta.from_attrs(study_attrs or {}), metric=metric_name(metric), budget_ms=budget_ms,
-                       budget_mb=budget_mb, n_trials=n_trials, space_fingerprint=the_space.fingerprint(),
-                       artifacts=str(Path(artifacts_dir or default_artifacts(storage, out, name)).resolve()),
-                       profile=asdict(profile))
-        book, reference = prepare_study(store, study_name=name, sampler=make_sampler(sampler, seed=seed, n_trials=n_trials),
-                                        meta=meta, prepared=prepared, profile=profile)
+                       budget_mb=budget_mb, budget_ratio=budget_ratio, n_trials=n_trials, profile=asdict(profile),
+                       space_fingerprint=the_space.fingerprint(),
+                       artifacts=str(Path(artifacts_dir or default_artifacts(storage, out, name)).resolve()))
+        book, reference = prepare_study(store, study_name=name, meta=meta, prepared=prepared, profile=profile,
+                                        sampler=make_sampler(sampler, seed=seed, n_trials=n_trials))
+        budget_ms = latency_budget(budget_ms=budget_ms, budget_ratio=budget_ratio, reference=reference,
+                                   prepared=prepared, profile=profile)
         artifacts = Path(artifacts_dir or book.meta.artifacts or default_artifacts(storage, out, name))
         artifacts.mkdir(parents=True, exist_ok=True)
         if book.created and seed_policies:
@@ -167,7 +181,9 @@ def search(
                            train_loader=prepared.train_loader, val_loader=prepared.val_loader, loss=loss, metric=metric,
                            budget_ms=budget_ms, budget_mb=budget_mb, seed=seed or 0, artifacts_dir=artifacts,
                            reference=reference, accelerator=chosen.accelerator(accelerator), io=prepared.io,
-                           distill=distillation)
+                           distill=distillation, precision=precision,
+                           teacher=Teacher(prepared.base, prepared.io, distillation.cache_batches)
+                           if distillation else None)
         result = SearchResult(trials=book.records(), metric_name=meta.metric, budget_ms=budget_ms, budget_mb=budget_mb,
                               out_dir=out, study_name=name, session_trials=set(), meta=book.meta,
                               model_loader=candidate_loader(artifacts, prepared.base))

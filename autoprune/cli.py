@@ -84,6 +84,8 @@ def search(
     space: str = typer.Option(defaults.SPACE, help="default, structured, unstructured, or a YAML file."),
     budget_ms: Optional[float] = typer.Option(None, help="latency budget in ms (under the hardware profile)."),
     budget_mb: Optional[float] = typer.Option(None, help="size budget in MB (dense checkpoint)."),
+    budget_ratio: Optional[float] = typer.Option(None, help="latency budget as a share of the dense model's latency "
+                                                            "(0.5: twice as fast), instead of --budget-ms."),
     trials: int = typer.Option(defaults.N_TRIALS, help="total trials in the study (a resumed study runs only the "
                                                        "missing ones)."),
     timeout: Optional[float] = typer.Option(None, help="stop starting trials after this many seconds."),
@@ -121,6 +123,8 @@ def search(
     distill: bool = typer.Option(False, help="fine-tune every trial against the dense model's outputs too "
                                              "(knowledge distillation; best for pretrained models)."),
     distill_weight: float = typer.Option(0.5, help="the distillation term's share of the fine-tuning loss."),
+    precision: str = typer.Option("32-true", help="the fine-tune's precision: 32-true, or bf16-mixed / 16-mixed "
+                                                  "on a GPU (--device cuda)."),
     progress: bool = typer.Option(True, help="show a progress bar."),
     debug: bool = _DEBUG,
 ) -> None:
@@ -137,7 +141,8 @@ def search(
         from autoprune.report import print_front, print_time_breakdown
         from autoprune.space import load_space
 
-        check_arguments(n_trials=trials, budget_ms=budget_ms, budget_mb=budget_mb, timeout=timeout,
+        check_arguments(n_trials=trials, budget_ms=budget_ms, budget_mb=budget_mb, budget_ratio=budget_ratio,
+                        timeout=timeout,
                         study_name=study_name, heartbeat_interval=heartbeat_interval, sampler=sampler, backend=backend)
         if backend != "ray" and (address or max_concurrent):
             raise AutopruneInputError("--address and --max-concurrent need --backend ray")
@@ -170,12 +175,13 @@ def search(
         with Progress(*columns, console=console, disable=not progress, transient=False) as bar:
             task = bar.add_task("search", total=trials, front=0, best="")
             result = run_search(base, datamodule, space=the_space, budget_ms=budget_ms, budget_mb=budget_mb,
+                                budget_ratio=budget_ratio,
                                 n_trials=trials, timeout=timeout, storage=storage, study_name=name, sampler=sampler,
                                 profile=profile, out_dir=run_dir, artifacts_dir=artifacts, seed=seed,
                                 accelerator="gpu" if device.startswith("cuda") else "cpu", backend=backend,
                                 ray=ray_options, resume=resume, heartbeat_interval=heartbeat_interval,
                                 on_trial_end=_progress_callback(bar, task, "accuracy"), study_attrs=attrs,
-                                distill=distillation)
+                                distill=distillation, precision=precision)
         print_front(result, out_console)
         print_time_breakdown(result, out_console)
         out_console.print(f"results in {run_dir}/ (pareto.json, trials.csv, pareto.png"

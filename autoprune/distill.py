@@ -85,9 +85,17 @@ class Distillation:
 
 class Teacher:
     """The dense model's outputs for a batch, computed once per distinct batch (see the module docstring).
-    Not an ``nn.Module``: a LightningModule holding it neither trains nor saves it."""
+    ``search()`` makes one per search, so every trial of a process shares its cache. Not an ``nn.Module``:
+    a LightningModule holding it neither trains nor saves it.
 
-    def __init__(self, model: nn.Module, io: ModelIO, cache_batches: int) -> None:
+    Example:
+        >>> teacher = Teacher(nn.Linear(4, 2), ModelIO(), cache_batches=8)
+        >>> x = Inputs.of(torch.ones(3, 4))
+        >>> teacher.outputs(x) is teacher.outputs(x)   # the second time from the cache
+        True
+    """
+
+    def __init__(self, model: nn.Module, io: ModelIO, cache_batches: int = 256) -> None:
         self.model = model  # the search's dense copy, shared: used as it is, never changed
         self.io = io
         self.cache: OrderedDict[str, torch.Tensor] = OrderedDict()

@@ -174,7 +174,8 @@ def save_pruned(
         warnings.simplefilter("ignore")
         if "torchscript" in formats:
             files["torchscript"] = out / TORCHSCRIPT
-            torch.jit.trace(Selected(model, inputs, io), positional.args, check_trace=False).save(str(files["torchscript"]))
+            traced = torch.jit.trace(Selected(model, inputs, io), positional.args, check_trace=False)
+            traced.save(str(files["torchscript"]))
             standalone = torch.jit.load(str(files["torchscript"]))
             _check_parity("TorchScript", expected, _outputs(standalone, positional, ModelIO()), atol)
         if "onnx" in formats:

@@ -36,7 +36,7 @@ from torch.nn import functional as F
 from torch.utils.data import DataLoader
 
 from autoprune.distill import Distillation, Teacher
-from autoprune.errors import DataError, NonFiniteLossError
+from autoprune.errors import AutopruneInputError, DataError, NonFiniteLossError
 from autoprune.methods import get_method
 from autoprune.modelio import Inputs, ModelIO
 from autoprune.policy import Policy
@@ -101,13 +101,13 @@ class ClassifierModule(L.LightningModule):
 
     def __init__(self, net: nn.Module, *, loss: Callable[[Any, Any], torch.Tensor] | None = None, lr: float = 1e-3,
                  io: ModelIO | None = None, recipe: Recipe | None = None, distill: Distillation | None = None,
-                 teacher: nn.Module | None = None):
+                 teacher: Teacher | None = None):
         super().__init__()
         self.net, self.loss, self.io = net, loss or F.cross_entropy, io or ModelIO()
         self.recipe = recipe or Recipe(lr=lr)
         self.lr = self.recipe.lr
         self.distill = distill
-        self.teacher = Teacher(teacher, self.io, distill.cache_batches) if distill and teacher is not None else None
+        self.teacher = teacher if distill is not None else None
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         return self.net(*args, **kwargs)
@@ -175,9 +175,10 @@ def quiet() -> Iterator[None]:
 
 def as_lightning(model: nn.Module, *, loss: Callable | None, lr: float | None = None, io: ModelIO | None = None,
                  recipe: Recipe | None = None, distill: Distillation | None = None,
-                 teacher: nn.Module | None = None) -> L.LightningModule:
+                 teacher: Teacher | None = None) -> L.LightningModule:
     """The LightningModule that fine-tunes ``model`` (itself when it already is one: its own optimiser and
-    steps then apply, and only the learning rate is set, on its ``lr`` or ``learning_rate`` attribute)."""
+    steps then apply, and only the learning rate is set, on its ``lr`` or ``learning_rate`` attribute);
+    with ``distill``, against the dense model's outputs from ``teacher`` too."""
     recipe = recipe or Recipe(lr=1e-3 if lr is None else lr)
     if isinstance(model, L.LightningModule):
         for attr in ("lr", "learning_rate"):
@@ -187,17 +188,28 @@ def as_lightning(model: nn.Module, *, loss: Callable | None, lr: float | None = 
     return ClassifierModule(model, loss=loss, io=io, recipe=recipe, distill=distill, teacher=teacher)
 
 
-def _trainer(*, max_steps: int, accelerator: str, callbacks: list[L.Callback]) -> L.Trainer:
+#: Lightning's precision settings a fine-tune may use (mixed precision autocasts; weights stay float32)
+PRECISIONS = ("32-true", "bf16-mixed", "16-mixed")
+
+
+def check_precision(precision: str) -> str:
+    if precision not in PRECISIONS:
+        raise AutopruneInputError(f"precision must be one of {list(PRECISIONS)}, got {precision!r}")
+    return precision
+
+
+def _trainer(*, max_steps: int, accelerator: str, callbacks: list[L.Callback], precision: str = "32-true") -> L.Trainer:
     return L.Trainer(
-        max_steps=max_steps, max_epochs=-1, accelerator=accelerator, devices=1, logger=False,
+        max_steps=max_steps, max_epochs=-1, accelerator=accelerator, devices=1, logger=False, precision=precision,
         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
         limit_val_batches=0, num_sanity_val_steps=0, callbacks=callbacks, deterministic=False,
     )
 
 
 def finetune(module: L.LightningModule, train_loader: DataLoader, *, policy: Policy, max_steps: int,
-             accelerator: str = "cpu", prefix: str = "") -> None:
-    """Fine-tune ``module`` in place for ``max_steps`` optimiser steps with the policy's regulariser.
+             accelerator: str = "cpu", prefix: str = "", precision: str = "32-true") -> None:
+    """Fine-tune ``module`` in place for ``max_steps`` optimiser steps with the policy's regulariser, on
+    ``accelerator`` at ``precision`` (``bf16-mixed`` or ``16-mixed`` autocast on a GPU; see :data:`PRECISIONS`).
 
     ``prefix`` maps the policy's layer names to names inside ``module`` (``"net."`` for a wrapped model).
     """
@@ -214,7 +226,8 @@ def finetune(module: L.LightningModule, train_loader: DataLoader, *, policy: Pol
     # that keeps layers frozen sets them to eval in its own on_train_start hook, which runs after this.
     module.train()
     with quiet():
-        _trainer(max_steps=max_steps, accelerator=accelerator, callbacks=callbacks).fit(module, train_loader)
+        _trainer(max_steps=max_steps, accelerator=accelerator, callbacks=callbacks,
+                 precision=precision).fit(module, train_loader)
     module.eval()
 
 

@@ -166,7 +166,8 @@ def load_result(*, storage: str, study_name: str, out_dir: str | Path | None = N
     if not trials:
         raise DataError(f"study {study_name!r} has no trials yet")
     meta = book.meta
-    result = SearchResult(trials=trials, metric_name=meta.metric, budget_ms=meta.budget_ms, budget_mb=meta.budget_mb,
+    result = SearchResult(trials=trials, metric_name=meta.metric, budget_ms=meta.latency_budget_ms,
+                          budget_mb=meta.budget_mb,
                           out_dir=Path(out_dir) if out_dir is not None else None, study_name=study_name, meta=meta)
     if base_model is not None:
         attach_candidates(result, base_model, storage=storage, artifacts_dir=artifacts_dir)

@@ -263,7 +263,8 @@ class LatencyReference:
 
 def _timed_forward(model: nn.Module, example_inputs: Any, profile: HardwareProfile) -> Forward:
     """One forward of a private copy of ``model`` on a batch of the example inputs, in the profile's runtime."""
-    return get_runtime(profile.runtime).forward(model, Inputs.of(example_inputs).repeat_first(profile.batch_size), profile)
+    inputs = Inputs.of(example_inputs).repeat_first(profile.batch_size)
+    return get_runtime(profile.runtime).forward(model, inputs, profile)
 
 
 @contextlib.contextmanager

@@ -31,7 +31,7 @@ from torch.utils.data import DataLoader
 
 from autoprune.errors import NonFiniteMetricError
 from autoprune.export import save_pruned
-from autoprune.distill import Distillation
+from autoprune.distill import Distillation, Teacher
 from autoprune.finetune import Metric, Recipe, as_lightning, evaluate, finetune, quiet
 from autoprune.measure import HardwareProfile, LatencyReference, Metrics, measure
 from autoprune.modelio import Inputs, ModelIO
@@ -64,8 +64,11 @@ class TrialContext:
     reference: LatencyReference | None = None
     #: how batches reach the model and its outputs reach the loss and metric
     io: ModelIO = field(default_factory=ModelIO)
-    #: distillation from the dense model (``base_model``) while fine-tuning, if any
+    #: distillation from the dense model while fine-tuning, if any, and the dense model's cached outputs
     distill: Distillation | None = None
+    teacher: Teacher | None = None
+    #: Lightning precision of the fine-tune (``bf16-mixed`` on a GPU saves time and memory)
+    precision: str = "32-true"
 
     def constraints(self, metrics: Metrics) -> list[float]:
         """Optuna-style constraint values: <= 0 means the budget is met."""
@@ -108,11 +111,11 @@ def run_trial(ctx: TrialContext, policy: Policy, settings: FinetuneSettings) -> 
     feasible = all(c <= 0 for c in constraints)
 
     module = as_lightning(pruned, loss=ctx.loss, recipe=Recipe.of(settings), io=ctx.io, distill=ctx.distill,
-                          teacher=ctx.base_model)
+                          teacher=ctx.teacher)
     if feasible:
         start = time.perf_counter()
         finetune(module, ctx.train_loader, policy=policy, max_steps=settings.max_steps,
-                 accelerator=ctx.accelerator, prefix="" if module is pruned else "net.")
+                 accelerator=ctx.accelerator, prefix="" if module is pruned else "net.", precision=ctx.precision)
         timings["finetune"] = time.perf_counter() - start
     start = time.perf_counter()
     value = evaluate(module, ctx.val_loader, ctx.metric, accelerator=ctx.accelerator, io=ctx.io)

@@ -29,7 +29,7 @@ from autoprune.backends.storage import Storage
 from autoprune.depth import removable_blocks
 from autoprune.finetune import first_inputs, resolve_data
 from autoprune.layers import output_layers, run_model
-from autoprune.measure import HardwareProfile, LatencyReference
+from autoprune.measure import HardwareProfile, LatencyReference, measure
 from autoprune.modelio import Inputs, ModelIO
 from autoprune.objective import dense_copy
 from autoprune.seeds import coupled_units, hidden_units, seed_params
@@ -74,6 +74,18 @@ def prepare_model(model: nn.Module, data: Any, space: SearchSpace, io: ModelIO |
                              hidden=hidden_units(space, base, example_inputs, protected))
     return PreparedModel(base=base, train_loader=train_loader, val_loader=val_loader,
                          example_inputs=example_inputs, resolved=resolved, io=io)
+
+
+def latency_budget(*, budget_ms: float | None, budget_ratio: float | None, reference: LatencyReference | None,
+                   prepared: PreparedModel, profile: HardwareProfile) -> float | None:
+    """The latency budget in ms: ``budget_ms`` as given, or ``budget_ratio`` times the dense model's latency
+    (the study's stored dense timing when candidates are timed against it, else a timing of the dense
+    model now)."""
+    if budget_ratio is None:
+        return budget_ms
+    dense_ms = reference.latency_ms if reference is not None else \
+        measure(prepared.base, prepared.example_inputs, profile).latency_ms
+    return budget_ratio * dense_ms
 
 
 def prepare_study(storage: Storage, *, study_name: str, sampler: Any, meta: StudyMeta, prepared: PreparedModel,

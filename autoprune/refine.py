@@ -37,7 +37,7 @@ from torch import nn
 from autoprune.errors import AutopruneInputError
 from autoprune.export import save_pruned
 from autoprune.finetune import Metric, as_lightning, evaluate, finetune, first_inputs, resolve_data
-from autoprune.distill import Distillation, as_distillation
+from autoprune.distill import Distillation, Teacher, as_distillation
 from autoprune.modelio import ModelIO
 from autoprune.policy import Policy, Regularizer
 from autoprune.report import replacing
@@ -102,7 +102,8 @@ def refine_model(model: nn.Module, policy: Policy, train_loader: Any, *, steps: 
     """Fine-tune the pruned ``model`` (pruned by ``policy``) in place for ``steps`` more steps at ``lr``, the
     sparse regulariser off and unstructured zeros kept; returns the LightningModule that trained it (the
     model itself, or its wrapper), for evaluation. The benchmark refines its hand-made baselines with it."""
-    module = as_lightning(model, loss=loss, lr=lr, io=io, distill=distill, teacher=teacher)
+    teacher_outputs = Teacher(teacher, io or ModelIO(), distill.cache_batches) if distill and teacher else None
+    module = as_lightning(model, loss=loss, lr=lr, io=io, distill=distill, teacher=teacher_outputs)
     torch.manual_seed(seed)
     finetune(module, train_loader, policy=dataclasses.replace(policy, regularizer=Regularizer()),
              max_steps=steps, accelerator=accelerator, prefix="" if module is model else "net.")

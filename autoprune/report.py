@@ -62,7 +62,7 @@ def front_json(result: SearchResult) -> dict[str, Any]:
     """What ``pareto.json`` holds: the study, its budgets and latency profile, the best trial, the front."""
     best = result.best()
     return {"study_name": result.study_name, "metric": result.metric_name,
-            "budget_ms": result.budget_ms, "budget_mb": result.budget_mb,
+            "budget_ms": result.budget_ms, "budget_mb": result.budget_mb, "budget_ratio": result.meta.budget_ratio,
             "reference_latency_ms": result.reference_latency_ms, "profile": result.meta.profile,
             "best": best.number if best else None, "pareto": [c.to_dict() for c in result.pareto]}
 
@@ -169,8 +169,9 @@ def print_time_breakdown(result: SearchResult, console: Console) -> None:
 def print_study_counts(result: SearchResult, console: Console) -> None:
     """How many of the study's trials completed, failed and run, of its total."""
     states = [t.state for t in result.trials]
+    total = f" of {result.meta.n_trials}" if result.meta.n_trials else ""
     console.print(f"study {result.study_name}: {states.count('complete')} complete, {states.count('failed')} failed, "
-                  f"{states.count('running')} running" + (f" of {result.meta.n_trials}" if result.meta.n_trials else ""))
+                  f"{states.count('running')} running{total}")
 
 
 def print_refined(refined: list[Any], result: SearchResult, steps: int, console: Console) -> None:

@@ -1,13 +1,13 @@
 """One-pass layer sensitivity: what pruning one layer alone costs in metric, and what it saves in latency.
 
-The search seeds its first trials with policies derived from it (see :mod:`autoprune.seeds`). Each layer (or unit of coupled layers) is pruned
-alone, without fine-tuning; :func:`layer_scan` records the metric it loses and, given a hardware
-profile, the share of the dense latency it saves. :func:`pruning_costs` turns both into a cost per
-latency saved (the ratio NetAdapt and HALP rank layers by), and :func:`sensitivity_scales` gives the
-cheapest layers the largest per-layer scale: layers that buy much latency for little metric are pruned
-hardest, and a layer that saves no time (a small Linear layer before the classifier) is kept, however
-little pruning it hurts the un-tuned model. The scan costs one prune, one validation pass and, with a
-profile, one latency measurement per layer.
+The search seeds its first trials with policies derived from it (see :mod:`autoprune.seeds`). Each
+layer (or unit of coupled layers) is pruned alone, without fine-tuning; :func:`layer_scan` records the
+metric it loses and, given a hardware profile, the share of the dense latency it saves.
+:func:`pruning_costs` turns both into a cost per latency saved (the ratio NetAdapt and HALP rank layers
+by), and :func:`sensitivity_scales` gives the cheapest layers the largest per-layer scale: layers that
+buy much latency for little metric are pruned hardest, and a layer that saves no time (a small Linear
+layer before the classifier) is kept, however little pruning it hurts the un-tuned model. The scan costs
+one prune, one validation pass and, with a profile, one latency measurement per layer.
 
 Example:
     >>> import torch

@@ -56,6 +56,8 @@ class StudyMeta:
         metric: what the first objective is (higher is better).
         space_fingerprint: :meth:`autoprune.space.SearchSpace.fingerprint` of the study's space.
         budget_ms, budget_mb: the hard budgets (None: no budget).
+        budget_ratio: a latency budget given as a share of the dense model's latency (``budget_ms`` is then
+            resolved by each worker against the study's dense timing).
         n_trials: the study's total of trials, over every worker.
         artifacts: the directory front candidates' weights are saved in.
         profile: the :class:`HardwareProfile` (as a dict) latencies are measured under.
@@ -70,6 +72,7 @@ class StudyMeta:
     space_fingerprint: str | None = None
     budget_ms: float | None = None
     budget_mb: float | None = None
+    budget_ratio: float | None = None
     n_trials: int | None = None
     artifacts: str | None = None
     profile: dict[str, Any] | None = None
@@ -88,9 +91,11 @@ class StudyMeta:
         reference = None if self.reference_ms is None else {"latency_ms": self.reference_ms,
                                                               "profile": self.reference_profile}
         attrs = {**self.extra, "metric": self.metric, "budget_ms": self.budget_ms, "budget_mb": self.budget_mb,
+                 **({"budget_ratio": self.budget_ratio} if self.budget_ratio is not None else {}),
                  "n_trials": self.n_trials, "artifacts": self.artifacts, REFERENCE_ATTR: reference,
                  PROFILE_ATTR: self.profile}
-        attrs.update({k: getattr(self, k) for k in ("model", "data", "weights", "space") if getattr(self, k) is not None})
+        attrs.update({k: getattr(self, k) for k in ("model", "data", "weights", "space")
+                      if getattr(self, k) is not None})
         attrs[FINGERPRINT_ATTR] = self.space_fingerprint
         return attrs
 
@@ -104,6 +109,13 @@ class StudyMeta:
         values["metric"] = values.get("metric") or "accuracy"
         return cls(**values, reference_ms=reference.get("latency_ms"), reference_profile=reference.get("profile"),
                    extra=attrs)
+
+    @property
+    def latency_budget_ms(self) -> float | None:
+        """The latency budget in ms: as given, or the budget ratio times the study's dense timing."""
+        if self.budget_ratio is not None and self.reference_ms is not None:
+            return self.budget_ratio * self.reference_ms
+        return self.budget_ms
 
     # --- what a joining worker must agree with ------------------------------------------------------------
 

@@ -13,11 +13,14 @@ input it expects.
 | ``DenseCNN``     | concatenation of feature maps                        | ``[N, C, H, W]`` |
 | ``TinyTransformer`` | LayerNorm/residual stream, attention, Conv1d stem | ``[N, T, F]``   |
 | ``KeywordMLP``   | keyword inputs, a dict output with two heads (as Hugging Face models) | ``features=[N, in]`` |
+| ``ResNet18``     | ResNet-18's layout (4 stages of 2 basic blocks), 32x32 images | ``[N, 3, H, W]`` |
+| ``MobileNetV2``  | MobileNetV2's inverted residuals: expand, depthwise, linear bottleneck | ``[N, 3, H, W]`` |
 | ``TinyBert``     | BERT's layout: token ids and mask in, heads in query/key/value, post-norm residual stream, a dict out | ``input_ids=[N, T]`` |
 """
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -118,6 +121,82 @@ class MobileNetCNN(nn.Module):
         x = F.relu(self.bn0(self.stem(x)))
         x = F.relu(self.bn2(self.pw1(F.relu(self.bn1(self.dw1(x))))))
         x = F.relu(self.bn4(self.pw2(F.relu(self.bn3(self.dw2(x))))))
+        return self.head(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
+
+
+class ResNet18(nn.Module):
+    """ResNet-18's layout for 32x32 images (CIFAR-style: a 3x3 stem, no max-pool): four stages of two basic
+    blocks, ``width``, 2, 4 and 8 times ``width`` channels wide (64: the real network, 11.2M parameters)."""
+
+    def __init__(self, *, in_channels: int = 3, width: int = 64, num_classes: int = 10) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(in_channels, width, 3, padding=1, bias=False)
+        self.bn = nn.BatchNorm2d(width)
+        layers: list[nn.Module] = []
+        channels = width
+        for stage in range(4):
+            out = width * 2 ** stage
+            layers += [BasicBlock(channels, out, stride=2 if stage else 1), BasicBlock(out, out)]
+            channels = out
+        self.layers = nn.Sequential(*layers)
+        self.head = nn.Linear(channels, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.layers(F.relu(self.bn(self.stem(x))))
+        return self.head(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
+
+
+def _divisible(channels: float, by: int = 8) -> int:
+    """MobileNet's rounding of scaled widths: to a multiple of ``by``, never below 90% of the width."""
+    rounded = max(by, int(channels + by / 2) // by * by)
+    return rounded + by if rounded < 0.9 * channels else rounded
+
+
+class InvertedResidual(nn.Module):
+    """MobileNetV2's block: 1x1 expansion (ReLU6), 3x3 depthwise (ReLU6), linear 1x1 projection; the input is
+    added back when the block keeps the shape."""
+
+    def __init__(self, in_channels: int, out_channels: int, stride: int, expand: int) -> None:
+        super().__init__()
+        hidden = in_channels * expand
+        layers: list[nn.Module] = []
+        if expand != 1:
+            layers += [nn.Conv2d(in_channels, hidden, 1, bias=False), nn.BatchNorm2d(hidden), nn.ReLU6()]
+        layers += [nn.Conv2d(hidden, hidden, 3, stride=stride, padding=1, groups=hidden, bias=False),
+                   nn.BatchNorm2d(hidden), nn.ReLU6(),
+                   nn.Conv2d(hidden, out_channels, 1, bias=False), nn.BatchNorm2d(out_channels)]
+        self.conv = nn.Sequential(*layers)
+        self.residual = stride == 1 and in_channels == out_channels
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.conv(x) if self.residual else self.conv(x)
+
+
+class MobileNetV2(nn.Module):
+    """MobileNetV2's layout for 32x32 images (the paper's table of blocks, with the stem's and the second
+    stage's strides set to 1 as CIFAR versions do), widths scaled by ``width_mult`` (1.0: 2.2M parameters)."""
+
+    #: (expansion, output channels, blocks, stride of the first block)
+    STAGES = ((1, 16, 1, 1), (6, 24, 2, 1), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1))
+
+    def __init__(self, *, in_channels: int = 3, width_mult: float = 1.0, num_classes: int = 10) -> None:
+        super().__init__()
+        channels = _divisible(32 * width_mult)
+        self.stem = nn.Sequential(nn.Conv2d(in_channels, channels, 3, padding=1, bias=False),
+                                  nn.BatchNorm2d(channels), nn.ReLU6())
+        blocks: list[nn.Module] = []
+        for expand, out, count, stride in self.STAGES:
+            out = _divisible(out * width_mult)
+            for i in range(count):
+                blocks.append(InvertedResidual(channels, out, stride if i == 0 else 1, expand))
+                channels = out
+        self.blocks = nn.Sequential(*blocks)
+        last = _divisible(1280 * max(1.0, width_mult))
+        self.last = nn.Sequential(nn.Conv2d(channels, last, 1, bias=False), nn.BatchNorm2d(last), nn.ReLU6())
+        self.head = nn.Linear(last, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.last(self.blocks(self.stem(x)))
         return self.head(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
 
 
@@ -246,5 +325,8 @@ def example_input(model: nn.Module, batch: int = 4) -> torch.Tensor | dict[str, 
     return torch.randn(batch, first.in_channels, 8, 8)
 
 
+#: name -> a factory of the model at test size (ResNet18 and MobileNetV2 narrowed, so the contract suites
+#: stay fast; build them with their defaults for the real widths)
 ZOO = {cls.__name__: cls for cls in (MLP, PlainCNN, ResNetCNN, MobileNetCNN, DenseCNN, TinyTransformer, KeywordMLP,
                                      TinyBert)}
+ZOO.update(ResNet18=functools.partial(ResNet18, width=8), MobileNetV2=functools.partial(MobileNetV2, width_mult=0.25))

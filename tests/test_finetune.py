@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from autoprune.finetune import ClassifierModule, as_lightning, finetune
+from autoprune.errors import AutopruneInputError
+from autoprune.finetune import ClassifierModule, as_lightning, check_precision, finetune
 from autoprune.methods import UnstructuredMethod
 from autoprune.methods.base import REGISTRY
 from autoprune.policy import Policy
@@ -68,3 +70,17 @@ def test_zeros_of_a_registered_unstructured_method_survive_the_fine_tune(monkeyp
     finetune(as_lightning(pruned, loss=None, lr=1e-2), _loader(), policy=policy, max_steps=4, prefix="net.")
     for layer in (pruned[0], pruned[3]):
         assert float((layer.weight == 0).float().mean()) == 0.5
+
+
+def test_a_mixed_precision_fine_tune_trains_and_keeps_float32_weights():
+    """bf16-mixed autocasts the forward (CPU here, a GPU in use) and leaves the weights float32."""
+    net = _net().eval()
+    before = net[0].weight.detach().clone()
+    finetune(as_lightning(net, loss=None, lr=1e-2), _loader(), policy=Policy(), max_steps=3, prefix="net.",
+             precision="bf16-mixed")
+    assert net[0].weight.dtype == torch.float32 and not torch.equal(net[0].weight, before)
+
+
+def test_an_unknown_precision_is_refused():
+    with pytest.raises(AutopruneInputError, match="precision must be one of"):
+        check_precision("fp8")

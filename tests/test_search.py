@@ -15,9 +15,9 @@ from torch.utils.data import DataLoader
 
 from autoprune.api import search
 from autoprune.demo import DigitsDataModule
-from autoprune.errors import StudyError
+from autoprune.errors import AutopruneInputError, StudyError
 from autoprune.measure import measure
-from autoprune.zoo import KeywordMLP, ResNetCNN
+from autoprune.zoo import KeywordMLP, MobileNetV2, ResNet18, ResNetCNN
 from tests.conftest import fast_profile
 
 TINY = Path(__file__).parent / "data" / "tiny.yaml"
@@ -278,3 +278,34 @@ def test_dict_batches_and_dict_outputs_search_like_any_model(tmp_path):
     assert session.run(None, batch)[0].shape == (5, 10), "the logits, for another batch size"
     pruned = result.load_model(result.best())
     assert pruned(features=torch.randn(2, 16))["logits"].shape == (2, 10)
+
+
+@pytest.mark.parametrize("make", [lambda: ResNet18(width=8), lambda: MobileNetV2(width_mult=0.25)],
+                         ids=["resnet18", "mobilenetv2"])
+def test_realistic_cnns_search_end_to_end_on_32x32_images(make, tmp_path):
+    """ResNet-18's and MobileNetV2's layouts (narrowed) run the default space's search on 32x32 RGB batches:
+    every trial completes, dropping blocks included."""
+    torch.manual_seed(0)
+    images = [(torch.randn(3, 32, 32), i % 10) for i in range(64)]
+    loader = DataLoader(images, batch_size=16)
+    result = _search(make().eval(), (loader, loader), tmp_path, space="default", n_trials=3,
+                     profile=fast_profile(batch_size=4))
+    assert [t.state for t in result.trials] == ["complete"] * 3, [t.failure_reason for t in result.trials]
+    assert result.pareto
+
+
+def test_a_latency_budget_relative_to_the_dense_model(digits, tmp_path):
+    """budget_ratio=0.5 is half the study's dense timing: the resolved budget is recorded, every candidate
+    on the front meets it, and a stored study reports the same budget."""
+    model, data = digits
+    result = _search(model, data, tmp_path, budget_ratio=0.5, n_trials=4)
+    assert result.budget_ms == pytest.approx(0.5 * result.reference_latency_ms)
+    assert all(c.latency_ms <= result.budget_ms for c in result.pareto)
+    saved = json.loads((tmp_path / "pareto.json").read_text())
+    assert saved["budget_ratio"] == 0.5 and saved["budget_ms"] == pytest.approx(result.budget_ms)
+    from autoprune.loading import load_result
+
+    assert load_result(storage=f"sqlite:///{tmp_path / 'study.db'}", study_name="autoprune").budget_ms == \
+        pytest.approx(result.budget_ms)
+    with pytest.raises(AutopruneInputError, match="not both"):
+        _search(model, data, tmp_path / "b", budget_ratio=0.5, budget_ms=3.0)

@@ -147,7 +147,8 @@ def _removable_groups(model: nn.Module, example_inputs: Any,
     protected_modules = {modules[n] for n in protected}
     with warnings.catch_warnings():  # a ViT's class token and position embeddings: pruned as documented
         warnings.filterwarnings("ignore", message=".*[Uu]nwrapped parameters.*")
-        graph = tp.DependencyGraph().build_dependency(model, example_inputs=Inputs.of(example_inputs).for_tracing(model))
+        graph = tp.DependencyGraph().build_dependency(
+            model, example_inputs=Inputs.of(example_inputs).for_tracing(model))
 
     def groups() -> Iterator[tuple[Any, tuple[str, ...]]]:
         for group in graph.get_all_groups(ignored_layers=list(protected_modules),

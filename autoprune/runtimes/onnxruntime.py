@@ -56,8 +56,9 @@ def export_onnx(model: nn.Module, inputs: Inputs, target: Path | io.BytesIO, out
     :attr:`Inputs.names` (a dict batch's keys), the output ``output`` selects, open axes as
     :func:`dynamic_axes` says."""
     torch.onnx.export(
-        Selected(model, inputs, output), tuple(inputs.tensors), target if isinstance(target, io.BytesIO) else str(target),
-        dynamo=False, input_names=inputs.names, output_names=["output"], dynamic_axes=dynamic_axes(inputs),
+        Selected(model, inputs, output), tuple(inputs.tensors),
+        target if isinstance(target, io.BytesIO) else str(target), dynamo=False, input_names=inputs.names,
+        output_names=["output"], dynamic_axes=dynamic_axes(inputs),
     )
 
 
