@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 import re
 import time
+import warnings
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Mapping
@@ -176,7 +177,8 @@ def search(
         artifacts = Path(artifacts_dir or book.meta.artifacts or default_artifacts(storage, out, name))
         artifacts.mkdir(parents=True, exist_ok=True)
         if book.created and seed_policies:
-            book.enqueue(prepared.seed_params(metric=metric, loss=loss, profile=profile, reference=reference))
+            seeds = prepared.seeds(metric=metric, loss=loss, profile=profile, reference=reference)
+            book.enqueue(seeds.params, dense_metric=seeds.dense_metric)
         ctx = TrialContext(base_model=prepared.base, example_inputs=prepared.example_inputs, profile=profile,
                            train_loader=prepared.train_loader, val_loader=prepared.val_loader, loss=loss, metric=metric,
                            budget_ms=budget_ms, budget_mb=budget_mb, seed=seed or 0, artifacts_dir=artifacts,
@@ -189,6 +191,8 @@ def search(
                               model_loader=candidate_loader(artifacts, prepared.base))
         job = TrialJob(space=prepared.resolved, context=ctx, front=lambda: [c.objectives() for c in result.pareto])
         _run_backend(chosen, book, job, result, n_trials=n_trials, timeout=timeout, on_trial_end=on_trial_end)
+    if result.dense_drift() is not None:
+        warnings.warn(result.dense_drift())
     best = result.best()
     if best is not None and best.artifact_dir is not None:
         save_pruned(result.load_model(best), Policy.from_dict(best.policy), out / BEST_DIR,

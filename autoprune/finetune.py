@@ -80,7 +80,7 @@ class Recipe:
 
     @classmethod
     def of(cls, settings: Any) -> Recipe:
-        """The recipe of a trial's :class:`~autoprune.space.FinetuneSettings`."""
+        """The recipe of a trial's :class:`~autoprune.sampling.FinetuneSettings`."""
         return cls(lr=settings.lr, optimizer=settings.optimizer, weight_decay=settings.weight_decay,
                    warmup_steps=settings.warmup_steps)
 

@@ -8,7 +8,7 @@ metric is evaluated on the pruned, un-tuned model, which is cheap and tells the 
 
 Example:
     >>> from autoprune.policy import Policy
-    >>> from autoprune.space import FinetuneSettings, ResolvedSpace, Suggester
+    >>> from autoprune.sampling import FinetuneSettings, ResolvedSpace, Suggester
 
 Point = tuple[float, float, float]  # (metric, latency_ms, size_mb) of a trial
     >>> proposal = Proposal(number=3, policy=Policy(), settings=FinetuneSettings(60, 1e-3, 4))
@@ -38,7 +38,7 @@ from autoprune.modelio import Inputs, ModelIO
 from autoprune.policy import Policy
 from autoprune.prune import prune
 from autoprune.result import dominates_point
-from autoprune.space import FinetuneSettings, ResolvedSpace, Suggester
+from autoprune.sampling import FinetuneSettings, ResolvedSpace, Suggester
 
 Point = tuple[float, float, float]  # (metric, latency_ms, size_mb) of a trial
 

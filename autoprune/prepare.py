@@ -32,8 +32,9 @@ from autoprune.layers import output_layers, run_model
 from autoprune.measure import HardwareProfile, LatencyReference, measure
 from autoprune.modelio import Inputs, ModelIO
 from autoprune.objective import dense_copy
-from autoprune.seeds import coupled_units, hidden_units, seed_params
-from autoprune.space import ResolvedSpace, SearchSpace
+from autoprune.seeds import Seeds, coupled_units, hidden_units, seed_params
+from autoprune.sampling import ResolvedSpace
+from autoprune.space import SearchSpace
 from autoprune.study import StudyMeta
 
 
@@ -48,9 +49,8 @@ class PreparedModel:
     resolved: ResolvedSpace
     io: ModelIO = field(default_factory=ModelIO)
 
-    def seed_params(self, *, metric: Any, loss: Any, profile: HardwareProfile,
-                    reference: LatencyReference | None) -> list[dict[str, Any]]:
-        """The parameters of a new study's seeded policies (see :mod:`autoprune.seeds`)."""
+    def seeds(self, *, metric: Any, loss: Any, profile: HardwareProfile, reference: LatencyReference | None) -> Seeds:
+        """A new study's seeded policies (see :mod:`autoprune.seeds`)."""
         return seed_params(self.resolved, self.base, self.example_inputs, self.train_loader, self.val_loader,
                            metric=metric, loss=loss, profile=profile, reference=reference, io=self.io)
 

@@ -64,6 +64,7 @@ def front_json(result: SearchResult) -> dict[str, Any]:
     return {"study_name": result.study_name, "metric": result.metric_name,
             "budget_ms": result.budget_ms, "budget_mb": result.budget_mb, "budget_ratio": result.meta.budget_ratio,
             "reference_latency_ms": result.reference_latency_ms, "profile": result.meta.profile,
+            "dense_metric": result.meta.dense_metric,
             "best": best.number if best else None, "pareto": [c.to_dict() for c in result.pareto]}
 
 
@@ -154,6 +155,8 @@ def print_front(result: SearchResult, console: Console) -> None:
                           f"{fmt(r.latency_ms)} ms, {fmt(r.size_mb)} MB")
     for t in [t for t in result.trials if t.state == "failed"][:5]:
         console.print(f"  trial {t.number} failed: {t.failure_reason}")
+    if result.dense_drift() is not None:
+        console.print(f"[bold yellow]warning:[/] {result.dense_drift()}")
 
 
 def print_time_breakdown(result: SearchResult, console: Console) -> None:

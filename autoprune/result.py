@@ -169,5 +169,17 @@ class SearchResult:
                                  "autoprune.export.load_pruned(dir, base_model)")
         return self.model_loader(candidate)
 
+    def dense_drift(self, tolerance: float = 0.01) -> str | None:
+        """A warning when the fine-tune made the unpruned model worse: the dense seed (the trial that prunes
+        nothing) scored more than ``tolerance`` (relative) below the dense model as it came; None otherwise,
+        or when either figure is unknown."""
+        before = self.meta.dense_metric
+        dense = [t for t in self.trials if t.complete and t.policy is not None and self.policy(t).is_dense]
+        if before is None or not dense or dense[0].metric >= before - tolerance * abs(before):
+            return None
+        return (f"the fine-tune made the unpruned model worse: {self.metric_name} {dense[0].metric:.4f} after it "
+                f"(trial {dense[0].number}) against {before:.4f} before, and every candidate gets the same fine-tune: "
+                "lower the space's learning-rate range or steps, or distil from the dense model (distill=, --distill)")
+
     def policy(self, candidate: TrialRecord) -> Policy:
         return Policy.from_dict(candidate.policy or {})

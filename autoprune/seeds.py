@@ -10,7 +10,7 @@ analysis behind them (coupled units, a one-pass sensitivity scan, a channel-alig
 * :func:`seed_alignment`: the ``round_to`` the seeds use: the space's first option, unless another one
   computes clearly more MACs per millisecond in the profile's runtime.
 * :func:`seed_params`: the parameters of every seeded policy (see
-  :meth:`autoprune.space.ResolvedSpace.seed_params`), with the scales and alignment above.
+  :meth:`autoprune.sampling.ResolvedSpace.seed_params`), with the scales and alignment above.
 
 Each analysis is a head start, not a requirement: when one cannot run on a model (tracing fails, the
 scan's pruning fails) a warning says why and the seeds do without it.
@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import itertools
 import warnings
+from dataclasses import dataclass
 from typing import Any
 
 from torch import nn
@@ -37,7 +38,8 @@ from autoprune.measure import HardwareProfile, LatencyReference
 from autoprune.methods.structured import coupled_layers, hidden_layers
 from autoprune.modelio import Inputs, ModelIO
 from autoprune.sensitivity import alignment_rates, layer_scan, pruning_costs, sensitivity_scales
-from autoprune.space import ResolvedSpace, SearchSpace
+from autoprune.sampling import ResolvedSpace
+from autoprune.space import SearchSpace
 
 #: another round_to must compute this many times the MACs per ms of the first to be chosen: closer is noise
 ALIGNMENT_MARGIN = 1.1
@@ -67,25 +69,36 @@ def hidden_units(space: SearchSpace, base: nn.Module, example_inputs: Inputs, pr
         return []
 
 
+@dataclass(frozen=True)
+class Seeds:
+    """A new study's seeded policies (their parameters), and the dense model's metric the scan measured on
+    the way (None when the scan did not run): the dense seed, fine-tuned, should not fall below it."""
+
+    params: list[dict[str, Any]]
+    dense_metric: float | None = None
+
+
 def seed_scales(resolved: ResolvedSpace, base: nn.Module, example_inputs: Inputs, train_loader: Any,
                 val_loader: Any, *, metric: Any, loss: Any, profile: HardwareProfile,
-                reference: LatencyReference | None, io: ModelIO | None = None) -> dict[str, float] | None:
+                reference: LatencyReference | None,
+                io: ModelIO | None = None) -> tuple[dict[str, float] | None, float | None]:
     """Per-unit scales for the seeded policies from a one-pass scan of what pruning each unit costs in
-    metric per latency saved (None when the space has one unit, searches groups, or the scan fails)."""
+    metric per latency saved (None when the space has one unit, searches groups, or the scan fails), and
+    the dense model's metric the scan measured."""
     sp = resolved.space.sparsity
     if sp.mode == "per_group" or len(resolved.units) < 2:
-        return None
+        return None, None
     try:
         scan = layer_scan(base, resolved.units, example_inputs, val_loader, method=resolved.space.methods[0],
                           metric=metric, loss=loss, calibration_data=itertools.islice(iter(train_loader), 2),
                           profile=profile, reference=reference, io=io)
     except Exception as exc:  # the seeds are a head start, not a requirement
         warnings.warn(f"layer sensitivity scan failed ({type(exc).__name__}: {exc}); seeding uniform policies only")
-        return None
+        return None, None
     costs = pruning_costs(scan.units, base=scan.base)
     if sp.mode == "global_scale":
-        return sensitivity_scales(costs, low=sp.scale_low, high=sp.scale_high, step=sp.scale_step)
-    return sensitivity_scales(costs, low=0.5, high=1.5, step=None)
+        return sensitivity_scales(costs, low=sp.scale_low, high=sp.scale_high, step=sp.scale_step), scan.base
+    return sensitivity_scales(costs, low=0.5, high=1.5, step=None), scan.base
 
 
 def seed_alignment(resolved: ResolvedSpace, base: nn.Module, example_inputs: Inputs, train_loader: Any, *,
@@ -115,11 +128,11 @@ def seed_alignment(resolved: ResolvedSpace, base: nn.Module, example_inputs: Inp
 
 def seed_params(resolved: ResolvedSpace, base: nn.Module, example_inputs: Inputs, train_loader: Any,
                 val_loader: Any, *, metric: Any, loss: Any, profile: HardwareProfile,
-                reference: LatencyReference | None, io: ModelIO | None = None) -> list[dict[str, Any]]:
-    """The parameters of a new study's seeded policies: dense, uniform, sensitivity-scaled and shallow, at
-    the measured alignment."""
-    scales = seed_scales(resolved, base, example_inputs, train_loader, val_loader, metric=metric, loss=loss,
+                reference: LatencyReference | None, io: ModelIO | None = None) -> Seeds:
+    """A new study's seeded policies: dense, uniform, sensitivity-scaled and shallow, at the measured
+    alignment."""
+    scales, dense_metric = seed_scales(resolved, base, example_inputs, train_loader, val_loader, metric=metric, loss=loss,
                          profile=profile, reference=reference, io=io)
     round_to = seed_alignment(resolved, base, example_inputs, train_loader, loss=loss, profile=profile,
                               reference=reference, io=io)
-    return resolved.seed_params(scales=scales, round_to=round_to)
+    return Seeds(resolved.seed_params(scales=scales, round_to=round_to), dense_metric)

@@ -39,7 +39,7 @@ from autoprune.measure import HardwareProfile, LatencyReference, measure
 from autoprune.modelio import ModelIO
 from autoprune.policy import LayerPolicy, Policy
 from autoprune.prune import prune
-from autoprune.space import snap_to_grid
+from autoprune.sampling import snap_to_grid
 
 
 @dataclass(frozen=True)
@@ -68,7 +68,7 @@ def layer_scan(model: nn.Module, layers: Iterable[str] | Mapping[str, Sequence[s
     the latency saved as a share of the dense model's (timed against ``reference`` when given).
 
     ``layers`` may also map unit names to several layers (coupled layers, see
-    :attr:`autoprune.space.ResolvedSpace.units`): each unit's layers are then pruned together.
+    :attr:`autoprune.sampling.ResolvedSpace.units`): each unit's layers are then pruned together.
     """
     units = dict(layers) if isinstance(layers, Mapping) else {name: (name,) for name in layers}
     calibration = list(calibration_data) if calibration_data is not None else None

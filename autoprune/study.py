@@ -63,6 +63,8 @@ class StudyMeta:
         profile: the :class:`HardwareProfile` (as a dict) latencies are measured under.
         reference_ms, reference_profile: the dense model's latency every candidate is timed against,
             and the profile it was timed under (None when candidates are timed alone).
+        dense_metric: the dense model's metric before any fine-tune (what the dense seed, fine-tuned,
+            should not fall below).
         model, data, weights, space: how the CLI rebuilds the base model and data (``pkg.mod:fn`` specs,
             a weights path, the space as named), so ``report``/``export``/``refine`` need no arguments.
         extra: any other attribute a caller stored (``search(study_attrs=...)``).
@@ -78,6 +80,7 @@ class StudyMeta:
     profile: dict[str, Any] | None = None
     reference_ms: float | None = None
     reference_profile: dict[str, Any] | None = None
+    dense_metric: float | None = None
     model: str | None = None
     data: str | None = None
     weights: str | None = None
@@ -92,6 +95,7 @@ class StudyMeta:
                                                               "profile": self.reference_profile}
         attrs = {**self.extra, "metric": self.metric, "budget_ms": self.budget_ms, "budget_mb": self.budget_mb,
                  **({"budget_ratio": self.budget_ratio} if self.budget_ratio is not None else {}),
+                 **({"dense_metric": self.dense_metric} if self.dense_metric is not None else {}),
                  "n_trials": self.n_trials, "artifacts": self.artifacts, REFERENCE_ATTR: reference,
                  PROFILE_ATTR: self.profile}
         attrs.update({k: getattr(self, k) for k in ("model", "data", "weights", "space")

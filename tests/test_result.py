@@ -46,3 +46,15 @@ def test_a_result_read_without_its_base_model_says_how_to_attach_it():
     saved = TrialRecord(**{**TRIALS[0].to_dict(), "artifact_dir": "trial_00000"})
     with pytest.raises(CandidateError, match="without its base model"):
         SearchResult(trials=[saved]).load_model(saved)
+
+
+def test_a_dense_seed_made_worse_by_the_fine_tune_is_flagged():
+    """The trial that prunes nothing scoring below the dense model as it came means the recipe hurts."""
+    from autoprune.policy import Policy
+    from autoprune.study import StudyMeta
+
+    dense = TrialRecord(**{**TRIALS[0].to_dict(), "policy": Policy().to_dict(), "metric": 0.86})
+    worse = SearchResult(trials=[dense], meta=StudyMeta(dense_metric=0.95))
+    assert "made the unpruned model worse" in worse.dense_drift()
+    assert SearchResult(trials=[dense], meta=StudyMeta(dense_metric=0.865)).dense_drift() is None
+    assert SearchResult(trials=[dense]).dense_drift() is None

@@ -191,3 +191,20 @@ def test_seeds_keep_every_block_except_the_shallow_seeds_which_drop_them_all(tmp
 def test_a_space_without_drop_blocks_keeps_the_fingerprint_it_had_before_depth_pruning():
     """Studies made before drop_blocks existed still resume: tiny.yaml's fingerprint, from the older code."""
     assert load_space(TINY).fingerprint() == "c5ec630a0d7b0bf8"
+
+
+def test_shallow_seeds_drop_every_removable_block_but_half_an_encoders_layers():
+    """Blocks of a network with other layers between them all go in the shallow seeds; an encoder whose
+    every layer could go keeps every other one (never the whole encoder)."""
+    from autoprune.sampling import ResolvedSpace
+
+    space = load_space("default")
+    resnet = ResolvedSpace(space=space, layers=("a",), groups={}, units={"a": ("a",)},
+                           blocks=("layers.0", "layers.1", "layers.3"))
+    assert resnet.shallow_blocks == ("layers.0", "layers.1", "layers.3")
+    encoder = ResolvedSpace(space=space, layers=("a",), groups={}, units={"a": ("a",)},
+                            blocks=tuple(f"encoder.layer.{i}" for i in range(6)))
+    assert encoder.shallow_blocks == ("encoder.layer.1", "encoder.layer.3", "encoder.layer.5")
+    shallow = [p for p in encoder.seed_params() if any(v is True for k, v in p.items() if k.startswith("drop."))]
+    assert shallow and all([k for k, v in p.items() if k.startswith("drop.") and v] ==
+                           [f"drop.encoder.layer.{i}" for i in (1, 3, 5)] for p in shallow)

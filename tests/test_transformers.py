@@ -49,14 +49,22 @@ def tokens(batch: int = 2, length: int = 10) -> dict[str, torch.Tensor]:
     return {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
 
 
-MODELS = {"bert": (tiny_bert, tokens), "vit": (tiny_vit, lambda: torch.randn(2, 3, 16, 16))}
+def tiny_distilbert() -> nn.Module:
+    torch.manual_seed(0)
+    config = transformers.DistilBertConfig(vocab_size=VOCAB, dim=32, n_layers=2, n_heads=4, hidden_dim=64,
+                                           max_position_embeddings=16, num_labels=2)
+    return transformers.DistilBertForSequenceClassification(config).eval()
+
+
+MODELS = {"bert": (tiny_bert, tokens), "vit": (tiny_vit, lambda: torch.randn(2, 3, 16, 16)),
+          "distilbert": (tiny_distilbert, tokens)}
 
 
 def _heads_and_ffn(model, x, sparsity=0.5):
     """Every searched layer but the hidden size's writers, as the transformer space searches them."""
     protected = set(output_layers(model, x))
-    layers = [n for n in prunable_layers(model) if n not in protected and ("attention.output" not in n and
-                                                                           not n.endswith("output.dense"))]
+    hidden = ("attention.output", "output.dense", "out_lin", "lin2")  # the residual stream's writers
+    layers = [n for n in prunable_layers(model) if n not in protected and not any(h in n for h in hidden)]
     return Policy.uniform(layers, sparsity=sparsity, method="l1_structured")
 
 
@@ -173,3 +181,17 @@ def test_a_search_on_dict_batches_with_distillation_completes_every_trial(tmp_pa
     assert result.pareto and json.loads((tmp_path / "pareto.json").read_text())["pareto"]
     best = result.load_model(result.best())
     assert output_of(best, tokens()).shape == (2, 2)
+
+
+def test_a_dropped_layer_and_the_heads_of_the_others_go_in_one_policy():
+    """A model that returns its hidden states protects every layer's residual writers; those of a dropped
+    layer are gone from the pruned copy, and pruning the other layers' heads in the same policy still works."""
+    from autoprune.zoo import TinyBert, example_input
+
+    model = TinyBert(layers=3).eval()
+    x = example_input(model)
+    heads = [f"layers.{i}.attention.{p}" for i in (0, 2) for p in ("query", "key", "value")]
+    policy = Policy(layers=Policy.uniform(heads, sparsity=0.5, method="l1_structured").layers, drop=("layers.1",))
+    pruned = prune(model, policy, x)
+    assert [b.heads for b in attention_blocks(pruned)] == [2, 2]
+    assert output_of(pruned, x).shape == (4, 3)

@@ -152,8 +152,11 @@ class StudyBook:
 
     # --- trials -------------------------------------------------------------------------------------------
 
-    def enqueue(self, params: list[dict[str, Any]]) -> None:
-        """Queue parameter sets (seeded policies) to be sampled first; once, by the worker that created the study."""
+    def enqueue(self, params: list[dict[str, Any]], *, dense_metric: float | None = None) -> None:
+        """Queue parameter sets (seeded policies) to be sampled first; once, by the worker that created the
+        study, which also records the dense model's metric when it measured it."""
+        if dense_metric is not None:
+            self.study.set_user_attr("dense_metric", dense_metric)
         for one in params:
             self.study.enqueue_trial(one, skip_if_exists=True)
 

@@ -144,7 +144,7 @@ def _removable_groups(model: nn.Module, example_inputs: Any,
     modules = dict(model.named_modules())
     names = {module: name for name, module in modules.items()}
     order = {name: i for i, name in enumerate(modules)}
-    protected_modules = {modules[n] for n in protected}
+    protected_modules = {modules[n] for n in protected if n in modules}  # a dropped block's layers are gone
     with warnings.catch_warnings():  # a ViT's class token and position embeddings: pruned as documented
         warnings.filterwarnings("ignore", message=".*[Uu]nwrapped parameters.*")
         graph = tp.DependencyGraph().build_dependency(

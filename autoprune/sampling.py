@@ -1,0 +1,205 @@
+"""A search space bound to one model: drawing a trial's policy from it, and the seeded policies' parameters.
+
+:meth:`autoprune.space.SearchSpace.resolve` binds a space to a model (its searched layers, coupled
+units, removable blocks) and returns a :class:`ResolvedSpace`, which
+
+* :meth:`ResolvedSpace.sample` draws one policy and its fine-tune settings through any object with
+  Optuna's ``suggest_float(name, low, high, step=, log=)`` / ``suggest_categorical(name, choices)``
+  methods (an Optuna ``Trial``, or a backend's adapter): this module imports neither optuna nor ray;
+* :meth:`ResolvedSpace.seed_params` gives the parameters of the dense model and of the seeded policies,
+  which a new study queues first.
+
+Example:
+    >>> import optuna
+    >>> from autoprune.space import load_space
+    >>> from autoprune.zoo import MLP
+    >>> resolved = load_space("structured").resolve(MLP(), protected=["head"])
+    >>> policy, settings = resolved.sample(optuna.create_study().ask())
+    >>> sorted(policy.layers), settings.max_steps
+    (['fc1', 'fc2'], 60)
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Mapping, Protocol
+
+from autoprune.errors import SearchSpaceError
+from autoprune.methods import get_method
+from autoprune.policy import LayerPolicy, Policy, Regularizer, inside
+
+if TYPE_CHECKING:
+    from autoprune.space import SearchSpace
+
+
+class Suggester(Protocol):
+    """The part of Optuna's ``Trial`` interface a space (and a backend's trial job) needs."""
+
+    number: int  # the trial's number in the study
+
+    def suggest_float(self, name: str, low: float, high: float, *, step: float | None = None,
+                      log: bool = False) -> float: ...
+
+    def suggest_categorical(self, name: str, choices: Any) -> Any: ...
+
+
+@dataclass(frozen=True)
+class FinetuneSettings:
+    """The fine-tuning a trial runs: optimiser steps, learning rate and the optimiser's recipe."""
+
+    max_steps: int
+    lr: float
+    calibration_batches: int
+    optimizer: str = "adam"
+    weight_decay: float = 0.0
+    warmup_steps: int = 0
+
+
+def _grid(low: float, high: float, step: float | None) -> tuple[float, float]:
+    """Optuna needs (high - low) to be a multiple of step: shrink high onto the grid."""
+    if step is None:
+        return low, high
+    return low, low + math.floor((high - low) / step + 1e-9) * step
+
+
+@dataclass(frozen=True)
+class ResolvedSpace:
+    """A space bound to one model. ``sample`` draws a (Policy, FinetuneSettings).
+
+    ``units`` maps each searched unit's name to its layers: a layer on its own (named as the layer), or
+    coupled layers searched together (named ``"a+b"``); ``per_layer`` and ``global_scale`` draw one
+    value per unit. ``blocks`` are the residual blocks the search may drop whole (one yes/no each); a
+    dropped block's layers leave the policy.
+    """
+
+    space: SearchSpace
+    layers: tuple[str, ...]
+    groups: dict[str, list[str]]
+    units: dict[str, tuple[str, ...]]
+    blocks: tuple[str, ...] = ()
+
+    def sample(self, trial: Suggester) -> tuple[Policy, FinetuneSettings]:
+        s = self.space
+        sp = s.sparsity
+        low, high = _grid(sp.low, sp.high, sp.step)
+        sparsity: dict[str, float] = {}
+        if sp.mode == "per_layer":
+            for unit, members in self.units.items():
+                value = trial.suggest_float(f"sparsity.{unit}", low, high, step=sp.step)
+                sparsity.update({n: value for n in members})
+        elif sp.mode == "per_group":
+            for group, members in self.groups.items():
+                value = trial.suggest_float(f"sparsity.{group}", low, high, step=sp.step)
+                sparsity.update({n: value for n in members})
+        else:
+            level = trial.suggest_float("sparsity.global", low, high, step=sp.step)
+            s_low, s_high = _grid(sp.scale_low, sp.scale_high, sp.scale_step)
+            for unit, members in self.units.items():
+                scale = trial.suggest_float(f"scale.{unit}", s_low, s_high, step=sp.scale_step)
+                sparsity.update({n: min(sp.high, level * scale) for n in members})
+        drop = tuple(b for b in self.blocks if trial.suggest_categorical(f"drop.{b}", [False, True]))
+        method = trial.suggest_categorical("method", list(s.methods))
+        round_to = trial.suggest_categorical("round_to", list(s.round_to))
+        kind = trial.suggest_categorical("regularizer", list(s.regularizer.kinds))
+        strength = 0.0
+        if kind != "none":
+            r = s.regularizer.strength
+            strength = trial.suggest_float("strength", r.low, r.high, log=r.log)
+        lr = trial.suggest_float("lr", s.finetune.lr.low, s.finetune.lr.high, log=s.finetune.lr.log)
+        if kind == "group_lasso" and not get_method(method).STRUCTURED:
+            kind = "l1"  # group lasso pushes whole channels to zero: only useful before structured removal
+        policy = Policy(
+            layers={n: LayerPolicy(sparsity=round(v, 6), method=method) for n, v in sparsity.items()
+                    if not inside(n, drop)},
+            regularizer=Regularizer(kind=kind, strength=strength),
+            round_to=round_to,
+            drop=drop,
+        )
+        ft = s.finetune
+        return policy, FinetuneSettings(ft.max_steps, lr, ft.calibration_batches, optimizer=ft.optimizer,
+                                        weight_decay=ft.weight_decay, warmup_steps=ft.warmup_steps)
+
+    def seed_params(self, levels: tuple[float, ...] = (0.0, 0.3, 0.5, 0.7, 0.9), *,
+                    scales: Mapping[str, float] | None = None,
+                    scaled_levels: tuple[float, ...] = (0.5, 0.7, 0.85),
+                    shallow_levels: tuple[float, ...] = (0.0, 0.5),
+                    round_to: int | None | str = "first") -> list[dict[str, Any]]:
+        """Parameters of the dense model (level 0), of uniform policies at ``levels``; given per-unit
+        ``scales`` (from :mod:`autoprune.sensitivity`, keyed by ``units``), of scaled policies at
+        ``scaled_levels``; and, when the space may drop blocks, of uniform policies at ``shallow_levels``
+        with the :attr:`shallow_blocks` dropped.
+
+        Enqueued first, so the search's front is never worse than uniform pruning at those points and
+        starts with non-uniform policies that follow the layers' sensitivity, and with shallow ones (a
+        sampler that only ever saw every block kept would rarely try dropping one). Levels outside the
+        space's range are left out. Every seed uses the space's first method and ``round_to`` (one of the
+        space's options, by default its first). The uniform and shallow seeds fine-tune at the middle of
+        the learning-rate range, the scaled ones at three quarters of the way up it (on a log range): a
+        harder-pruned network recovers faster with larger steps in a short fine-tune, and seeds at two
+        learning rates let the sampler learn that rather than copy one value.
+        """
+        s = self.space
+        round_to = s.round_to[0] if round_to == "first" else round_to
+        if round_to not in s.round_to:
+            raise SearchSpaceError(f"seed round_to {round_to!r} is not one of the space's options {list(s.round_to)}")
+        sp = s.sparsity
+        low, high = _grid(sp.low, sp.high, sp.step)
+
+        def in_range(level: float) -> bool:
+            return sp.low <= level <= sp.high or (level == 0.0 and sp.low == 0.0)
+
+        def uniform(level: float) -> dict[str, Any]:
+            if sp.mode == "per_layer":
+                return {f"sparsity.{u}": level for u in self.units}
+            if sp.mode == "per_group":
+                return {f"sparsity.{g}": level for g in self.groups}
+            return {"sparsity.global": level, **{f"scale.{u}": 1.0 for u in self.units}}
+
+        seeds = [self._with_common(uniform(level), round_to=round_to) for level in levels if in_range(level)]
+        for level in scaled_levels if scales and sp.mode != "per_group" else ():
+            if not in_range(level):
+                continue
+            if sp.mode == "per_layer":
+                params = {f"sparsity.{u}": snap_to_grid(min(high, level * scales.get(u, 1.0)), low, sp.step)
+                          for u in self.units}
+            else:
+                params = {"sparsity.global": level, **{f"scale.{u}": scales.get(u, 1.0) for u in self.units}}
+            seeds.append(self._with_common(params, lr_at=0.75, round_to=round_to))
+        for level in shallow_levels if self.blocks else ():
+            if in_range(level):
+                seeds.append(self._with_common(uniform(level), round_to=round_to, drop=True))
+        return seeds
+
+    @property
+    def shallow_blocks(self) -> tuple[str, ...]:
+        """The blocks the shallow seeds drop: every droppable block, except where a container's droppable
+        blocks are its consecutive entries from the first (an encoder's layers, each of which could go):
+        there every other one goes, from the second (DistilBERT's way), so the seeds never drop a whole
+        encoder."""
+        runs: dict[str, list[str]] = {}
+        for block in self.blocks:
+            runs.setdefault(block.rpartition(".")[0], []).append(block)
+        chosen = []
+        for parent, members in runs.items():
+            indices = [b.rpartition(".")[2] for b in members]
+            encoder = len(members) > 1 and indices == [str(i) for i in range(len(members))]
+            chosen += [b for i, b in enumerate(members) if not encoder or i % 2 == 1]
+        return tuple(b for b in self.blocks if b in chosen)
+
+    def _with_common(self, params: dict[str, Any], *, round_to: int | None, lr_at: float = 0.5,
+                     drop: bool = False) -> dict[str, Any]:
+        """The seed's other choices; its learning rate ``lr_at`` of the way up the range; the
+        :attr:`shallow_blocks` dropped (``drop``), or every block kept."""
+        s = self.space
+        params.update({"method": s.methods[0], "round_to": round_to, "regularizer": s.regularizer.kinds[0],
+                       "lr": s.finetune.lr.at(lr_at),
+                       **{f"drop.{b}": drop and b in self.shallow_blocks for b in self.blocks}})
+        if s.regularizer.kinds[0] != "none":
+            params["strength"] = math.sqrt(s.regularizer.strength.low * s.regularizer.strength.high)
+        return params
+
+
+def snap_to_grid(value: float, low: float, step: float | None) -> float:
+    """The grid point ``low + k * step`` nearest ``value`` (``value`` itself without a step)."""
+    return round(low + round((value - low) / step) * step, 6) if step else value

