@@ -29,14 +29,11 @@ per-trial time breakdown. Writes benchmarks/results/real_transformer.json and .m
 from __future__ import annotations
 
 import argparse
-import ast
 import json
 import math
 import os
 import platform
-import random
-import re
-import sysconfig
+import sys
 import time
 from pathlib import Path
 
@@ -51,7 +48,7 @@ from autoprune import Policy, search  # noqa: E402
 from autoprune.attention import attention_blocks  # noqa: E402
 from autoprune.distill import Distillation, Teacher  # noqa: E402
 from autoprune.finetune import first_inputs  # noqa: E402
-from autoprune.measure import HardwareProfile, LatencyReference, measure  # noqa: E402
+from autoprune.measure import HardwareProfile, LatencyReference  # noqa: E402
 from autoprune.modelio import ModelIO  # noqa: E402
 from autoprune.objective import TrialContext, dense_copy, run_trial  # noqa: E402
 from autoprune.sampling import FinetuneSettings  # noqa: E402
@@ -59,41 +56,11 @@ from autoprune.space import load_space  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
+sys.path.insert(0, str(HERE.parent))  # the embedder and the corpus are the example's
+from examples.hf_text import Embedder as MeanPooled, docstring_sentences as sentences  # noqa: E402
 IO = ModelIO(target=None)  # sentences only: the dense model's embeddings are what to match
 FLOOR = 0.90
 TARGETS = (0.95, 0.90)
-
-
-class MeanPooled(nn.Module):
-    """A BERT encoder as a sentence embedder: the attention-masked mean of its last hidden states, normalised
-    (the pooling and normalisation all-MiniLM-L6-v2 was trained with)."""
-
-    def __init__(self, encoder: nn.Module) -> None:
-        super().__init__()
-        self.encoder = encoder
-
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-        mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
-        return F.normalize((hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9), dim=-1)
-
-
-def sentences(seed: int = 0) -> list[str]:
-    """English sentences from the standard library's docstrings, deduplicated and shuffled."""
-    found: set[str] = set()
-    for path in sorted(Path(sysconfig.get_paths()["stdlib"]).glob("*.py")):
-        try:
-            tree = ast.parse(path.read_text(errors="ignore"))
-        except (SyntaxError, ValueError):
-            continue
-        for node in ast.walk(tree):
-            if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
-                for sentence in re.split(r"(?<=[.!?])\s+", " ".join((ast.get_docstring(node) or "").split())):
-                    if 6 <= len(sentence.split()) <= 40 and sentence[:1].isupper() and sentence.endswith("."):
-                        found.add(sentence)
-    ordered = sorted(found)
-    random.Random(seed).shuffle(ordered)
-    return ordered
 
 
 def loaders(tokenizer, texts: list[str], *, batch_size: int = 16, length: int = 64) -> dict[str, DataLoader]:
