@@ -191,8 +191,9 @@ def search(
                               model_loader=candidate_loader(artifacts, prepared.base))
         job = TrialJob(space=prepared.resolved, context=ctx, front=lambda: [c.objectives() for c in result.pareto])
         _run_backend(chosen, book, job, result, n_trials=n_trials, timeout=timeout, on_trial_end=on_trial_end)
-    if result.dense_drift() is not None:
-        warnings.warn(result.dense_drift())
+    drift = result.dense_drift()
+    if drift is not None:
+        warnings.warn(drift)
     best = result.best()
     if best is not None and best.artifact_dir is not None:
         save_pruned(result.load_model(best), Policy.from_dict(best.policy), out / BEST_DIR,

@@ -81,6 +81,11 @@ def attention_blocks(model: nn.Module) -> list[AttentionBlock]:
     return blocks
 
 
+def has_attention(model: nn.Module) -> bool:
+    """Whether ``model`` holds a multi-head attention: a recognised layout or an ``nn.MultiheadAttention``."""
+    return bool(attention_blocks(model)) or any(isinstance(m, nn.MultiheadAttention) for m in model.modules())
+
+
 def check_supported(model: nn.Module, layers: Iterable[str]) -> None:
     """Refuse to prune ``layers`` when one of them projects inside an attention whose head layout autoprune
     cannot tell (its class name says attention; it is not ``nn.MultiheadAttention``; no recognised layout)."""

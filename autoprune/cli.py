@@ -203,7 +203,7 @@ def report(
         from autoprune.loading import open_result
         from autoprune.report import print_front, print_study_counts, write_files
 
-        result, out_dir = open_result(out=out, storage=storage, study_name=study_name)
+        result, out_dir, _ = open_result(out=out, storage=storage, study_name=study_name)
         print_study_counts(result, out_console)
         print_front(result, out_console)
         write_files(result, out_dir)
@@ -230,7 +230,8 @@ def export(
         from autoprune.finetune import first_inputs, resolve_data
         from autoprune.loading import build_data, open_result
 
-        result, _ = open_result(out=out, storage=storage, study_name=study_name, artifacts=artifacts, with_model=True)
+        result, _, _ = open_result(out=out, storage=storage, study_name=study_name, artifacts=artifacts,
+                                   with_model=True)
         chosen = result.best() if trial is None else result.candidates([trial])[0]
         if chosen is None:
             raise AutopruneInputError("no candidate meets the study's budgets; pass --trial")
@@ -261,20 +262,19 @@ def refine_command(
     """Fine-tune Pareto candidates longer and save each as an exported model, with its new accuracy."""
 
     def body() -> None:
-        from autoprune.loading import build_data, build_model, open_result
+        from autoprune.loading import build_data, open_result
         from autoprune.refine import REFINED_DIR, REFINED_JSON, check_lr, check_steps, refine
         from autoprune.report import print_refined
 
         check_steps(steps)
         check_lr(lr)
-        result, out_dir = open_result(out=out, storage=storage, study_name=study_name, artifacts=artifacts,
-                                      with_model=True)
+        result, out_dir, base = open_result(out=out, storage=storage, study_name=study_name, artifacts=artifacts,
+                                            with_model=True)
         data = build_data(result.meta.data or defaults.DEMO)
         target = to or out_dir / REFINED_DIR
         with console.status(f"refining for {steps} steps each ..."):
-            teacher = build_model(result.meta.model or defaults.DEMO, result.meta.weights, out_dir) if distill else None
             refined = refine(result, data, steps=steps, trials=trial or None, lr=lr, out_dir=target,
-                             formats=fmt or None, distill=distill, teacher=teacher)
+                             formats=fmt or None, distill=distill, teacher=base if distill else None)
         print_refined(refined, result, steps, out_console)
         out_console.print(f"refined models in {target}/trial_NNNNN/, summary in {target / REFINED_JSON}")
 

@@ -37,7 +37,7 @@ from typing import Any, Iterable
 import torch
 from torch import fx, nn
 
-from autoprune.attention import attention_blocks
+from autoprune.attention import has_attention
 from autoprune.errors import LayerMatchError
 from autoprune.layers import PRUNABLE_TYPES, run_model
 
@@ -73,10 +73,6 @@ class Skip(nn.Identity):
         return args[0] if args else next(iter(kwargs.values()))
 
 
-def _holds_attention(module: nn.Module) -> bool:
-    return bool(attention_blocks(module)) or any(isinstance(m, nn.MultiheadAttention) for m in module.modules())
-
-
 def removable_blocks(model: nn.Module, example_inputs: Any) -> list[str]:
     """Names of the residual blocks and encoder layers of ``model`` that can be dropped (see the module
     docstring).
@@ -105,7 +101,7 @@ def removable_blocks(model: nn.Module, example_inputs: Any) -> list[str]:
     layers = {f"{name}.{i}" for name, module in modules.items() if isinstance(module, nn.ModuleList)
               for i in range(len(module))}
     found = [name for name, (before, after, alone) in calls.items() if before == after and (
-        (alone and _adds_its_input(modules[name])) or (name in layers and _holds_attention(modules[name])))]
+        (alone and _adds_its_input(modules[name])) or (name in layers and has_attention(modules[name])))]
     innermost = [n for n in found if not any(other.startswith(n + ".") for other in found)]
     order = {name: i for i, name in enumerate(modules)}
     return sorted(innermost, key=order.__getitem__)

@@ -1,4 +1,4 @@
-"""Which layers of a model may be pruned, how layer globs resolve to names, and how inputs reach a model.
+"""Which layers of a model may be pruned, which write its output, and how layer globs resolve to names.
 
 Prunable layers are ``Conv1d``, ``Conv2d`` and ``Linear`` modules (including subclasses such as the
 output projection inside ``nn.MultiheadAttention``). The *output layers* (those that write what the
@@ -53,11 +53,14 @@ def run_model(model: nn.Module, example_inputs: Any) -> Any:
         with torch.no_grad():
             return inputs.run(model)
     except Exception as exc:  # any failure of the user's forward is an input problem here
-        raise ExampleInputsError(
-            f"the model cannot run on the example inputs ({inputs.describe()}): {type(exc).__name__}: {exc}"
-        ) from exc
+        raise _cannot_run(inputs, exc) from exc
     finally:
         model.train(was_training)
+
+
+def _cannot_run(inputs: Inputs, exc: Exception) -> ExampleInputsError:
+    return ExampleInputsError(f"the model cannot run on the example inputs ({inputs.describe()}): "
+                              f"{type(exc).__name__}: {exc}")
 
 
 def prunable_layers(model: nn.Module, *, exclude: Iterable[str] = ()) -> list[str]:
@@ -141,8 +144,7 @@ def output_layers(model: nn.Module, example_inputs: Any) -> list[str]:
         with torch.enable_grad():
             outputs = _tensors(inputs.run(model))
     except Exception as exc:
-        raise ExampleInputsError(f"the model cannot run on the example inputs ({inputs.describe()}): "
-                                 f"{type(exc).__name__}: {exc}") from exc
+        raise _cannot_run(inputs, exc) from exc
     finally:
         for p in frozen:
             p.requires_grad_(False)

@@ -20,7 +20,7 @@ from __future__ import annotations
 import importlib
 import sys
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import torch
 from torch import nn
@@ -187,8 +187,17 @@ def attach_candidates(result: SearchResult, base_model: nn.Module, *, storage: s
     return result
 
 
+class Opened(NamedTuple):
+    """A stored search as :func:`open_result` reads it: the result, the run directory to write into, and the
+    base model when it was rebuilt."""
+
+    result: SearchResult
+    out_dir: Path
+    base_model: nn.Module | None = None
+
+
 def open_result(*, out: Path | None, storage: str | None, study_name: str | None, artifacts: Path | None = None,
-                with_model: bool = False) -> tuple[SearchResult, Path]:
+                with_model: bool = False) -> Opened:
     """The result of a finished (or running) search and the run directory to write into, from its run
     directory (``out``) or its storage; the study name may be left out when the storage holds one study.
     With ``with_model`` the base model is rebuilt as the study recorded it, so candidates load."""
@@ -204,7 +213,8 @@ def open_result(*, out: Path | None, storage: str | None, study_name: str | None
         study_name = names[0]
     out = out or Path("runs") / study_name
     result = load_result(storage=url, study_name=study_name, out_dir=out)
-    if with_model:
-        base = build_model(result.meta.model or DEMO, result.meta.weights, out)
-        attach_candidates(result, base, storage=url, artifacts_dir=artifacts)
-    return result, out
+    if not with_model:
+        return Opened(result, out)
+    base = build_model(result.meta.model or DEMO, result.meta.weights, out)
+    attach_candidates(result, base, storage=url, artifacts_dir=artifacts)
+    return Opened(result, out, base)

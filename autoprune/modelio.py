@@ -85,18 +85,31 @@ class Inputs:
         return self.map(lambda t: t.to(device=device, dtype=dtype if dtype is not None and t.is_floating_point()
                                        else t.dtype))
 
+    def _slots(self) -> list[tuple[int | str, torch.Tensor]]:
+        """Where each tensor sits (a positional index or a keyword), positional ones first."""
+        return [(i, a) for i, a in enumerate(self.args) if isinstance(a, torch.Tensor)] + \
+            [(k, v) for k, v in self.kwargs.items() if isinstance(v, torch.Tensor)]
+
     @property
     def names(self) -> list[str]:
         """A name per tensor: ``input0``, ``input1``... for positional ones, the key for keyword ones (the input
         names of an exported ONNX or TorchScript model, in its argument order)."""
-        return [f"input{i}" for i, a in enumerate(self.args) if isinstance(a, torch.Tensor)] + \
-            [k for k, v in self.kwargs.items() if isinstance(v, torch.Tensor)]
+        return [f"input{slot}" if isinstance(slot, int) else slot for slot, _ in self._slots()]
 
     @property
     def tensors(self) -> list[torch.Tensor]:
         """The tensors, in the order of :attr:`names`."""
-        return [a for a in self.args if isinstance(a, torch.Tensor)] + \
-            [v for v in self.kwargs.values() if isinstance(v, torch.Tensor)]
+        return [tensor for _, tensor in self._slots()]
+
+    def with_tensors(self, tensors: list[torch.Tensor] | tuple[torch.Tensor, ...]) -> Inputs:
+        """These inputs with their tensors replaced, in the order of :attr:`names` (other values kept)."""
+        args, kwargs = list(self.args), dict(self.kwargs)
+        for (slot, _), tensor in zip(self._slots(), tensors):
+            if isinstance(slot, int):
+                args[slot] = tensor
+            else:
+                kwargs[slot] = tensor
+        return Inputs(tuple(args), kwargs)
 
     @property
     def batch_size(self) -> int | None:
@@ -205,15 +218,7 @@ class Selected(nn.Module):
         super().__init__()
         self.model = model
         self.io = io or ModelIO()
-        self._layout = [("arg", i) for i, a in enumerate(inputs.args) if isinstance(a, torch.Tensor)] + \
-            [("kwarg", k) for k, v in inputs.kwargs.items() if isinstance(v, torch.Tensor)]
-        self._constants = inputs
+        self._inputs = inputs  # the layout, and any non-tensor argument, kept as given
 
     def forward(self, *tensors: torch.Tensor) -> torch.Tensor:
-        args, kwargs = list(self._constants.args), dict(self._constants.kwargs)
-        for (kind, where), tensor in zip(self._layout, tensors):
-            if kind == "arg":
-                args[where] = tensor
-            else:
-                kwargs[where] = tensor
-        return self.io.select(self.model(*args, **kwargs))
+        return self.io.run(self.model, self._inputs.with_tensors(tensors))

@@ -98,12 +98,12 @@ def chosen_candidates(result: SearchResult, trials: Sequence[int] | None) -> lis
 
 def refine_model(model: nn.Module, policy: Policy, train_loader: Any, *, steps: int, lr: float, loss: Any = None,
                  accelerator: str = "cpu", seed: int = 0, io: ModelIO | None = None,
-                 distill: Distillation | None = None, teacher: nn.Module | None = None) -> L.LightningModule:
+                 distill: Distillation | None = None, teacher: Teacher | None = None) -> L.LightningModule:
     """Fine-tune the pruned ``model`` (pruned by ``policy``) in place for ``steps`` more steps at ``lr``, the
-    sparse regulariser off and unstructured zeros kept; returns the LightningModule that trained it (the
-    model itself, or its wrapper), for evaluation. The benchmark refines its hand-made baselines with it."""
-    teacher_outputs = Teacher(teacher, io or ModelIO(), distill.cache_batches) if distill and teacher else None
-    module = as_lightning(model, loss=loss, lr=lr, io=io, distill=distill, teacher=teacher_outputs)
+    sparse regulariser off and unstructured zeros kept, distilled from ``teacher`` with ``distill``; returns
+    the LightningModule that trained it (the model itself, or its wrapper), for evaluation. The benchmark
+    refines its hand-made baselines with it."""
+    module = as_lightning(model, loss=loss, lr=lr, io=io, distill=distill, teacher=teacher)
     torch.manual_seed(seed)
     finetune(module, train_loader, policy=dataclasses.replace(policy, regularizer=Regularizer()),
              max_steps=steps, accelerator=accelerator, prefix="" if module is model else "net.")
@@ -156,6 +156,8 @@ def refine(result: SearchResult, data: Any, *, steps: int, trials: Sequence[int]
     distillation = as_distillation(distill)
     if distillation is not None and teacher is None:
         raise AutopruneInputError("distill= needs the dense model to learn from: pass teacher=the base model")
+    # one teacher for every candidate: batches that repeat (an unshuffled loader) run through it once
+    outputs = Teacher(teacher, io or ModelIO(), distillation.cache_batches) if distillation is not None else None
     if result.model_loader is None:
         raise AutopruneInputError("this result was read without its base model, so its candidates cannot be "
                                   "loaded: use the result of search(), or load_result(..., base_model=model)")
@@ -176,7 +178,7 @@ def refine(result: SearchResult, data: Any, *, steps: int, trials: Sequence[int]
         policy = result.policy(candidate)
         model = result.load_model(candidate)
         module = refine_model(model, policy, train_loader, steps=steps, lr=rates[candidate.number], loss=loss,
-                              accelerator=accelerator, seed=seed, io=io, distill=distillation, teacher=teacher)
+                              accelerator=accelerator, seed=seed, io=io, distill=distillation, teacher=outputs)
         value = evaluate(module, val_loader, metric, accelerator=accelerator, io=io)
         target = directory / f"trial_{candidate.number:05d}"
         save_pruned(model.cpu(), policy, target, example_inputs=example_inputs, formats=formats, io=io)

@@ -155,8 +155,9 @@ def print_front(result: SearchResult, console: Console) -> None:
                           f"{fmt(r.latency_ms)} ms, {fmt(r.size_mb)} MB")
     for t in [t for t in result.trials if t.state == "failed"][:5]:
         console.print(f"  trial {t.number} failed: {t.failure_reason}")
-    if result.dense_drift() is not None:
-        console.print(f"[bold yellow]warning:[/] {result.dense_drift()}")
+    drift = result.dense_drift()
+    if drift is not None:
+        console.print(f"[bold yellow]warning:[/] {drift}")
 
 
 def print_time_breakdown(result: SearchResult, console: Console) -> None:

@@ -124,26 +124,13 @@ class MobileNetCNN(nn.Module):
         return self.head(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
 
 
-class ResNet18(nn.Module):
+class ResNet18(ResNetCNN):
     """ResNet-18's layout for 32x32 images (CIFAR-style: a 3x3 stem, no max-pool): four stages of two basic
     blocks, ``width``, 2, 4 and 8 times ``width`` channels wide (64: the real network, 11.2M parameters)."""
 
     def __init__(self, *, in_channels: int = 3, width: int = 64, num_classes: int = 10) -> None:
-        super().__init__()
-        self.stem = nn.Conv2d(in_channels, width, 3, padding=1, bias=False)
-        self.bn = nn.BatchNorm2d(width)
-        layers: list[nn.Module] = []
-        channels = width
-        for stage in range(4):
-            out = width * 2 ** stage
-            layers += [BasicBlock(channels, out, stride=2 if stage else 1), BasicBlock(out, out)]
-            channels = out
-        self.layers = nn.Sequential(*layers)
-        self.head = nn.Linear(channels, num_classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.layers(F.relu(self.bn(self.stem(x))))
-        return self.head(torch.flatten(F.adaptive_avg_pool2d(x, 1), 1))
+        super().__init__(in_channels=in_channels, widths=tuple(width * 2 ** stage for stage in range(4)), blocks=2,
+                         num_classes=num_classes)
 
 
 def _divisible(channels: float, by: int = 8) -> int:

@@ -142,3 +142,21 @@ def test_a_front_of_the_dense_model_alone_has_nothing_to_refine(result, trained)
     dense_only = SearchResult(trials=result.trials[:1], out_dir=result.out_dir, model_loader=result.model_loader)
     with pytest.raises(AutopruneInputError, match="no pruned candidate"):
         refine(dense_only, trained[1], steps=2)
+
+
+def test_refining_by_distillation_runs_the_teacher_once_per_batch_for_every_candidate(result, trained):
+    """distill= refines against the dense model; the candidates share one teacher, so batches that repeat
+    (an unshuffled loader) are not run through it again."""
+    base, data = trained
+    unshuffled = (torch.utils.data.DataLoader(data.splits["train"], batch_size=64), data.val_dataloader())
+    calls = []
+    hook = base.register_forward_hook(lambda *args: calls.append(1))
+    try:
+        refined = refine(result, unshuffled, steps=3, trials=[1, 2], distill=True, teacher=base,
+                         formats=("torchscript",))
+    finally:
+        hook.remove()
+    assert [r.number for r in refined] == [1, 2] and all(0 <= r.metric <= 1 for r in refined)
+    assert len(calls) == 3, "three batches, each through the teacher once for both candidates"
+    with pytest.raises(AutopruneInputError, match="pass teacher"):
+        refine(result, data, steps=2, trials=[1], distill=True)

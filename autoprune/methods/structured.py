@@ -37,7 +37,7 @@ import torch
 import torch_pruning as tp
 from torch import nn
 
-from autoprune.attention import AttentionBlock, attention_blocks, refresh_heads
+from autoprune.attention import AttentionBlock, attention_blocks, has_attention, refresh_heads
 from autoprune.layers import PRUNABLE_TYPES
 from autoprune.methods.base import StructuredMethod
 from autoprune.modelio import Inputs, ModelIO
@@ -254,7 +254,7 @@ def hidden_layers(model: nn.Module, example_inputs: Any, *, protected: Iterable[
         >>> hidden_layers(net, example_input(net), protected=["classifier"])[:2]
         ['layers.0.attention.output', 'layers.0.output']
     """
-    if not attention_blocks(model) and not any(isinstance(m, nn.MultiheadAttention) for m in model.modules()):
+    if not has_attention(model):
         return []
     found: list[str] = []
     for group, members in _removable_groups(model, example_inputs, protected)[1]:
