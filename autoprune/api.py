@@ -38,7 +38,7 @@ from autoprune.objective import TrialContext, TrialJob
 from autoprune.policy import Policy
 from autoprune.prepare import latency_budget, prepare_model, prepare_study
 from autoprune.report import write_files
-from autoprune.result import SearchResult, TrialRecord
+from autoprune.result import SearchResult, TrialRecord, pareto_front
 from autoprune.space import SearchSpace, load_space
 from autoprune.study import StudyMeta, metric_name
 
@@ -92,7 +92,7 @@ def search(
     accelerator: str = "cpu", backend: str | Backend = defaults.BACKEND, ray: RayOptions | None = None,
     resume: bool = False, seed_policies: bool = True, heartbeat_interval: int = defaults.HEARTBEAT_INTERVAL,
     on_trial_end: OnTrialEnd | None = None, study_attrs: Mapping[str, Any] | None = None, io: ModelIO | None = None,
-    distill: Distillation | bool | None = None, precision: str = "32-true",
+    distill: Distillation | bool | None = None, precision: str = "32-true", fidelity: bool | None = None,
 ) -> SearchResult:
     """Search pruning policies for ``model``; return the Pareto front of metric vs latency and size.
 
@@ -143,6 +143,10 @@ def search(
             see (:class:`~autoprune.modelio.ModelIO`; the defaults fit tuple and Hugging Face dict batches).
         distill: fine-tune every trial against the dense model's outputs too
             (:class:`~autoprune.distill.Distillation`, or ``True`` for its defaults); plain modules only.
+        fidelity: multi-fidelity search (:mod:`autoprune.fidelity`): new policies are screened without
+            fine-tuning and only each rung's non-dominated candidates go on to longer fine-tunes. ``None``
+            does what the space's ``fidelity`` section says; ``False`` fine-tunes every trial fully;
+            ``True`` uses the space's rungs, or screening, a third of the steps and all of them.
 
     Returns:
         A :class:`~autoprune.result.SearchResult` of the whole study; its files are written to ``out_dir``.
@@ -155,7 +159,9 @@ def search(
                     timeout=timeout, study_name=study_name, heartbeat_interval=heartbeat_interval, sampler=sampler,
                     backend=backend)
     chosen = get_backend(backend, options=ray)
-    the_space, profile = load_space(space), profile or HardwareProfile()
+    if fidelity is not None and not isinstance(fidelity, bool):
+        raise AutopruneInputError(f"fidelity must be True, False or None, got {fidelity!r}")
+    the_space, profile = load_space(space).with_fidelity(fidelity), profile or HardwareProfile()
     profile.check_available()
     with chosen.connected(), quiet():  # connect fails fast (exit 2 in the CLI) when the engine does not answer
         name = study_name or defaults.STUDY_NAME
@@ -189,7 +195,8 @@ def search(
         result = SearchResult(trials=book.records(), metric_name=meta.metric, budget_ms=budget_ms, budget_mb=budget_mb,
                               out_dir=out, study_name=name, session_trials=set(), meta=book.meta,
                               model_loader=candidate_loader(artifacts, prepared.base))
-        job = TrialJob(space=prepared.resolved, context=ctx, front=lambda: [c.objectives() for c in result.pareto])
+        job = TrialJob(space=prepared.resolved, context=ctx, latencies=book.latencies,
+                       front=lambda rung: [c.objectives() for c in pareto_front(result.trials, rung=rung)])
         _run_backend(chosen, book, job, result, n_trials=n_trials, timeout=timeout, on_trial_end=on_trial_end)
     drift = result.dense_drift()
     if drift is not None:

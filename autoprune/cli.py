@@ -41,14 +41,20 @@ _ARTIFACTS = typer.Option(None, help="the candidates directory, if not where the
 _FORMATS = typer.Option(None, "--format", help="torchscript and/or onnx (default: both when onnx is installed).")
 
 
+FIDELITY = {"on": True, "off": False, "space": None}
+
+
 def _progress_callback(progress: Progress, task: Any, metric_name: str) -> Callable:
     def update(record: Any, result: Any) -> None:
         best = result.best()
         best_text = f"{best.metric:.4f}" if best else "none yet"
         done = sum(1 for t in result.trials if t.state in ("complete", "failed")
                    and t.failure_reason != "interrupted")  # every worker's trials
+        rungs = [sum(1 for t in result.trials if t.complete and t.rung == r)
+                 for r in range(1 + max((t.rung for t in result.trials), default=0))]
+        rung_text = f"rungs {'/'.join(map(str, rungs))} " if len(rungs) > 1 else ""
         progress.update(task, completed=done, front=len(result.pareto),
-                        best=f"best {metric_name} in budget: {best_text}")
+                        best=f"{rung_text}best {metric_name} in budget: {best_text}")
     return update
 
 
@@ -125,6 +131,9 @@ def search(
     distill_weight: float = typer.Option(0.5, help="the distillation term's share of the fine-tuning loss."),
     precision: str = typer.Option("32-true", help="the fine-tune's precision: 32-true, or bf16-mixed / 16-mixed "
                                                   "on a GPU (--device cuda)."),
+    fidelity: str = typer.Option("space", help="multi-fidelity search: on (screen new policies without fine-tuning, "
+                                               "fine-tune longer only each rung's best), off (fine-tune every "
+                                               "trial fully), or space (as the space's fidelity section says)."),
     progress: bool = typer.Option(True, help="show a progress bar."),
     debug: bool = _DEBUG,
 ) -> None:
@@ -157,6 +166,8 @@ def search(
         ray_options = RayOptions(address=address, max_concurrent=max_concurrent, cpus_per_trial=cpus_per_trial,
                                  gpus_per_trial=gpus_per_trial) if backend == "ray" else None
         distillation = Distillation(weight=distill_weight) if distill else None
+        if fidelity not in FIDELITY:
+            raise AutopruneInputError(f"--fidelity must be one of {sorted(FIDELITY)}, got {fidelity!r}")
         the_space = load_space(space)
         profile = HardwareProfile(device=device, threads=threads, batch_size=batch_size, interleave=interleave,
                                   runtime=runtime)
@@ -181,7 +192,7 @@ def search(
                                 accelerator="gpu" if device.startswith("cuda") else "cpu", backend=backend,
                                 ray=ray_options, resume=resume, heartbeat_interval=heartbeat_interval,
                                 on_trial_end=_progress_callback(bar, task, "accuracy"), study_attrs=attrs,
-                                distill=distillation, precision=precision)
+                                distill=distillation, precision=precision, fidelity=FIDELITY[fidelity])
         print_front(result, out_console)
         print_time_breakdown(result, out_console)
         out_console.print(f"results in {run_dir}/ (pareto.json, trials.csv, pareto.png"

@@ -50,12 +50,14 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
+import json
 import math
 import statistics
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, Mapping
 
 import torch
 from torch import nn
@@ -122,6 +124,10 @@ class HardwareProfile:
         get_runtime(self.runtime).check(self)
         if not (self.min_sample_ms >= 0):
             raise ProfileError(f"profile min_sample_ms must be >= 0, got {self.min_sample_ms!r}")
+
+    def fingerprint(self) -> str:
+        """The profile's settings as one canonical string (two profiles time alike only when theirs are equal)."""
+        return json.dumps(asdict(self), sort_keys=True)
 
     def check_available(self) -> None:
         if self.device.startswith("cuda") and not torch.cuda.is_available():
@@ -290,11 +296,26 @@ def _steadiest(timing: Callable[[], list[float]], profile: HardwareProfile) -> t
     return best
 
 
+#: the fields of :class:`Metrics` a timing gives (what the latency cache keeps)
+TIMING_FIELDS = ("latency_ms", "latency_p90_ms", "latency_cv", "latency_reference_ms")
+
+
+def shape_key(model: nn.Module, profile: HardwareProfile, reference: LatencyReference | None = None) -> str:
+    """A short hash of what a timing depends on: every module's type and every tensor's name, shape and dtype
+    in ``model``, the profile, and the reference's latency. Pruned models with equal keys run the same
+    operators on the same shapes, so one's timing stands for the other's (the latency cache of a search)."""
+    parts = [profile.fingerprint(), repr(None if reference is None else reference.latency_ms)]
+    parts += [f"{name}:{type(module).__name__}" for name, module in model.named_modules()]
+    parts += [f"{name}:{tuple(t.shape)}:{t.dtype}" for name, t in model.state_dict().items()]
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:20]
+
+
 def measure(model: nn.Module, example_inputs: Any, profile: HardwareProfile | None = None, *,
-            reference: LatencyReference | None = None) -> Metrics:
+            reference: LatencyReference | None = None, latency: Mapping[str, Any] | None = None) -> Metrics:
     """Measure parameters, MACs (one sample; counted by Torch-Pruning, a bias add is one MAC), checkpoint
     sizes and latency of ``model``; with a ``reference``, the latency is timed against it (see the
-    module docstring).
+    module docstring). ``latency`` (the :data:`TIMING_FIELDS` of an earlier timing of a model with the same
+    :func:`shape_key`) is taken instead of timing again.
 
     The model is copied before it is moved or cast: the caller's model is untouched.
     """
@@ -308,6 +329,10 @@ def measure(model: nn.Module, example_inputs: Any, profile: HardwareProfile | No
     nonzero = sum(int(torch.count_nonzero(p)) for p in model.parameters())
     macs, _ = count_macs_and_params(model, Inputs.of(example_inputs).repeat_first(1))
     dense_bytes, sparse_bytes = state_dict_bytes(model, DTYPES[profile.dtype])
+    if latency is not None:
+        return Metrics(params=params, nonzero_params=nonzero, macs=macs, size_mb=dense_bytes / 1e6,
+                       size_mb_sparse=sparse_bytes / 1e6, profile=asdict(profile),
+                       **{k: latency.get(k) for k in TIMING_FIELDS})
 
     forward = _timed_forward(model, example_inputs, profile)
     with _threads(profile.threads):

@@ -8,9 +8,7 @@ metric is evaluated on the pruned, un-tuned model, which is cheap and tells the 
 
 Example:
     >>> from autoprune.policy import Policy
-    >>> from autoprune.sampling import FinetuneSettings, ResolvedSpace, Suggester
-
-Point = tuple[float, float, float]  # (metric, latency_ms, size_mb) of a trial
+    >>> from autoprune.sampling import FinetuneSettings
     >>> proposal = Proposal(number=3, policy=Policy(), settings=FinetuneSettings(60, 1e-3, 4))
     >>> Proposal.from_dict(proposal.to_dict()) == proposal
     True
@@ -22,18 +20,19 @@ import copy
 import itertools
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 from torch import nn
 from torch.utils.data import DataLoader
 
-from autoprune.errors import NonFiniteMetricError
-from autoprune.export import save_pruned
+from autoprune.errors import NonFiniteMetricError, TrialError
+from autoprune.export import load_pruned, save_pruned
+from autoprune.fidelity import Fidelity
 from autoprune.distill import Distillation, Teacher
-from autoprune.finetune import Metric, Recipe, as_lightning, evaluate, finetune, quiet
-from autoprune.measure import HardwareProfile, LatencyReference, Metrics, measure
+from autoprune.finetune import Metric, Recipe, adapt_batchnorm, as_lightning, evaluate, finetune, quiet
+from autoprune.measure import HardwareProfile, LatencyReference, Metrics, measure, shape_key
 from autoprune.modelio import Inputs, ModelIO
 from autoprune.policy import Policy
 from autoprune.prune import prune
@@ -88,6 +87,9 @@ class TrialOutcome:
     constraints: list[float]
     model: nn.Module
     timings: dict[str, float] = field(default_factory=dict)
+    #: the pruned model's shape signature (the latency cache's key), and whether its timing came from the cache
+    shape: str | None = None
+    cached: bool = False
 
     @property
     def values(self) -> list[float]:
@@ -95,31 +97,48 @@ class TrialOutcome:
         return [self.metric, self.metrics.latency_ms, self.metrics.size_mb]
 
 
-def run_trial(ctx: TrialContext, policy: Policy, settings: FinetuneSettings) -> TrialOutcome:
-    """Run one trial; exceptions (including :class:`~autoprune.errors.TrialError`) propagate."""
-    timings: dict[str, float] = {}
-    start = time.perf_counter()
-    calibration = itertools.islice(iter(ctx.train_loader), settings.calibration_batches)
-    pruned = prune(ctx.base_model, policy, ctx.example_inputs, calibration_data=calibration, loss_fn=ctx.loss,
-                   calibration_batches=settings.calibration_batches, seed=ctx.seed, io=ctx.io)
-    timings["prune"] = time.perf_counter() - start
+def run_trial(ctx: TrialContext, policy: Policy, settings: FinetuneSettings, *, start: nn.Module | None = None,
+              latency: Mapping[str, Any] | None = None, screen_batches: int = 0) -> TrialOutcome:
+    """Run one trial; exceptions (including :class:`~autoprune.errors.TrialError`) propagate.
 
-    start = time.perf_counter()
-    metrics = measure(pruned, ctx.example_inputs, ctx.profile, reference=ctx.reference)
-    timings["measure"] = time.perf_counter() - start
+    Args:
+        start: the pruned model to continue from (a promoted candidate's saved weights); by default
+            ``policy`` prunes a copy of the base model.
+        latency: a timing of the same shape under the same profile (the study's latency cache), reused
+            instead of timing again; see :func:`~autoprune.measure.shape_key`.
+        screen_batches: with no fine-tune steps, recompute BatchNorm statistics on this many training
+            batches first (a screening rung); 0 leaves them as pruning left them.
+    """
+    timings: dict[str, float] = {}
+    started = time.perf_counter()
+    if start is None:
+        calibration = itertools.islice(iter(ctx.train_loader), settings.calibration_batches)
+        pruned = prune(ctx.base_model, policy, ctx.example_inputs, calibration_data=calibration, loss_fn=ctx.loss,
+                       calibration_batches=settings.calibration_batches, seed=ctx.seed, io=ctx.io)
+    else:
+        pruned = start
+    timings["prune"] = time.perf_counter() - started
+
+    started = time.perf_counter()
+    metrics = measure(pruned, ctx.example_inputs, ctx.profile, reference=ctx.reference, latency=latency)
+    timings["measure"] = time.perf_counter() - started
     constraints = ctx.constraints(metrics)
     feasible = all(c <= 0 for c in constraints)
 
     module = as_lightning(pruned, loss=ctx.loss, recipe=Recipe.of(settings), io=ctx.io, distill=ctx.distill,
                           teacher=ctx.teacher)
-    if feasible:
-        start = time.perf_counter()
+    if feasible and settings.max_steps > 0:
+        started = time.perf_counter()
         finetune(module, ctx.train_loader, policy=policy, max_steps=settings.max_steps,
                  accelerator=ctx.accelerator, prefix="" if module is pruned else "net.", precision=ctx.precision)
-        timings["finetune"] = time.perf_counter() - start
-    start = time.perf_counter()
+        timings["finetune"] = time.perf_counter() - started
+    elif feasible and screen_batches > 0:
+        started = time.perf_counter()
+        adapt_batchnorm(pruned, ctx.train_loader, batches=screen_batches, io=ctx.io)
+        timings["finetune"] = time.perf_counter() - started
+    started = time.perf_counter()
     value = evaluate(module, ctx.val_loader, ctx.metric, accelerator=ctx.accelerator, io=ctx.io)
-    timings["evaluate"] = time.perf_counter() - start
+    timings["evaluate"] = time.perf_counter() - started
     if not math.isfinite(value):
         raise NonFiniteMetricError(f"the metric evaluated to {value}")
     return TrialOutcome(metric=value, metrics=metrics, feasible=feasible, constraints=constraints,
@@ -135,27 +154,42 @@ class TrialReport:
     user_attrs: dict[str, Any]  # feasible, metrics, timings and, for a saved candidate, artifact_dir
 
 
-def execute_trial(ctx: TrialContext, policy: Policy, settings: FinetuneSettings, *, number: int,
-                  front: list[Point]) -> TrialReport:
-    """Run one trial and, when it is feasible and no point of ``front`` dominates it, save its weights.
+def execute_trial(ctx: TrialContext, proposal: Proposal, *, front: list[Point],
+                  latencies: Mapping[str, Mapping[str, Any]] | None = None) -> TrialReport:
+    """Run ``proposal`` and, when it is feasible and no point of ``front`` dominates it, save its weights.
 
-    ``front`` holds the (metric, latency_ms, size_mb) of the current Pareto front; candidates are saved
-    under ``ctx.artifacts_dir/trial_NNNNN`` (policy.json, weights.pt, model.ts), so any worker can
-    export them later.
+    ``front`` holds the (metric, latency_ms, size_mb) of the current Pareto front of the proposal's rung;
+    candidates are saved under ``ctx.artifacts_dir/trial_NNNNN`` (policy.json, weights.pt, and model.ts at
+    the last rung), so any worker can export or promote them later. ``latencies`` is the study's latency
+    cache (:func:`~autoprune.measure.shape_key` -> timing fields): a pruned shape timed before is not timed
+    again. A promoted proposal continues from its parent's saved weights and is not pruned again.
     """
     started = time.perf_counter()
+    policy = proposal.policy
     with quiet():
-        outcome = run_trial(ctx, policy, settings)
+        start = None
+        if proposal.parent_dir is not None:
+            if ctx.artifacts_dir is None:
+                raise TrialError("a promoted trial needs the study's artifacts directory (its parent's weights)")
+            start = load_pruned(Path(ctx.artifacts_dir) / proposal.parent_dir, ctx.base_model)
+        pruned_shape = None if start is None else shape_key(start, ctx.profile, ctx.reference)
+        outcome = _run(ctx, proposal, start, latencies or {}, pruned_shape)
     attrs: dict[str, Any] = {
         "feasible": outcome.feasible,
         "metrics": {k: v for k, v in outcome.metrics.to_dict().items() if k != "profile"},
+        "shape_key": outcome.shape,
+        "latency_cached": outcome.cached,
+        "rung": proposal.rung,
+        "finetune_steps": proposal.finetune_steps,
     }
+    if proposal.parent is not None:
+        attrs["parent"] = proposal.parent
     point = tuple(outcome.values)
     if outcome.feasible and ctx.artifacts_dir is not None and not any(dominates_point(p, point) for p in front):
         export_started = time.perf_counter()
-        name = f"trial_{number:05d}"
+        name = f"trial_{proposal.number:05d}"
         save_pruned(outcome.model, policy, Path(ctx.artifacts_dir) / name, example_inputs=ctx.example_inputs,
-                    base_model=ctx.base_model, formats=("torchscript",), io=ctx.io)
+                    base_model=ctx.base_model, formats=("torchscript",) if proposal.last_rung else (), io=ctx.io)
         attrs["artifact_dir"] = name
         outcome.timings["export"] = time.perf_counter() - export_started
     outcome.timings["trial"] = time.perf_counter() - started
@@ -163,46 +197,98 @@ def execute_trial(ctx: TrialContext, policy: Policy, settings: FinetuneSettings,
     return TrialReport(values=outcome.values, constraints=outcome.constraints, user_attrs=attrs)
 
 
+def _run(ctx: TrialContext, proposal: Proposal, start: nn.Module | None,
+         latencies: Mapping[str, Mapping[str, Any]], shape: str | None) -> TrialOutcome:
+    """The trial, with the latency cache looked up once the pruned shape is known."""
+    if start is None:  # the shape is known only once pruned: prune, then look the timing up
+        calibration = itertools.islice(iter(ctx.train_loader), proposal.settings.calibration_batches)
+        started = time.perf_counter()
+        start = prune(ctx.base_model, proposal.policy, ctx.example_inputs, calibration_data=calibration,
+                      loss_fn=ctx.loss, calibration_batches=proposal.settings.calibration_batches, seed=ctx.seed,
+                      io=ctx.io)
+        pruned_in = time.perf_counter() - started
+        shape = shape_key(start, ctx.profile, ctx.reference)
+    else:
+        pruned_in = 0.0
+    cached = latencies.get(shape)
+    outcome = run_trial(ctx, proposal.policy, proposal.settings, start=start, latency=cached,
+                        screen_batches=proposal.screen_batches)
+    outcome.timings["prune"] += pruned_in
+    outcome.shape, outcome.cached = shape, cached is not None
+    return outcome
+
+
 @dataclass(frozen=True)
 class Proposal:
-    """What one trial runs: its number in the study, the policy sampled for it, and its fine-tuning."""
+    """What one trial runs: its number in the study, the policy sampled for it, and its fine-tuning.
+
+    In a multi-fidelity search (:mod:`autoprune.fidelity`) a trial also has a ``rung``; a promoted one
+    continues from its ``parent``'s weights (saved in ``parent_dir`` under the artifacts directory) for
+    ``settings.max_steps`` more steps, ``finetune_steps`` in all. ``screen_batches`` > 0 recomputes
+    BatchNorm statistics when the trial does not fine-tune (screening).
+    """
 
     number: int
     policy: Policy
     settings: FinetuneSettings
+    rung: int = 0
+    parent: int | None = None
+    parent_dir: str | None = None
+    finetune_steps: int | None = None
+    screen_batches: int = 0
+    last_rung: bool = True
 
     def to_dict(self) -> dict[str, Any]:
         """Plain data (JSON-ready), for a backend that sends the trial to another process."""
-        return {"number": self.number, "policy": self.policy.to_dict(), "settings": asdict(self.settings)}
+        data = {f.name: getattr(self, f.name) for f in fields(self)}
+        data.update(policy=self.policy.to_dict(), settings=asdict(self.settings))
+        return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Proposal:
-        return cls(number=int(data["number"]), policy=Policy.from_dict(data["policy"]),
-                   settings=FinetuneSettings(**data["settings"]))
+        data = dict(data)
+        return cls(number=int(data.pop("number")), policy=Policy.from_dict(data.pop("policy")),
+                   settings=FinetuneSettings(**data.pop("settings")), **data)
 
 
 @dataclass(frozen=True)
 class TrialJob:
-    """What every trial of one search runs: a policy sampled from ``space``, run in ``context``; ``front``
-    gives the current Pareto front's points (a feasible trial that no point dominates saves its weights).
+    """What every trial of one search runs: a policy sampled from ``space``, run in ``context``.
 
-    A backend calls :meth:`propose` with the trial its study handed out, then :meth:`run` (or, in another
-    process, :func:`execute_trial` with ``context`` and the front it was sent).
+    ``front(rung)`` gives the current Pareto front's points at a fidelity rung (a feasible trial that no
+    point dominates saves its weights); ``latencies()`` the study's latency cache. A backend calls
+    :meth:`propose` with the trial its study handed out, then :meth:`run` (or, in another process,
+    :func:`execute_trial` with ``context`` and the front and cache it was sent).
     """
 
     space: ResolvedSpace
     context: TrialContext
-    front: Callable[[], list[Point]] = list
+    front: Callable[[int], list[Point]] = lambda rung: []
+    latencies: Callable[[], Mapping[str, Mapping[str, Any]]] = dict
 
-    def propose(self, trial: Suggester) -> Proposal:
-        """Sample the policy and fine-tuning of ``trial`` (an Optuna trial, or anything that suggests like one)."""
+    @property
+    def fidelity(self) -> Fidelity | None:
+        """The space's rungs, or None when every trial fine-tunes fully."""
+        return self.space.space.rungs
+
+    def propose(self, trial: Suggester, *, rung: int = 0, parent: int | None = None,
+                parent_dir: str | None = None) -> Proposal:
+        """Sample the policy and fine-tuning of ``trial`` (an Optuna trial, or anything that suggests like one)
+        at fidelity ``rung`` (a promoted trial's parameters are its parent's, fixed in the study)."""
         policy, settings = self.space.sample(trial)
-        return Proposal(number=trial.number, policy=policy, settings=settings)
+        fidelity = self.fidelity
+        if fidelity is None:
+            return Proposal(number=trial.number, policy=policy, settings=settings, finetune_steps=settings.max_steps)
+        if not 0 <= rung <= fidelity.top:
+            raise TrialError(f"trial {trial.number} is at rung {rung}, the space has rungs 0..{fidelity.top}")
+        return Proposal(number=trial.number, policy=policy, rung=rung, parent=parent, parent_dir=parent_dir,
+                        settings=replace(settings, max_steps=fidelity.more_steps(rung)),
+                        finetune_steps=fidelity.steps[rung], last_rung=rung == fidelity.top,
+                        screen_batches=fidelity.screen_batches if fidelity.more_steps(rung) == 0 else 0)
 
     def run(self, proposal: Proposal) -> TrialReport:
-        """Run ``proposal`` in this process against the current front."""
-        return execute_trial(self.context, proposal.policy, proposal.settings, number=proposal.number,
-                             front=self.front())
+        """Run ``proposal`` in this process against the current front of its rung."""
+        return execute_trial(self.context, proposal, front=self.front(proposal.rung), latencies=self.latencies())
 
 
 def dense_copy(model: nn.Module) -> nn.Module:

@@ -25,7 +25,7 @@ from typing import Any, Iterator
 from rich.console import Console
 from rich.table import Table
 
-from autoprune.result import SearchResult
+from autoprune.result import SearchResult, top_rung
 
 PARETO_JSON, TRIALS_CSV, PARETO_PNG = "pareto.json", "trials.csv", "pareto.png"
 
@@ -64,7 +64,7 @@ def front_json(result: SearchResult) -> dict[str, Any]:
     return {"study_name": result.study_name, "metric": result.metric_name,
             "budget_ms": result.budget_ms, "budget_mb": result.budget_mb, "budget_ratio": result.meta.budget_ratio,
             "reference_latency_ms": result.reference_latency_ms, "profile": result.meta.profile,
-            "dense_metric": result.meta.dense_metric,
+            "dense_metric": result.meta.dense_metric, "rung": top_rung(result.trials),
             "best": best.number if best else None, "pareto": [c.to_dict() for c in result.pareto]}
 
 
@@ -135,7 +135,9 @@ def print_front(result: SearchResult, console: Console) -> None:
     """The front as a table, the best candidate within the budgets (or the closest trials), failures."""
     front = result.pareto
     best = result.best()
-    table = Table(title=f"Pareto front ({len(front)} of {len(result.trials)} trials)")
+    rung = top_rung(result.trials)
+    tuned = f", fidelity rung {rung}: {front[0].finetune_steps} fine-tune steps" if rung and front else ""
+    table = Table(title=f"Pareto front ({len(front)} of {len(result.trials)} trials{tuned})")
     for column in ("trial", result.metric_name, "latency ms", "size MB", "sparse MB", "params", "MMACs", "method"):
         table.add_column(column, justify="right")
     for c in front:

@@ -43,6 +43,12 @@ class TrialRecord:
     artifact_dir: str | None = None
     #: the fine-tuning learning rate the trial sampled (None in studies made before it was recorded)
     lr: float | None = None
+    #: multi-fidelity: the trial's rung (0 without), the trial it continues, and its fine-tune steps in all
+    rung: int = 0
+    parent: int | None = None
+    finetune_steps: int | None = None
+    #: whether its latency is the timing of an earlier trial with the same pruned shape (the latency cache)
+    latency_cached: bool = False
 
     @property
     def complete(self) -> bool:
@@ -70,9 +76,16 @@ def dominates(a: TrialRecord, b: TrialRecord) -> bool:
     return dominates_point(a.objectives(), b.objectives())
 
 
-def pareto_front(records: list[TrialRecord]) -> list[TrialRecord]:
-    """Non-dominated feasible complete records, sorted by latency."""
-    pool = [r for r in records if r.complete and r.feasible]
+def top_rung(records: list[TrialRecord]) -> int:
+    """The highest fidelity rung with a feasible complete trial (0 when there is none)."""
+    return max((r.rung for r in records if r.complete and r.feasible), default=0)
+
+
+def pareto_front(records: list[TrialRecord], *, rung: int | None = None) -> list[TrialRecord]:
+    """Non-dominated feasible complete records of one fidelity rung (by default the highest reached, so every
+    candidate had the same fine-tune), sorted by latency."""
+    rung = top_rung(records) if rung is None else rung
+    pool = [r for r in records if r.complete and r.feasible and r.rung == rung]
     front = [r for r in pool if not any(dominates(o, r) for o in pool if o is not r)]
     return sorted(front, key=lambda r: (r.latency_ms, -r.metric))
 
@@ -174,7 +187,8 @@ class SearchResult:
         nothing) scored more than ``tolerance`` (relative) below the dense model as it came; None otherwise,
         or when either figure is unknown."""
         before = self.meta.dense_metric
-        dense = [t for t in self.trials if t.complete and t.policy is not None and self.policy(t).is_dense]
+        dense = sorted((t for t in self.trials if t.complete and t.policy is not None and self.policy(t).is_dense),
+                       key=lambda t: -(t.finetune_steps or 0))  # the longest-tuned dense trial
         if before is None or not dense or dense[0].metric >= before - tolerance * abs(before):
             return None
         return (f"the fine-tune made the unpruned model worse: {self.metric_name} {dense[0].metric:.4f} after it "

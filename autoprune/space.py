@@ -27,6 +27,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from autoprune.errors import LayerMatchError, SearchSpaceError
+from autoprune.fidelity import Fidelity
 from autoprune.layers import prunable_layers, resolve_globs
 from autoprune.methods import available_methods, get_method
 from autoprune.sampling import ResolvedSpace
@@ -109,9 +110,25 @@ class FinetuneSpec(_Strict):
     _coerce = field_validator("weight_decay", mode="before")(_coerce_number)
 
 
+class FidelitySpec(_Strict):
+    """Multi-fidelity search (see :mod:`autoprune.fidelity`): the rungs' total fine-tune steps, the share of a
+    rung promoted to the next, and the batches BatchNorm statistics are recomputed on when screening."""
+
+    steps: list[int] = Field(min_length=2)
+    promote: float = Field(1 / 3, gt=0.0, le=1.0)
+    screen_batches: int = Field(10, ge=1)
+
+    @field_validator("steps")
+    @classmethod
+    def _increasing(cls, steps: list[int]) -> list[int]:
+        if steps[0] < 0 or any(b <= a for a, b in zip(steps, steps[1:])):
+            raise ValueError(f"steps must be strictly increasing step counts >= 0 (e.g. [0, 20, 60]), got {steps}")
+        return steps
+
+
 #: fields added after the first spaces: left out of the fingerprint at their default, so that a space
 #: written before them keeps its fingerprint (and its studies stay joinable)
-_LATER_DEFAULTS = {"drop_blocks": [], "prune_hidden": False}
+_LATER_DEFAULTS = {"drop_blocks": [], "prune_hidden": False, "fidelity": None}
 _LATER_FINETUNE_DEFAULTS = {"optimizer": "adam", "weight_decay": 0.0, "warmup_steps": 0}
 
 
@@ -129,6 +146,7 @@ class SearchSpace(_Strict):
     finetune: FinetuneSpec = FinetuneSpec()
     drop_blocks: Literal["auto"] | list[str] = Field(default_factory=list)
     prune_hidden: bool = False
+    fidelity: FidelitySpec | None = None
 
     @field_validator("methods")
     @classmethod
@@ -144,6 +162,34 @@ class SearchSpace(_Strict):
         if any(v is not None and v < 1 for v in values):
             raise ValueError("round_to entries must be null or integers >= 1")
         return values
+
+    @model_validator(mode="after")
+    def _full_last_rung(self) -> SearchSpace:
+        if self.fidelity is not None and self.fidelity.steps[-1] != self.finetune.max_steps:
+            raise ValueError(f"fidelity.steps must end at the full fine-tune, finetune.max_steps "
+                             f"({self.finetune.max_steps}), got {self.fidelity.steps}")
+        return self
+
+    @property
+    def rungs(self) -> Fidelity | None:
+        """The space's multi-fidelity rungs, or None for a search that fully fine-tunes every trial."""
+        f = self.fidelity
+        return None if f is None else Fidelity(steps=tuple(f.steps), promote=f.promote,
+                                               screen_batches=f.screen_batches)
+
+    def with_fidelity(self, fidelity: bool | None) -> SearchSpace:
+        """This space with multi-fidelity as asked: None keeps the space's choice; False switches it off;
+        True keeps the space's rungs, or adds three (screening, a third of the steps, all of them)."""
+        if fidelity is None or (fidelity and self.fidelity is not None):
+            return self
+        if not fidelity:
+            return self.model_copy(update={"fidelity": None})
+        try:
+            rungs = Fidelity.default_for(self.finetune.max_steps)
+        except ValueError as exc:
+            raise SearchSpaceError(str(exc)) from None
+        return self.model_copy(update={"fidelity": FidelitySpec(steps=list(rungs.steps), promote=rungs.promote,
+                                                                screen_batches=rungs.screen_batches)})
 
     @property
     def has_structured(self) -> bool:

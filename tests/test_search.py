@@ -14,6 +14,7 @@ from torch.nn import functional as F
 from torch.utils.data import DataLoader
 
 from autoprune.api import search
+from autoprune.backends.book import attrs_of
 from autoprune.demo import DigitsDataModule
 from autoprune.errors import AutopruneInputError, StudyError
 from autoprune.measure import measure
@@ -85,7 +86,7 @@ def test_every_worker_times_candidates_against_the_studys_dense_timing(digits, t
     study = optuna.load_study(study_name="autoprune", storage=f"sqlite:///{tmp_path / 'study.db'}")
     done = study.get_trials(states=[optuna.trial.TrialState.COMPLETE])
     assert len(done) == 3
-    assert {t.user_attrs["metrics"]["latency_reference_ms"] for t in done} == {reference}
+    assert {attrs_of(t)["metrics"]["latency_reference_ms"] for t in done} == {reference}
     assert json.loads((tmp_path / "pareto.json").read_text())["reference_latency_ms"] == reference
 
 

@@ -40,6 +40,8 @@ from optuna.trial import FrozenTrial, TrialState
 
 from autoprune.backends.storage import JournalLiveness, Storage, error_line
 from autoprune.errors import StudyError
+from autoprune.fidelity import promotable
+from autoprune.measure import TIMING_FIELDS
 from autoprune.objective import Proposal, TrialJob, TrialReport
 from autoprune.result import TrialRecord
 from autoprune.study import FINGERPRINT_ATTR, StudyMeta
@@ -49,11 +51,21 @@ CONSTRAINT_KEYS = ("latency_ms_over_budget", "size_mb_over_budget")
 INTERRUPTED = "interrupted"
 NO_HEARTBEAT = "the worker stopped responding (killed, or its machine lost); the trial was queued again"
 SURPLUS = "surplus"  # lost the race for the study's last trial slot; dropped before doing any work
+REPORT_ATTR = "report"  # a finished trial's user attributes, written at once
+DUPLICATE = "duplicate promotion"  # another worker queued the same promotion first; dropped unrun
 WORKER = f"{socket.gethostname()}:{os.getpid()}"
 _COUNTED_STATES = (TrialState.COMPLETE, TrialState.FAIL)
 
 optuna.logging.set_verbosity(optuna.logging.ERROR)  # failures are reported in our own summary
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+
+
+def attrs_of(trial: FrozenTrial | optuna.Trial) -> dict[str, Any]:
+    """A trial's user attributes, the finished trial's report unpacked (:meth:`StudyBook.record` stores it as
+    one attribute, one storage write; studies written before keep them one by one, read the same)."""
+    attrs = dict(trial.user_attrs)
+    attrs.update(attrs.pop(REPORT_ATTR, None) or {})
+    return attrs
 
 
 def _counts(trial: FrozenTrial) -> bool:
@@ -171,20 +183,81 @@ class StudyBook:
         """Tag ``trial`` as this process's (so a dead driver's trials can be found and run again)."""
         trial.set_user_attr("worker", WORKER)
 
-    @staticmethod
-    def propose(trial: optuna.Trial, job: TrialJob) -> Proposal:
-        """Sample ``trial``'s policy from the job's space and store it on the trial (failed trials show it too)."""
-        proposal = job.propose(trial)
+    def propose(self, trial: optuna.Trial, job: TrialJob) -> Proposal:
+        """Sample ``trial``'s policy from the job's space and store it on the trial (failed trials show it too).
+        A promoted trial (queued by :meth:`promote`) gets its parent's weights to continue from."""
+        rung, parent = int(trial.user_attrs.get("rung", 0)), trial.user_attrs.get("parent")
+        parent_dir = None
+        if parent is not None:
+            parent_dir = attrs_of(self._trial(int(parent))).get("artifact_dir")
+            if parent_dir is None:
+                raise StudyError(f"trial {trial.number} continues trial {parent}, which saved no weights")
+        proposal = job.propose(trial, rung=rung, parent=parent, parent_dir=parent_dir)
         trial.set_user_attr("policy", proposal.policy.to_dict())
         return proposal
+
+    def _trial(self, number: int) -> FrozenTrial:
+        trials = self.study.get_trials(deepcopy=False)
+        if number < len(trials) and trials[number].number == number:
+            return trials[number]
+        return next(t for t in trials if t.number == number)
+
+    # --- multi-fidelity -------------------------------------------------------------------------------------
+
+    def promote(self, job: TrialJob) -> int | None:
+        """Queue the next promotion that is due, if any: the highest rung's first (asynchronous successive
+        halving, see :mod:`autoprune.fidelity`). The queued trial has its parent's parameters and the next
+        rung; a worker that asks next runs it ahead of new samples. Returns the parent's number, or None.
+
+        Promotions are decided from the study alone, so any worker may make them; two that queue the same
+        one at once are settled by :meth:`is_duplicate` (the later copy is dropped unrun).
+        """
+        fidelity = job.fidelity
+        if fidelity is None:
+            return None
+        trials = self.study.get_trials(deepcopy=False)
+        taken = {(t.user_attrs.get("parent"), t.user_attrs.get("rung")) for t in trials
+                 if t.state != TrialState.PRUNED and t.user_attrs.get("parent") is not None}
+        for rung in range(fidelity.top - 1, -1, -1):
+            done = [t for t in trials if t.state == TrialState.COMPLETE and int(t.user_attrs.get("rung", 0)) == rung]
+            points = {t.number: tuple(t.values) for t in done if attrs_of(t).get("feasible")}
+            for number in promotable(points, promote=fidelity.promote, completed=len(done)):
+                parent = self._trial(number)
+                if (number, rung + 1) in taken or attrs_of(parent).get("artifact_dir") is None:
+                    continue
+                self.study.enqueue_trial(parent.params, user_attrs={"rung": rung + 1, "parent": number})
+                return number
+        return None
+
+    def is_duplicate(self, trial: optuna.Trial) -> bool:
+        """True for a promotion that another trial with a lower number already makes (queued twice in a race)."""
+        parent, rung = trial.user_attrs.get("parent"), trial.user_attrs.get("rung")
+        if parent is None:
+            return False
+        return any(t.number < trial.number and t.state != TrialState.PRUNED and t.user_attrs.get("parent") == parent
+                   and t.user_attrs.get("rung") == rung for t in self.study.get_trials(deepcopy=False))
+
+    def drop(self, trial: optuna.Trial, reason: str) -> None:
+        """Finish an asked trial unrun (PRUNED: it neither counts nor shows in the records)."""
+        trial.set_user_attr("failure_reason", reason)
+        self.study.tell(trial, state=TrialState.PRUNED)
+
+    def latencies(self) -> dict[str, dict[str, Any]]:
+        """The study's latency cache: shape key -> timing of the complete trials that timed that shape."""
+        cache: dict[str, dict[str, Any]] = {}
+        for t in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+            attrs = attrs_of(t)
+            key, metrics = attrs.get("shape_key"), attrs.get("metrics", {})
+            if key and not attrs.get("latency_cached") and metrics.get("latency_ms") is not None:
+                cache.setdefault(key, {k: metrics.get(k) for k in TIMING_FIELDS})
+        return cache
 
     @staticmethod
     def record(trial: optuna.Trial, report: TrialReport) -> None:
         """Store a finished trial's constraints, then its user attributes (not its objectives)."""
         for key, value in zip(CONSTRAINT_KEYS, report.constraints):
             trial.set_constraint(key, value)
-        for key, value in report.user_attrs.items():
-            trial.set_user_attr(key, value)
+        trial.set_user_attr(REPORT_ATTR, report.user_attrs)
 
     def tell(self, trial: optuna.Trial, *, report: TrialReport | None = None,
              failure_reason: str | None = None) -> TrialRecord:
@@ -245,7 +318,7 @@ def _alive(pid: int) -> bool:
 
 def to_record(trial: FrozenTrial) -> TrialRecord:
     """The plain record of a stored trial."""
-    attrs = trial.user_attrs
+    attrs = attrs_of(trial)
     metrics = attrs.get("metrics", {})
     state = {TrialState.COMPLETE: "complete", TrialState.FAIL: "failed", TrialState.RUNNING: "running",
              TrialState.WAITING: "waiting", TrialState.PRUNED: "failed"}[trial.state]
@@ -260,4 +333,6 @@ def to_record(trial: FrozenTrial) -> TrialRecord:
         params=metrics.get("params"), macs=metrics.get("macs"), latency_cv=metrics.get("latency_cv"),
         policy=attrs.get("policy"), failure_reason=reason,
         timings=dict(attrs.get("timings", {})), artifact_dir=attrs.get("artifact_dir"), lr=trial.params.get("lr"),
+        rung=int(attrs.get("rung", 0)), parent=attrs.get("parent"), finetune_steps=attrs.get("finetune_steps"),
+        latency_cached=bool(attrs.get("latency_cached", False)),
     )

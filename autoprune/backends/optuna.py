@@ -19,7 +19,7 @@ from typing import Callable
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from autoprune.backends.book import INTERRUPTED, SURPLUS, StudyBook, to_record
+from autoprune.backends.book import DUPLICATE, INTERRUPTED, SURPLUS, StudyBook, to_record
 from autoprune.objective import TrialJob
 from autoprune.result import TrialRecord
 
@@ -35,8 +35,8 @@ def optimize(book: StudyBook, job: TrialJob, *, n_trials: int, timeout: float | 
 
     def objective(trial: optuna.Trial) -> list[float]:
         book.claim(trial)
-        if book.is_surplus(trial, n_trials):
-            trial.set_user_attr("failure_reason", SURPLUS)
+        if book.is_surplus(trial, n_trials) or book.is_duplicate(trial):
+            trial.set_user_attr("failure_reason", DUPLICATE if book.is_duplicate(trial) else SURPLUS)
             raise optuna.TrialPruned()
         with book.beat(trial):
             try:
@@ -62,4 +62,5 @@ def optimize(book: StudyBook, job: TrialJob, *, n_trials: int, timeout: float | 
         if counted + running >= n_trials:  # the last trials run on other workers: wait, they may die
             time.sleep(poll_seconds)
             continue
+        book.promote(job)
         book.study.optimize(objective, n_trials=1, catch=(Exception,), callbacks=[report])

@@ -37,7 +37,7 @@ import torch
 from ray import tune
 from ray.tune.search import ConcurrencyLimiter, Searcher
 
-from autoprune.backends.book import INTERRUPTED, StudyBook
+from autoprune.backends.book import DUPLICATE, INTERRUPTED, StudyBook
 from autoprune.backends.builtin import RayOptions
 from autoprune.backends.storage import error_line
 from autoprune.errors import StudyError
@@ -115,10 +115,15 @@ class StudySearcher(Searcher):
         if self.study.slots_left(self.n_trials) <= 0:
             self.finished = True
             return Searcher.FINISHED
+        self.study.promote(self.job)
         trial = self.study.ask()
+        while self.study.is_duplicate(trial):
+            self.study.drop(trial, DUPLICATE)
+            trial = self.study.ask()
         proposal = self.study.propose(trial, self.job)
         self.pending[trial_id] = trial
-        return {"proposal": proposal.to_dict(), "front": [list(p) for p in self.job.front()]}
+        return {"proposal": proposal.to_dict(), "front": [list(p) for p in self.job.front(proposal.rung)],
+                "latencies": self.job.latencies()}
 
     def on_trial_complete(self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False) -> None:
         trial = self.pending.pop(trial_id, None)
@@ -149,8 +154,8 @@ def _trainable(config: dict[str, Any], payload: tuple[TrialContext, int]) -> Non
     torch.set_num_threads(threads)
     proposal = Proposal.from_dict(config["proposal"])
     try:
-        report = execute_trial(ctx, proposal.policy, proposal.settings, number=proposal.number,
-                               front=[tuple(p) for p in config["front"]])
+        report = execute_trial(ctx, proposal, front=[tuple(p) for p in config["front"]],
+                               latencies=config.get("latencies"))
         summary = {"values": report.values, "constraints": report.constraints, "user_attrs": report.user_attrs}
         tune.report({"metric": report.values[0], "report": json.dumps(summary)})
     except Exception as exc:  # the trial fails, the search goes on (as with the Optuna backend)

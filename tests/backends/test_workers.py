@@ -13,7 +13,7 @@ import subprocess
 
 from optuna.trial import TrialState
 
-from autoprune.backends.book import StudyBook
+from autoprune.backends.book import StudyBook, attrs_of
 from autoprune.backends.storage import make_storage
 from tests.backends.conftest import PG_PASSWORD, REPO, cli, log_of, start_worker, wait, wait_until
 
@@ -101,3 +101,24 @@ def test_killed_postgres_worker_trial_is_failed_and_requeued(tmp_path, pg_url, d
 def test_killed_journal_worker_trial_is_failed_and_requeued(tmp_path, digits_weights):
     """The same with a journal file, where autoprune's liveness stamps replace Optuna's heartbeat."""
     _kill_one_worker_mid_trial(tmp_path, digits_weights, str(tmp_path / "study.log"))
+
+
+def test_two_journal_workers_promote_without_duplicates_and_stop_at_the_total(tmp_path, digits_weights):
+    """Multi-fidelity with two workers on one journal file: promotions are decided from the study, none is run
+    twice, every promoted trial continues a feasible trial of the rung below, and the total is --trials."""
+    n_trials = 14
+    args = ["--storage", tmp_path / "study.log", "--study-name", "shared", "--trials", n_trials, "--fidelity", "on",
+            "--artifacts", tmp_path / "candidates", "--seed", 0]
+    dirs = [tmp_path / "worker_a", tmp_path / "worker_b"]
+    procs = [start_worker(d, digits_weights, *args) for d in dirs]
+    for d, p in zip(dirs, procs):
+        assert wait(p, d) == 0, log_of(d)
+    trials = _study(str(tmp_path / "study.log"), "shared").get_trials()
+    complete = {t.number: t for t in trials if t.state == TrialState.COMPLETE}
+    assert len(complete) == n_trials
+    promoted = [attrs_of(t) for t in complete.values() if attrs_of(t).get("parent") is not None]
+    assert promoted, "some candidates were promoted"
+    pairs = [(a["parent"], a["rung"]) for a in promoted]
+    assert len(pairs) == len(set(pairs)), "a promotion ran twice"
+    for parent, rung in pairs:
+        assert attrs_of(complete[parent])["rung"] == rung - 1 and attrs_of(complete[parent])["feasible"]
