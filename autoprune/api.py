@@ -71,6 +71,20 @@ def check_arguments(*, n_trials: Any = defaults.N_TRIALS, budget_ms: Any = None,
     get_backend(backend)
 
 
+def check_quantization(space: SearchSpace, profile: HardwareProfile, metric: Any) -> None:
+    """A space that quantizes needs candidates timed in ONNX Runtime, where the int8 model runs, and a metric
+    that can be computed on the int8 model's outputs (accuracy, or a callable)."""
+    if not space.quantizes:
+        return
+    if profile.runtime != "onnxruntime":
+        raise AutopruneInputError(f"the space quantizes (quantize: {space.quantize}), and int8 models are timed and "
+                                  "evaluated in ONNX Runtime: use --runtime onnxruntime "
+                                  "(HardwareProfile(runtime='onnxruntime')), or leave quantize out of the space")
+    if isinstance(metric, str):
+        raise AutopruneInputError(f"metric {metric!r} is logged by a LightningModule's validation_step, which an int8 "
+                                  "ONNX model cannot run: give a callable metric(model, val_loader) to quantize")
+
+
 def check_distillation(distill: Distillation | bool | None, model: nn.Module) -> Distillation | None:
     """``distill`` as a :class:`Distillation` (or None); refused for a LightningModule, which fine-tunes with
     its own ``training_step``."""
@@ -102,8 +116,8 @@ def search(
             modified: the search prunes copies.
         data: a ``LightningDataModule`` or a ``(train_loader, val_loader)`` pair; batches are ``(inputs,
             target)`` tuples or dicts of tensors (``labels`` the target), read through ``io``.
-        space: a built-in space name (``default``, ``structured``, ``unstructured``), a YAML path, or a
-            :class:`~autoprune.space.SearchSpace`.
+        space: a built-in space name (``default``, ``structured``, ``unstructured``, ``transformer``,
+            ``compress``), a YAML path, or a :class:`~autoprune.space.SearchSpace`.
         budget_ms, budget_mb: hard budgets on latency (under ``profile``) and dense checkpoint size.
         budget_ratio: the latency budget as a share of the dense model's latency (0.5: twice as fast), resolved
             against the study's own dense timing; instead of ``budget_ms``.
@@ -163,6 +177,7 @@ def search(
         raise AutopruneInputError(f"fidelity must be True, False or None, got {fidelity!r}")
     the_space, profile = load_space(space).with_fidelity(fidelity), profile or HardwareProfile()
     profile.check_available()
+    check_quantization(the_space, profile, metric)
     with chosen.connected(), quiet():  # connect fails fast (exit 2 in the CLI) when the engine does not answer
         name = study_name or defaults.STUDY_NAME
         out = Path(out_dir) if out_dir is not None else Path("runs") / name

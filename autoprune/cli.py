@@ -87,7 +87,8 @@ def search(
     weights: Optional[str] = typer.Option(None, help="state_dict file for --model (torch.save of model.state_dict())."),
     data: Optional[str] = typer.Option(None, help="package.module:function returning a LightningDataModule "
                                                   "or (train_loader, val_loader)."),
-    space: str = typer.Option(defaults.SPACE, help="default, structured, unstructured, or a YAML file."),
+    space: str = typer.Option(defaults.SPACE, help="default, structured, unstructured, transformer, compress "
+                                                   "(pruning and int8), or a YAML file."),
     budget_ms: Optional[float] = typer.Option(None, help="latency budget in ms (under the hardware profile)."),
     budget_mb: Optional[float] = typer.Option(None, help="size budget in MB (dense checkpoint)."),
     budget_ratio: Optional[float] = typer.Option(None, help="latency budget as a share of the dense model's latency "
@@ -240,6 +241,7 @@ def export(
         from autoprune.export import save_pruned
         from autoprune.finetune import first_inputs, resolve_data
         from autoprune.loading import build_data, open_result
+        from autoprune.quantize import deployed_model
 
         result, _, _ = open_result(out=out, storage=storage, study_name=study_name, artifacts=artifacts,
                                    with_model=True)
@@ -247,8 +249,11 @@ def export(
         if chosen is None:
             raise AutopruneInputError("no candidate meets the study's budgets; pass --trial")
         model = result.load_model(chosen)
-        _, val = resolve_data(build_data(result.meta.data or defaults.DEMO))
-        files = save_pruned(model, result.policy(chosen), to, example_inputs=first_inputs(val), formats=fmt or None)
+        train, val = resolve_data(build_data(result.meta.data or defaults.DEMO))
+        policy, example = result.policy(chosen), first_inputs(val)
+        int8 = deployed_model(model, policy, example, train_loader=train)  # re-quantized from the fp32 weights
+        files = save_pruned(model, policy, to, example_inputs=example, formats=fmt or None, int8=int8,
+                            parity_batches=iter(val))
         out_console.print(f"exported trial {chosen.number}: " + ", ".join(str(p) for p in files.values()))
 
     _run(debug, body)

@@ -27,7 +27,7 @@ from __future__ import annotations
 import copy
 import warnings
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterable, Sequence
 
 import torch
 from torch import nn
@@ -38,6 +38,7 @@ from autoprune.errors import ExportError, LayerMatchError, ModelLoadError
 from autoprune.layers import traceable
 from autoprune.modelio import Inputs, ModelIO, Selected
 from autoprune.policy import Policy
+from autoprune.quantize import INT8_FILE, QuantizedModel, check_int8_parity, int8_parity
 from autoprune.runtimes.onnxruntime import INSTALL, export_onnx, feeds, onnx_available, session
 
 WEIGHTS, POLICY, TORCHSCRIPT, ONNX = "weights.pt", "policy.json", "model.ts", "model.onnx"
@@ -136,6 +137,8 @@ def save_pruned(
     base_model: nn.Module | None = None,
     atol: float = 1e-4,
     io: ModelIO | None = None,
+    int8: QuantizedModel | None = None,
+    parity_batches: Iterable[Any] | None = None,
 ) -> dict[str, Path]:
     """Write policy, weights and standalone files for ``model``; check each reloads with the same outputs.
 
@@ -148,9 +151,12 @@ def save_pruned(
         base_model: the unpruned model; when given, the weights are also checked through :func:`load_pruned`.
         formats: any of ``"torchscript"`` and ``"onnx"``; by default both when ONNX is installed.
         io: which output the files return, and the parity check compares (default: see ``ModelIO``).
+        int8: the model's int8 ONNX model (a quantizing policy's, :mod:`autoprune.quantize`), written as
+            ``model.int8.onnx``; with ``parity_batches`` (validation batches), checked against the fp32 model
+            with the int8 tolerance (top-1 agreement, relative output error; ExportError when missed).
 
     Returns:
-        kind -> path of each file written (``policy``, ``weights``, ``torchscript``, ``onnx``).
+        kind -> path of each file written (``policy``, ``weights``, ``torchscript``, ``onnx``, ``int8``).
     """
     formats = tuple(default_formats() if formats is None else formats)
     unknown = set(formats) - {"torchscript", "onnx"}
@@ -182,6 +188,10 @@ def save_pruned(
             files["onnx"] = out / ONNX
             export_onnx(model, inputs, files["onnx"], io)
             _check_parity("ONNX", expected, _run_onnx(files["onnx"], inputs), atol)
+    if int8 is not None:
+        if parity_batches is not None:
+            check_int8_parity(int8_parity(model, int8, parity_batches, io=io), what=f"{out / INT8_FILE}")
+        files["int8"] = int8.save(out / INT8_FILE)
     return files
 
 

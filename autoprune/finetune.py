@@ -267,7 +267,7 @@ def accuracy(model: nn.Module, loader: DataLoader, io: ModelIO | None = None) ->
     io = io or ModelIO()
     model.eval()
     correct = total = 0
-    device = next(model.parameters()).device
+    device = next(model.parameters(), torch.empty(0)).device  # a model with none (int8 ONNX) runs on the CPU
     with torch.no_grad():
         for batch in loader:
             inputs, y = io.split(batch)

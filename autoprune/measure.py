@@ -300,22 +300,27 @@ def _steadiest(timing: Callable[[], list[float]], profile: HardwareProfile) -> t
 TIMING_FIELDS = ("latency_ms", "latency_p90_ms", "latency_cv", "latency_reference_ms")
 
 
-def shape_key(model: nn.Module, profile: HardwareProfile, reference: LatencyReference | None = None) -> str:
+def shape_key(model: nn.Module, profile: HardwareProfile, reference: LatencyReference | None = None, *,
+              variant: str = "none") -> str:
     """A short hash of what a timing depends on: every module's type and every tensor's name, shape and dtype
-    in ``model``, the profile, and the reference's latency. Pruned models with equal keys run the same
-    operators on the same shapes, so one's timing stands for the other's (the latency cache of a search)."""
-    parts = [profile.fingerprint(), repr(None if reference is None else reference.latency_ms)]
+    in ``model``, the profile, the reference's latency and how the model is deployed (``variant``: its
+    quantization). Pruned models with equal keys run the same operators on the same shapes, so one's timing
+    stands for the other's (the latency cache of a search)."""
+    parts = [profile.fingerprint(), repr(None if reference is None else reference.latency_ms), variant]
     parts += [f"{name}:{type(module).__name__}" for name, module in model.named_modules()]
     parts += [f"{name}:{tuple(t.shape)}:{t.dtype}" for name, t in model.state_dict().items()]
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:20]
 
 
 def measure(model: nn.Module, example_inputs: Any, profile: HardwareProfile | None = None, *,
-            reference: LatencyReference | None = None, latency: Mapping[str, Any] | None = None) -> Metrics:
+            reference: LatencyReference | None = None, latency: Mapping[str, Any] | None = None,
+            deployed: nn.Module | None = None) -> Metrics:
     """Measure parameters, MACs (one sample; counted by Torch-Pruning, a bias add is one MAC), checkpoint
     sizes and latency of ``model``; with a ``reference``, the latency is timed against it (see the
     module docstring). ``latency`` (the :data:`TIMING_FIELDS` of an earlier timing of a model with the same
-    :func:`shape_key`) is taken instead of timing again.
+    :func:`shape_key`) is taken instead of timing again. ``deployed`` is what runs when ``model`` is
+    deployed (its int8 :class:`~autoprune.quantize.QuantizedModel`): it is timed instead, and its
+    serialised size is ``size_mb`` (parameters and MACs stay ``model``'s).
 
     The model is copied before it is moved or cast: the caller's model is untouched.
     """
@@ -329,6 +334,9 @@ def measure(model: nn.Module, example_inputs: Any, profile: HardwareProfile | No
     nonzero = sum(int(torch.count_nonzero(p)) for p in model.parameters())
     macs, _ = count_macs_and_params(model, Inputs.of(example_inputs).repeat_first(1))
     dense_bytes, sparse_bytes = state_dict_bytes(model, DTYPES[profile.dtype])
+    if deployed is not None:
+        dense_bytes = sparse_bytes = deployed.size_bytes
+        model = deployed
     if latency is not None:
         return Metrics(params=params, nonzero_params=nonzero, macs=macs, size_mb=dense_bytes / 1e6,
                        size_mb_sparse=sparse_bytes / 1e6, profile=asdict(profile),

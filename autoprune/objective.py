@@ -5,6 +5,9 @@ the job for a :class:`Proposal` (the policy sampled for a trial), runs it (:meth
 this process or on a Ray worker with :func:`execute_trial`) and stores the :class:`TrialReport`.
 A trial over a hard budget right after pruning is recorded as infeasible *without fine-tuning* (its
 metric is evaluated on the pruned, un-tuned model, which is cheap and tells the sampler something).
+In a multi-fidelity search (:mod:`autoprune.fidelity`) a screening trial recomputes BatchNorm statistics
+instead of fine-tuning, and a promoted trial continues from its parent's saved weights instead of
+pruning. A pruned shape the study has timed before is not timed again (the latency cache).
 
 Example:
     >>> from autoprune.policy import Policy
@@ -36,6 +39,7 @@ from autoprune.measure import HardwareProfile, LatencyReference, Metrics, measur
 from autoprune.modelio import Inputs, ModelIO
 from autoprune.policy import Policy
 from autoprune.prune import prune
+from autoprune.quantize import QuantizedModel, deployed_model, int8_parity
 from autoprune.result import dominates_point
 from autoprune.sampling import FinetuneSettings, ResolvedSpace, Suggester
 
@@ -90,6 +94,8 @@ class TrialOutcome:
     #: the pruned model's shape signature (the latency cache's key), and whether its timing came from the cache
     shape: str | None = None
     cached: bool = False
+    #: what ships when the policy quantizes: the int8 model whose latency, size and metric were measured
+    deployed: QuantizedModel | None = None
 
     @property
     def values(self) -> list[float]:
@@ -98,14 +104,14 @@ class TrialOutcome:
 
 
 def run_trial(ctx: TrialContext, policy: Policy, settings: FinetuneSettings, *, start: nn.Module | None = None,
-              latency: Mapping[str, Any] | None = None, screen_batches: int = 0) -> TrialOutcome:
+              latencies: Mapping[str, Mapping[str, Any]] | None = None, screen_batches: int = 0) -> TrialOutcome:
     """Run one trial; exceptions (including :class:`~autoprune.errors.TrialError`) propagate.
 
     Args:
         start: the pruned model to continue from (a promoted candidate's saved weights); by default
             ``policy`` prunes a copy of the base model.
-        latency: a timing of the same shape under the same profile (the study's latency cache), reused
-            instead of timing again; see :func:`~autoprune.measure.shape_key`.
+        latencies: the study's latency cache (:func:`~autoprune.measure.shape_key` -> timing fields): a
+            pruned shape timed before under the same profile is not timed again.
         screen_batches: with no fine-tune steps, recompute BatchNorm statistics on this many training
             batches first (a screening rung); 0 leaves them as pruning left them.
     """
@@ -120,7 +126,13 @@ def run_trial(ctx: TrialContext, policy: Policy, settings: FinetuneSettings, *, 
     timings["prune"] = time.perf_counter() - started
 
     started = time.perf_counter()
-    metrics = measure(pruned, ctx.example_inputs, ctx.profile, reference=ctx.reference, latency=latency)
+    shape = shape_key(pruned, ctx.profile, ctx.reference, variant=policy.quantize)
+    cached = (latencies or {}).get(shape)
+    # A quantized candidate is timed as its int8 model; calibrated on the un-tuned weights here, which is
+    # enough for timing and size (int8 kernels run alike whatever the values), and again after the fine-tune.
+    deployed = _quantized(ctx, pruned, policy) if policy.quantize != "none" else None
+    metrics = measure(pruned, ctx.example_inputs, ctx.profile, reference=ctx.reference, latency=cached,
+                      deployed=deployed)
     timings["measure"] = time.perf_counter() - started
     constraints = ctx.constraints(metrics)
     feasible = all(c <= 0 for c in constraints)
@@ -137,12 +149,22 @@ def run_trial(ctx: TrialContext, policy: Policy, settings: FinetuneSettings, *, 
         adapt_batchnorm(pruned, ctx.train_loader, batches=screen_batches, io=ctx.io)
         timings["finetune"] = time.perf_counter() - started
     started = time.perf_counter()
-    value = evaluate(module, ctx.val_loader, ctx.metric, accelerator=ctx.accelerator, io=ctx.io)
+    if deployed is not None:  # the metric of what ships: the int8 model, calibrated on the tuned weights
+        deployed = _quantized(ctx, pruned, policy)
+        value = evaluate(deployed, ctx.val_loader, ctx.metric, accelerator="cpu", io=ctx.io)
+    else:
+        value = evaluate(module, ctx.val_loader, ctx.metric, accelerator=ctx.accelerator, io=ctx.io)
     timings["evaluate"] = time.perf_counter() - started
     if not math.isfinite(value):
         raise NonFiniteMetricError(f"the metric evaluated to {value}")
     return TrialOutcome(metric=value, metrics=metrics, feasible=feasible, constraints=constraints,
-                        model=pruned, timings=timings)
+                        model=pruned, timings=timings, shape=shape, cached=cached is not None, deployed=deployed)
+
+
+def _quantized(ctx: TrialContext, model: nn.Module, policy: Policy) -> QuantizedModel | None:
+    """``model`` quantized as ``policy`` says, calibrated on the first training batches."""
+    return deployed_model(model, policy, ctx.example_inputs, train_loader=ctx.train_loader, io=ctx.io,
+                          threads=ctx.profile.threads)
 
 
 @dataclass(frozen=True)
@@ -167,13 +189,15 @@ def execute_trial(ctx: TrialContext, proposal: Proposal, *, front: list[Point],
     started = time.perf_counter()
     policy = proposal.policy
     with quiet():
-        start = None
+        start, loaded_in = None, 0.0
         if proposal.parent_dir is not None:
             if ctx.artifacts_dir is None:
                 raise TrialError("a promoted trial needs the study's artifacts directory (its parent's weights)")
             start = load_pruned(Path(ctx.artifacts_dir) / proposal.parent_dir, ctx.base_model)
-        pruned_shape = None if start is None else shape_key(start, ctx.profile, ctx.reference)
-        outcome = _run(ctx, proposal, start, latencies or {}, pruned_shape)
+            loaded_in = time.perf_counter() - started
+        outcome = run_trial(ctx, policy, proposal.settings, start=start, latencies=latencies,
+                            screen_batches=proposal.screen_batches)
+        outcome.timings["prune"] += loaded_in  # building the candidate: pruning, or loading its parent
     attrs: dict[str, Any] = {
         "feasible": outcome.feasible,
         "metrics": {k: v for k, v in outcome.metrics.to_dict().items() if k != "profile"},
@@ -189,33 +213,16 @@ def execute_trial(ctx: TrialContext, proposal: Proposal, *, front: list[Point],
         export_started = time.perf_counter()
         name = f"trial_{proposal.number:05d}"
         save_pruned(outcome.model, policy, Path(ctx.artifacts_dir) / name, example_inputs=ctx.example_inputs,
-                    base_model=ctx.base_model, formats=("torchscript",) if proposal.last_rung else (), io=ctx.io)
+                    base_model=ctx.base_model, formats=("torchscript",) if proposal.last_rung else (), io=ctx.io,
+                    int8=outcome.deployed)  # the int8 file is the model measured; the fp32 weights re-quantize
+        if outcome.deployed is not None:
+            parity = int8_parity(outcome.model, outcome.deployed, iter(ctx.val_loader), io=ctx.io, max_batches=2)
+            attrs["int8_parity"] = {"agreement": parity.agreement, "relative_error": parity.relative_error}
         attrs["artifact_dir"] = name
         outcome.timings["export"] = time.perf_counter() - export_started
     outcome.timings["trial"] = time.perf_counter() - started
     attrs["timings"] = outcome.timings
     return TrialReport(values=outcome.values, constraints=outcome.constraints, user_attrs=attrs)
-
-
-def _run(ctx: TrialContext, proposal: Proposal, start: nn.Module | None,
-         latencies: Mapping[str, Mapping[str, Any]], shape: str | None) -> TrialOutcome:
-    """The trial, with the latency cache looked up once the pruned shape is known."""
-    if start is None:  # the shape is known only once pruned: prune, then look the timing up
-        calibration = itertools.islice(iter(ctx.train_loader), proposal.settings.calibration_batches)
-        started = time.perf_counter()
-        start = prune(ctx.base_model, proposal.policy, ctx.example_inputs, calibration_data=calibration,
-                      loss_fn=ctx.loss, calibration_batches=proposal.settings.calibration_batches, seed=ctx.seed,
-                      io=ctx.io)
-        pruned_in = time.perf_counter() - started
-        shape = shape_key(start, ctx.profile, ctx.reference)
-    else:
-        pruned_in = 0.0
-    cached = latencies.get(shape)
-    outcome = run_trial(ctx, proposal.policy, proposal.settings, start=start, latency=cached,
-                        screen_batches=proposal.screen_batches)
-    outcome.timings["prune"] += pruned_in
-    outcome.shape, outcome.cached = shape, cached is not None
-    return outcome
 
 
 @dataclass(frozen=True)

@@ -21,8 +21,12 @@ from typing import Any, Iterable, Mapping
 
 from autoprune.errors import PolicyError, SparsityError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2 added ``quantize``; version 1 files (no quantization) still read
+READABLE_VERSIONS = (1, 2)
 REGULARIZER_KINDS = ("none", "l1", "group_lasso")
+#: what a policy may do after pruning and fine-tuning: nothing, or int8 in ONNX Runtime with activations
+#: calibrated on training batches (static) or quantized on the fly (dynamic)
+QUANTIZATIONS = ("none", "int8_static", "int8_dynamic")
 
 
 def check_sparsity(value: float, *, where: str) -> float:
@@ -91,14 +95,20 @@ class Policy:
             multiple of this number (aligned shapes run faster on CPUs and GPUs).
         drop: residual blocks removed whole, each replaced by its identity shortcut (depth pruning, see
             :mod:`autoprune.depth`); ``layers`` may not name a layer inside one.
+        quantize: after fine-tuning, ``none`` or int8 in ONNX Runtime (``int8_static``: activations calibrated
+            on training batches; ``int8_dynamic``: weights only, activations quantized at run time); see
+            :mod:`autoprune.quantize`.
     """
 
     layers: Mapping[str, LayerPolicy] = field(default_factory=dict)
     regularizer: Regularizer = field(default_factory=Regularizer)
     round_to: int | None = None
     drop: tuple[str, ...] = ()
+    quantize: str = "none"
 
     def __post_init__(self) -> None:
+        if self.quantize not in QUANTIZATIONS:
+            raise PolicyError(f"quantize must be one of {QUANTIZATIONS}, got {self.quantize!r}")
         for name, layer in self.layers.items():
             if not isinstance(layer, LayerPolicy):
                 raise PolicyError(f"layer {name!r}: expected a LayerPolicy, got {type(layer).__name__}")
@@ -141,7 +151,7 @@ class Policy:
 
     @property
     def is_dense(self) -> bool:
-        """True when the policy removes nothing."""
+        """True when the policy removes nothing (it may still quantize)."""
         return not self.drop and all(layer.sparsity == 0.0 for layer in self.layers.values())
 
     def to_dict(self) -> dict[str, Any]:
@@ -151,6 +161,7 @@ class Policy:
             "regularizer": {"kind": self.regularizer.kind, "strength": self.regularizer.strength},
             "round_to": self.round_to,
             "drop": list(self.drop),
+            "quantize": self.quantize,
         }
 
     @classmethod
@@ -158,11 +169,11 @@ class Policy:
         if not isinstance(data, Mapping):
             raise PolicyError(f"a policy must be a JSON object, got {type(data).__name__}")
         version = data.get("schema_version")
-        if version != SCHEMA_VERSION:
-            raise PolicyError(
-                f"policy schema_version {version!r} is not supported; this autoprune reads version {SCHEMA_VERSION}"
-            )
-        unknown = set(data) - {"schema_version", "layers", "regularizer", "round_to", "drop"}
+        if version not in READABLE_VERSIONS:
+            raise PolicyError(f"policy schema_version {version!r} is not supported; this autoprune reads versions "
+                              f"{list(READABLE_VERSIONS)}")
+        unknown = set(data) - {"schema_version", "layers", "regularizer", "round_to", "drop",
+                               *(("quantize",) if version >= 2 else ())}
         if unknown:
             raise PolicyError(f"unknown policy field(s) {sorted(unknown)}")
         try:
@@ -174,7 +185,8 @@ class Policy:
             regularizer = Regularizer(kind=reg.get("kind", "none"), strength=reg.get("strength", 0.0))
         except (KeyError, TypeError) as exc:
             raise PolicyError(f"malformed policy: missing or wrong field {exc}") from None
-        return cls(layers=layers, regularizer=regularizer, round_to=data.get("round_to"), drop=data.get("drop") or ())
+        return cls(layers=layers, regularizer=regularizer, round_to=data.get("round_to"), drop=data.get("drop") or (),
+                   quantize=data.get("quantize", "none"))
 
     def to_json(self, path: str | Path | None = None) -> str:
         text = json.dumps(self.to_dict(), indent=2)

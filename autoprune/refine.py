@@ -36,6 +36,7 @@ from torch import nn
 
 from autoprune.errors import AutopruneInputError
 from autoprune.export import save_pruned
+from autoprune.quantize import deployed_model
 from autoprune.finetune import Metric, as_lightning, evaluate, finetune, first_inputs, resolve_data
 from autoprune.distill import Distillation, Teacher, as_distillation
 from autoprune.modelio import ModelIO
@@ -179,9 +180,12 @@ def refine(result: SearchResult, data: Any, *, steps: int, trials: Sequence[int]
         model = result.load_model(candidate)
         module = refine_model(model, policy, train_loader, steps=steps, lr=rates[candidate.number], loss=loss,
                               accelerator=accelerator, seed=seed, io=io, distill=distillation, teacher=outputs)
-        value = evaluate(module, val_loader, metric, accelerator=accelerator, io=io)
+        int8 = deployed_model(model.cpu(), policy, example_inputs, train_loader=train_loader, io=io)
+        value = evaluate(int8 if int8 is not None else module, val_loader, metric,
+                         accelerator="cpu" if int8 is not None else accelerator, io=io)
         target = directory / f"trial_{candidate.number:05d}"
-        save_pruned(model.cpu(), policy, target, example_inputs=example_inputs, formats=formats, io=io)
+        save_pruned(model.cpu(), policy, target, example_inputs=example_inputs, formats=formats, io=io, int8=int8,
+                    parity_batches=iter(val_loader))
         refined.append(RefinedCandidate(
             number=candidate.number, metric_before=candidate.metric, metric=value, latency_ms=candidate.latency_ms,
             size_mb=candidate.size_mb, steps=steps, lr=rates[candidate.number],

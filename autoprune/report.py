@@ -25,7 +25,7 @@ from typing import Any, Iterator
 from rich.console import Console
 from rich.table import Table
 
-from autoprune.result import SearchResult, top_rung
+from autoprune.result import SearchResult
 
 PARETO_JSON, TRIALS_CSV, PARETO_PNG = "pareto.json", "trials.csv", "pareto.png"
 
@@ -64,7 +64,7 @@ def front_json(result: SearchResult) -> dict[str, Any]:
     return {"study_name": result.study_name, "metric": result.metric_name,
             "budget_ms": result.budget_ms, "budget_mb": result.budget_mb, "budget_ratio": result.meta.budget_ratio,
             "reference_latency_ms": result.reference_latency_ms, "profile": result.meta.profile,
-            "dense_metric": result.meta.dense_metric, "rung": top_rung(result.trials),
+            "dense_metric": result.meta.dense_metric,
             "best": best.number if best else None, "pareto": [c.to_dict() for c in result.pareto]}
 
 
@@ -124,26 +124,30 @@ def fmt(value: float | None, digits: int = 3) -> str:
 
 
 def policy_label(policy: dict | None) -> str:
-    """What a candidate's policy does, for the front's table: its methods and how many blocks it drops."""
+    """What a candidate's policy does, for the front's table: its methods, how many blocks it drops, and its
+    quantization."""
     policy = policy or {}
     parts = sorted({lp["method"] for lp in policy.get("layers", {}).values() if lp["sparsity"] > 0})
     parts += [f"{len(policy['drop'])} block(s) dropped"] if policy.get("drop") else []
-    return ",".join(parts) or "dense"
+    parts = [",".join(parts) or "dense"]
+    parts += [policy["quantize"]] if policy.get("quantize", "none") != "none" else []
+    return " + ".join(parts)
 
 
 def print_front(result: SearchResult, console: Console) -> None:
     """The front as a table, the best candidate within the budgets (or the closest trials), failures."""
     front = result.pareto
     best = result.best()
-    rung = top_rung(result.trials)
-    tuned = f", fidelity rung {rung}: {front[0].finetune_steps} fine-tune steps" if rung and front else ""
-    table = Table(title=f"Pareto front ({len(front)} of {len(result.trials)} trials{tuned})")
-    for column in ("trial", result.metric_name, "latency ms", "size MB", "sparse MB", "params", "MMACs", "method"):
+    rungs = any(t.rung for t in result.trials)  # a multi-fidelity study: say how long each candidate was tuned
+    table = Table(title=f"Pareto front ({len(front)} of {len(result.trials)} trials)")
+    columns = ["trial", result.metric_name, "latency ms", "size MB", "sparse MB", "params", "MMACs", "method"]
+    for column in columns + (["rung", "ft steps"] if rungs else []):
         table.add_column(column, justify="right")
     for c in front:
         mark = " *" if best is not None and c.number == best.number else ""
-        table.add_row(f"{c.number}{mark}", fmt(c.metric, 4), fmt(c.latency_ms), fmt(c.size_mb),
-                      fmt(c.size_mb_sparse), str(c.params), fmt((c.macs or 0) / 1e6, 2), policy_label(c.policy))
+        row = [f"{c.number}{mark}", fmt(c.metric, 4), fmt(c.latency_ms), fmt(c.size_mb), fmt(c.size_mb_sparse),
+               str(c.params), fmt((c.macs or 0) / 1e6, 2), policy_label(c.policy)]
+        table.add_row(*row, *([str(c.rung), str(c.finetune_steps)] if rungs else []))
     console.print(table)
     budget = ", ".join(f"{k} {v:g}" for k, v in (("latency ms <=", result.budget_ms), ("size MB <=", result.budget_mb))
                        if v is not None) or "none"

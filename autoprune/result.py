@@ -76,16 +76,21 @@ def dominates(a: TrialRecord, b: TrialRecord) -> bool:
     return dominates_point(a.objectives(), b.objectives())
 
 
-def top_rung(records: list[TrialRecord]) -> int:
-    """The highest fidelity rung with a feasible complete trial (0 when there is none)."""
-    return max((r.rung for r in records if r.complete and r.feasible), default=0)
-
-
 def pareto_front(records: list[TrialRecord], *, rung: int | None = None) -> list[TrialRecord]:
-    """Non-dominated feasible complete records of one fidelity rung (by default the highest reached, so every
-    candidate had the same fine-tune), sorted by latency."""
-    rung = top_rung(records) if rung is None else rung
-    pool = [r for r in records if r.complete and r.feasible and r.rung == rung]
+    """Non-dominated feasible complete records, sorted by latency.
+
+    By default over each policy's latest result: in a multi-fidelity search, a trial that a complete trial
+    continued (promoted) is left out for that one, and only trials whose weights were saved (the ones that
+    can be loaded) take part; each candidate's ``rung`` and ``finetune_steps`` say how long it was
+    fine-tuned. With ``rung``, over that fidelity rung's trials alone (what decides which weights to save).
+    """
+    pool = [r for r in records if r.complete and r.feasible]
+    if rung is not None:
+        pool = [r for r in pool if r.rung == rung]
+    else:
+        continued = {r.parent for r in records if r.parent is not None and r.complete}
+        if continued:
+            pool = [r for r in pool if r.number not in continued and r.artifact_dir is not None]
     front = [r for r in pool if not any(dominates(o, r) for o in pool if o is not r)]
     return sorted(front, key=lambda r: (r.latency_ms, -r.metric))
 

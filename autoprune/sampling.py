@@ -107,6 +107,8 @@ class ResolvedSpace:
             r = s.regularizer.strength
             strength = trial.suggest_float("strength", r.low, r.high, log=r.log)
         lr = trial.suggest_float("lr", s.finetune.lr.low, s.finetune.lr.high, log=s.finetune.lr.log)
+        # a space without quantization draws no parameter for it (its studies keep their parameters)
+        quantize = trial.suggest_categorical("quantize", list(s.quantize)) if s.quantizes else "none"
         if kind == "group_lasso" and not get_method(method).STRUCTURED:
             kind = "l1"  # group lasso pushes whole channels to zero: only useful before structured removal
         policy = Policy(
@@ -115,6 +117,7 @@ class ResolvedSpace:
             regularizer=Regularizer(kind=kind, strength=strength),
             round_to=round_to,
             drop=drop,
+            quantize=quantize,
         )
         ft = s.finetune
         return policy, FinetuneSettings(ft.max_steps, lr, ft.calibration_batches, optimizer=ft.optimizer,
@@ -157,6 +160,9 @@ class ResolvedSpace:
             return {"sparsity.global": level, **{f"scale.{u}": 1.0 for u in self.units}}
 
         seeds = [self._with_common(uniform(level), round_to=round_to) for level in levels if in_range(level)]
+        int8 = [m for m in s.quantize if m != "none"]
+        if int8 and "none" in s.quantize:  # the uniform policies quantized too (dense + int8: the baseline to beat)
+            seeds += [{**seed, "quantize": int8[0]} for seed in list(seeds)]
         for level in scaled_levels if scales and sp.mode != "per_group" else ():
             if not in_range(level):
                 continue
@@ -192,6 +198,8 @@ class ResolvedSpace:
         """The seed's other choices; its learning rate ``lr_at`` of the way up the range; the
         :attr:`shallow_blocks` dropped (``drop``), or every block kept."""
         s = self.space
+        if s.quantizes:
+            params["quantize"] = "none" if "none" in s.quantize else s.quantize[0]
         params.update({"method": s.methods[0], "round_to": round_to, "regularizer": s.regularizer.kinds[0],
                        "lr": s.finetune.lr.at(lr_at),
                        **{f"drop.{b}": drop and b in self.shallow_blocks for b in self.blocks}})

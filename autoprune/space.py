@@ -32,7 +32,7 @@ from autoprune.layers import prunable_layers, resolve_globs
 from autoprune.methods import available_methods, get_method
 from autoprune.sampling import ResolvedSpace
 
-BUILTIN_SPACES = ("default", "structured", "unstructured", "transformer")
+BUILTIN_SPACES = ("default", "structured", "unstructured", "transformer", "compress")
 
 
 def _coerce_number(value: Any) -> Any:
@@ -128,7 +128,7 @@ class FidelitySpec(_Strict):
 
 #: fields added after the first spaces: left out of the fingerprint at their default, so that a space
 #: written before them keeps its fingerprint (and its studies stay joinable)
-_LATER_DEFAULTS = {"drop_blocks": [], "prune_hidden": False, "fidelity": None}
+_LATER_DEFAULTS = {"drop_blocks": [], "prune_hidden": False, "fidelity": None, "quantize": ["none"]}
 _LATER_FINETUNE_DEFAULTS = {"optimizer": "adam", "weight_decay": 0.0, "warmup_steps": 0}
 
 
@@ -147,6 +147,8 @@ class SearchSpace(_Strict):
     drop_blocks: Literal["auto"] | list[str] = Field(default_factory=list)
     prune_hidden: bool = False
     fidelity: FidelitySpec | None = None
+    quantize: list[Literal["none", "int8_static", "int8_dynamic"]] = Field(default_factory=lambda: ["none"],
+                                                                           min_length=1)
 
     @field_validator("methods")
     @classmethod
@@ -169,6 +171,11 @@ class SearchSpace(_Strict):
             raise ValueError(f"fidelity.steps must end at the full fine-tune, finetune.max_steps "
                              f"({self.finetune.max_steps}), got {self.fidelity.steps}")
         return self
+
+    @property
+    def quantizes(self) -> bool:
+        """Whether the space may quantize (then it needs the onnxruntime runtime)."""
+        return any(q != "none" for q in self.quantize)
 
     @property
     def rungs(self) -> Fidelity | None:

@@ -108,6 +108,8 @@ def test_refine_bad_input_exits_2(run_dir, args, message):
     (["--budget-ms", "0"], "positive"),
     (["--sampler", "annealing", "--trials", "1"], "unknown sampler"),
     (["--runtime", "tvm"], "profile runtime must be one of"),
+    (["--space", "compress", "--trials", "1"], "use --runtime onnxruntime"),
+    (["--fidelity", "maybe"], "--fidelity must be one of"),
 ])
 def test_bad_input_exits_2_with_a_message_and_no_traceback(args, message, tmp_path):
     proc = autoprune("search", "--out", tmp_path, "--no-progress", *args)

@@ -192,7 +192,7 @@ def test_a_cached_timing_is_reused_for_the_same_shape_only(digits, tmp_path):
 
 # --- a whole search -----------------------------------------------------------------------------------------
 
-def test_a_multi_fidelity_search_screens_promotes_and_reports_the_top_rung(digits, tmp_path):
+def test_a_multi_fidelity_search_screens_promotes_and_reports_each_policy_s_latest_result(digits, tmp_path):
     model, data = digits
     result = search(model, data, space=TINY, fidelity=True, n_trials=14, seed=0, out_dir=tmp_path,
                     profile=fast_profile(), sampler="random")
@@ -209,8 +209,9 @@ def test_a_multi_fidelity_search_screens_promotes_and_reports_the_top_rung(digit
         assert parent.rung == t.rung - 1 and parent.policy == t.policy and parent.feasible
         assert t.finetune_steps == rungs.steps[t.rung]
     assert len({(t.parent, t.rung) for t in promoted}) == len(promoted)
-    top = max(t.rung for t in done if t.feasible)
-    assert result.pareto and {c.rung for c in result.pareto} == {top}
+    continued = {t.parent for t in promoted}
+    assert result.pareto and all(c.number not in continued and c.artifact_dir for c in result.pareto)
+    assert any(c.finetune_steps for c in result.pareto), "fine-tuned candidates reach the front"
     rows = list(csv.DictReader((tmp_path / "trials.csv").open()))
     assert {"rung", "finetune_steps", "parent"} <= set(rows[0])
     assert sorted(int(r["rung"]) for r in rows) == sorted(t.rung for t in result.trials)
@@ -231,3 +232,12 @@ def test_the_study_records_each_trial_s_fidelity(digits, tmp_path):
     for trial in study.get_trials(states=(optuna.trial.TrialState.COMPLETE,)):
         attrs = attrs_of(trial)
         assert attrs["rung"] == 0 and attrs["finetune_steps"] == 0 and attrs["shape_key"]
+
+
+def test_the_retry_of_a_promotion_whose_worker_died_is_not_a_duplicate():
+    book = _book_with([((0.9, 2.0, 1.0), {"feasible": True, "rung": 0, "artifact_dir": "trial_x"})])
+    book.study.enqueue_trial({"x": 0.5}, user_attrs={"rung": 1, "parent": 0})
+    dead = book.study.ask()
+    book.study.tell(dead, state=optuna.trial.TrialState.FAIL)  # lost with its worker: no failure reason
+    book.study.enqueue_trial({"x": 0.5}, user_attrs={"rung": 1, "parent": 0})  # what the heartbeat retry queues
+    assert not book.is_duplicate(book.study.ask())

@@ -23,7 +23,7 @@ def test_dict_round_trip_is_exact():
     """from_dict(to_dict(p)) == p, and the dict carries the schema version."""
     policy = _policy()
     data = policy.to_dict()
-    assert data["schema_version"] == 1
+    assert data["schema_version"] == 2  # version 2 added quantize
     assert Policy.from_dict(data) == policy
     assert Policy.from_dict(data).to_dict() == data
 

@@ -26,6 +26,9 @@ def test_save_writes_the_three_files(tmp_path):
     ({"layers": {"stem": {"sparsity": 0.5, "method": "l1_structured"}}, "drop": ["layers.1", "layers.3"]},
      "l1_structured,2 block(s) dropped"),
     ({"layers": {}, "drop": ["layers.1"]}, "1 block(s) dropped"),
+    ({"layers": {"stem": {"sparsity": 0.5, "method": "l1_structured"}}, "quantize": "int8_static"},
+     "l1_structured + int8_static"),
+    ({"layers": {}, "quantize": "int8_dynamic"}, "dense + int8_dynamic"),
 ])
 def test_the_front_table_says_which_methods_prune_and_how_many_blocks_are_dropped(policy, label):
     assert policy_label(policy) == label

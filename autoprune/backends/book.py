@@ -216,8 +216,7 @@ class StudyBook:
         if fidelity is None:
             return None
         trials = self.study.get_trials(deepcopy=False)
-        taken = {(t.user_attrs.get("parent"), t.user_attrs.get("rung")) for t in trials
-                 if t.state != TrialState.PRUNED and t.user_attrs.get("parent") is not None}
+        taken = {(t.user_attrs.get("parent"), t.user_attrs.get("rung")) for t in trials if _holds_promotion(t)}
         for rung in range(fidelity.top - 1, -1, -1):
             done = [t for t in trials if t.state == TrialState.COMPLETE and int(t.user_attrs.get("rung", 0)) == rung]
             points = {t.number: tuple(t.values) for t in done if attrs_of(t).get("feasible")}
@@ -234,7 +233,7 @@ class StudyBook:
         parent, rung = trial.user_attrs.get("parent"), trial.user_attrs.get("rung")
         if parent is None:
             return False
-        return any(t.number < trial.number and t.state != TrialState.PRUNED and t.user_attrs.get("parent") == parent
+        return any(t.number < trial.number and _holds_promotion(t) and t.user_attrs.get("parent") == parent
                    and t.user_attrs.get("rung") == rung for t in self.study.get_trials(deepcopy=False))
 
     def drop(self, trial: optuna.Trial, reason: str) -> None:
@@ -304,6 +303,14 @@ class StudyBook:
         """Every trial that ran or runs (queued trials, and surplus trials dropped unrun, are left out)."""
         return [to_record(t) for t in self.study.get_trials(deepcopy=False)
                 if t.state not in (TrialState.WAITING, TrialState.PRUNED)]
+
+
+def _holds_promotion(trial: FrozenTrial) -> bool:
+    """A promoted trial that is queued, running or counted holds its promotion; one interrupted or lost with
+    a dead worker does not (its retry, or a new promotion, runs instead)."""
+    if trial.user_attrs.get("parent") is None:
+        return False
+    return trial.state in (TrialState.WAITING, TrialState.RUNNING) or _counts(trial)
 
 
 def _alive(pid: int) -> bool:

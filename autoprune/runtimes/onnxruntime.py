@@ -82,15 +82,21 @@ def onnx_runner(model: nn.Module, example_inputs: Any, *, threads: int = 1,
                 output: ModelIO | None = None) -> Callable[[], Any]:
     """Export ``model`` to ONNX in memory and return a zero-argument callable that runs it on
     ``example_inputs`` in an ONNX Runtime CPU session (``threads`` intra-op threads, all graph
-    optimisations).
+    optimisations). A model that is ONNX already (``onnx_model`` bytes, as a
+    :class:`~autoprune.quantize.QuantizedModel` has) runs as it is.
 
     Raises:
         ExportError: ONNX is not installed, or the model cannot be exported.
     """
     if not onnx_available():
         raise ExportError(f"the onnxruntime runtime needs the onnx and onnxruntime packages: {INSTALL}")
-    model = copy.deepcopy(model).cpu().float().eval()
     inputs = Inputs.of(example_inputs).to("cpu")
+    serialised = getattr(model, "onnx_model", None)
+    if isinstance(serialised, bytes):  # already ONNX (a quantized model): run it as it is
+        runner = session(serialised, threads)
+        bound = feeds(runner, inputs)
+        return lambda: runner.run(None, bound)
+    model = copy.deepcopy(model).cpu().float().eval()
     buffer = io.BytesIO()
     try:
         with warnings.catch_warnings(), traceable(model):

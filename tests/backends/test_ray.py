@@ -49,6 +49,22 @@ def test_ray_search_stopped_and_resumed_reaches_the_total_and_writes_the_usual_f
     assert result.load_model(result.best())(torch.randn(2, 1, 8, 8)).shape == (2, 10)
 
 
+def test_ray_runs_a_multi_fidelity_search_with_promotions(tmp_path):
+    """With the Ray backend the driver promotes as it suggests: promoted trials continue feasible trials of the
+    rung below, none twice, and the study stops at the total."""
+    torch.manual_seed(0)
+    data = DigitsDataModule(batch_size=64)
+    model = train_classifier(DigitsCNN(width=8), data.train_dataloader(), epochs=2)
+    result = search(model, data, space=TINY, fidelity=True, n_trials=12, out_dir=tmp_path, seed=0,
+                    profile=fast_profile(), backend="ray", ray=RayOptions(cpus_per_trial=1, max_concurrent=1))
+    done = {t.number: t for t in result.trials if t.complete}
+    assert len(done) == 12
+    promoted = [t for t in done.values() if t.parent is not None]
+    assert promoted and len({(t.parent, t.rung) for t in promoted}) == len(promoted)
+    assert all(done[t.parent].rung == t.rung - 1 and done[t.parent].feasible for t in promoted)
+    assert result.pareto and not {c.number for c in result.pareto} & {t.parent for t in promoted}
+
+
 def test_a_ray_address_that_does_not_answer_is_a_study_error(tmp_path):
     """--address of a head node that is not there: StudyError before anything is created."""
     with pytest.raises(StudyError, match="does not answer"):

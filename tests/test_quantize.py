@@ -1,0 +1,162 @@
+"""int8 quantization as a searched choice: policies, the quantized model, trials, candidates and export."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from autoprune.api import search
+from autoprune.errors import AutopruneInputError, ExportError, PolicyError, SearchSpaceError
+from autoprune.export import save_pruned
+from autoprune.finetune import accuracy, first_inputs
+from autoprune.measure import shape_key
+from autoprune.objective import Proposal, TrialContext, execute_trial
+from autoprune.policy import Policy
+from autoprune.quantize import INT8_FILE, QuantizedModel, int8_parity, quantize_model
+from autoprune.sampling import FinetuneSettings
+from autoprune.space import load_space
+from autoprune.zoo import MLP
+from tests.conftest import fast_profile, in_ci
+
+if not in_ci():
+    pytest.importorskip("onnxruntime")
+
+LAYERS = ["conv1", "conv2"]
+
+
+def _train_batches(data, n=4):
+    return [x for x, _ in list(data.train_dataloader())[:n]]
+
+
+# --- the policy and the space -------------------------------------------------------------------------------
+
+def test_a_policy_round_trips_its_quantization_and_old_policies_still_read():
+    policy = Policy(layers=Policy.uniform(LAYERS, sparsity=0.5, method="l1_structured").layers, quantize="int8_static")
+    assert Policy.from_dict(policy.to_dict()) == policy and policy.to_dict()["schema_version"] == 2
+    old = {"schema_version": 1, "layers": {"conv1": {"sparsity": 0.5, "method": "l1_structured"}},
+           "regularizer": {"kind": "none", "strength": 0.0}, "round_to": None, "drop": []}
+    assert Policy.from_dict(old).quantize == "none"
+    with pytest.raises(PolicyError, match="unknown policy field"):
+        Policy.from_dict({**old, "quantize": "int8_static"})  # version 1 had no quantization
+    with pytest.raises(PolicyError, match="quantize must be one of"):
+        Policy(quantize="int4")
+
+
+def test_a_space_without_quantize_draws_no_quantization_parameter_and_keeps_its_fingerprint(tmp_path):
+    import optuna
+
+    plain = load_space("default")
+    trial = optuna.create_study().ask()
+    policy, _ = plain.resolve(MLP(), protected=["head"]).sample(trial)
+    assert policy.quantize == "none" and "quantize" not in trial.params
+    assert plain.fingerprint() == load_space("default").model_copy(update={"quantize": ["none"]}).fingerprint()
+    path = tmp_path / "q.yaml"
+    path.write_text("quantize: [none, int4]\n")
+    with pytest.raises(SearchSpaceError, match="quantize"):
+        load_space(path)
+
+
+def test_the_compress_space_seeds_int8_versions_of_the_uniform_policies():
+    space = load_space("compress")
+    assert space.quantizes
+    params = space.resolve(MLP(), protected=["head"]).seed_params()
+    uniform = [p for p in params if p.get("quantize") == "none" and all(v == 1.0 for k, v in p.items()
+                                                                          if k.startswith("scale."))]
+    quantized = [p for p in params if p.get("quantize") == "int8_static"]
+    assert quantized and len(quantized) == len(uniform)
+    assert {p["sparsity.global"] for p in quantized} == {p["sparsity.global"] for p in uniform}
+
+
+# --- the quantized model ------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("mode", ["int8_static", "int8_dynamic"])
+def test_a_quantized_model_runs_smaller_and_keeps_the_accuracy(digits, mode):
+    model, data = digits
+    x = next(iter(data.val_dataloader()))[0][:2]
+    q = quantize_model(model, x, mode, calibration=_train_batches(data))
+    assert isinstance(q, QuantizedModel) and q(x).shape == model(x).shape
+    fp32_bytes = sum(p.numel() * 4 for p in model.parameters())
+    assert q.size_bytes < fp32_bytes
+    assert accuracy(q, data.val_dataloader()) >= accuracy(model, data.val_dataloader()) - 0.03
+
+
+def test_an_unknown_mode_an_export_or_a_quantizer_that_fails_is_an_export_error(monkeypatch):
+    with pytest.raises(ExportError, match="unknown quantization"):
+        quantize_model(MLP(), torch.randn(2, 16), "int4")
+
+    def refuse(*args, **kwargs):
+        raise RuntimeError("Unsupported: ONNX export of operator frobnicate")
+
+    monkeypatch.setattr("autoprune.quantize._quantize", refuse)
+    with pytest.raises(ExportError, match="could not quantize MLP to int8_static.*frobnicate"):
+        quantize_model(MLP(), torch.randn(2, 16), "int8_static")
+    monkeypatch.setattr("autoprune.quantize.export_onnx", refuse)
+    with pytest.raises(ExportError, match="could not be exported to ONNX.*frobnicate"):
+        quantize_model(MLP(), torch.randn(2, 16), "int8_dynamic")
+
+
+def test_the_int8_parity_check_refuses_a_model_that_is_not_the_fp32_one(digits, tmp_path):
+    model, data = digits
+    x = first_inputs(data.val_dataloader())
+    q = quantize_model(model, x, "int8_static", calibration=_train_batches(data))
+    parity = int8_parity(model, q, iter(data.val_dataloader()))
+    assert parity.agreement >= 0.98 and parity.relative_error < 0.15
+    stranger = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10)).eval()
+    wrong = quantize_model(stranger, x, "int8_dynamic")
+    with pytest.raises(ExportError, match="agrees with the fp32 model"):
+        save_pruned(model, Policy(quantize="int8_static"), tmp_path / "c", example_inputs=x, formats=(),
+                    int8=wrong, parity_batches=iter(data.val_dataloader()))
+
+
+# --- trials and searches ------------------------------------------------------------------------------------
+
+def test_a_quantized_trial_is_timed_sized_and_scored_as_its_int8_model(digits, tmp_path):
+    model, data = digits
+    x = first_inputs(data.val_dataloader())
+    ctx = TrialContext(base_model=model, example_inputs=x, train_loader=data.train_dataloader(),
+                       val_loader=data.val_dataloader(), profile=fast_profile(runtime="onnxruntime"),
+                       artifacts_dir=tmp_path)
+    policy = Policy(layers=Policy.uniform(LAYERS, sparsity=0.25, method="l1_structured").layers,
+                    quantize="int8_static")
+    report = execute_trial(ctx, Proposal(0, policy, FinetuneSettings(5, 1e-3, 1)), front=[])
+    saved = tmp_path / "trial_00000"
+    int8 = QuantizedModel.load(saved / INT8_FILE)
+    assert report.values[2] == pytest.approx(int8.size_bytes / 1e6)
+    assert report.values[0] == pytest.approx(accuracy(int8, data.val_dataloader()))
+    assert (saved / "weights.pt").is_file() and report.user_attrs["int8_parity"]["agreement"] >= 0.9
+    fp32 = execute_trial(ctx, Proposal(1, Policy(layers=policy.layers), FinetuneSettings(5, 1e-3, 1)), front=[])
+    assert fp32.values[2] > 2 * report.values[2], "int8 weights take about a quarter of the bytes"
+    assert fp32.user_attrs["shape_key"] != report.user_attrs["shape_key"], "the cache keeps int8 apart"
+
+
+def test_the_cache_key_tells_quantized_from_float_models(digits):
+    model, _ = digits
+    profile = fast_profile()
+    assert shape_key(model, profile) != shape_key(model, profile, variant="int8_static")
+
+
+def test_quantizing_under_the_eager_runtime_is_refused_up_front(digits, tmp_path):
+    model, data = digits
+    with pytest.raises(AutopruneInputError, match="--runtime onnxruntime"):
+        search(model, data, space="compress", n_trials=1, out_dir=tmp_path / "run")
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_search_over_the_compress_space_records_quantized_candidates(digits, tmp_path):
+    model, data = digits
+    space = load_space("compress")
+    space = space.model_copy(update={"finetune": space.finetune.model_copy(update={"max_steps": 3})})
+    result = search(model, data, space=space, n_trials=4, seed=0, out_dir=tmp_path, sampler="random",
+                    profile=fast_profile(runtime="onnxruntime"), seed_policies=False)
+    done = [t for t in result.trials if t.complete]
+    assert len(done) == 4
+    assert {t.policy["quantize"] for t in done} == {"none", "int8_static"}  # this seed draws both
+    front = json.loads((tmp_path / "pareto.json").read_text())["pareto"]
+    assert all("quantize" in c["policy"] for c in front)
+    for c in result.pareto:
+        saved = Path(result.meta.artifacts) / c.artifact_dir
+        assert (saved / INT8_FILE).is_file() == (c.policy["quantize"] != "none")
