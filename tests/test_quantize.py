@@ -160,3 +160,24 @@ def test_a_search_over_the_compress_space_records_quantized_candidates(digits, t
     for c in result.pareto:
         saved = Path(result.meta.artifacts) / c.artifact_dir
         assert (saved / INT8_FILE).is_file() == (c.policy["quantize"] != "none")
+
+
+def test_refine_re_quantizes_a_quantized_candidate_after_the_longer_fine_tune(digits, tmp_path):
+    from autoprune.loading import candidate_loader
+    from autoprune.prune import prune
+    from autoprune.refine import refine
+    from autoprune.result import SearchResult, TrialRecord
+
+    model, data = digits
+    x = next(iter(data.val_dataloader()))[0][:2]
+    policy = Policy(layers=Policy.uniform(LAYERS, sparsity=0.25, method="l1_structured").layers,
+                    quantize="int8_static")
+    save_pruned(prune(model, policy, x), policy, tmp_path / "candidates" / "trial_00000", example_inputs=x,
+                formats=())
+    record = TrialRecord(number=0, state="complete", feasible=True, metric=0.5, latency_ms=1.0, size_mb=0.01,
+                         policy=policy.to_dict(), artifact_dir="trial_00000", lr=1e-3)
+    result = SearchResult(trials=[record], out_dir=tmp_path, model_loader=candidate_loader(tmp_path / "candidates",
+                                                                                           model))
+    refined = refine(result, data, steps=3, out_dir=tmp_path / "refined", formats=())
+    int8 = QuantizedModel.load(tmp_path / "refined" / "trial_00000" / INT8_FILE)
+    assert refined[0].metric == pytest.approx(accuracy(int8, data.val_dataloader()))
