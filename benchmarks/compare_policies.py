@@ -87,13 +87,17 @@ SAMPLERS = {"autoprune": "auto", "random": "random"}  # the methods that are sea
 def build_model(name: str, cache: Path) -> torch.nn.Module:
     if name == "digits_cnn":
         return pretrained_digits_cnn(cache)
-    path = cache / "resnet.pt"
+    return trained_resnet(cache / "resnet.pt", widths=(32, 64), epochs=15)
+
+
+def trained_resnet(path: Path, *, widths: tuple[int, ...], epochs: int) -> torch.nn.Module:
+    """A ResNet-style CNN (2 blocks a stage) trained on digits from a fixed seed, cached at ``path``."""
     torch.manual_seed(0)
-    model = ResNetCNN(in_channels=1, widths=(32, 64), blocks=2)
+    model = ResNetCNN(in_channels=1, widths=widths, blocks=2)
     if path.is_file():
         model.load_state_dict(torch.load(path, weights_only=True))
         return model.eval()
-    train_classifier(model, DigitsDataModule(seed=0).train_dataloader(), epochs=15)
+    train_classifier(model, DigitsDataModule(seed=0).train_dataloader(), epochs=epochs)
     torch.save(model.state_dict(), path)
     return model.eval()
 
@@ -434,6 +438,16 @@ def plot(report: dict, runs_by_model: dict, path: Path) -> None:
     plt.close(fig)
 
 
+def setup(work: Path) -> tuple[dict, Path, DigitsDataModule]:
+    """One torch thread, the work directory, its cache of finished runs (and its file), the digits splits."""
+    torch.set_num_threads(1)
+    work.mkdir(parents=True, exist_ok=True)
+    cache_file = work / "cache.json"
+    data = DigitsDataModule(batch_size=64, seed=0)
+    data.setup()
+    return (json.loads(cache_file.read_text()) if cache_file.is_file() else {}), cache_file, data
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=30)
@@ -449,12 +463,7 @@ def main() -> None:
     args = parser.parse_args()
     suffix = "" if args.runtime == "eager" else f"_{args.runtime}"
     args.work = args.work or Path("runs/benchmark-compare" + suffix.replace("_", "-"))
-    torch.set_num_threads(1)
-    args.work.mkdir(parents=True, exist_ok=True)
-    cache_file = args.work / "cache.json"
-    cache = json.loads(cache_file.read_text()) if cache_file.is_file() else {}
-    data = DigitsDataModule(batch_size=64, seed=0)
-    data.setup()
+    cache, cache_file, data = setup(args.work)
     loaders = (data.train_dataloader(), data.val_dataloader(), data.test_dataloader())
     settings = settings_of_default_space()
     profile = HardwareProfile(runtime=args.runtime)

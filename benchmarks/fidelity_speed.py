@@ -40,12 +40,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from autoprune.api import search  # noqa: E402
-from autoprune.demo import DigitsDataModule  # noqa: E402
 from autoprune.finetune import accuracy  # noqa: E402
 from autoprune.result import pareto_front  # noqa: E402
-from autoprune.demo import train_classifier  # noqa: E402
-from autoprune.zoo import ResNetCNN  # noqa: E402
-from benchmarks.compare_policies import build_model as build_small  # noqa: E402
+from benchmarks.compare_policies import build_model as build_small, setup, trained_resnet  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
@@ -58,15 +55,7 @@ def build_model(name: str, cache: Path) -> torch.nn.Module:
     parameters), whose trials cost seconds to tens of seconds on 2 cores, fine-tuning most of it."""
     if name != "resnet_wide":
         return build_small(name, cache)
-    path = cache / "resnet_wide.pt"
-    torch.manual_seed(0)
-    model = ResNetCNN(in_channels=1, widths=(128, 256), blocks=2)
-    if path.is_file():
-        model.load_state_dict(torch.load(path, weights_only=True))
-        return model.eval()
-    train_classifier(model, DigitsDataModule(seed=0).train_dataloader(), epochs=8)
-    torch.save(model.state_dict(), path)
-    return model.eval()
+    return trained_resnet(cache / "resnet_wide.pt", widths=(128, 256), epochs=8)
 
 
 def area(points: list[tuple[float, float]], floor: float) -> float:
@@ -165,12 +154,7 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", default=["digits_cnn", "resnet"])
     parser.add_argument("--work", type=Path, default=Path("runs/benchmark-fidelity"))
     args = parser.parse_args()
-    torch.set_num_threads(1)
-    args.work.mkdir(parents=True, exist_ok=True)
-    cache_file = args.work / "cache.json"
-    cache = json.loads(cache_file.read_text()) if cache_file.is_file() else {}
-    data = DigitsDataModule(batch_size=64, seed=0)
-    data.setup()
+    cache, cache_file, data = setup(args.work)
     test_loader = data.test_dataloader()
     report = {"machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.system()}, no GPU",
               "torch": torch.__version__, "trials": args.trials, "multi_trials": args.multi_trials,
