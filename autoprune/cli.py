@@ -35,7 +35,9 @@ out_console = Console()
 # (report, export, refine).
 _DEBUG = typer.Option(False, help="print tracebacks.")
 _RUN_DIR = typer.Option(None, help="the run directory of a search (default with --storage: runs/<study-name>).")
-_STORAGE = typer.Option(None, help="storage URL or journal file (default: the run directory's study.db).")
+_STORAGE = typer.Option(None, envvar=defaults.STORAGE_ENV,
+                        help="storage URL or journal file (default: the run directory's study.db); read from "
+                             f"${defaults.STORAGE_ENV} when not given, which keeps a password out of ps and history.")
 _STUDY_NAME = typer.Option(None, help="study name (default: the only study in the storage).")
 _ARTIFACTS = typer.Option(None, help="the candidates directory, if not where the study recorded it.")
 _FORMATS = typer.Option(None, "--format", help="torchscript and/or onnx (default: both when onnx is installed).")
@@ -96,9 +98,12 @@ def search(
     trials: int = typer.Option(defaults.N_TRIALS, help="total trials in the study (a resumed study runs only the "
                                                        "missing ones)."),
     timeout: Optional[float] = typer.Option(None, help="stop starting trials after this many seconds."),
-    storage: Optional[str] = typer.Option(None, help="Optuna storage: a URL (sqlite:///..., postgresql://...) or a "
-                                                     "journal file path; workers on the same storage and study "
-                                                     "name share one study (default: sqlite in the run directory)."),
+    storage: Optional[str] = typer.Option(None, envvar=defaults.STORAGE_ENV,
+                                          help="Optuna storage: a URL (sqlite:///..., postgresql://...) or a "
+                                               "journal file path; workers on the same storage and study name share "
+                                               "one study (default: sqlite in the run directory). Read from "
+                                               f"${defaults.STORAGE_ENV} when not given (a password stays out of ps "
+                                               "and shell history)."),
     study_name: Optional[str] = typer.Option(None, help="study name (default: digits, or the model function's name)."),
     out: Optional[Path] = typer.Option(None, help="run directory (default: runs/<study-name>)."),
     artifacts: Optional[Path] = typer.Option(None, help="directory for front candidates' weights that every worker "

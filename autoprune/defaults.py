@@ -34,3 +34,6 @@ RUNTIME = "eager"
 DEMO = "embedded:digits"
 #: the batch size of the data loaders the CLI builds for the embedded digits default
 DATA_BATCH_SIZE = 64
+#: the environment variable the CLI reads --storage from when it is not given (a password kept out of ps and
+#: shell history)
+STORAGE_ENV = "AUTOPRUNE_STORAGE"

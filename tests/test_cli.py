@@ -133,3 +133,20 @@ def test_invalid_space_field_is_named(tmp_path):
     space.write_text("version: 1\nfinetune: {max_steps: -1}\n")
     proc = autoprune("search", "--space", space, "--out", tmp_path, "--no-progress")
     assert proc.returncode == 2 and "finetune.max_steps" in proc.stderr
+
+
+def test_storage_comes_from_the_environment_when_not_given(tmp_path):
+    """$AUTOPRUNE_STORAGE stands for --storage, so a database password need not appear in ps or history."""
+    journal = tmp_path / "env" / "study.log"
+    env = {**os.environ, "PYTHONPATH": str(REPO), "AUTOPRUNE_STORAGE": str(journal)}
+    proc = subprocess.run([sys.executable, "-m", "autoprune.cli", "search", "--space", TINY, "--trials", "1",
+                           "--out", str(tmp_path / "run"), "--no-progress"], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    assert journal.is_file() and not (tmp_path / "run" / "study.db").exists()
+
+
+def test_a_storage_url_missing_a_slash_exits_2_without_printing_the_password(tmp_path):
+    proc = autoprune("search", "--storage", "postgresql:/u:SECRET@host/db", "--out", tmp_path / "run", "--no-progress")
+    assert proc.returncode == 2, proc.stderr
+    assert "missing a slash" in proc.stderr.replace("\n", " ") and "SECRET" not in proc.stdout + proc.stderr

@@ -38,14 +38,31 @@ from autoprune.errors import StudyError
 MAX_RETRY = 3
 
 
+#: a password in a URL's userinfo (``scheme://user:PASSWORD@host``, also with ``@`` inside the password or one
+#: slash too few), and in its query (``?password=...``, as SQLAlchemy and libpq accept)
+_USERINFO = re.compile(r"([A-Za-z][\w+.-]*:/*[^:/@\s]*:)[^\s?#]*@")
+_QUERY = re.compile(r"([?&](?:password|passwd|pwd|sslpassword|secret|token)=)[^&#\s]*", re.IGNORECASE)
+#: ``scheme:/...`` or ``scheme:...@``: a URL mistyped, which would otherwise be taken as a journal file's path
+_MALFORMED = re.compile(r"^[A-Za-z][\w+.-]*:(/(?!/)|[^/\\].*@)")
+
+
 def mask_url(url: str) -> str:
-    """The storage URL with any password replaced by ``***`` (safe to print and log)."""
-    return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", str(url))
+    """The storage URL (or a message holding one) with every password replaced by ``***``: the userinfo's,
+    whatever characters it holds, and query parameters such as ``password=`` (safe to print and log)."""
+    return _QUERY.sub(r"\1***", _USERINFO.sub(r"\1***@", str(url)))
 
 
 def is_file_storage(spec: str) -> bool:
     """A plain path (no ``scheme://``) selects a journal file."""
     return "://" not in str(spec)
+
+
+def check_storage_spec(spec: str) -> None:
+    """Refuse a storage that looks like a URL with a typo (``postgresql:/u:pw@host/db``), which would
+    otherwise become a private journal file named after it; the message masks any password."""
+    if is_file_storage(spec) and _MALFORMED.match(str(spec)) and not re.match(r"^[A-Za-z]:[\\/]", str(spec)):
+        raise StudyError(f"--storage {mask_url(spec)} looks like a URL missing a slash (a URL is scheme://...); "
+                         "give a URL such as postgresql://user@host/db, or a journal file path")
 
 
 def storage_file(spec: str) -> Path | None:
@@ -156,6 +173,7 @@ def make_storage(spec: str, *, heartbeat_interval: int | None = defaults.HEARTBE
     ``must_exist``, when a journal or SQLite file is not there. ``heartbeat_interval=None`` turns
     heartbeats off (ask/tell drivers such as the Ray backend, which Optuna's heartbeat does not serve).
     """
+    check_storage_spec(spec)
     path = storage_file(spec)
     if must_exist and path is not None and not path.is_file():
         raise StudyError(f"no {'journal file' if is_file_storage(spec) else 'SQLite database'} at {path}")

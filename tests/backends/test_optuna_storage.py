@@ -115,3 +115,26 @@ def test_a_postgresql_url_without_a_driver_uses_the_installed_one(postgres):
     url = postgres.url().replace("postgresql+psycopg2://", "postgresql://")
     storage, liveness = make_storage(url)
     assert liveness is None and storage.url.startswith("postgresql+psycopg")
+
+
+@pytest.mark.parametrize("url, secret", [
+    ("postgresql://u@127.0.0.1:5432/db?password=SECRET", "SECRET"),
+    ("postgresql://u:Ab@cdSECRET@host/db", "cdSECRET"),
+    ("postgresql+psycopg2://u:SECRET@host:5432/db?sslmode=require&PassWord=SECRET2", "SECRET"),
+    ("postgresql:/u:SECRET@host/db", "SECRET"),
+    ("error connecting to postgresql://u:SE%20CRET@host (timeout)", "CRET"),
+])
+def test_every_credential_form_is_masked(url, secret):
+    from autoprune.backends.storage import mask_url
+
+    masked = mask_url(url)
+    assert secret not in masked and "***" in masked
+
+
+def test_a_url_missing_a_slash_is_refused_not_taken_as_a_journal_path(tmp_path, monkeypatch):
+    """``postgresql:/u:pw@host/db`` would become a private journal file (and folders named after the password)."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(StudyError, match="missing a slash") as info:
+        make_storage("postgresql:/u:SECRET@host/db")
+    assert "SECRET" not in str(info.value)
+    assert not any(tmp_path.iterdir()), "nothing created"
