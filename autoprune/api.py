@@ -51,7 +51,8 @@ OnTrialEnd = Callable[[TrialRecord, SearchResult], None]
 def check_arguments(*, n_trials: Any = defaults.N_TRIALS, budget_ms: Any = None, budget_mb: Any = None,
                     budget_ratio: Any = None, timeout: Any = None, study_name: Any = None,
                     heartbeat_interval: Any = defaults.HEARTBEAT_INTERVAL, sampler: Any = defaults.SAMPLER,
-                    backend: Any = defaults.BACKEND) -> None:
+                    backend: Any = defaults.BACKEND, seed: Any = None, storage: Any = None,
+                    out_dir: Any = None, artifacts_dir: Any = None) -> None:
     """Refuse arguments of :func:`search` that cannot work, before anything is loaded or created (the CLI
     calls it first too). Raises the package's input errors, naming the argument."""
     if isinstance(n_trials, bool) or not isinstance(n_trials, int) or n_trials < 1:
@@ -67,6 +68,15 @@ def check_arguments(*, n_trials: Any = defaults.N_TRIALS, budget_ms: Any = None,
         raise AutopruneInputError(f"heartbeat_interval must be a positive integer, got {heartbeat_interval!r}")
     if study_name is not None and not re.fullmatch(r"[\w.\-]+", str(study_name)):
         raise AutopruneInputError(f"study_name {study_name!r} may use letters, digits, '.', '_' and '-' only")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32):
+        raise AutopruneInputError(f"seed (--seed) must be an integer from 0 to 2**32 - 1, got {seed!r}")
+    if storage is not None and not isinstance(storage, str):
+        raise AutopruneInputError(f"storage (--storage) must be a URL or a journal file path (a string), got "
+                                  f"{type(storage).__name__}")
+    for name, value in (("out_dir", out_dir), ("artifacts_dir", artifacts_dir)):
+        if value is not None and Path(value).exists() and not Path(value).is_dir():
+            raise AutopruneInputError(f"{name} (--{name.removesuffix('_dir')}) {value} is a file, not a directory: "
+                                      "give a directory (it is created if missing)")
     check_sampler(sampler)
     get_backend(backend)
 
@@ -117,7 +127,7 @@ def search(
         data: a ``LightningDataModule`` or a ``(train_loader, val_loader)`` pair; batches are ``(inputs,
             target)`` tuples or dicts of tensors (``labels`` the target), read through ``io``.
         space: a built-in space name (``default``, ``structured``, ``unstructured``, ``transformer``,
-            ``compress``), a YAML path, or a :class:`~autoprune.space.SearchSpace`.
+            ``compress``), a YAML path, a dict of the YAML's fields, or a :class:`~autoprune.space.SearchSpace`.
         budget_ms, budget_mb: hard budgets on latency (under ``profile``) and dense checkpoint size.
         budget_ratio: the latency budget as a share of the dense model's latency (0.5: twice as fast), resolved
             against the study's own dense timing; instead of ``budget_ms``.
@@ -171,7 +181,11 @@ def search(
     check_precision(precision)
     check_arguments(n_trials=n_trials, budget_ms=budget_ms, budget_mb=budget_mb, budget_ratio=budget_ratio,
                     timeout=timeout, study_name=study_name, heartbeat_interval=heartbeat_interval, sampler=sampler,
-                    backend=backend)
+                    backend=backend, seed=seed, storage=storage, out_dir=out_dir, artifacts_dir=artifacts_dir)
+    if isinstance(metric, str) and not isinstance(model, L.LightningModule):
+        raise AutopruneInputError(f"metric {metric!r} names a metric a LightningModule logs in validation_step, and "
+                                  f"the model is a plain {type(model).__name__}: give a callable "
+                                  "metric(model, val_loader), or leave it out for accuracy")
     chosen = get_backend(backend, options=ray)
     if fidelity is not None and not isinstance(fidelity, bool):
         raise AutopruneInputError(f"fidelity must be True, False or None, got {fidelity!r}")

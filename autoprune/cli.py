@@ -157,8 +157,8 @@ def search(
         from autoprune.space import load_space
 
         check_arguments(n_trials=trials, budget_ms=budget_ms, budget_mb=budget_mb, budget_ratio=budget_ratio,
-                        timeout=timeout,
-                        study_name=study_name, heartbeat_interval=heartbeat_interval, sampler=sampler, backend=backend)
+                        timeout=timeout, study_name=study_name, heartbeat_interval=heartbeat_interval, sampler=sampler,
+                        backend=backend, seed=seed, out_dir=out, artifacts_dir=artifacts)
         if backend != "ray" and (address or max_concurrent):
             raise AutopruneInputError("--address and --max-concurrent need --backend ray")
         if (model is None) != (data is None):
@@ -245,9 +245,13 @@ def export(
     def body() -> None:
         from autoprune.export import save_pruned
         from autoprune.finetune import first_inputs, resolve_data
+        from autoprune.export import check_formats
         from autoprune.loading import build_data, open_result
         from autoprune.quantize import deployed_model
 
+        check_formats(fmt or ())
+        if to.exists() and not to.is_dir():
+            raise AutopruneInputError(f"--to {to} is a file: give a directory to export into")
         result, _, _ = open_result(out=out, storage=storage, study_name=study_name, artifacts=artifacts,
                                    with_model=True)
         chosen = result.best() if trial is None else result.candidates([trial])[0]
@@ -287,8 +291,11 @@ def refine_command(
         from autoprune.refine import REFINED_DIR, REFINED_JSON, check_lr, check_steps, refine
         from autoprune.report import print_refined
 
+        from autoprune.export import check_formats
+
         check_steps(steps)
         check_lr(lr)
+        check_formats(fmt or ())
         result, out_dir, base = open_result(out=out, storage=storage, study_name=study_name, artifacts=artifacts,
                                             with_model=True)
         data = build_data(result.meta.data or defaults.DEMO)

@@ -26,6 +26,8 @@ from torch import nn
 from torch.nn import functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
+from autoprune.errors import ModelLoadError
+
 WEIGHTS_FILE = "digits_cnn.pt"
 
 
@@ -102,7 +104,11 @@ def pretrained_digits_cnn(run_dir: str | Path | None = None, *, epochs: int = 15
     model = DigitsCNN()
     cache = Path(run_dir) / WEIGHTS_FILE if run_dir is not None else None
     if cache is not None and cache.is_file():
-        model.load_state_dict(torch.load(cache, map_location="cpu", weights_only=True))
+        try:
+            model.load_state_dict(torch.load(cache, map_location="cpu", weights_only=True))
+        except Exception as exc:  # never pass on torch's advice to load with weights_only=False
+            raise ModelLoadError(f"{cache} cannot be read ({type(exc).__name__}): delete it and the digits CNN is "
+                                 "trained again") from None
         return model.eval()
     torch.manual_seed(seed)
     model = DigitsCNN()

@@ -34,7 +34,7 @@ from torch import nn
 
 from autoprune.attention import attention_blocks, refresh_heads
 from autoprune.depth import drop_blocks
-from autoprune.errors import ExportError, LayerMatchError, ModelLoadError
+from autoprune.errors import AutopruneInputError, ExportError, LayerMatchError, ModelLoadError
 from autoprune.layers import traceable
 from autoprune.modelio import Inputs, ModelIO, Selected
 from autoprune.policy import Policy
@@ -121,10 +121,22 @@ def load_pruned(directory: str | Path, base_model: nn.Module) -> nn.Module:
     path = Path(directory) / WEIGHTS
     if not path.is_file():
         raise ModelLoadError(f"no {WEIGHTS} in {directory}: not a directory written by autoprune's save_pruned")
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch's own message advises weights_only=False, which would run the file's code
+        raise ModelLoadError(f"{path} cannot be read ({type(exc).__name__}): the file is truncated or not written "
+                             "by save_pruned; export or run the search again") from None
     policy_file = Path(directory) / POLICY
     drop = Policy.from_json(policy_file).drop if policy_file.is_file() else ()
     return load_weights_into(base_model, state, drop=drop).eval()
+
+
+def check_formats(formats: Sequence[str]) -> tuple[str, ...]:
+    """``formats`` as a tuple; an :class:`~autoprune.errors.AutopruneInputError` names any unknown one."""
+    unknown = sorted(set(formats) - {"torchscript", "onnx"})
+    if unknown:
+        raise AutopruneInputError(f"unknown export format(s) {unknown}; choose from 'torchscript', 'onnx'")
+    return tuple(formats)
 
 
 def save_pruned(
@@ -158,10 +170,7 @@ def save_pruned(
     Returns:
         kind -> path of each file written (``policy``, ``weights``, ``torchscript``, ``onnx``, ``int8``).
     """
-    formats = tuple(default_formats() if formats is None else formats)
-    unknown = set(formats) - {"torchscript", "onnx"}
-    if unknown:
-        raise ExportError(f"unknown export format(s) {sorted(unknown)}; choose from 'torchscript', 'onnx'")
+    formats = check_formats(default_formats() if formats is None else formats)
     if "onnx" in formats and not onnx_available():
         raise ExportError(f"ONNX export needs the onnx and onnxruntime packages: {INSTALL}")
     out = Path(directory)

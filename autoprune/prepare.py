@@ -27,6 +27,7 @@ from torch import nn
 from autoprune.backends.book import StudyBook
 from autoprune.backends.storage import Storage
 from autoprune.depth import removable_blocks
+from autoprune.errors import DataError
 from autoprune.finetune import first_inputs, resolve_data
 from autoprune.layers import output_layers, run_model
 from autoprune.measure import HardwareProfile, LatencyReference, measure
@@ -59,13 +60,17 @@ def prepare_model(model: nn.Module, data: Any, space: SearchSpace, io: ModelIO |
     """Copy ``model``, resolve ``data`` into loaders (batches read through ``io``), and bind ``space`` to the copy.
 
     Raises:
-        DataError: ``data`` is neither a LightningDataModule nor a ``(train_loader, val_loader)`` pair.
+        DataError: ``data`` is neither a LightningDataModule nor a ``(train_loader, val_loader)`` pair, or its
+            training loader is empty.
         ExampleInputsError: the model cannot run the first validation batch.
         SearchSpaceError, LayerMatchError: the space selects nothing, or a glob matches nothing.
     """
     io = io or ModelIO()
     train_loader, val_loader = resolve_data(data)
     example_inputs = first_inputs(val_loader, io=io)
+    if space.finetune.max_steps > 0 and next(iter(train_loader), None) is None:
+        raise DataError("the training loader yields no batch, so no trial could fine-tune: check its dataset "
+                        "(or set the space's finetune.max_steps to 0)")
     base = dense_copy(model)
     run_model(base, example_inputs)
     protected = output_layers(base, example_inputs)

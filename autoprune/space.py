@@ -286,15 +286,28 @@ def space_path(name_or_path: str | Path) -> Path:
     return path
 
 
-def load_space(name_or_path: str | Path | SearchSpace) -> SearchSpace:
+def load_space(name_or_path: str | Path | SearchSpace | dict) -> SearchSpace:
     """Read and validate a search space; errors name the file, the field and what is allowed."""
     if isinstance(name_or_path, SearchSpace):
         return name_or_path
+    if isinstance(name_or_path, dict):
+        try:
+            return SearchSpace.model_validate(name_or_path)
+        except ValidationError as exc:
+            raise SearchSpaceError(_format_validation_error("the space given", exc)) from None
+    if not isinstance(name_or_path, (str, Path)):
+        raise SearchSpaceError(f"space must be a built-in name, a YAML path, a dict or a SearchSpace, got "
+                               f"{type(name_or_path).__name__}")
     path = space_path(name_or_path)
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
         raise SearchSpaceError(f"search space {path} is not valid YAML: {exc}") from None
+    except UnicodeDecodeError:
+        raise SearchSpaceError(f"search space {path} is not UTF-8 text: save it as UTF-8 YAML") from None
+    if data is None:
+        raise SearchSpaceError(f"search space {path} is empty: copy search_spaces/default.yaml and edit it, or "
+                               "give a built-in space name")
     if not isinstance(data, dict):
         raise SearchSpaceError(f"search space {path} must be a YAML mapping, got {type(data).__name__}")
     try:

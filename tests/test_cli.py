@@ -93,6 +93,7 @@ def test_refine_saves_every_pruned_candidate_with_its_new_accuracy(run_dir, tmp_
     (["--steps", "0"], "steps must be a positive integer"),
     (["--steps", "5", "--trial", "999"], "are not Pareto candidates"),
     (["--steps", "5", "--lr", "0"], "lr must be a positive number"),
+    (["--steps", "5", "--format", "pdf"], "unknown export format"),
 ])
 def test_refine_bad_input_exits_2(run_dir, args, message):
     out, _ = run_dir
@@ -110,6 +111,10 @@ def test_refine_bad_input_exits_2(run_dir, args, message):
     (["--runtime", "tvm"], "profile runtime must be one of"),
     (["--space", "compress", "--trials", "1"], "use --runtime onnxruntime"),
     (["--fidelity", "maybe"], "--fidelity must be one of"),
+    (["--seed", "-1"], "seed (--seed) must be an integer"),
+    (["--seed", "99999999999"], "seed (--seed) must be an integer"),
+    (["--timeout", "-1"], "must be a positive number"),
+    (["--budget-ms", "inf"], "must be a positive number"),
 ])
 def test_bad_input_exits_2_with_a_message_and_no_traceback(args, message, tmp_path):
     proc = autoprune("search", "--out", tmp_path, "--no-progress", *args)
@@ -150,3 +155,37 @@ def test_a_storage_url_missing_a_slash_exits_2_without_printing_the_password(tmp
     proc = autoprune("search", "--storage", "postgresql:/u:SECRET@host/db", "--out", tmp_path / "run", "--no-progress")
     assert proc.returncode == 2, proc.stderr
     assert "missing a slash" in proc.stderr.replace("\n", " ") and "SECRET" not in proc.stdout + proc.stderr
+
+
+def test_export_bad_input_exits_2(run_dir, tmp_path):
+    out, _ = run_dir
+    proc = autoprune("export", "--out", out, "--to", tmp_path / "exp", "--format", "pdf")
+    assert proc.returncode == 2 and "unknown export format" in proc.stderr, proc.stderr
+    (tmp_path / "file").write_text("x")
+    proc = autoprune("export", "--out", out, "--to", tmp_path / "file")
+    assert proc.returncode == 2 and "is a file" in proc.stderr, proc.stderr
+
+
+@pytest.mark.parametrize("content, message", [
+    (b"", "is empty"),
+    (b"version: 1\nlayers: auto\ndescription: \xff\xfe caf\xe9\n", "not UTF-8"),
+])
+def test_an_empty_or_undecodable_space_file_exits_2(tmp_path, content, message):
+    path = tmp_path / "space.yaml"
+    path.write_bytes(content)
+    proc = autoprune("search", "--space", path, "--out", tmp_path / "run", "--no-progress")
+    assert proc.returncode == 2 and message in proc.stderr.replace("\n", " "), proc.stderr
+
+
+def test_an_out_directory_that_is_a_file_exits_2(tmp_path):
+    (tmp_path / "taken").write_text("x")
+    proc = autoprune("search", "--out", tmp_path / "taken", "--no-progress")
+    assert proc.returncode == 2 and "is a file, not a directory" in proc.stderr.replace("\n", " "), proc.stderr
+
+
+def test_a_truncated_digits_model_exits_2_and_never_suggests_unsafe_loading(tmp_path):
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "digits_cnn.pt").write_bytes(b"PK\x03\x04 truncated")
+    proc = autoprune("search", "--out", tmp_path / "run", "--no-progress")
+    assert proc.returncode == 2, proc.stderr
+    assert "cannot be read" in proc.stderr and "weights_only=False" not in proc.stdout + proc.stderr

@@ -310,3 +310,29 @@ def test_a_latency_budget_relative_to_the_dense_model(digits, tmp_path):
         pytest.approx(result.budget_ms)
     with pytest.raises(AutopruneInputError, match="not both"):
         _search(model, data, tmp_path / "b", budget_ratio=0.5, budget_ms=3.0)
+
+
+@pytest.mark.parametrize("kwargs, error, message", [
+    ({"storage": 123}, AutopruneInputError, "must be a URL or a journal file path"),
+    ({"metric": "val_f1"}, AutopruneInputError, "names a metric a LightningModule logs"),
+    ({"space": {"sparsity": {"mode": "sideways"}}}, AutopruneInputError, "sparsity.mode"),
+    ({"seed": -3}, AutopruneInputError, "seed"),
+])
+def test_bad_python_arguments_raise_the_package_s_errors_before_anything_runs(digits, tmp_path, kwargs, error,
+                                                                              message):
+    model, data = digits
+    with pytest.raises(error, match=message):
+        search(model, data, n_trials=1, out_dir=tmp_path / "run", **kwargs)
+    assert not (tmp_path / "run").exists()
+
+
+def test_an_empty_training_loader_is_refused_up_front(digits, tmp_path):
+    """With no training batch every trial would silently skip its fine-tune."""
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from autoprune.errors import DataError
+
+    model, data = digits
+    empty = DataLoader(TensorDataset(torch.empty(0, 1, 8, 8), torch.empty(0, dtype=torch.long)), batch_size=8)
+    with pytest.raises(DataError, match="training loader yields no batch"):
+        search(model, (empty, data.val_dataloader()), n_trials=1, out_dir=tmp_path / "run")
