@@ -81,6 +81,15 @@ def check_arguments(*, n_trials: Any = defaults.N_TRIALS, budget_ms: Any = None,
     get_backend(backend)
 
 
+def make_directory(path: Path, what: str) -> None:
+    """Create ``path`` (and its parents) or say why it cannot be, as an input error naming the argument."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise AutopruneInputError(f"{what} {path} cannot be created ({exc.strerror or type(exc).__name__}): give a "
+                                  "directory you can write to") from None
+
+
 def check_quantization(space: SearchSpace, profile: HardwareProfile, metric: Any) -> None:
     """A space that quantizes needs candidates timed in ONNX Runtime, where the int8 model runs, and a metric
     that can be computed on the int8 model's outputs (accuracy, or a callable)."""
@@ -195,7 +204,7 @@ def search(
     with chosen.connected(), quiet():  # connect fails fast (exit 2 in the CLI) when the engine does not answer
         name = study_name or defaults.STUDY_NAME
         out = Path(out_dir) if out_dir is not None else Path("runs") / name
-        out.mkdir(parents=True, exist_ok=True)
+        make_directory(out, "out_dir (--out)")
         storage = storage or default_storage(out)
         store = make_storage(storage, heartbeat_interval=heartbeat_interval if chosen.heartbeats else None)
         if resume and not store.has_study(name):
@@ -210,7 +219,7 @@ def search(
         budget_ms = latency_budget(budget_ms=budget_ms, budget_ratio=budget_ratio, reference=reference,
                                    prepared=prepared, profile=profile)
         artifacts = Path(artifacts_dir or book.meta.artifacts or default_artifacts(storage, out, name))
-        artifacts.mkdir(parents=True, exist_ok=True)
+        make_directory(artifacts, "artifacts_dir (--artifacts)")
         if book.created and seed_policies:
             seeds = prepared.seeds(metric=metric, loss=loss, profile=profile, reference=reference)
             book.enqueue(seeds.params, dense_metric=seeds.dense_metric)

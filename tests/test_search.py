@@ -336,3 +336,10 @@ def test_an_empty_training_loader_is_refused_up_front(digits, tmp_path):
     empty = DataLoader(TensorDataset(torch.empty(0, 1, 8, 8), torch.empty(0, dtype=torch.long)), batch_size=8)
     with pytest.raises(DataError, match="training loader yields no batch"):
         search(model, (empty, data.val_dataloader()), n_trials=1, out_dir=tmp_path / "run")
+
+
+def test_an_out_directory_that_cannot_be_created_is_an_input_error(digits, tmp_path):
+    model, data = digits
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(AutopruneInputError, match="cannot be created"):
+        search(model, data, n_trials=1, out_dir=tmp_path / "file" / "run")
