@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from autoprune import Policy, prunable_layers, prune
-from autoprune.errors import ExportError, ModelLoadError
+from autoprune.errors import AutopruneInputError, ModelLoadError
 from autoprune.export import load_pruned, save_pruned
 from autoprune.layers import output_layers
 from autoprune.modelio import Inputs
@@ -62,8 +62,8 @@ def test_weights_that_do_not_fit_are_a_clear_error(tmp_path):
 
 
 def test_unknown_format_is_rejected(tmp_path):
-    """Only torchscript and onnx are known formats."""
-    with pytest.raises(ExportError, match="tflite"):
+    """Only torchscript and onnx are known formats; another is bad input (exit 2 from the CLI)."""
+    with pytest.raises(AutopruneInputError, match="tflite"):
         save_pruned(MLP(), Policy(), tmp_path, example_inputs=torch.randn(1, 16), formats=("tflite",))
 
 
