@@ -220,7 +220,7 @@ def search(
                                    prepared=prepared, profile=profile)
         artifacts = Path(artifacts_dir or book.meta.artifacts or default_artifacts(storage, out, name))
         make_directory(artifacts, "artifacts_dir (--artifacts)")
-        if book.created and seed_policies:
+        if seed_policies and book.needs_seeds():
             seeds = prepared.seeds(metric=metric, loss=loss, profile=profile, reference=reference)
             book.enqueue(seeds.params, dense_metric=seeds.dense_metric)
         ctx = TrialContext(base_model=prepared.base, example_inputs=prepared.example_inputs, profile=profile,

@@ -343,3 +343,25 @@ def test_an_out_directory_that_cannot_be_created_is_an_input_error(digits, tmp_p
     (tmp_path / "file").write_text("x")
     with pytest.raises(AutopruneInputError, match="cannot be created"):
         search(model, data, n_trials=1, out_dir=tmp_path / "file" / "run")
+
+
+def test_seeds_lost_to_an_interrupted_first_start_are_queued_by_the_next_run(digits, tmp_path, monkeypatch):
+    """Ctrl-C during the first run's sensitivity scan leaves a study without seeds; the same search again queues
+    them (the study is marked seeded then), instead of running on random samples only."""
+    from autoprune.prepare import PreparedModel
+
+    model, data = digits
+    real = PreparedModel.seeds
+
+    def interrupted(self, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(PreparedModel, "seeds", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        search(model, data, space=TINY, n_trials=2, out_dir=tmp_path, seed=0, profile=fast_profile())
+    monkeypatch.setattr(PreparedModel, "seeds", real)
+    monkeypatch.setattr("autoprune.backends.book._alive", lambda pid: False)  # the first run's process is gone
+    result = search(model, data, space=TINY, n_trials=2, out_dir=tmp_path, seed=0, profile=fast_profile())
+    assert result.policy(result.trials[0]).is_dense, "the dense seed ran first"
+    study = optuna.load_study(study_name="autoprune", storage=f"sqlite:///{tmp_path / 'study.db'}")
+    assert study.user_attrs["seeded"] is True

@@ -52,6 +52,8 @@ INTERRUPTED = "interrupted"
 NO_HEARTBEAT = "the worker stopped responding (killed, or its machine lost); the trial was queued again"
 SURPLUS = "surplus"  # lost the race for the study's last trial slot; dropped before doing any work
 REPORT_ATTR = "report"  # a finished trial's user attributes, written at once
+SEEDED_ATTR = "seeded"  # the study's seeded policies are queued
+SEEDING_ATTR = "seeding_by"  # host:pid of the run that created the study and is to queue them
 DUPLICATE = "duplicate promotion"  # another worker queued the same promotion first; dropped unrun
 WORKER = f"{socket.gethostname()}:{os.getpid()}"
 _COUNTED_STATES = (TrialState.COMPLETE, TrialState.FAIL)
@@ -104,6 +106,7 @@ class StudyBook:
                 except optuna.exceptions.DuplicatedStudyError:
                     pass
                 else:
+                    study.set_user_attr(SEEDING_ATTR, WORKER)  # this run queues the seeds (see needs_seeds)
                     for key, value in meta.to_attrs().items():
                         study.set_user_attr(key, value)
                     return cls(study, liveness=storage.liveness, created=True)
@@ -164,13 +167,29 @@ class StudyBook:
 
     # --- trials -------------------------------------------------------------------------------------------
 
+    def needs_seeds(self) -> bool:
+        """Whether this run should queue the seeded policies: it created the study, or the run that did stopped
+        before they were queued (Ctrl-C during the sensitivity scan, say: the study has no ``seeded`` mark and
+        its creator's process on this host is gone), and no trial has run yet. A creator still at work (another
+        worker that started at the same time) is left to it; studies made before the mark count as seeded."""
+        attrs = self.study.user_attrs
+        if attrs.get(SEEDED_ATTR):
+            return False
+        if self.created:
+            return True
+        host, _, pid = str(attrs.get(SEEDING_ATTR, "")).rpartition(":")
+        creator_gone = host == socket.gethostname() and pid.isdigit() and not _alive(int(pid))
+        return creator_gone and not any(t.state != TrialState.WAITING for t in self.study.get_trials(deepcopy=False))
+
     def enqueue(self, params: list[dict[str, Any]], *, dense_metric: float | None = None) -> None:
-        """Queue parameter sets (seeded policies) to be sampled first; once, by the worker that created the
-        study, which also records the dense model's metric when it measured it."""
+        """Queue parameter sets (seeded policies) to be sampled first, by the run that finds them missing
+        (:meth:`needs_seeds`), which also records the dense model's metric when it measured it; the study is
+        marked seeded last (a set queued twice is not duplicated)."""
         if dense_metric is not None:
             self.study.set_user_attr("dense_metric", dense_metric)
         for one in params:
             self.study.enqueue_trial(one, skip_if_exists=True)
+        self.study.set_user_attr(SEEDED_ATTR, True)
 
     def ask(self) -> optuna.Trial:
         """A new trial for a driver that tells results itself, tagged with this process's identity."""
