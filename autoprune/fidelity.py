@@ -31,6 +31,8 @@ import math
 from dataclasses import dataclass
 from typing import Mapping, Sequence
 
+from autoprune.result import dominates_point
+
 Point = tuple[float, float, float]  # (metric max, latency_ms min, size_mb min)
 
 
@@ -76,13 +78,9 @@ class Fidelity:
         return cls(steps=(0, max(1, max_steps // 3), max_steps))
 
 
-def _dominates(a: Point, b: Point) -> bool:
-    return a[0] >= b[0] and a[1] <= b[1] and a[2] <= b[2] and (a[0] > b[0] or a[1] < b[1] or a[2] < b[2])
-
-
 def non_dominated(points: Mapping[int, Point]) -> list[int]:
     """The keys of the points no other point dominates (metric max, latency min, size min)."""
-    return [k for k, p in points.items() if not any(_dominates(q, p) for j, q in points.items() if j != k)]
+    return [k for k, p in points.items() if not any(dominates_point(q, p) for j, q in points.items() if j != k)]
 
 
 def hypervolume(points: Sequence[Sequence[float]], reference: Sequence[float]) -> float:

@@ -139,18 +139,20 @@ def run_trial(ctx: TrialContext, policy: Policy, settings: FinetuneSettings, *, 
 
     module = as_lightning(pruned, loss=ctx.loss, recipe=Recipe.of(settings), io=ctx.io, distill=ctx.distill,
                           teacher=ctx.teacher)
+    tuned = False  # whether the weights (or BatchNorm statistics) changed since the int8 model was made
     if feasible and settings.max_steps > 0:
         started = time.perf_counter()
         finetune(module, ctx.train_loader, policy=policy, max_steps=settings.max_steps,
                  accelerator=ctx.accelerator, prefix="" if module is pruned else "net.", precision=ctx.precision)
         timings["finetune"] = time.perf_counter() - started
+        tuned = True
     elif feasible and screen_batches > 0:
         started = time.perf_counter()
-        adapt_batchnorm(pruned, ctx.train_loader, batches=screen_batches, io=ctx.io)
+        tuned = adapt_batchnorm(pruned, ctx.train_loader, batches=screen_batches, io=ctx.io)
         timings["finetune"] = time.perf_counter() - started
     started = time.perf_counter()
     if deployed is not None:  # the metric of what ships: the int8 model, calibrated on the tuned weights
-        deployed = _quantized(ctx, pruned, policy)
+        deployed = _quantized(ctx, pruned, policy) if tuned else deployed
         value = evaluate(deployed, ctx.val_loader, ctx.metric, accelerator="cpu", io=ctx.io)
     else:
         value = evaluate(module, ctx.val_loader, ctx.metric, accelerator=ctx.accelerator, io=ctx.io)

@@ -192,7 +192,8 @@ class SearchResult:
         nothing) scored more than ``tolerance`` (relative) below the dense model as it came; None otherwise,
         or when either figure is unknown."""
         before = self.meta.dense_metric
-        dense = sorted((t for t in self.trials if t.complete and t.policy is not None and self.policy(t).is_dense),
+        dense = sorted((t for t in self.trials if t.complete and t.policy is not None and self.policy(t).is_dense
+                        and self.policy(t).quantize == "none"),  # an int8 dense trial measures int8, not the tune
                        key=lambda t: -(t.finetune_steps or 0))  # the longest-tuned dense trial
         if before is None or not dense or dense[0].metric >= before - tolerance * abs(before):
             return None

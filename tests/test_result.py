@@ -58,3 +58,12 @@ def test_a_dense_seed_made_worse_by_the_fine_tune_is_flagged():
     assert "made the unpruned model worse" in worse.dense_drift()
     assert SearchResult(trials=[dense], meta=StudyMeta(dense_metric=0.865)).dense_drift() is None
     assert SearchResult(trials=[dense]).dense_drift() is None
+
+
+def test_an_int8_dense_trial_is_not_taken_for_the_fine_tune_s_drift():
+    """A dense policy that quantizes scores its int8 model: that says nothing about the fine-tune."""
+    from autoprune.policy import Policy
+    from autoprune.study import StudyMeta
+
+    int8 = TrialRecord(**{**TRIALS[0].to_dict(), "policy": Policy(quantize="int8_static").to_dict(), "metric": 0.80})
+    assert SearchResult(trials=[int8], meta=StudyMeta(dense_metric=0.95)).dense_drift() is None

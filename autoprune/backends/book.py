@@ -236,12 +236,13 @@ class StudyBook:
             return None
         trials = self.study.get_trials(deepcopy=False)
         taken = {(t.user_attrs.get("parent"), t.user_attrs.get("rung")) for t in trials if _holds_promotion(t)}
+        complete = {t.number: (t, attrs_of(t)) for t in trials if t.state == TrialState.COMPLETE}
         for rung in range(fidelity.top - 1, -1, -1):
-            done = [t for t in trials if t.state == TrialState.COMPLETE and int(t.user_attrs.get("rung", 0)) == rung]
-            points = {t.number: tuple(t.values) for t in done if attrs_of(t).get("feasible")}
+            done = [n for n, (_, attrs) in complete.items() if int(attrs.get("rung", 0)) == rung]
+            points = {n: tuple(complete[n][0].values) for n in done if complete[n][1].get("feasible")}
             for number in promotable(points, promote=fidelity.promote, completed=len(done)):
-                parent = self._trial(number)
-                if (number, rung + 1) in taken or attrs_of(parent).get("artifact_dir") is None:
+                parent, attrs = complete[number]
+                if (number, rung + 1) in taken or attrs.get("artifact_dir") is None:
                     continue
                 self.study.enqueue_trial(parent.params, user_attrs={"rung": rung + 1, "parent": number})
                 return number

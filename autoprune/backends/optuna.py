@@ -35,8 +35,9 @@ def optimize(book: StudyBook, job: TrialJob, *, n_trials: int, timeout: float | 
 
     def objective(trial: optuna.Trial) -> list[float]:
         book.claim(trial)
-        if book.is_surplus(trial, n_trials) or book.is_duplicate(trial):
-            trial.set_user_attr("failure_reason", DUPLICATE if book.is_duplicate(trial) else SURPLUS)
+        duplicate = book.is_duplicate(trial)
+        if duplicate or book.is_surplus(trial, n_trials):
+            trial.set_user_attr("failure_reason", DUPLICATE if duplicate else SURPLUS)
             raise optuna.TrialPruned()
         with book.beat(trial):
             try:
