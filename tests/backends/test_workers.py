@@ -74,10 +74,11 @@ def _kill_one_worker_mid_trial(tmp_path, weights, storage):
         return bool(running) and len(done) >= 1
 
     wait_until(victim_is_in_a_trial, what="the victim worker to be in a trial")
+    os.kill(victim.pid, signal.SIGKILL)  # at once: read first, and the trial seen running may finish meanwhile
+    victim.wait()
+    # A killed worker finishes nothing, and its trial stays RUNNING for the 3 s grace before it is reaped.
     before = {t.number: t.values for t in study.get_trials(states=(TrialState.COMPLETE,))}
     killed = [t.number for t in study.get_trials(states=(TrialState.RUNNING,)) if _pid_of(t) == victim.pid]
-    os.kill(victim.pid, signal.SIGKILL)
-    victim.wait()
     assert wait(survivor, dirs[1]) == 0, log_of(dirs[1])
     trials = _study(storage, "shared").get_trials()
     by_number = {t.number: t for t in trials}
