@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING, Any
 
 #: public name -> the module that defines it
 _EXPORTS = {
+    "Analysis": "autoprune.analyze",
+    "analyze": "autoprune.analyze",
     "AutopruneError": "autoprune.errors",
     "AutopruneInputError": "autoprune.errors",
     "Backend": "autoprune.backends",
@@ -44,6 +46,7 @@ __all__ = sorted(_EXPORTS)
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:  # what static analysers and IDEs see
+    from autoprune.analyze import Analysis, analyze
     from autoprune.api import search
     from autoprune.backends import Backend, RayOptions
     from autoprune.errors import AutopruneError, AutopruneInputError
@@ -71,7 +74,7 @@ def __dir__() -> list[str]:
 
 class _Package(types.ModuleType):
     """This package's module type. Importing a submodule binds it on its package under its own name, and
-    two public functions share their module's name (``autoprune.measure``, ``autoprune.prune``): once
+    public functions share their module's name (``autoprune.analyze``, ``autoprune.measure``, ``autoprune.prune``): once
     such a submodule has loaded, that binding would hide the function from ``__getattr__``. Those
     bindings are dropped, so ``autoprune.measure`` is the function, as an eager ``from ... import``
     made it; the submodules stay importable by name (``from autoprune.measure import measure``)."""

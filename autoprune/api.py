@@ -23,6 +23,7 @@ import lightning as L
 from torch import nn
 
 from autoprune import defaults
+from autoprune.analyze import Analysis
 from autoprune.backends import Backend, RayOptions, get_backend
 from autoprune.backends.book import StudyBook
 from autoprune.backends.samplers import check_sampler, make_sampler
@@ -126,6 +127,7 @@ def search(
     resume: bool = False, seed_policies: bool = True, heartbeat_interval: int = defaults.HEARTBEAT_INTERVAL,
     on_trial_end: OnTrialEnd | None = None, study_attrs: Mapping[str, Any] | None = None, io: ModelIO | None = None,
     distill: Distillation | bool | None = None, precision: str = "32-true", fidelity: bool | None = None,
+    analysis: Analysis | str | Path | None = None,
 ) -> SearchResult:
     """Search pruning policies for ``model``; return the Pareto front of metric vs latency and size.
 
@@ -180,6 +182,9 @@ def search(
             fine-tuning and only each rung's non-dominated candidates go on to longer fine-tunes. ``None``
             does what the space's ``fidelity`` section says; ``False`` fine-tunes every trial fully;
             ``True`` uses the space's rungs, or screening, a third of the steps and all of them.
+        analysis: an :class:`~autoprune.analyze.Analysis` (or its saved ``analysis.json``) of this model, space
+            and profile: a new study's seeds take its sensitivity ranking and alignment instead of scanning
+            again (refused, naming the difference, when it was made for another model, space or profile).
 
     Returns:
         A :class:`~autoprune.result.SearchResult` of the whole study; its files are written to ``out_dir``.
@@ -210,6 +215,11 @@ def search(
         if resume and not store.has_study(name):
             raise StudyError(f"--resume: there is no study {name!r} in {store.describe()}; start it without --resume")
         prepared = prepare_model(model, data, the_space, io)
+        head_start = None
+        if analysis is not None:
+            analysis = analysis if isinstance(analysis, Analysis) else Analysis.load(analysis)
+            analysis.check_fits(prepared, the_space, profile, metric_name(metric))
+            head_start = analysis.head_start()
         meta = replace(StudyMeta.from_attrs(study_attrs or {}), metric=metric_name(metric), budget_ms=budget_ms,
                        budget_mb=budget_mb, budget_ratio=budget_ratio, n_trials=n_trials, profile=asdict(profile),
                        space_fingerprint=the_space.fingerprint(),
@@ -221,7 +231,8 @@ def search(
         artifacts = Path(artifacts_dir or book.meta.artifacts or default_artifacts(storage, out, name))
         make_directory(artifacts, "artifacts_dir (--artifacts)")
         if seed_policies and book.needs_seeds():
-            seeds = prepared.seeds(metric=metric, loss=loss, profile=profile, reference=reference)
+            seeds = prepared.seeds(metric=metric, loss=loss, profile=profile, reference=reference,
+                                   head_start=head_start)
             book.enqueue(seeds.params, dense_metric=seeds.dense_metric)
         ctx = TrialContext(base_model=prepared.base, example_inputs=prepared.example_inputs, profile=profile,
                            train_loader=prepared.train_loader, val_loader=prepared.val_loader, loss=loss, metric=metric,

@@ -140,6 +140,9 @@ def search(
     fidelity: str = typer.Option("space", help="multi-fidelity search: on (screen new policies without fine-tuning, "
                                                "fine-tune longer only each rung's best), off (fine-tune every "
                                                "trial fully), or space (as the space's fidelity section says)."),
+    analysis: Optional[Path] = typer.Option(None, help="an analysis.json of autoprune analyze (same model, space and "
+                                                       "profile): a new study's seeds come from it instead of a "
+                                                       "start-up scan."),
     progress: bool = typer.Option(True, help="show a progress bar."),
     debug: bool = _DEBUG,
 ) -> None:
@@ -149,6 +152,7 @@ def search(
         import torch
 
         from autoprune import RayOptions
+        from autoprune.analyze import Analysis
         from autoprune.api import check_arguments, search as run_search
         from autoprune.distill import Distillation
         from autoprune.loading import build_data, build_model, storage_label
@@ -175,6 +179,7 @@ def search(
         if fidelity not in FIDELITY:
             raise AutopruneInputError(f"--fidelity must be one of {sorted(FIDELITY)}, got {fidelity!r}")
         the_space = load_space(space)
+        head_start = Analysis.load(analysis) if analysis is not None else None
         profile = HardwareProfile(device=device, threads=threads, batch_size=batch_size, interleave=interleave,
                                   runtime=runtime)
         model_spec, data_spec = model or defaults.DEMO, data or defaults.DEMO
@@ -198,13 +203,84 @@ def search(
                                 accelerator="gpu" if device.startswith("cuda") else "cpu", backend=backend,
                                 ray=ray_options, resume=resume, heartbeat_interval=heartbeat_interval,
                                 on_trial_end=_progress_callback(bar, task, "accuracy"), study_attrs=attrs,
-                                distill=distillation, precision=precision, fidelity=FIDELITY[fidelity])
+                                distill=distillation, precision=precision, fidelity=FIDELITY[fidelity],
+                                analysis=head_start)
         print_front(result, out_console)
         print_time_breakdown(result, out_console)
         out_console.print(f"results in {run_dir}/ (pareto.json, trials.csv, pareto.png"
                           + (", best/)" if result.best() else ")"))
 
     _run(debug, body)
+
+
+@app.command()
+def analyze(
+    model: Optional[str] = typer.Option(None, help="package.module:function returning the trained nn.Module "
+                                                   "(default: the embedded digits CNN)."),
+    weights: Optional[str] = typer.Option(None, help="state_dict file for --model."),
+    data: Optional[str] = typer.Option(None, help="package.module:function returning a LightningDataModule "
+                                                  "or (train_loader, val_loader)."),
+    space: str = typer.Option(defaults.SPACE, help="the space the search would use (its layers, units, method)."),
+    sparsities: str = typer.Option("0.25,0.5,0.75", help="sparsities each unit is pruned alone at, comma-separated "
+                                                         "(the seeds' 0.5 is always scanned)."),
+    out: Optional[Path] = typer.Option(None, help="where analysis.json and analysis.png go (default: "
+                                                  "runs/<name>, the search's run directory)."),
+    json_output: bool = typer.Option(False, "--json", help="print analysis.json to stdout instead of the tables."),
+    device: str = typer.Option(defaults.DEVICE, help="cpu or cuda: where latency is measured."),
+    batch_size: int = typer.Option(defaults.BATCH_SIZE, help="batch size of the latency measurement."),
+    threads: int = typer.Option(defaults.THREADS, help="CPU threads of the latency measurement."),
+    runtime: str = typer.Option(defaults.RUNTIME, help="eager or onnxruntime: what runs the timed forwards."),
+    debug: bool = _DEBUG,
+) -> None:
+    """Where the model's parameters, compute and latency are, and what pruning each unit alone costs."""
+
+    def body() -> None:
+        import json
+
+        from autoprune.analysis_report import print_analysis, write_analysis
+        from autoprune.analyze import analyze as run_analyze, check_sparsities
+        from autoprune.api import make_directory
+        from autoprune.loading import build_data, build_model
+        from autoprune.measure import HardwareProfile
+        from autoprune.space import load_space
+
+        if (model is None) != (data is None):
+            raise AutopruneInputError("give both --model and --data, or neither for the embedded digits default")
+        if weights and not model:
+            raise AutopruneInputError("--weights needs --model")
+        levels = check_sparsities(_sparsities(sparsities))
+        the_space = load_space(space)
+        model_spec, data_spec = model or defaults.DEMO, data or defaults.DEMO
+        name = "digits" if model_spec == defaults.DEMO else model_spec.rpartition(":")[2]
+        run_dir = out or Path("runs") / name
+        if run_dir.exists() and not run_dir.is_dir():
+            raise AutopruneInputError(f"--out {run_dir} is a file: give a directory (it is created if missing)")
+        profile = HardwareProfile(device=device, threads=threads, batch_size=batch_size, runtime=runtime)
+        make_directory(run_dir, "--out")
+        base = build_model(model_spec, weights, run_dir)
+        with console.status("analysing: timing every module, pruning each unit alone ..."):
+            result = run_analyze(base, build_data(data_spec), space=the_space, profile=profile, sparsities=levels)
+        paths = write_analysis(result, run_dir)
+        if json_output:
+            print(json.dumps(result.to_dict(), indent=2))
+        else:
+            print_analysis(result, out_console)
+        console.print(f"written {paths['json']} and {paths['png']}; start a search from it with "
+                      f"autoprune search --analysis {paths['json']} (same --model, --space and profile)",
+                      highlight=False)
+
+    _run(debug, body)
+
+
+def _sparsities(text: str) -> list[float]:
+    """``--sparsities 0.25,0.5`` (commas or spaces) as numbers; an input error naming a bad one."""
+    values = []
+    for part in text.replace(",", " ").split():
+        try:
+            values.append(float(part))
+        except ValueError:
+            raise AutopruneInputError(f"--sparsities takes numbers in [0, 1) separated by commas, got {part!r}") from None
+    return values
 
 
 @app.command()

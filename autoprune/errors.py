@@ -68,6 +68,10 @@ class CandidateError(AutopruneInputError):
     without the base model its candidates are rebuilt on."""
 
 
+class AnalysisError(AutopruneInputError):
+    """An ``analysis.json`` that cannot be read, or was made for another model, space or profile."""
+
+
 class BackendError(AutopruneInputError):
     """A search backend that is not registered, is misconfigured, or cannot be reached."""
 

@@ -33,7 +33,7 @@ from autoprune.layers import output_layers, run_model
 from autoprune.measure import HardwareProfile, LatencyReference, measure
 from autoprune.modelio import Inputs, ModelIO
 from autoprune.objective import dense_copy
-from autoprune.seeds import Seeds, coupled_units, hidden_units, seed_params
+from autoprune.seeds import HeadStart, Seeds, coupled_units, hidden_units, seed_params
 from autoprune.sampling import ResolvedSpace
 from autoprune.space import SearchSpace
 from autoprune.study import StudyMeta
@@ -50,10 +50,13 @@ class PreparedModel:
     resolved: ResolvedSpace
     io: ModelIO = field(default_factory=ModelIO)
 
-    def seeds(self, *, metric: Any, loss: Any, profile: HardwareProfile, reference: LatencyReference | None) -> Seeds:
-        """A new study's seeded policies (see :mod:`autoprune.seeds`)."""
+    def seeds(self, *, metric: Any, loss: Any, profile: HardwareProfile, reference: LatencyReference | None,
+              head_start: HeadStart | None = None) -> Seeds:
+        """A new study's seeded policies (see :mod:`autoprune.seeds`); a ``head_start`` from a saved analysis
+        stands for the start-up scan."""
         return seed_params(self.resolved, self.base, self.example_inputs, self.train_loader, self.val_loader,
-                           metric=metric, loss=loss, profile=profile, reference=reference, io=self.io)
+                           metric=metric, loss=loss, profile=profile, reference=reference, io=self.io,
+                           head_start=head_start)
 
 
 def prepare_model(model: nn.Module, data: Any, space: SearchSpace, io: ModelIO | None = None) -> PreparedModel:

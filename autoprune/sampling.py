@@ -123,6 +123,10 @@ class ResolvedSpace:
         return policy, FinetuneSettings(ft.max_steps, lr, ft.calibration_batches, optimizer=ft.optimizer,
                                         weight_decay=ft.weight_decay, warmup_steps=ft.warmup_steps)
 
+    def policy_of(self, params: Mapping[str, Any]) -> tuple[Policy, FinetuneSettings]:
+        """The (Policy, FinetuneSettings) that ``params`` (a trial's or a seed's parameters) stand for."""
+        return self.sample(_Fixed(params))
+
     def seed_params(self, levels: tuple[float, ...] = (0.0, 0.3, 0.5, 0.7, 0.9), *,
                     scales: Mapping[str, float] | None = None,
                     scaled_levels: tuple[float, ...] = (0.5, 0.7, 0.85),
@@ -206,6 +210,22 @@ class ResolvedSpace:
         if s.regularizer.kinds[0] != "none":
             params["strength"] = math.sqrt(s.regularizer.strength.low * s.regularizer.strength.high)
         return params
+
+
+class _Fixed:
+    """A :class:`Suggester` that answers from fixed parameters (a seed's), as the trial that ran them did."""
+
+    number = -1
+
+    def __init__(self, params: Mapping[str, Any]) -> None:
+        self.params = params
+
+    def suggest_float(self, name: str, low: float, high: float, *, step: float | None = None,
+                      log: bool = False) -> float:
+        return float(self.params[name])
+
+    def suggest_categorical(self, name: str, choices: Any) -> Any:
+        return self.params[name]
 
 
 def snap_to_grid(value: float, low: float, step: float | None) -> float:

@@ -37,7 +37,8 @@ from autoprune.layers import prunable_layers
 from autoprune.measure import HardwareProfile, LatencyReference
 from autoprune.methods.structured import coupled_layers, hidden_layers
 from autoprune.modelio import Inputs, ModelIO
-from autoprune.sensitivity import alignment_rates, layer_scan, pruning_costs, sensitivity_scales
+from autoprune.sensitivity import (SCAN_SPARSITY, Scan, alignment_rates, layer_scans, pruning_costs,
+                                   sensitivity_scales)
 from autoprune.sampling import ResolvedSpace
 from autoprune.space import SearchSpace
 
@@ -70,12 +71,47 @@ def hidden_units(space: SearchSpace, base: nn.Module, example_inputs: Inputs, pr
 
 
 @dataclass(frozen=True)
+class HeadStart:
+    """What the seeds take from a model analysis instead of scanning again: per-unit scales (None: uniform
+    seeds only), the ``round_to`` and the dense metric the analysis measured."""
+
+    scales: dict[str, float] | None
+    round_to: int | None
+    dense_metric: float | None
+
+
+@dataclass(frozen=True)
 class Seeds:
     """A new study's seeded policies (their parameters), and the dense model's metric the scan measured on
     the way (None when the scan did not run): the dense seed, fine-tuned, should not fall below it."""
 
     params: list[dict[str, Any]]
     dense_metric: float | None = None
+
+
+def scan_units(resolved: ResolvedSpace, base: nn.Module, example_inputs: Inputs, train_loader: Any, val_loader: Any,
+               *, metric: Any, loss: Any, profile: HardwareProfile, reference: LatencyReference | None,
+               io: ModelIO | None = None, sparsities: tuple[float, ...] = (SCAN_SPARSITY,),
+               errors: dict[str, str] | None = None) -> dict[float, Scan]:
+    """Every searched unit pruned alone at each of ``sparsities`` with the space's first method, timed under
+    ``profile``: the scan the seeds rank units by (at :data:`~autoprune.sensitivity.SCAN_SPARSITY`), and
+    what ``autoprune analyze`` reports (see :func:`autoprune.sensitivity.layer_scans`)."""
+    return layer_scans(base, resolved.units, example_inputs, val_loader, method=resolved.space.methods[0],
+                       sparsities=sparsities, metric=metric, loss=loss,
+                       calibration_data=itertools.islice(iter(train_loader), 2), profile=profile,
+                       reference=reference, io=io, errors=errors)
+
+
+def scales_of(resolved: ResolvedSpace, scan: Scan) -> dict[str, float] | None:
+    """Per-unit scales of the seeded policies from a scan at the seed sparsity: units that buy much latency
+    for little metric get the largest (None when the space has one unit or searches groups)."""
+    sp = resolved.space.sparsity
+    if sp.mode == "per_group" or len(resolved.units) < 2 or not scan.units:
+        return None
+    costs = pruning_costs(scan.units, base=scan.base)
+    if sp.mode == "global_scale":
+        return sensitivity_scales(costs, low=sp.scale_low, high=sp.scale_high, step=sp.scale_step)
+    return sensitivity_scales(costs, low=0.5, high=1.5, step=None)
 
 
 def seed_scales(resolved: ResolvedSpace, base: nn.Module, example_inputs: Inputs, train_loader: Any,
@@ -85,20 +121,39 @@ def seed_scales(resolved: ResolvedSpace, base: nn.Module, example_inputs: Inputs
     """Per-unit scales for the seeded policies from a one-pass scan of what pruning each unit costs in
     metric per latency saved (None when the space has one unit, searches groups, or the scan fails), and
     the dense model's metric the scan measured."""
-    sp = resolved.space.sparsity
-    if sp.mode == "per_group" or len(resolved.units) < 2:
+    if resolved.space.sparsity.mode == "per_group" or len(resolved.units) < 2:
         return None, None
     try:
-        scan = layer_scan(base, resolved.units, example_inputs, val_loader, method=resolved.space.methods[0],
-                          metric=metric, loss=loss, calibration_data=itertools.islice(iter(train_loader), 2),
-                          profile=profile, reference=reference, io=io)
+        scan = scan_units(resolved, base, example_inputs, train_loader, val_loader, metric=metric, loss=loss,
+                          profile=profile, reference=reference, io=io)[SCAN_SPARSITY]
     except Exception as exc:  # the seeds are a head start, not a requirement
         warnings.warn(f"layer sensitivity scan failed ({type(exc).__name__}: {exc}); seeding uniform policies only")
         return None, None
-    costs = pruning_costs(scan.units, base=scan.base)
-    if sp.mode == "global_scale":
-        return sensitivity_scales(costs, low=sp.scale_low, high=sp.scale_high, step=sp.scale_step), scan.base
-    return sensitivity_scales(costs, low=0.5, high=1.5, step=None), scan.base
+    return scales_of(resolved, scan), scan.base
+
+
+def probe_alignment(resolved: ResolvedSpace, base: nn.Module, example_inputs: Inputs, train_loader: Any, *,
+                    loss: Any, profile: HardwareProfile, reference: LatencyReference | None,
+                    io: ModelIO | None = None) -> dict[int | None, float]:
+    """MACs per millisecond of a uniform probe under each of the space's ``round_to`` options (see
+    :func:`autoprune.sensitivity.alignment_rates`); empty when the space has one option."""
+    space = resolved.space
+    if len(space.round_to) < 2:
+        return {}
+    sp = space.sparsity
+    return alignment_rates(base, resolved.layers, example_inputs, options=space.round_to, method=space.methods[0],
+                           profile=profile, sparsity=min(max(0.7, sp.low), sp.high), reference=reference, loss=loss,
+                           calibration_data=itertools.islice(iter(train_loader), 2), io=io)
+
+
+def choose_alignment(space: SearchSpace, rates: dict[int | None, float]) -> int | None:
+    """The space's first ``round_to``, unless another option's rate is more than :data:`ALIGNMENT_MARGIN`
+    times the first's."""
+    first = space.round_to[0]
+    if not rates or first not in rates:
+        return first
+    best = max(rates, key=rates.__getitem__)
+    return best if rates[best] > ALIGNMENT_MARGIN * rates[first] else first
 
 
 def seed_alignment(resolved: ResolvedSpace, base: nn.Module, example_inputs: Inputs, train_loader: Any, *,
@@ -109,30 +164,26 @@ def seed_alignment(resolved: ResolvedSpace, base: nn.Module, example_inputs: Inp
     a uniform probe: closer rates are timing noise). ONNX Runtime rewards multiples of 8 by far more than
     that; in eager PyTorch the options' rates are usually within the margin, and the seeds stay on the
     first (measured figures in docs/benchmarks.md)."""
-    space = resolved.space
-    first = space.round_to[0]
-    if len(space.round_to) < 2:
-        return first
-    sp = space.sparsity
     try:
-        rates = alignment_rates(base, resolved.layers, example_inputs,
-                                options=space.round_to, method=space.methods[0], profile=profile,
-                                sparsity=min(max(0.7, sp.low), sp.high), reference=reference, loss=loss,
-                                calibration_data=itertools.islice(iter(train_loader), 2), io=io)
+        rates = probe_alignment(resolved, base, example_inputs, train_loader, loss=loss, profile=profile,
+                                reference=reference, io=io)
     except Exception as exc:  # the seeds are a head start, not a requirement
         warnings.warn(f"channel alignment probe failed ({type(exc).__name__}: {exc}); seeds use the first round_to")
-        return first
-    best = max(rates, key=rates.__getitem__)
-    return best if rates[best] > ALIGNMENT_MARGIN * rates[first] else first
+        return resolved.space.round_to[0]
+    return choose_alignment(resolved.space, rates)
 
 
 def seed_params(resolved: ResolvedSpace, base: nn.Module, example_inputs: Inputs, train_loader: Any,
                 val_loader: Any, *, metric: Any, loss: Any, profile: HardwareProfile,
-                reference: LatencyReference | None, io: ModelIO | None = None) -> Seeds:
+                reference: LatencyReference | None, io: ModelIO | None = None,
+                head_start: HeadStart | None = None) -> Seeds:
     """A new study's seeded policies: dense, uniform, sensitivity-scaled and shallow, at the measured
-    alignment."""
-    scales, dense_metric = seed_scales(resolved, base, example_inputs, train_loader, val_loader, metric=metric, loss=loss,
-                         profile=profile, reference=reference, io=io)
+    alignment. A ``head_start`` (from a saved ``autoprune analyze``) stands for the scan and the probe."""
+    if head_start is not None:
+        return Seeds(resolved.seed_params(scales=head_start.scales, round_to=head_start.round_to),
+                     head_start.dense_metric)
+    scales, dense_metric = seed_scales(resolved, base, example_inputs, train_loader, val_loader, metric=metric,
+                                       loss=loss, profile=profile, reference=reference, io=io)
     round_to = seed_alignment(resolved, base, example_inputs, train_loader, loss=loss, profile=profile,
                               reference=reference, io=io)
     return Seeds(resolved.seed_params(scales=scales, round_to=round_to), dense_metric)

@@ -42,6 +42,10 @@ from autoprune.prune import prune
 from autoprune.sampling import snap_to_grid
 
 
+#: the sparsity the search's seed scan prunes each unit at (what its ranking of units is measured at)
+SCAN_SPARSITY = 0.5
+
+
 @dataclass(frozen=True)
 class LayerScan:
     """One unit pruned alone: the metric it lost, and the share of the dense latency it saved (None
@@ -59,16 +63,18 @@ class Scan:
     units: dict[str, LayerScan]
 
 
-def layer_scan(model: nn.Module, layers: Iterable[str] | Mapping[str, Sequence[str]], example_inputs: Any,
-               val_loader: Any, *, method: str, sparsity: float = 0.5, metric: Metric | str | None = None,
-               calibration_data: Iterable[Any] | None = None, loss: Any = None,
-               profile: HardwareProfile | None = None, reference: LatencyReference | None = None,
-               io: ModelIO | None = None) -> Scan:
-    """Prune each unit alone at ``sparsity`` (no fine-tuning): the metric lost and, given a ``profile``,
-    the latency saved as a share of the dense model's (timed against ``reference`` when given).
+def layer_scans(model: nn.Module, layers: Iterable[str] | Mapping[str, Sequence[str]], example_inputs: Any,
+                val_loader: Any, *, method: str, sparsities: Sequence[float] = (SCAN_SPARSITY,),
+                metric: Metric | str | None = None, calibration_data: Iterable[Any] | None = None, loss: Any = None,
+                profile: HardwareProfile | None = None, reference: LatencyReference | None = None,
+                io: ModelIO | None = None, errors: dict[str, str] | None = None) -> dict[float, Scan]:
+    """Prune each unit alone at each of ``sparsities`` (no fine-tuning): one :class:`Scan` per sparsity,
+    the dense model evaluated (and timed) once for all.
 
     ``layers`` may also map unit names to several layers (coupled layers, see
-    :attr:`autoprune.sampling.ResolvedSpace.units`): each unit's layers are then pruned together.
+    :attr:`autoprune.sampling.ResolvedSpace.units`): each unit's layers are then pruned together. Without
+    ``errors`` the first unit that cannot be pruned or evaluated raises; with it, its reason is recorded
+    there (``"TypeError: ..."``) and the unit is left out of every scan.
     """
     units = dict(layers) if isinstance(layers, Mapping) else {name: (name,) for name in layers}
     calibration = list(calibration_data) if calibration_data is not None else None
@@ -76,20 +82,51 @@ def layer_scan(model: nn.Module, layers: Iterable[str] | Mapping[str, Sequence[s
     dense_ms = None
     if profile is not None:
         dense_ms = reference.latency_ms if reference is not None else measure(model, example_inputs, profile).latency_ms
-    scans = {}
+    scans: dict[float, dict[str, LayerScan]] = {s: {} for s in sparsities}
     for name, members in units.items():
-        policy = Policy(layers={n: LayerPolicy(sparsity=sparsity, method=method) for n in members})
-        pruned = prune(model, policy, example_inputs, calibration_data=calibration, loss_fn=loss, io=io)
-        drop = base - evaluate(as_lightning(pruned, loss=loss, lr=1e-3, io=io), val_loader, metric, io=io)
-        saved = None
-        if dense_ms is not None:
-            saved = 1.0 - measure(pruned, example_inputs, profile, reference=reference).latency_ms / dense_ms
-        scans[name] = LayerScan(drop=drop, latency_saved=saved)
-    return Scan(base=base, units=scans)
+        try:
+            found = {s: _scan_one(model, members, example_inputs, val_loader, method=method, sparsity=s, base=base,
+                                  metric=metric, calibration=calibration, loss=loss, profile=profile,
+                                  reference=reference, dense_ms=dense_ms, io=io) for s in sparsities}
+        except Exception as exc:
+            if errors is None:
+                raise
+            errors[name] = f"{type(exc).__name__}: {exc}"
+            continue
+        for s, scan in found.items():
+            scans[s][name] = scan
+    return {s: Scan(base=base, units=units_scanned) for s, units_scanned in scans.items()}
+
+
+def _scan_one(model: nn.Module, members: Sequence[str], example_inputs: Any, val_loader: Any, *, method: str,
+              sparsity: float, base: float, metric: Any, calibration: list | None, loss: Any,
+              profile: HardwareProfile | None, reference: LatencyReference | None, dense_ms: float | None,
+              io: ModelIO | None) -> LayerScan:
+    """One unit pruned alone at one sparsity: its :class:`LayerScan`."""
+    policy = Policy(layers={n: LayerPolicy(sparsity=sparsity, method=method) for n in members})
+    pruned = prune(model, policy, example_inputs, calibration_data=calibration, loss_fn=loss, io=io)
+    drop = base - evaluate(as_lightning(pruned, loss=loss, lr=1e-3, io=io), val_loader, metric, io=io)
+    saved = None
+    if dense_ms is not None:
+        saved = 1.0 - measure(pruned, example_inputs, profile, reference=reference).latency_ms / dense_ms
+    return LayerScan(drop=drop, latency_saved=saved)
+
+
+def layer_scan(model: nn.Module, layers: Iterable[str] | Mapping[str, Sequence[str]], example_inputs: Any,
+               val_loader: Any, *, method: str, sparsity: float = SCAN_SPARSITY, metric: Metric | str | None = None,
+               calibration_data: Iterable[Any] | None = None, loss: Any = None,
+               profile: HardwareProfile | None = None, reference: LatencyReference | None = None,
+               io: ModelIO | None = None) -> Scan:
+    """Prune each unit alone at ``sparsity`` (no fine-tuning): the metric lost and, given a ``profile``,
+    the latency saved as a share of the dense model's (timed against ``reference`` when given); one
+    sparsity of :func:`layer_scans`."""
+    return layer_scans(model, layers, example_inputs, val_loader, method=method, sparsities=(sparsity,),
+                       metric=metric, calibration_data=calibration_data, loss=loss, profile=profile,
+                       reference=reference, io=io)[sparsity]
 
 
 def layer_sensitivity(model: nn.Module, layers: Iterable[str] | Mapping[str, Sequence[str]], example_inputs: Any,
-                      val_loader: Any, *, method: str, sparsity: float = 0.5, metric: Metric | str | None = None,
+                      val_loader: Any, *, method: str, sparsity: float = SCAN_SPARSITY, metric: Metric | str | None = None,
                       calibration_data: Iterable[Any] | None = None, loss: Any = None) -> dict[str, float]:
     """Metric of the dense model minus the metric with only ``layer`` pruned at ``sparsity``, per layer
     (:func:`layer_scan` without latency)."""

@@ -35,7 +35,7 @@ def test_the_cli_reaches_no_backend_directly():
     """The console script parses and prints; backends are wired by the facade: running its commands' help
     and importing it loads no module of autoprune.backends."""
     loaded = _fresh_python("import sys; from typer.testing import CliRunner; from autoprune.cli import app; "
-                           "[CliRunner().invoke(app, [c, '--help']) for c in ('search', 'report', 'export', 'refine')]; "
+                           "[CliRunner().invoke(app, [c, '--help']) for c in ('search', 'analyze', 'report', 'export', 'refine')]; "
                            "print(sorted(m for m in sys.modules if m.startswith('autoprune.backends')))")
     assert loaded == "[]"
 
@@ -44,7 +44,7 @@ def test_help_lists_every_command_without_importing_torch():
     """The help text is complete although nothing heavy was imported for it."""
     out = _fresh_python("import sys; from typer.testing import CliRunner; from autoprune.cli import app; "
                         "print(CliRunner().invoke(app, ['--help']).output); print('torch' in sys.modules)")
-    for command in ("search", "report", "export", "refine"):
+    for command in ("search", "analyze", "report", "export", "refine"):
         assert command in out
     assert out.splitlines()[-1] == "False"
 
