@@ -5,8 +5,8 @@ Loading models and data (:mod:`autoprune.loading`), searching (:mod:`autoprune.a
 Python callers; this module imports them only when a command runs, so ``--help`` and usage errors
 answer without loading torch.
 
-Exit codes: 0 done, 1 unexpected error, 2 usage or bad input, 130 interrupted (Ctrl-C; re-run the same
-command to resume). Errors print one paragraph; ``--debug`` adds the traceback.
+Exit codes: 0 done, 1 unexpected error, 2 usage or bad input, 130 interrupted (Ctrl-C), 143 terminated
+(SIGTERM); after either, re-run the same command to resume. Errors print one paragraph; ``--debug`` adds the traceback.
 
     autoprune search --budget-ms 5              # the embedded digits default
     autoprune report --out runs/digits
@@ -15,6 +15,8 @@ command to resume). Errors print one paragraph; ``--debug`` adds the traceback.
 
 from __future__ import annotations
 
+import signal
+import threading
 import traceback
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -24,7 +26,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from autoprune import defaults
-from autoprune.errors import AutopruneInputError
+from autoprune.errors import AutopruneInputError, Terminated
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Search per-layer pruning policies under latency and size budgets.")
@@ -60,8 +62,15 @@ def _progress_callback(progress: Progress, task: Any, metric_name: str) -> Calla
     return update
 
 
+def _terminate(signum: int, frame: Any) -> None:
+    raise Terminated(f"signal {signum}")
+
+
 def _run(debug: bool, body: Callable[[], None]) -> None:
-    """Run a command body, mapping errors to the documented exit codes."""
+    """Run a command body, mapping errors to the documented exit codes; SIGTERM is handled as Ctrl-C is
+    (the running trial recorded interrupted, files written) and exits 143."""
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _terminate) if main else None
     try:
         body()
     except AutopruneInputError as exc:
@@ -69,9 +78,10 @@ def _run(debug: bool, body: Callable[[], None]) -> None:
             traceback.print_exc()
         console.print(f"[bold red]error:[/] {exc}", highlight=False)
         raise typer.Exit(2)
-    except KeyboardInterrupt:
-        console.print("interrupted: finished trials are kept; run the same command again to resume.")
-        raise typer.Exit(130)
+    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (Terminated)
+        what = "terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted"
+        console.print(f"{what}: finished trials are kept; run the same command again to resume.")
+        raise typer.Exit(143 if isinstance(exc, Terminated) else 130)
     except typer.Exit:
         raise
     except Exception as exc:
@@ -80,6 +90,9 @@ def _run(debug: bool, body: Callable[[], None]) -> None:
         console.print(f"[bold red]unexpected error:[/] {type(exc).__name__}: {exc} (run with --debug for the traceback)",
                       highlight=False)
         raise typer.Exit(1)
+    finally:
+        if main:
+            signal.signal(signal.SIGTERM, previous)
 
 
 @app.command()

@@ -32,9 +32,7 @@ Example:
 
 from __future__ import annotations
 
-import contextlib
 import copy
-import io
 import math
 import statistics
 import time
@@ -42,10 +40,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
-import torch_pruning as tp
 from torch import nn
 
 from autoprune.measure import DTYPES, HardwareProfile
+from autoprune.methods.structured import macs_per_module
 from autoprune.modelio import Inputs
 
 #: timed forwards at most (a large model's each last long enough)
@@ -81,15 +79,7 @@ class CostBreakdown:
 
 def own_macs(model: nn.Module, example_inputs: Any) -> dict[str, int]:
     """Each module's MACs per sample beyond its children's, counted by Torch-Pruning on one sample."""
-    inputs = Inputs.of(example_inputs).repeat_first(1)
-    was_training = model.training
-    model.eval()
-    try:
-        with contextlib.redirect_stdout(io.StringIO()):  # its counter prints advice about keyword inputs
-            _, _, counted, _ = tp.utils.count_ops_and_params(model, inputs.for_tracing(model), layer_wise=True)
-    finally:
-        model.train(was_training)
-    inclusive = {module: int(counted.get(module) or 0) for module in model.modules()}
+    inclusive = macs_per_module(model, Inputs.of(example_inputs).repeat_first(1))
     return {name: max(0, inclusive[module] - sum(inclusive[child] for child in module.children()))
             for name, module in model.named_modules()}
 

@@ -99,3 +99,8 @@ class NonFiniteLossError(TrialError, FloatingPointError):
 
 class NonFiniteMetricError(TrialError, FloatingPointError):
     """The metric evaluated to NaN or infinity."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a batch scheduler stopping the job): handled as Ctrl-C is (the running trial is recorded
+    interrupted and runs again on resume, the result files are written), and the CLI exits 143."""

@@ -26,18 +26,21 @@ from __future__ import annotations
 import contextlib
 import itertools
 import logging
+import signal
+import threading
 import warnings
 from dataclasses import dataclass, replace
 from typing import Any, Callable, Iterator, Literal, Sequence
 
 import lightning as L
 import torch
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from torch import nn
 from torch.nn import functional as F
 from torch.utils.data import DataLoader
 
 from autoprune.distill import Distillation, Teacher
-from autoprune.errors import AutopruneInputError, DataError, NonFiniteLossError
+from autoprune.errors import AutopruneInputError, DataError, NonFiniteLossError, Terminated
 from autoprune.methods import get_method
 from autoprune.modelio import Inputs, ModelIO
 from autoprune.policy import Policy
@@ -199,6 +202,30 @@ def check_precision(precision: str) -> str:
     return precision
 
 
+@contextlib.contextmanager
+def interrupts_kept() -> Iterator[None]:
+    """Ctrl-C and SIGTERM inside a Lightning ``fit``/``validate`` raised as interrupts again.
+
+    Lightning turns a KeyboardInterrupt into ``sys.exit(1)`` (and ignores SIGINT from then on), and SIGTERM
+    into a ``SystemExit`` with no code (exit 0): a search would stop as if it had failed, or succeeded, with
+    its running trial left RUNNING. Here they become KeyboardInterrupt and :class:`~autoprune.errors.Terminated`
+    again, so the trial is recorded interrupted and the CLI exits 130 or 143, and SIGINT is restored.
+    """
+    sigint = signal.getsignal(signal.SIGINT)
+    try:
+        yield
+    except SIGTERMException:
+        raise Terminated("SIGTERM received while fine-tuning") from None
+    except SystemExit as exc:
+        if isinstance(exc.__context__, KeyboardInterrupt):  # Ctrl-C, or our SIGTERM handler's Terminated
+            raise exc.__context__ from None
+        raise
+    finally:
+        if (threading.current_thread() is threading.main_thread() and sigint is not None
+                and signal.getsignal(signal.SIGINT) is not sigint):
+            signal.signal(signal.SIGINT, sigint)
+
+
 def _trainer(*, max_steps: int, accelerator: str, callbacks: list[L.Callback], precision: str = "32-true") -> L.Trainer:
     return L.Trainer(
         max_steps=max_steps, max_epochs=-1, accelerator=accelerator, devices=1, logger=False, precision=precision,
@@ -226,7 +253,7 @@ def finetune(module: L.LightningModule, train_loader: DataLoader, *, policy: Pol
     # without this, batch norm would fine-tune on the dense model's frozen statistics. A LightningModule
     # that keeps layers frozen sets them to eval in its own on_train_start hook, which runs after this.
     module.train()
-    with quiet():
+    with quiet(), interrupts_kept():
         _trainer(max_steps=max_steps, accelerator=accelerator, callbacks=callbacks,
                  precision=precision).fit(module, train_loader)
     module.eval()
@@ -292,7 +319,7 @@ def evaluate(module: nn.Module, val_loader: DataLoader, metric: Metric | str | N
     if not isinstance(module, L.LightningModule) or not hasattr(type(module), "validation_step"):
         raise DataError(f"metric {metric!r} is a logged-metric name, which needs a LightningModule "
                         "with a validation_step that logs it")
-    with quiet():
+    with quiet(), interrupts_kept():
         trainer = L.Trainer(accelerator=accelerator, devices=1, logger=False, enable_progress_bar=False,
                             enable_model_summary=False, enable_checkpointing=False)
         results = trainer.validate(module, val_loader, verbose=False)

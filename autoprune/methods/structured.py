@@ -276,6 +276,20 @@ def count_macs_and_params(model: nn.Module, example_inputs: Any) -> tuple[int, i
     return int(macs), int(params)
 
 
+def macs_per_module(model: nn.Module, example_inputs: Any) -> dict[nn.Module, int]:
+    """MACs of one forward pass on ``example_inputs`` per module, counted by Torch-Pruning; a container's
+    count includes its children's."""
+    was_training = model.training
+    model.eval()
+    try:
+        with contextlib.redirect_stdout(StringIO()):
+            _, _, counted, _ = tp.utils.count_ops_and_params(model, Inputs.of(example_inputs).for_tracing(model),
+                                                              layer_wise=True)
+    finally:
+        model.train(was_training)
+    return {module: int(counted.get(module) or 0) for module in model.modules()}
+
+
 def torch_pruning_global(model: nn.Module, example_inputs: Any, *, sparsity: float,
                          protected: Iterable[str]) -> nn.Module:
     """Torch-Pruning's own global pruning, in place: one ratio, L1 channel importance ranked across layers.

@@ -1,0 +1,56 @@
+"""Real signals to a real ``autoprune search`` process while a trial fine-tunes (issue 20, point 1): Ctrl-C
+exits 130 and SIGTERM 143, the trial is recorded interrupted (not left RUNNING for a heartbeat to fail),
+and it does not count, so the same command runs it again."""
+
+from __future__ import annotations
+
+import signal
+import sqlite3
+import time
+
+import pytest
+
+from autoprune.backends.book import INTERRUPTED, StudyBook, attrs_of
+from autoprune.backends.storage import make_storage
+from tests.backends.conftest import log_of, start_worker, wait, wait_until
+
+#: a fine-tune far longer than the test waits: the signal always arrives while Lightning fits
+ENDLESS = """version: 1
+layers: auto
+sparsity: {mode: global_scale, low: 0.0, high: 0.8, step: 0.1, scale_low: 0.5, scale_high: 1.5, scale_step: 0.5}
+methods: [l1_structured]
+round_to: [null]
+regularizer: {kinds: [none], strength: {low: 1e-5, high: 1e-3, log: true}}
+finetune: {max_steps: 1000000, lr: {low: 1e-3, high: 1e-2, log: true}, calibration_batches: 1}
+"""
+
+
+def _running(db) -> bool:
+    if not db.is_file():
+        return False
+    try:
+        with sqlite3.connect(db, timeout=1) as conn:
+            return conn.execute("select count(*) from trials where state = 'RUNNING'").fetchone()[0] > 0
+    except sqlite3.Error:  # the study's tables are being created
+        return False
+
+
+@pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)], ids=["sigint", "sigterm"])
+def test_a_signal_while_fine_tuning_exits_with_its_code_and_records_the_trial_interrupted(tmp_path, digits_weights,
+                                                                                         sig, code):
+    space = tmp_path / "endless.yaml"
+    space.write_text(ENDLESS)
+    run_dir = tmp_path / "run"
+    proc = start_worker(run_dir, digits_weights, "--trials", "3", "--space", space,  # the last --space wins
+                        "--batch-size", "8", "--no-interleave")
+    db = run_dir / "study.db"
+    wait_until(lambda: _running(db) or proc.poll() is not None, timeout=300, what="a running trial")
+    assert proc.poll() is None, log_of(run_dir)
+    time.sleep(3)  # pruning and timing the digits CNN take well under a second: now it fine-tunes
+    proc.send_signal(sig)
+    assert wait(proc, run_dir, timeout=120) == code, log_of(run_dir)
+    study = StudyBook.load(make_storage(f"sqlite:///{db}", heartbeat_interval=None), study_name="digits").study
+    states = [(t.state.name, attrs_of(t).get("failure_reason")) for t in study.trials]
+    assert ("FAIL", INTERRUPTED) in states, states
+    assert all(state != "RUNNING" for state, _ in states), states
+    assert "run the same command again to resume" in log_of(run_dir)
