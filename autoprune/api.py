@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 import re
 import time
+import uuid
 import warnings
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -32,7 +33,7 @@ from autoprune.errors import AutopruneInputError, StudyError
 from autoprune.distill import Distillation, Teacher, as_distillation
 from autoprune.export import save_pruned
 from autoprune.finetune import check_precision, quiet
-from autoprune.loading import BEST_DIR, candidate_loader, default_artifacts, default_storage
+from autoprune.loading import BEST_DIR, candidate_loader, claim_artifacts, default_artifacts, default_storage
 from autoprune.measure import HardwareProfile
 from autoprune.modelio import ModelIO
 from autoprune.objective import TrialContext, TrialJob
@@ -41,7 +42,7 @@ from autoprune.prepare import latency_budget, prepare_model, prepare_study
 from autoprune.report import write_files
 from autoprune.result import SearchResult, TrialRecord, pareto_front
 from autoprune.space import SearchSpace, load_space
-from autoprune.study import StudyMeta, metric_name
+from autoprune.study import StudyMeta, metric_name, model_fingerprint
 
 if TYPE_CHECKING:
     from optuna.samplers import BaseSampler
@@ -220,16 +221,19 @@ def search(
             analysis = analysis if isinstance(analysis, Analysis) else Analysis.load(analysis)
             analysis.check_fits(prepared, the_space, profile, metric_name(metric))
             head_start = analysis.head_start()
+        study_id = uuid.uuid4().hex[:12]  # kept only if this run creates the study
         meta = replace(StudyMeta.from_attrs(study_attrs or {}), metric=metric_name(metric), budget_ms=budget_ms,
                        budget_mb=budget_mb, budget_ratio=budget_ratio, n_trials=n_trials, profile=asdict(profile),
-                       space_fingerprint=the_space.fingerprint(),
-                       artifacts=str(Path(artifacts_dir or default_artifacts(storage, out, name)).resolve()))
+                       space_fingerprint=the_space.fingerprint(), study_id=study_id,
+                       model_fingerprint=model_fingerprint(prepared.base),
+                       artifacts=str(Path(artifacts_dir or default_artifacts(storage, out, name, study_id)).resolve()))
         book, reference = prepare_study(store, study_name=name, meta=meta, prepared=prepared, profile=profile,
                                         sampler=make_sampler(sampler, seed=seed, n_trials=n_trials))
         budget_ms = latency_budget(budget_ms=budget_ms, budget_ratio=budget_ratio, reference=reference,
                                    prepared=prepared, profile=profile)
         artifacts = Path(artifacts_dir or book.meta.artifacts or default_artifacts(storage, out, name))
         make_directory(artifacts, "artifacts_dir (--artifacts)")
+        claim_artifacts(artifacts, book.meta, study_name=name, storage=storage)
         if seed_policies and book.needs_seeds():
             seeds = prepared.seeds(metric=metric, loss=loss, profile=profile, reference=reference,
                                    head_start=head_start)
@@ -243,7 +247,7 @@ def search(
                            if distillation else None)
         result = SearchResult(trials=book.records(), metric_name=meta.metric, budget_ms=budget_ms, budget_mb=budget_mb,
                               out_dir=out, study_name=name, session_trials=set(), meta=book.meta,
-                              model_loader=candidate_loader(artifacts, prepared.base))
+                              model_loader=candidate_loader(artifacts, prepared.base, study_id=book.meta.study_id))
         job = TrialJob(space=prepared.resolved, context=ctx, latencies=book.latencies,
                        front=lambda rung: [c.objectives() for c in pareto_front(result.trials, rung=rung)])
         _run_backend(chosen, book, job, result, n_trials=n_trials, timeout=timeout, on_trial_end=on_trial_end)

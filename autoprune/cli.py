@@ -43,6 +43,11 @@ _STORAGE = typer.Option(None, envvar=defaults.STORAGE_ENV,
 _STUDY_NAME = typer.Option(None, help="study name (default: the only study in the storage).")
 _ARTIFACTS = typer.Option(None, help="the candidates directory, if not where the study recorded it.")
 _FORMATS = typer.Option(None, "--format", help="torchscript and/or onnx (default: both when onnx is installed).")
+_MODEL_AGAIN = typer.Option(None, "--model", help="package.module:function of the base model (default: the one the "
+                                                  "study recorded; code named in a shared storage runs here, so name "
+                                                  "it yourself when you do not trust who writes the storage).")
+_WEIGHTS_AGAIN = typer.Option(None, "--weights", help="state_dict file for --model.")
+_DATA_AGAIN = typer.Option(None, "--data", help="package.module:function of the data (default: the study's record).")
 
 
 FIDELITY = {"on": True, "off": False, "space": None}
@@ -52,8 +57,7 @@ def _progress_callback(progress: Progress, task: Any, metric_name: str) -> Calla
     def update(record: Any, result: Any) -> None:
         best = result.best()
         best_text = f"{best.metric:.4f}" if best else "none yet"
-        done = sum(1 for t in result.trials if t.state in ("complete", "failed")
-                   and t.failure_reason != "interrupted")  # every worker's trials
+        done = sum(1 for t in result.trials if t.counts)  # every worker's, as the study counts them
         rungs = [sum(1 for t in result.trials if t.complete and t.rung == r)
                  for r in range(1 + max((t.rung for t in result.trials), default=0))]
         rung_text = f"rungs {'/'.join(map(str, rungs))} " if len(rungs) > 1 else ""
@@ -327,6 +331,9 @@ def export(
     storage: Optional[str] = _STORAGE,
     study_name: Optional[str] = _STUDY_NAME,
     artifacts: Optional[Path] = _ARTIFACTS,
+    model: Optional[str] = _MODEL_AGAIN,
+    weights: Optional[str] = _WEIGHTS_AGAIN,
+    data: Optional[str] = _DATA_AGAIN,
     debug: bool = _DEBUG,
 ) -> None:
     """Write a Pareto candidate as policy JSON + weights + TorchScript/ONNX, checked against the model."""
@@ -342,15 +349,15 @@ def export(
         if to.exists() and not to.is_dir():
             raise AutopruneInputError(f"--to {to} is a file: give a directory to export into")
         result, _, _ = open_result(out=out, storage=storage, study_name=study_name, artifacts=artifacts,
-                                   with_model=True)
+                                   with_model=True, model=model, weights=weights)
         chosen = result.best() if trial is None else result.candidates([trial])[0]
         if chosen is None:
             raise AutopruneInputError("no candidate meets the study's budgets; pass --trial")
-        model = result.load_model(chosen)
-        train, val = resolve_data(build_data(result.meta.data or defaults.DEMO))
+        pruned = result.load_model(chosen)
+        train, val = resolve_data(build_data(data or result.meta.data or defaults.DEMO))
         policy, example = result.policy(chosen), first_inputs(val)
-        int8 = deployed_model(model, policy, example, train_loader=train)  # re-quantized from the fp32 weights
-        files = save_pruned(model, policy, to, example_inputs=example, formats=fmt or None, int8=int8,
+        int8 = deployed_model(pruned, policy, example, train_loader=train)  # re-quantized from the fp32 weights
+        files = save_pruned(pruned, policy, to, example_inputs=example, formats=fmt or None, int8=int8,
                             parity_batches=iter(val))
         out_console.print(f"exported trial {chosen.number}: " + ", ".join(str(p) for p in files.values()))
 
@@ -371,6 +378,9 @@ def refine_command(
     storage: Optional[str] = _STORAGE,
     study_name: Optional[str] = _STUDY_NAME,
     artifacts: Optional[Path] = _ARTIFACTS,
+    model: Optional[str] = _MODEL_AGAIN,
+    weights: Optional[str] = _WEIGHTS_AGAIN,
+    data: Optional[str] = _DATA_AGAIN,
     debug: bool = _DEBUG,
 ) -> None:
     """Fine-tune Pareto candidates longer and save each as an exported model, with its new accuracy."""
@@ -386,11 +396,11 @@ def refine_command(
         check_lr(lr)
         check_formats(fmt or ())
         result, out_dir, base = open_result(out=out, storage=storage, study_name=study_name, artifacts=artifacts,
-                                            with_model=True)
-        data = build_data(result.meta.data or defaults.DEMO)
+                                            with_model=True, model=model, weights=weights)
+        datamodule = build_data(data or result.meta.data or defaults.DEMO)
         target = to or out_dir / REFINED_DIR
         with console.status(f"refining for {steps} steps each ..."):
-            refined = refine(result, data, steps=steps, trials=trial or None, lr=lr, out_dir=target,
+            refined = refine(result, datamodule, steps=steps, trials=trial or None, lr=lr, out_dir=target,
                              formats=fmt or None, distill=distill, teacher=base if distill else None)
         print_refined(refined, result, steps, out_console)
         out_console.print(f"refined models in {target}/trial_NNNNN/, summary in {target / REFINED_JSON}")

@@ -202,6 +202,24 @@ def check_precision(precision: str) -> str:
     return precision
 
 
+class _Batches:
+    """A list of batches as one iterable: Lightning takes a list or tuple of loaders as several loaders."""
+
+    def __init__(self, batches: Sequence[Any]) -> None:
+        self.batches = batches
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(self.batches)
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+
+def one_loader(loader: Any) -> Any:
+    """``loader`` as Lightning should see it: one loader, also when it is a plain list of batches."""
+    return _Batches(loader) if isinstance(loader, (list, tuple)) else loader
+
+
 @contextlib.contextmanager
 def interrupts_kept() -> Iterator[None]:
     """Ctrl-C and SIGTERM inside a Lightning ``fit``/``validate`` raised as interrupts again.
@@ -255,7 +273,7 @@ def finetune(module: L.LightningModule, train_loader: DataLoader, *, policy: Pol
     module.train()
     with quiet(), interrupts_kept():
         _trainer(max_steps=max_steps, accelerator=accelerator, callbacks=callbacks,
-                 precision=precision).fit(module, train_loader)
+                 precision=precision).fit(module, one_loader(train_loader))
     module.eval()
 
 
@@ -322,7 +340,7 @@ def evaluate(module: nn.Module, val_loader: DataLoader, metric: Metric | str | N
     with quiet(), interrupts_kept():
         trainer = L.Trainer(accelerator=accelerator, devices=1, logger=False, enable_progress_bar=False,
                             enable_model_summary=False, enable_checkpointing=False)
-        results = trainer.validate(module, val_loader, verbose=False)
+        results = trainer.validate(module, one_loader(val_loader), verbose=False)
     logged = {k: v for r in results for k, v in r.items()}
     if metric not in logged:
         raise DataError(f"metric {metric!r} was not logged in validation_step; logged metrics: {sorted(logged)}")

@@ -6,7 +6,8 @@ w.pt`` and ``build_model("pkg.mod:build", "w.pt")`` load the same model with the
 ``autoprune report`` reads a study as :func:`load_result` does.
 
 A run directory holds the default study (``study.db``), the result files, ``best/``, and, when the study
-lives there, ``candidates/<study name>/`` (the weights of every candidate that reached the front).
+lives there, ``candidates/<study name>-<study id>/`` (the weights of every candidate that reached the front,
+and a marker file naming the study they belong to).
 
 Example:
     >>> import_object("autoprune.zoo:MLP", "model").__name__
@@ -17,8 +18,12 @@ Example:
 
 from __future__ import annotations
 
+import hashlib
 import importlib
+import json
+import os
 import sys
+import warnings
 from pathlib import Path
 from typing import Any, Callable, NamedTuple
 
@@ -28,15 +33,27 @@ from torch import nn
 from autoprune import defaults
 from autoprune.backends.book import StudyBook
 from autoprune.backends.storage import make_storage, mask_url, storage_file
-from autoprune.errors import AutopruneInputError, DataError, ModelLoadError, StudyError
-from autoprune.export import load_pruned
+from autoprune.errors import AutopruneInputError, CandidateError, DataError, ModelLoadError, StudyError
+from autoprune.export import WEIGHTS, load_pruned
 from autoprune.objective import dense_copy
 from autoprune.result import SearchResult, TrialRecord
+from autoprune.study import StudyMeta, model_fingerprint
 
 DEMO = defaults.DEMO
 CANDIDATES_DIR = "candidates"
 BEST_DIR = "best"
 STUDY_DB = "study.db"
+#: the file that names the study a candidates directory belongs to
+STUDY_MARKER = ".autoprune-study.json"
+
+
+def file_sha256(path: Path) -> str:
+    """The SHA-256 of a file, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def import_object(spec: str, what: str) -> Any:
@@ -133,12 +150,47 @@ def default_storage(out_dir: Path) -> str:
     return f"sqlite:///{(Path(out_dir) / STUDY_DB).resolve()}"
 
 
-def default_artifacts(storage: str, out_dir: Path, study_name: str) -> Path:
+def default_artifacts(storage: str, out_dir: Path, study_name: str, study_id: str | None = None) -> Path:
     """Where candidates' weights go by default: beside the study (next to its journal or SQLite file), else
-    in the run directory; one directory per study."""
+    in the run directory; one directory per study (``<study_name>-<study_id>``: two studies of one name in
+    two storages beside each other never share it; without an id, as studies made before ids were)."""
     file = storage_file(storage)
     where = file.resolve().parent if file is not None else Path(out_dir).resolve()
-    return where / CANDIDATES_DIR / study_name
+    return where / CANDIDATES_DIR / (study_name if study_id is None else f"{study_name}-{study_id}")
+
+
+def _marker(directory: Path) -> dict[str, Any] | None:
+    path = Path(directory) / STUDY_MARKER
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def claim_artifacts(directory: Path, meta: StudyMeta, *, study_name: str, storage: str) -> None:
+    """Mark ``directory`` as the candidates directory of this study (a marker file with its id), or refuse it
+    when the marker names another study: two studies writing ``trial_00001`` into one directory would
+    overwrite each other's candidates. Studies made before ids were (``meta.study_id`` None) are let be."""
+    if meta.study_id is None:
+        return
+    found = _marker(directory)
+    if found is None:
+        tmp = Path(directory) / f".{STUDY_MARKER}.{os.getpid()}.tmp"
+        tmp.write_text(json.dumps({"study_id": meta.study_id, "study_name": study_name,
+                                   "storage": mask_url(storage)}) + "\n")
+        os.replace(tmp, Path(directory) / STUDY_MARKER)
+    elif found.get("study_id") != meta.study_id:
+        raise StudyError(f"{directory} holds the candidates of another study ({found.get('study_name')!r} on "
+                         f"{found.get('storage')}): give this study a candidates directory of its own with "
+                         "--artifacts (artifacts_dir=), or another --out")
+
+
+def check_artifacts(directory: Path, study_id: str | None) -> None:
+    """Refuse to load candidates from a directory whose marker names another study than ``study_id``."""
+    found = _marker(directory)
+    if study_id is not None and found is not None and found.get("study_id") != study_id:
+        raise CandidateError(f"{directory} holds the candidates of another study ({found.get('study_name')!r} on "
+                             f"{found.get('storage')}), not of this one: pass this study's own --artifacts")
 
 
 def storage_label(storage: str) -> str:
@@ -146,10 +198,25 @@ def storage_label(storage: str) -> str:
     return mask_url(storage)
 
 
-def candidate_loader(artifacts_dir: Path, base_model: nn.Module) -> Callable[[TrialRecord], nn.Module]:
-    """Rebuilds a candidate from its saved weights (under ``artifacts_dir``) on a private copy of ``base_model``."""
+def candidate_loader(artifacts_dir: Path, base_model: nn.Module, *,
+                     study_id: str | None = None) -> Callable[[TrialRecord], nn.Module]:
+    """Rebuilds a candidate from its saved weights (under ``artifacts_dir``) on a private copy of ``base_model``,
+    after checking that the directory is this study's (``study_id``) and the weights are the file the trial
+    saved (its recorded SHA-256)."""
     base = dense_copy(base_model)
-    return lambda record: load_pruned(Path(artifacts_dir) / record.artifact_dir, base)
+
+    def load(record: TrialRecord) -> nn.Module:
+        directory = Path(artifacts_dir) / record.artifact_dir
+        check_artifacts(Path(artifacts_dir), study_id)
+        if record.weights_sha256 is not None and (directory / WEIGHTS).is_file():
+            found = file_sha256(directory / WEIGHTS)
+            if found != record.weights_sha256:
+                raise CandidateError(f"{directory / WEIGHTS} is not the file trial {record.number} saved (its SHA-256 "
+                                     "differs): another study or a person wrote over it; run the search again "
+                                     "into a directory of its own")
+        return load_pruned(directory, base)
+
+    return load
 
 
 def load_result(*, storage: str, study_name: str, out_dir: str | Path | None = None,
@@ -183,7 +250,7 @@ def attach_candidates(result: SearchResult, base_model: nn.Module, *, storage: s
     """
     out = result.out_dir or Path("runs") / result.study_name
     artifacts = artifacts_dir or result.meta.artifacts or default_artifacts(storage, out, result.study_name)
-    result.model_loader = candidate_loader(Path(artifacts), base_model)
+    result.model_loader = candidate_loader(Path(artifacts), base_model, study_id=result.meta.study_id)
     return result
 
 
@@ -197,10 +264,15 @@ class Opened(NamedTuple):
 
 
 def open_result(*, out: Path | None, storage: str | None, study_name: str | None, artifacts: Path | None = None,
-                with_model: bool = False) -> Opened:
+                with_model: bool = False, model: str | None = None, weights: str | None = None) -> Opened:
     """The result of a finished (or running) search and the run directory to write into, from its run
     directory (``out``) or its storage; the study name may be left out when the storage holds one study.
-    With ``with_model`` the base model is rebuilt as the study recorded it, so candidates load."""
+
+    With ``with_model`` the base model is rebuilt, so candidates load: from ``model`` (and ``weights``) when
+    given, else as the study recorded it. The study's record names code that runs here (``pkg.mod:fn``):
+    whoever can write the storage chooses it, so ``model`` lets you name the code yourself (a warning says
+    when it differs from the record). Either way the rebuilt model must match the study's fingerprint of
+    its base model (:func:`autoprune.study.model_fingerprint`), else :class:`StudyError`."""
     if out is None and storage is None:
         raise AutopruneInputError("give --out (a search's run directory) or --storage")
     if storage is None and not (out / STUDY_DB).is_file():
@@ -215,6 +287,17 @@ def open_result(*, out: Path | None, storage: str | None, study_name: str | None
     result = load_result(storage=url, study_name=study_name, out_dir=out)
     if not with_model:
         return Opened(result, out)
-    base = build_model(result.meta.model or DEMO, result.meta.weights, out)
+    stored = result.meta.model or DEMO
+    if model is not None and model != stored:
+        warnings.warn(f"building the base model from --model {model!r}; the study recorded {stored!r}")
+    if weights is not None and model is None:
+        raise AutopruneInputError("--weights needs --model (without it, the study's recorded model and weights are "
+                                  "used)")
+    base = build_model(model or stored, weights if model is not None else result.meta.weights, out)
+    recorded = result.meta.model_fingerprint
+    if recorded and model_fingerprint(base) != recorded:
+        raise StudyError(f"the base model built from {model or stored!r} is not the one study {study_name!r} pruned "
+                         f"({recorded.get('class')} with {recorded.get('params'):,} parameters, weights "
+                         f"{recorded.get('weights')}): pass the study's --model and --weights")
     attach_candidates(result, base, storage=url, artifacts_dir=artifacts)
     return Opened(result, out, base)

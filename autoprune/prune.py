@@ -27,7 +27,8 @@ from torch.nn import functional as F
 
 from autoprune.attention import check_supported
 from autoprune.depth import drop_blocks, removable_blocks
-from autoprune.errors import CalibrationError, ExampleInputsError, LayerMatchError, PruningError
+from autoprune.attention import attention_blocks
+from autoprune.errors import CalibrationError, ExampleInputsError, LayerMatchError, PolicyError, PruningError
 from autoprune.layers import output_layers, prunable_layers, run_model
 from autoprune.methods import StructuredMethod, UnstructuredMethod, get_method
 from autoprune.methods.structured import accumulate_gradients, apply_structured
@@ -36,6 +37,22 @@ from autoprune.modelio import ModelIO
 from autoprune.policy import Policy
 
 LossFn = Callable[[Any, Any], torch.Tensor]
+
+
+def _check_round_to(model: nn.Module, round_to: int | None, pruned: list[str]) -> None:
+    """Refuse a ``round_to`` larger than every layer the policy prunes: channel counts are kept in multiples of
+    it, so the policy would silently prune nothing."""
+    if round_to is None or not pruned:
+        return
+    modules = dict(model.named_modules())
+    heads = {name for block in attention_blocks(model) for name in block.projections}  # round_to does not apply
+    widths = {n: modules[n].weight.shape[0] for n in pruned
+              if n not in heads and getattr(modules[n], "weight", None) is not None}
+    if widths and all(round_to > w for w in widths.values()):
+        widest = max(widths, key=widths.__getitem__)
+        raise PolicyError(f"round_to {round_to} is larger than every layer the policy prunes (the widest, {widest}, "
+                          f"has {widths[widest]} output channels): channel counts are kept in multiples of round_to, "
+                          f"so nothing would be pruned; use a round_to of at most {widths[widest]}, or none")
 
 
 def prune(
@@ -84,6 +101,7 @@ def prune(
 
     structured = {n: (m, policy.layers[n].sparsity) for n, m in methods.items() if isinstance(m, StructuredMethod)}
     check_supported(model, [n for n, (_, s) in structured.items() if s > 0])
+    _check_round_to(model, policy.round_to, [n for n, (_, s) in structured.items() if s > 0])
     pruned = drop_blocks(copy.deepcopy(model), policy.drop)
     unstructured = {n: (m, policy.layers[n].sparsity) for n, m in methods.items() if isinstance(m, UnstructuredMethod)}
 

@@ -19,6 +19,7 @@ import contextlib
 import csv
 import json
 import os
+from collections import Counter
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -154,6 +155,12 @@ def print_front(result: SearchResult, console: Console) -> None:
     if best is not None:
         console.print(f"best within budget ({budget}): trial {best.number} (*), {result.metric_name} "
                       f"{best.metric:.4f}, {best.latency_ms:.3f} ms, {best.size_mb:.3f} MB")
+    elif result.trials and not any(t.complete for t in result.trials):
+        failed = [t for t in result.trials if t.state == "failed" and t.counts]
+        reasons = Counter(t.failure_reason for t in failed)
+        common = f"; the most common reason ({reasons.most_common(1)[0][1]} of them): {reasons.most_common(1)[0][0]}" \
+            if reasons else ""
+        console.print(f"[bold red]no trial completed: {len(failed)} failed{common}[/]", highlight=False)
     else:
         console.print(f"[bold red]no candidate meets the budget ({budget}).[/] Closest trials:")
         for r in result.closest():

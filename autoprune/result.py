@@ -23,6 +23,14 @@ from autoprune.policy import Policy
 from autoprune.study import StudyMeta
 
 
+#: failure reasons of trials that do not count towards a study's total: they run again, or never ran
+INTERRUPTED = "interrupted"
+NO_HEARTBEAT = "the worker stopped responding (killed, or its machine lost); the trial was queued again"
+SURPLUS = "surplus"  # lost the race for the study's last trial slot; dropped before doing any work
+DUPLICATE = "duplicate promotion"  # another worker queued the same promotion first; dropped unrun
+UNCOUNTED = (INTERRUPTED, NO_HEARTBEAT, SURPLUS, DUPLICATE)
+
+
 @dataclass(frozen=True)
 class TrialRecord:
     """One trial as stored: state is ``complete``, ``failed``, ``running`` or ``waiting``."""
@@ -49,10 +57,18 @@ class TrialRecord:
     finetune_steps: int | None = None
     #: whether its latency is the timing of an earlier trial with the same pruned shape (the latency cache)
     latency_cached: bool = False
+    #: the SHA-256 of the saved candidate's weights file (checked when it is loaded; None before it was kept)
+    weights_sha256: str | None = None
 
     @property
     def complete(self) -> bool:
         return self.state == "complete"
+
+    @property
+    def counts(self) -> bool:
+        """Whether it counts towards the study's total: complete, or failed by its own error (not interrupted,
+        lost with its worker, or dropped unrun)."""
+        return self.complete or (self.state == "failed" and self.failure_reason not in UNCOUNTED)
 
     def objectives(self) -> tuple[float, float, float]:
         return (self.metric, self.latency_ms, self.size_mb)  # type: ignore[return-value]

@@ -21,9 +21,11 @@ Example:
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, Callable, Mapping
 
+import torch
 from torch import nn
 
 from autoprune.errors import StudyError
@@ -48,6 +50,23 @@ def metric_name(metric: Callable | str | None) -> str:
     return getattr(metric, "__name__", "metric")
 
 
+def model_fingerprint(model: nn.Module) -> dict[str, Any]:
+    """What identifies the base model a study prunes: its class, parameter count, a hash of its architecture
+    (every module's name and type, every tensor's name, shape and dtype) and a hash of its weights (every
+    tensor's bytes). Two workers, or a run and its resume, must prune the same model: a study refuses to be
+    joined with another one (:meth:`StudyMeta.check_joinable`)."""
+    architecture, weights = hashlib.sha256(), hashlib.sha256()
+    for name, module in model.named_modules():
+        architecture.update(f"{name}:{type(module).__name__};".encode())
+    for name, tensor in model.state_dict().items():
+        architecture.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype};".encode())
+        data = tensor.detach().cpu().contiguous()
+        weights.update(name.encode())
+        weights.update((data.view(torch.uint8) if data.dim() else data.reshape(1).view(torch.uint8)).numpy().tobytes())
+    return {"class": type(model).__name__, "params": sum(p.numel() for p in model.parameters()),
+            "architecture": architecture.hexdigest()[:16], "weights": weights.hexdigest()[:16]}
+
+
 @dataclass(frozen=True)
 class StudyMeta:
     """Everything a study stores besides its trials.
@@ -67,6 +86,9 @@ class StudyMeta:
             should not fall below).
         model, data, weights, space: how the CLI rebuilds the base model and data (``pkg.mod:fn`` specs,
             a weights path, the space as named), so ``report``/``export``/``refine`` need no arguments.
+        study_id: a random id given at creation: the default candidates directory carries it, and a marker
+            file in the candidates directory names it, so two studies never share one (None: an older study).
+        model_fingerprint: :func:`model_fingerprint` of the base model (None: an older study).
         extra: any other attribute a caller stored (``search(study_attrs=...)``).
     """
 
@@ -85,6 +107,8 @@ class StudyMeta:
     data: str | None = None
     weights: str | None = None
     space: str | None = None
+    study_id: str | None = None
+    model_fingerprint: dict[str, Any] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     # --- storage form -------------------------------------------------------------------------------------
@@ -98,8 +122,8 @@ class StudyMeta:
                  **({"dense_metric": self.dense_metric} if self.dense_metric is not None else {}),
                  "n_trials": self.n_trials, "artifacts": self.artifacts, REFERENCE_ATTR: reference,
                  PROFILE_ATTR: self.profile}
-        attrs.update({k: getattr(self, k) for k in ("model", "data", "weights", "space")
-                      if getattr(self, k) is not None})
+        attrs.update({k: getattr(self, k) for k in ("model", "data", "weights", "space", "study_id",
+                                                    "model_fingerprint") if getattr(self, k) is not None})
         attrs[FINGERPRINT_ATTR] = self.space_fingerprint
         return attrs
 
@@ -132,6 +156,15 @@ class StudyMeta:
         if self.metric != wanted.metric:
             raise StudyError(f"study {study_name!r} optimises {self.metric!r}, not {wanted.metric!r}; choose "
                              "another --study-name")
+        mine, theirs = self.model_fingerprint, wanted.model_fingerprint
+        if mine and theirs and mine != theirs:
+            if mine.get("architecture") != theirs.get("architecture"):
+                what = (f"another model: {mine.get('class')} with {mine.get('params'):,} parameters (now "
+                        f"{theirs.get('class')} with {theirs.get('params'):,}, or the same class built differently)")
+            else:
+                what = "the same architecture with other weights (a retrained or another --weights file?)"
+            raise StudyError(f"study {study_name!r} was created with {what}; resume it with the model it was "
+                             "created with (its --model and --weights), or start another --study-name / --out")
 
     def check_profile(self, profile: HardwareProfile, study_name: str) -> None:
         """Refuse to add trials timed under another profile to this study: its front would mix two scales."""

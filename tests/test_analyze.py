@@ -135,9 +135,9 @@ def test_a_search_seeds_from_a_saved_analysis_without_scanning_again(tmp_path, m
     path = analysis.save(tmp_path / "analysis.json")
     scanned = []
     monkeypatch.setattr("autoprune.seeds.layer_scans", lambda *a, **k: scanned.append(1) or {})
-    search(model, (data, data), space=space, n_trials=1, profile=profile, out_dir=tmp_path / "run", analysis=path,
-           study_name="s")
-    assert not scanned
+    result = search(model, (data, data), space=space, n_trials=1, profile=profile, out_dir=tmp_path / "run",
+                    analysis=path, study_name="s")
+    assert not scanned and [t.state for t in result.trials] == ["complete"]
     study = optuna.load_study(study_name="s", storage=f"sqlite:///{tmp_path / 'run' / 'study.db'}")
     resolved = prepare_model(model, (data, data), space).resolved
     queued = [resolved.policy_of(t.params or t.system_attrs["fixed_params"])[0].to_dict() for t in study.trials]

@@ -166,6 +166,19 @@ def test_export_bad_input_exits_2(run_dir, tmp_path):
     assert proc.returncode == 2 and "is a file" in proc.stderr, proc.stderr
 
 
+def test_export_builds_the_model_named_on_the_command_line_and_refuses_another_one(run_dir, tmp_path):
+    """export --model names the code that builds the base model instead of the study's record (which anyone
+    who writes the storage chooses); a model that is not the one the study pruned is refused with exit 2."""
+    out, _ = run_dir
+    (tmp_path / "other.py").write_text("from autoprune.demo import DigitsCNN\n\ndef build():\n"
+                                      "    return DigitsCNN(width=8)\n")
+    proc = autoprune("export", "--out", out.resolve(), "--to", tmp_path / "exp", "--model", "other:build",
+                     "--format", "torchscript", cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    err = proc.stderr.replace("\n", " ")
+    assert "the study recorded 'embedded:digits'" in err and "is not the one study" in err
+
+
 @pytest.mark.parametrize("content, message", [
     (b"", "is empty"),
     (b"version: 1\nlayers: auto\ndescription: \xff\xfe caf\xe9\n", "not UTF-8"),

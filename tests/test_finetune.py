@@ -84,3 +84,13 @@ def test_a_mixed_precision_fine_tune_trains_and_keeps_float32_weights():
 def test_an_unknown_precision_is_refused():
     with pytest.raises(AutopruneInputError, match="precision must be one of"):
         check_precision("fp8")
+
+
+def test_a_plain_list_of_batches_fine_tunes_as_one_loader():
+    """A list of (x, y) batches is one loader, as a DataLoader is (Lightning would take a list for several
+    loaders and feed the model pieces of batches)."""
+    net = _net()
+    batches = list(_loader())
+    before = net[0].weight.clone()
+    finetune(as_lightning(net, loss=None, lr=1e-2), batches, policy=Policy(), max_steps=3, prefix="net.")
+    assert not torch.equal(net[0].weight, before)

@@ -154,3 +154,15 @@ def test_dropping_a_block_that_is_not_removable_names_the_removable_ones():
     model = ResNetCNN(widths=(8, 16), blocks=2).eval()
     with pytest.raises(LayerMatchError, match=r"\['layers.2'\].*removable blocks are \['layers.0', 'layers.1', 'layers.3'\]"):
         prune(model, Policy(drop=("layers.2",)), example_input(model))
+
+
+def test_a_round_to_larger_than_every_pruned_layer_is_refused():
+    """round_to 1000 on layers of 32 and 64 channels would keep every channel: an error says so, naming the
+    widest layer, instead of a silently unpruned model."""
+    from autoprune.errors import PolicyError
+    from autoprune.zoo import PlainCNN
+
+    model = PlainCNN().eval()
+    policy = Policy.uniform(["conv1", "conv2"], sparsity=0.5, method="l1_structured", round_to=1000)
+    with pytest.raises(PolicyError, match="round_to 1000 is larger than every layer"):
+        prune(model, policy, torch.randn(2, 1, 8, 8))

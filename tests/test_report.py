@@ -32,3 +32,21 @@ def test_save_writes_the_three_files(tmp_path):
 ])
 def test_the_front_table_says_which_methods_prune_and_how_many_blocks_are_dropped(policy, label):
     assert policy_label(policy) == label
+
+
+def test_a_run_whose_every_trial_failed_says_so_with_the_most_common_reason():
+    """Not "no candidate meets the budget": every trial failed, and the commonest reason is named."""
+    from rich.console import Console
+
+    from autoprune.report import print_front
+    from autoprune.result import TrialRecord
+
+    trials = [TrialRecord(0, "failed", failure_reason="RuntimeError: shape mismatch"),
+              TrialRecord(1, "failed", failure_reason="RuntimeError: shape mismatch"),
+              TrialRecord(2, "failed", failure_reason="ValueError: nan"),
+              TrialRecord(3, "failed", failure_reason="interrupted")]
+    console = Console(record=True, width=200)
+    print_front(SearchResult(trials=trials, budget_ms=1.0), console)
+    text = console.export_text()
+    assert "no trial completed: 3 failed" in text and "(2 of them): RuntimeError: shape mismatch" in text
+    assert "meets the budget" not in text

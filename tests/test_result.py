@@ -67,3 +67,13 @@ def test_an_int8_dense_trial_is_not_taken_for_the_fine_tune_s_drift():
 
     int8 = TrialRecord(**{**TRIALS[0].to_dict(), "policy": Policy(quantize="int8_static").to_dict(), "metric": 0.80})
     assert SearchResult(trials=[int8], meta=StudyMeta(dense_metric=0.95)).dense_drift() is None
+
+
+def test_only_finished_trials_count_towards_the_total():
+    """Complete trials and trials failed by their own error count; interrupted, lost and dropped ones do not
+    (the progress bar's count: a resumed study never shows more trials done than its total)."""
+    from autoprune.result import DUPLICATE, INTERRUPTED, NO_HEARTBEAT, SURPLUS
+
+    counted = [TrialRecord(0, "complete", True, 0.9, 1.0, 1.0), TrialRecord(1, "failed", failure_reason="ValueError")]
+    not_counted = [TrialRecord(2, "failed", failure_reason=r) for r in (INTERRUPTED, NO_HEARTBEAT, SURPLUS, DUPLICATE)]
+    assert all(t.counts for t in counted) and not any(t.counts for t in not_counted + [TrialRecord(3, "running")])

@@ -43,18 +43,14 @@ from autoprune.errors import StudyError
 from autoprune.fidelity import promotable
 from autoprune.measure import TIMING_FIELDS
 from autoprune.objective import Proposal, TrialJob, TrialReport
-from autoprune.result import TrialRecord
+from autoprune.result import DUPLICATE, INTERRUPTED, NO_HEARTBEAT, SURPLUS, TrialRecord
 from autoprune.study import FINGERPRINT_ATTR, StudyMeta
 
 DIRECTIONS = ["maximize", "minimize", "minimize"]
 CONSTRAINT_KEYS = ("latency_ms_over_budget", "size_mb_over_budget")
-INTERRUPTED = "interrupted"
-NO_HEARTBEAT = "the worker stopped responding (killed, or its machine lost); the trial was queued again"
-SURPLUS = "surplus"  # lost the race for the study's last trial slot; dropped before doing any work
 REPORT_ATTR = "report"  # a finished trial's user attributes, written at once
 SEEDED_ATTR = "seeded"  # the study's seeded policies are queued
 SEEDING_ATTR = "seeding_by"  # host:pid of the run that created the study and is to queue them
-DUPLICATE = "duplicate promotion"  # another worker queued the same promotion first; dropped unrun
 WORKER = f"{socket.gethostname()}:{os.getpid()}"
 _COUNTED_STATES = (TrialState.COMPLETE, TrialState.FAIL)
 
@@ -361,5 +357,5 @@ def to_record(trial: FrozenTrial) -> TrialRecord:
         policy=attrs.get("policy"), failure_reason=reason,
         timings=dict(attrs.get("timings", {})), artifact_dir=attrs.get("artifact_dir"), lr=trial.params.get("lr"),
         rung=int(attrs.get("rung", 0)), parent=attrs.get("parent"), finetune_steps=attrs.get("finetune_steps"),
-        latency_cached=bool(attrs.get("latency_cached", False)),
+        latency_cached=bool(attrs.get("latency_cached", False)), weights_sha256=attrs.get("weights_sha256"),
     )

@@ -87,7 +87,8 @@ class JournalLiveness:
     ``interval`` seconds. A RUNNING trial whose stamp is older than ``grace`` seconds (or missing, with
     a start older than ``grace``) belongs to a dead worker: the first worker to notice claims it with
     an exclusive ``.reaped`` file, marks it FAIL, and queues a copy with the same parameters, exactly
-    as Optuna's ``RetryHeartbeatStaleTrialCallback`` does for RDB storages. Workers on several
+    as Optuna's ``RetryHeartbeatStaleTrialCallback`` does for RDB storages; then it removes the dead
+    worker's stamp and its claim, so no stale file stays behind. Workers on several
     machines need a shared file system whose clocks agree to within the grace period.
     """
 
@@ -128,15 +129,20 @@ class JournalLiveness:
                 last = started
             if now - last <= self.grace:
                 continue
+            claim = Path(str(stamp) + ".reaped")
             try:  # claim it: only one worker may re-queue a dead trial
-                os.close(os.open(str(stamp) + ".reaped", os.O_CREAT | os.O_EXCL | os.O_WRONLY))
+                os.close(os.open(claim, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
             except FileExistsError:
                 continue
             try:
                 study._storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL)
-            except optuna.exceptions.UpdateFinishedTrialError:
+            except optuna.exceptions.UpdateFinishedTrialError:  # another worker reaped it first
+                claim.unlink(missing_ok=True)
                 continue
             RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY)(study, study._storage.get_trial(trial._trial_id))
+            # The trial is FAIL now, so no worker looks at it again: its dead worker's stamp and the claim go.
+            stamp.unlink(missing_ok=True)
+            claim.unlink(missing_ok=True)
 
 
 class Storage(NamedTuple):

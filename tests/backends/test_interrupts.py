@@ -54,3 +54,36 @@ def test_a_signal_while_fine_tuning_exits_with_its_code_and_records_the_trial_in
     assert ("FAIL", INTERRUPTED) in states, states
     assert all(state != "RUNNING" for state, _ in states), states
     assert "run the same command again to resume" in log_of(run_dir)
+
+
+def _study_attrs(db) -> set[str]:
+    if not db.is_file():
+        return set()
+    try:
+        with sqlite3.connect(db, timeout=1) as conn:
+            return {row[0] for row in conn.execute("select key from study_user_attributes")}
+    except sqlite3.Error:
+        return set()
+
+
+def test_ctrl_c_during_the_start_up_scan_leaves_the_seeds_to_the_next_run(tmp_path, digits_weights):
+    """Issue 20, point 5, with a real signal: Ctrl-C while the new study's seeds are being computed (it exists,
+    its seeds are not queued), then the same command: that run queues them and the search runs them."""
+    run_dir = tmp_path / "run"
+    args = ("--trials", "2", "--batch-size", "256")  # a larger timing batch: a start-up scan of seconds
+    proc = start_worker(run_dir, digits_weights, *args)
+    db = run_dir / "study.db"
+    wait_until(lambda: "seeding_by" in _study_attrs(db) or proc.poll() is not None, timeout=300,
+               what="the study created, its seeds being computed")
+    assert "seeded" not in _study_attrs(db), "the signal must arrive before the seeds are queued"
+    proc.send_signal(signal.SIGINT)
+    assert wait(proc, run_dir, timeout=120) == 130, log_of(run_dir)
+    study = StudyBook.load(make_storage(f"sqlite:///{db}", heartbeat_interval=None), study_name="digits").study
+    assert "seeded" not in study.user_attrs and not study.trials
+    again = start_worker(run_dir, digits_weights, *args)
+    assert wait(again, run_dir) == 0, log_of(run_dir)
+    study = StudyBook.load(make_storage(f"sqlite:///{db}", heartbeat_interval=None), study_name="digits").study
+    assert study.user_attrs.get("seeded") is True
+    seeded = [t for t in study.trials if "fixed_params" in t.system_attrs]
+    assert len(seeded) >= 5, "the dense, uniform and scaled seeds are queued"
+    assert sum(t.state.name == "COMPLETE" for t in study.trials) == 2

@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import subprocess
 
+from pathlib import Path
+
 import pytest
 from optuna.trial import TrialState
 
@@ -65,7 +67,9 @@ def test_journal_file_study_stops_at_the_total(digits, tmp_path):
     _search(digits, tmp_path / "a", storage=str(journal), n_trials=3)
     again = _search(digits, tmp_path / "b", storage=str(journal), n_trials=3)
     assert journal.is_file() and len(again.trials) == 3 and again.session_trials == set()
-    assert (tmp_path / "shared" / "candidates" / "s").is_dir(), "artifacts live beside the journal"
+    assert Path(again.meta.artifacts).parent == (tmp_path / "shared" / "candidates").resolve(), \
+        "artifacts live beside the journal"
+    assert Path(again.meta.artifacts).name == f"s-{again.meta.study_id}", "one directory per study"
 
 
 def test_a_directory_or_sqlite_file_is_not_taken_for_a_journal(tmp_path):

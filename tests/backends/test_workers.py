@@ -10,6 +10,7 @@ import json
 import os
 import signal
 import subprocess
+from pathlib import Path
 
 from optuna.trial import TrialState
 
@@ -92,6 +93,8 @@ def _kill_one_worker_mid_trial(tmp_path, weights, storage):
     retries = [t for t in trials if t.system_attrs.get("failed_trial") == killed[0]]
     assert len(retries) == 1 and retries[0].state in (TrialState.COMPLETE, TrialState.WAITING)
     assert by_number[killed[0]].params.items() <= retries[0].params.items()
+    if "://" not in storage:  # a journal file: the dead worker's liveness stamp is removed when it is reaped
+        assert not list(Path(storage + ".alive").iterdir()), "no stale liveness file"
 
 
 def test_killed_postgres_worker_trial_is_failed_and_requeued(tmp_path, pg_url, digits_weights):
