@@ -66,6 +66,29 @@ def _progress_callback(progress: Progress, task: Any, metric_name: str) -> Calla
     return update
 
 
+#: exception classes (by name, as their libraries raise them) that mean the study's storage stopped answering
+OUTAGES = ("OperationalError", "InterfaceError", "DisconnectionError", "StorageInternalError")
+
+
+def _storage_outage(exc: BaseException | None) -> BaseException | None:
+    """The deepest error in ``exc``'s chain that says the study's storage stopped answering (None: not an outage);
+    Optuna's own wrapper blames "invalid data in the commit", what it wraps says what happened."""
+    found, seen = None, set()
+    while exc is not None and id(exc) not in seen:  # the error, and what it was raised from
+        seen.add(id(exc))
+        if any(c.__name__ in OUTAGES and c.__module__.split(".")[0] in ("sqlalchemy", "optuna", "psycopg2")
+               for c in type(exc).__mro__):
+            found = exc
+        exc = exc.__cause__ or exc.__context__
+    return found
+
+
+def _thread_error(args: threading.ExceptHookArgs) -> None:
+    what = "the study's storage stopped answering" if _storage_outage(args.exc_value) is not None else "it stopped"
+    console.print(f"[bold yellow]warning:[/] background thread {args.thread.name if args.thread else '?'}: "
+                  f"{type(args.exc_value).__name__} ({what}; --debug shows the traceback)", highlight=False)
+
+
 def _terminate(signum: int, frame: Any) -> None:
     raise Terminated(f"signal {signum}")
 
@@ -75,6 +98,9 @@ def _run(debug: bool, body: Callable[[], None]) -> None:
     (the running trial recorded interrupted, files written) and exits 143."""
     main = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _terminate) if main else None
+    previous_hook = threading.excepthook
+    if not debug:  # a background thread's error (a heartbeat on a storage that went away) in one line
+        threading.excepthook = _thread_error
     try:
         body()
     except AutopruneInputError as exc:
@@ -91,12 +117,20 @@ def _run(debug: bool, body: Callable[[], None]) -> None:
     except Exception as exc:
         if debug:
             traceback.print_exc()
-        console.print(f"[bold red]unexpected error:[/] {type(exc).__name__}: {exc} (run with --debug for the traceback)",
-                      highlight=False)
+        outage = _storage_outage(exc)
+        if outage is not None:
+            first = (str(outage).strip().splitlines() or [""])[0][:300]
+            console.print(f"[bold red]error:[/] the study's storage stopped answering ({type(outage).__name__}: {first}). "
+                          "Finished trials are kept in it; when it answers again, run the same command to resume.",
+                          highlight=False)
+        else:
+            console.print(f"[bold red]unexpected error:[/] {type(exc).__name__}: {exc} (run with --debug for the "
+                          "traceback)", highlight=False)
         raise typer.Exit(1)
     finally:
         if main:
             signal.signal(signal.SIGTERM, previous)
+        threading.excepthook = previous_hook
 
 
 @app.command()

@@ -87,3 +87,44 @@ def test_ctrl_c_during_the_start_up_scan_leaves_the_seeds_to_the_next_run(tmp_pa
     seeded = [t for t in study.trials if "fixed_params" in t.system_attrs]
     assert len(seeded) >= 5, "the dense, uniform and scaled seeds are queued"
     assert sum(t.state.name == "COMPLETE" for t in study.trials) == 2
+
+
+FINITE = ENDLESS.replace("max_steps: 1000000", "max_steps: 600")
+
+
+def test_a_database_that_stops_mid_trial_gets_one_clear_message_and_no_traceback(tmp_path, digits_weights):
+    """Issue 20, point 8: PostgreSQL stopped while a trial fine-tunes. The worker exits 1 with one paragraph
+    saying the storage stopped answering and that the same command resumes, and prints no traceback (the
+    heartbeat thread's error included) without --debug."""
+    from tests.backends.conftest import PostgresServer, _pg_bindir
+    from tests.conftest import in_ci
+
+    bindir = _pg_bindir()
+    if bindir is None:
+        if in_ci():
+            pytest.fail("PostgreSQL binaries missing (CI=true: this test must run)")
+        pytest.skip("PostgreSQL binaries missing")
+    server = PostgresServer(bindir)  # its own server: this test stops it
+    try:
+        url = server.database("outage")
+        space = tmp_path / "finite.yaml"
+        space.write_text(FINITE)
+        run_dir = tmp_path / "run"
+        proc = start_worker(run_dir, digits_weights, "--storage", url, "--study-name", "outage", "--trials", "3",
+                            "--space", space, "--batch-size", "8", "--heartbeat-interval", "1")
+
+        def running() -> bool:
+            try:
+                study = StudyBook.load(make_storage(url, heartbeat_interval=None), study_name="outage").study
+            except Exception:  # the study is being created
+                return False
+            return any(t.state.name == "RUNNING" for t in study.trials)
+
+        wait_until(lambda: running() or proc.poll() is not None, timeout=300, what="a running trial")
+        assert proc.poll() is None, log_of(run_dir)
+    finally:
+        server.stop()
+    assert wait(proc, run_dir, timeout=300) == 1, log_of(run_dir)
+    log = log_of(run_dir)
+    assert "the study's storage stopped answering" in log and "run the same command to resume" in log
+    assert "Traceback" not in log, log[-3000:]

@@ -1,0 +1,215 @@
+"""Fault injection (issue 20): real signals to real ``autoprune`` processes at each phase, and kill -9 of one of
+two workers, then the same command again. Prints (and writes) a table: fault, exit code, trials complete
+after the resume, trials lost (complete before the fault, not complete after: must be 0), seeds present.
+
+Each search runs on the embedded digits default (a digits CNN trained once and copied into each run
+directory), 3 trials (6 with two workers), one torch thread. The phases are made long enough to be hit:
+
+* ``start-up scan``: the signal goes once the study exists and its seeds are not yet queued (timing batch
+  256, so the scan takes seconds);
+* ``timing``: a trial is running and its latency is being timed (timing batch 2048: seconds per timing;
+  the signal goes 0.3 s after the trial starts);
+* ``fine-tune``: a trial is fine-tuning (600 steps; the signal goes 2 s after the trial starts, its pruning
+  and timing at batch 8 take well under a second);
+* ``export``: ``autoprune export`` of the finished study, 1 s after it starts;
+* ``kill -9``: one of two workers on one study (a journal file, and PostgreSQL when its binaries are
+  installed), killed while it runs a trial; the other finishes.
+
+    python benchmarks/fault_injection.py            # about 10 minutes on 2 cores
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+RESULTS = REPO / "benchmarks" / "results"
+sys.path.insert(0, str(REPO))
+
+SPACE = """version: 1
+layers: auto
+sparsity: {mode: global_scale, low: 0.0, high: 0.8, step: 0.1, scale_low: 0.5, scale_high: 1.5, scale_step: 0.5}
+methods: [l1_structured]
+round_to: [null]
+regularizer: {kinds: [none], strength: {low: 1e-5, high: 1e-3, log: true}}
+finetune: {max_steps: 600, lr: {low: 1e-3, high: 1e-2, log: true}, calibration_batches: 1}
+"""
+
+
+def cli(*args: object) -> list[str]:
+    return [sys.executable, "-m", "autoprune.cli", *map(str, args)]
+
+
+def env() -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+
+
+def start(run_dir: Path, weights: Path, *args: object) -> subprocess.Popen:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if not (run_dir / weights.name).is_file():
+        shutil.copy(weights, run_dir / weights.name)
+    log = open(run_dir / "worker.log", "a")
+    return subprocess.Popen(cli("search", "--out", run_dir, "--no-progress", "--torch-threads", "1", *args),
+                            cwd=REPO, env=env(), stdout=log, stderr=subprocess.STDOUT)
+
+
+def wait_for(condition, timeout: float = 300) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def query(db: Path, sql: str) -> list[tuple]:
+    if not db.is_file():
+        return []
+    try:
+        with sqlite3.connect(db, timeout=1) as conn:
+            return conn.execute(sql).fetchall()
+    except sqlite3.Error:
+        return []
+
+
+def study_state(storage: str, name: str) -> dict:
+    """Complete trial numbers and whether the seeds are queued, read through autoprune's own book."""
+    from autoprune.backends.book import StudyBook
+    from autoprune.backends.storage import make_storage
+
+    study = StudyBook.load(make_storage(storage, heartbeat_interval=None), study_name=name).study
+    complete = {t.number for t in study.trials if t.state.name == "COMPLETE"}
+    seeded = bool(study.user_attrs.get("seeded")) and any("fixed_params" in t.system_attrs for t in study.trials)
+    return {"complete": complete, "seeded": seeded}
+
+
+def signal_search(work: Path, weights: Path, *, phase: str, sig: signal.Signals) -> dict:
+    run = work / f"{phase}-{sig.name}".replace(" ", "_")
+    space = work / "space.yaml"
+    batch = {"start-up scan": 256, "timing": 2048, "fine-tune": 8}[phase]
+    args = ("--space", space, "--trials", 3, "--batch-size", batch, "--study-name", "digits")
+    proc = start(run, weights, *args)
+    db = run / "study.db"
+    attrs = "select key from study_user_attributes"
+    if phase == "start-up scan":
+        hit = wait_for(lambda: ("seeding_by",) in query(db, attrs) or proc.poll() is not None)
+        hit = hit and ("seeded",) not in query(db, attrs)
+    else:
+        hit = wait_for(lambda: query(db, "select count(*) from trials where state = 'RUNNING'") not in ([], [(0,)])
+                       or proc.poll() is not None)
+        time.sleep(0.3 if phase == "timing" else 2.0)
+    hit = hit and proc.poll() is None  # still running: the signal lands in the phase
+    storage = f"sqlite:///{db}"
+    before = study_state(storage, "digits")["complete"] if db.is_file() else set()
+    proc.send_signal(sig)
+    code = proc.wait(timeout=300)
+    again = start(run, weights, *args).wait(timeout=900)
+    after = study_state(storage, "digits")
+    return {"fault": f"{sig.name} during {phase}", "hit": hit, "exit": code,
+            "resume_exit": again, "complete": len(after["complete"]), "lost": len(before - after["complete"]),
+            "seeds": after["seeded"]}
+
+
+def signal_export(work: Path, weights: Path, sig: signal.Signals) -> dict:
+    run = work / f"export-{sig.name}"
+    args = ("--space", work / "space.yaml", "--trials", 2, "--batch-size", 8, "--study-name", "digits")
+    start(run, weights, *args).wait(timeout=900)
+    storage = f"sqlite:///{run / 'study.db'}"
+    before = study_state(storage, "digits")["complete"]
+    proc = subprocess.Popen(cli("export", "--out", run, "--to", run / "exported"), cwd=REPO, env=env(),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(1.0)
+    proc.send_signal(sig)
+    code = proc.wait(timeout=300)
+    after = study_state(storage, "digits")
+    return {"fault": f"{sig.name} during export", "hit": True, "exit": code, "resume_exit": None,
+            "complete": len(after["complete"]), "lost": len(before - after["complete"]), "seeds": after["seeded"]}
+
+
+def kill_worker(work: Path, weights: Path, storage: str, label: str) -> dict:
+    from autoprune.backends.book import StudyBook
+    from autoprune.backends.storage import make_storage
+
+    args = ("--space", work / "space.yaml", "--storage", storage, "--study-name", "shared", "--trials", 6,
+            "--heartbeat-interval", 1, "--batch-size", 8, "--artifacts", work / f"kill-{label}" / "candidates")
+    victim = start(work / f"kill-{label}" / "a", weights, *args)
+    survivor = start(work / f"kill-{label}" / "b", weights, *args)
+
+    def victim_running() -> bool:
+        try:
+            study = StudyBook.load(make_storage(storage, heartbeat_interval=None), study_name="shared").study
+        except Exception:  # noqa: BLE001 (the study is being created)
+            return False
+        return any(str(t.user_attrs.get("worker", "")).endswith(f":{victim.pid}") for t in study.trials
+                   if t.state.name == "RUNNING") and any(t.state.name == "COMPLETE" for t in study.trials)
+
+    hit = wait_for(victim_running)
+    before = study_state(storage, "shared")["complete"]
+    os.kill(victim.pid, signal.SIGKILL)
+    victim.wait()
+    code = survivor.wait(timeout=900)
+    after = study_state(storage, "shared")
+    return {"fault": f"kill -9 of one of two workers ({label})", "hit": hit, "exit": code, "resume_exit": None,
+            "complete": len(after["complete"]), "lost": len(before - after["complete"]), "seeds": after["seeded"]}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--work", type=Path, default=None)
+    args = parser.parse_args()
+    work = args.work or Path(tempfile.mkdtemp(prefix="autoprune-faults-"))
+    work.mkdir(parents=True, exist_ok=True)
+    (work / "space.yaml").write_text(SPACE)
+    from autoprune.demo import WEIGHTS_FILE, pretrained_digits_cnn
+
+    pretrained_digits_cnn(work / "weights")
+    weights = work / "weights" / WEIGHTS_FILE
+    rows = []
+    for phase in ("start-up scan", "timing", "fine-tune"):
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            rows.append(signal_search(work, weights, phase=phase, sig=sig))
+            print(rows[-1], flush=True)
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        rows.append(signal_export(work, weights, sig))
+        print(rows[-1], flush=True)
+    rows.append(kill_worker(work, weights, str(work / "kill-journal.log"), "journal"))
+    print(rows[-1], flush=True)
+    try:
+        from tests.backends.conftest import PostgresServer, _pg_bindir
+
+        bindir = _pg_bindir()
+    except Exception:  # noqa: BLE001 (pytest or the binaries missing)
+        bindir = None
+    if bindir is not None:
+        server = PostgresServer(bindir)
+        try:
+            rows.append(kill_worker(work, weights, server.database("faults"), "PostgreSQL"))
+            print(rows[-1], flush=True)
+        finally:
+            server.stop()
+    lines = ["| fault | hit the phase | exit code | resume exit | trials complete | trials lost | seeds present |",
+             "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['fault']} | {'yes' if r['hit'] else 'no'} | {r['exit']} | "
+                     f"{'-' if r['resume_exit'] is None else r['resume_exit']} | {r['complete']} | {r['lost']} | "
+                     f"{'yes' if r['seeds'] else 'no'} |")
+    table = "\n".join(lines)
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "fault_injection.json").write_text(json.dumps(rows, indent=2) + "\n")
+    (RESULTS / "fault_injection.md").write_text(table + "\n")
+    print(table)
+    assert all(r["lost"] == 0 for r in rows), "a finished trial was lost"
+
+
+if __name__ == "__main__":
+    main()
