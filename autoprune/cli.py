@@ -43,6 +43,12 @@ _STORAGE = typer.Option(None, envvar=defaults.STORAGE_ENV,
 _STUDY_NAME = typer.Option(None, help="study name (default: the only study in the storage).")
 _ARTIFACTS = typer.Option(None, help="the candidates directory, if not where the study recorded it.")
 _FORMATS = typer.Option(None, "--format", help="torchscript and/or onnx (default: both when onnx is installed).")
+# What search and analyze are given (the embedded digits default without them)
+_MODEL = typer.Option(None, help="package.module:function returning the trained nn.Module (default: the embedded "
+                                 "digits CNN).")
+_WEIGHTS = typer.Option(None, help="state_dict file for --model (torch.save of model.state_dict()).")
+_DATA = typer.Option(None, help="package.module:function returning a LightningDataModule or (train_loader, "
+                                "val_loader).")
 _MODEL_AGAIN = typer.Option(None, "--model", help="package.module:function of the base model (default: the one the "
                                                   "study recorded; code named in a shared storage runs here, so name "
                                                   "it yourself when you do not trust who writes the storage).")
@@ -87,6 +93,13 @@ def _thread_error(args: threading.ExceptHookArgs) -> None:
     what = "the study's storage stopped answering" if _storage_outage(args.exc_value) is not None else "it stopped"
     console.print(f"[bold yellow]warning:[/] background thread {args.thread.name if args.thread else '?'}: "
                   f"{type(args.exc_value).__name__} ({what}; --debug shows the traceback)", highlight=False)
+
+
+def _check_model_args(model: str | None, data: str | None, weights: str | None) -> None:
+    if (model is None) != (data is None):
+        raise AutopruneInputError("give both --model and --data, or neither for the embedded digits default")
+    if weights and not model:
+        raise AutopruneInputError("--weights needs --model")
 
 
 def _terminate(signum: int, frame: Any) -> None:
@@ -135,11 +148,9 @@ def _run(debug: bool, body: Callable[[], None]) -> None:
 
 @app.command()
 def search(
-    model: Optional[str] = typer.Option(None, help="package.module:function returning the trained nn.Module "
-                                                   "(default: the embedded digits CNN)."),
-    weights: Optional[str] = typer.Option(None, help="state_dict file for --model (torch.save of model.state_dict())."),
-    data: Optional[str] = typer.Option(None, help="package.module:function returning a LightningDataModule "
-                                                  "or (train_loader, val_loader)."),
+    model: Optional[str] = _MODEL,
+    weights: Optional[str] = _WEIGHTS,
+    data: Optional[str] = _DATA,
     space: str = typer.Option(defaults.SPACE, help="default, structured, unstructured, transformer, compress "
                                                    "(pruning and int8), or a YAML file."),
     budget_ms: Optional[float] = typer.Option(None, help="latency budget in ms (under the hardware profile)."),
@@ -216,10 +227,7 @@ def search(
                         backend=backend, seed=seed, out_dir=out, artifacts_dir=artifacts)
         if backend != "ray" and (address or max_concurrent):
             raise AutopruneInputError("--address and --max-concurrent need --backend ray")
-        if (model is None) != (data is None):
-            raise AutopruneInputError("give both --model and --data, or neither for the embedded digits default")
-        if weights and not model:
-            raise AutopruneInputError("--weights needs --model")
+        _check_model_args(model, data, weights)
         if torch_threads is not None:
             if torch_threads < 1:
                 raise AutopruneInputError(f"--torch-threads must be at least 1, got {torch_threads}")
@@ -266,11 +274,9 @@ def search(
 
 @app.command()
 def analyze(
-    model: Optional[str] = typer.Option(None, help="package.module:function returning the trained nn.Module "
-                                                   "(default: the embedded digits CNN)."),
-    weights: Optional[str] = typer.Option(None, help="state_dict file for --model."),
-    data: Optional[str] = typer.Option(None, help="package.module:function returning a LightningDataModule "
-                                                  "or (train_loader, val_loader)."),
+    model: Optional[str] = _MODEL,
+    weights: Optional[str] = _WEIGHTS,
+    data: Optional[str] = _DATA,
     space: str = typer.Option(defaults.SPACE, help="the space the search would use (its layers, units, method)."),
     sparsities: str = typer.Option("0.25,0.5,0.75", help="sparsities each unit is pruned alone at, comma-separated "
                                                          "(the seeds' 0.5 is always scanned)."),
@@ -295,10 +301,7 @@ def analyze(
         from autoprune.measure import HardwareProfile
         from autoprune.space import load_space
 
-        if (model is None) != (data is None):
-            raise AutopruneInputError("give both --model and --data, or neither for the embedded digits default")
-        if weights and not model:
-            raise AutopruneInputError("--weights needs --model")
+        _check_model_args(model, data, weights)
         levels = check_sparsities(_sparsities(sparsities))
         the_space = load_space(space)
         model_spec, data_spec = model or defaults.DEMO, data or defaults.DEMO

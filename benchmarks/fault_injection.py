@@ -36,14 +36,8 @@ REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "benchmarks" / "results"
 sys.path.insert(0, str(REPO))
 
-SPACE = """version: 1
-layers: auto
-sparsity: {mode: global_scale, low: 0.0, high: 0.8, step: 0.1, scale_low: 0.5, scale_high: 1.5, scale_step: 0.5}
-methods: [l1_structured]
-round_to: [null]
-regularizer: {kinds: [none], strength: {low: 1e-5, high: 1e-3, log: true}}
-finetune: {max_steps: 600, lr: {low: 1e-3, high: 1e-2, log: true}, calibration_batches: 1}
-"""
+#: the distributed tests' tiny space, with a fine-tune long enough to be interrupted
+SPACE = (REPO / "tests" / "data" / "workers.yaml").read_text().replace("max_steps: 25", "max_steps: 600")
 
 
 def cli(*args: object) -> list[str]:

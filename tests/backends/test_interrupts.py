@@ -12,17 +12,10 @@ import pytest
 
 from autoprune.backends.book import INTERRUPTED, StudyBook, attrs_of
 from autoprune.backends.storage import make_storage
-from tests.backends.conftest import log_of, start_worker, wait, wait_until
+from tests.backends.conftest import WORKERS_SPACE, log_of, start_worker, wait, wait_until
 
 #: a fine-tune far longer than the test waits: the signal always arrives while Lightning fits
-ENDLESS = """version: 1
-layers: auto
-sparsity: {mode: global_scale, low: 0.0, high: 0.8, step: 0.1, scale_low: 0.5, scale_high: 1.5, scale_step: 0.5}
-methods: [l1_structured]
-round_to: [null]
-regularizer: {kinds: [none], strength: {low: 1e-5, high: 1e-3, log: true}}
-finetune: {max_steps: 1000000, lr: {low: 1e-3, high: 1e-2, log: true}, calibration_batches: 1}
-"""
+ENDLESS = WORKERS_SPACE.read_text().replace("max_steps: 25", "max_steps: 1000000")
 
 
 def _running(db) -> bool:
