@@ -48,13 +48,18 @@ def env() -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
 
 
+def interruptible() -> None:
+    """In the child: SIGINT as a terminal delivers it (a background shell job starts with it ignored)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def start(run_dir: Path, weights: Path, *args: object) -> subprocess.Popen:
     run_dir.mkdir(parents=True, exist_ok=True)
     if not (run_dir / weights.name).is_file():
         shutil.copy(weights, run_dir / weights.name)
     log = open(run_dir / "worker.log", "a")
     return subprocess.Popen(cli("search", "--out", run_dir, "--no-progress", "--torch-threads", "1", *args),
-                            cwd=REPO, env=env(), stdout=log, stderr=subprocess.STDOUT)
+                            cwd=REPO, env=env(), stdout=log, stderr=subprocess.STDOUT, preexec_fn=interruptible)
 
 
 def wait_for(condition, timeout: float = 300) -> bool:
@@ -121,7 +126,7 @@ def signal_export(work: Path, weights: Path, sig: signal.Signals) -> dict:
     storage = f"sqlite:///{run / 'study.db'}"
     before = study_state(storage, "digits")["complete"]
     proc = subprocess.Popen(cli("export", "--out", run, "--to", run / "exported"), cwd=REPO, env=env(),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=interruptible)
     time.sleep(1.0)
     proc.send_signal(sig)
     code = proc.wait(timeout=300)

@@ -121,6 +121,12 @@ def digits_weights(tmp_path_factory):
     return cache / WEIGHTS_FILE
 
 
+def interruptible() -> None:
+    """In the child before it starts: Ctrl-C as a terminal would deliver it. A shell starts background jobs with
+    SIGINT ignored, a child inherits that, and Python then never raises KeyboardInterrupt."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def cli(*args, env=None) -> list[str]:
     return [sys.executable, "-m", "autoprune.cli", *map(str, args)]
 
@@ -133,7 +139,7 @@ def start_worker(run_dir: Path, weights: Path, *args) -> subprocess.Popen:
     log = open(run_dir / "worker.log", "w")
     return subprocess.Popen(cli("search", "--space", WORKERS_SPACE, "--out", run_dir, "--no-progress",
                                 "--torch-threads", "1", *args),
-                            cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+                            cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, preexec_fn=interruptible)
 
 
 def wait(proc: subprocess.Popen, run_dir: Path, timeout: float = 400) -> int:
