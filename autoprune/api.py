@@ -157,7 +157,7 @@ def search(
         profile: the :class:`~autoprune.measure.HardwareProfile` that defines latency.
         out_dir: the run directory (result files, default study); default ``runs/<study_name>``.
         artifacts_dir: where front candidates' weights go, reachable by every worker; default beside
-            the study (``<dir of the storage file or out_dir>/candidates/<study_name>``). A worker that
+            the study (``<dir of the storage file or out_dir>/candidates/<study_name>-<study id>``). A worker that
             joins an existing study uses the directory the study was created with unless given one.
         seed: seeds the sampler and the random pruning baselines.
         accelerator: where trials fine-tune (a Lightning accelerator name: ``cpu``, ``gpu``).

@@ -212,3 +212,26 @@ def test_analyze_writes_json_and_picture_and_search_starts_from_it(tmp_path):
     proc = autoprune("search", "--space", TINY, "--out", out, "--trials", "1",
                      "--analysis", out / "analysis.json", "--no-progress")
     assert proc.returncode == 2 and "batch_size 8 vs 64" in proc.stderr.replace("\n", " ")
+
+
+def test_a_lightning_module_with_a_logged_metric_is_analysed(digits):
+    """A LightningModule (layers under net.*) scored by the metric its validation_step logs: every unit
+    scans, and the dense metric is the logged one."""
+    from tests.test_search import LitDigits
+
+    model, data = digits
+    analysis = analyze(LitDigits(model), data, metric="val_acc", sparsities=(0.5,),
+                       profile=fast_profile(batch_size=4))
+    assert analysis.metric_name == "val_acc" and 0.5 < analysis.metric <= 1.0
+    assert analysis.units and all(u.name.startswith("net.") and u.error is None for u in analysis.units)
+
+
+def test_under_onnx_runtime_the_totals_are_its_and_the_shares_say_they_are_eager():
+    """--runtime onnxruntime: latency and the latency each unit saves are timed in ONNX Runtime; the per-layer
+    shares cannot be (it fuses operators), and the analysis says they are eager PyTorch's."""
+    model = PlainCNN().eval()
+    data = batches(model)
+    analysis = analyze(model, (data, data), sparsities=(0.5,), profile=fast_profile(batch_size=4, runtime="onnxruntime"))
+    assert analysis.profile["runtime"] == "onnxruntime" and analysis.latency_ms > 0
+    assert "the shares are eager PyTorch's" in analysis.timed_by
+    assert all(u.latency_saved[0.5] is not None for u in analysis.units)
