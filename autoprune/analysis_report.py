@@ -60,7 +60,7 @@ def print_analysis(analysis: Analysis, console: Console) -> None:
     layer_sparsities = ", ".join(f"{n} {lp['sparsity']:g}" for n, lp in a.suggested["policy"]["layers"].items())
     console.print(f"suggested start (the seeds' sensitivity-scaled policy at {a.suggested['level']:g}, round_to "
                   f"{a.round_to}): {layer_sparsities or 'nothing to prune'}", highlight=False)
-    console.print(f"[dim]latency shares: {a.timed_by}; the hooked forward took {a.hooked_ms:.3f} ms[/]",
+    console.print(f"[dim]latency shares: {a.timed_by}; the profiled forward took {a.hooked_ms:.3f} ms[/]",
                   highlight=False)
     for note in a.notes:
         console.print(f"[bold yellow]note:[/] {note}", highlight=False)

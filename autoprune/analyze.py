@@ -8,8 +8,8 @@ ranking it prints is the one the seeded policies follow, and a saved ``analysis.
 scan (``search(analysis=...)``, ``autoprune search --analysis``).
 
 Reported, per prunable layer: its own parameters, MACs per sample and share of the measured forward time
-(:mod:`autoprune.costs`: forward hooks on every module; the shares of all modules add up to 1, the layers'
-plus ``other``), output channels, the unit it is searched in and its coupled partners, the removable
+(:mod:`autoprune.costs`: in the profile's runtime, forward hooks in eager PyTorch, the profiler in ONNX
+Runtime; the shares of all modules add up to 1, the layers' plus ``other``), output channels, the unit it is searched in and its coupled partners, the removable
 block it lies in, or why it is not searched. Per unit: the metric with that unit alone pruned at each
 sparsity (no fine-tuning, BatchNorm statistics as trained: what the seeds' scan sees), the share of the
 dense latency that saves (timed under the profile against the dense model, as trials are), its pruning

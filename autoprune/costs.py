@@ -3,20 +3,15 @@
 
 Every module gets its *own* share: what it does beyond its submodules. Parameters are those it holds
 directly, MACs are Torch-Pruning's count of the module minus its children's (a container's own MACs are
-what it computes itself, e.g. a ``MultiheadAttention``'s projections), and time is measured with forward
-hooks on every module: a module's inclusive time is from its pre-hook to its hook, and its own time is
-that minus its children's. Own figures therefore add up exactly to the model's totals (the root's own
-time holds the functional calls of its ``forward``: pooling, reshapes, the residual adds of a block are
-the block's), and shares of the hooked forward sum to 1. Hooks cost a few microseconds per module, so the
-hooked forward is a little slower than the plain one: :attr:`CostBreakdown.forward_ms` is the hooked
-forward, to compare with :func:`autoprune.measure.measure`'s latency.
-
-Timing: eager PyTorch on the profile's device, dtype, threads and batch size; ``profile.warmup`` untimed
-forwards, then enough timed forwards to last ``10 * profile.min_sample_ms`` (at least
-``profile.repeats``, at most 1000), and only those no slower than the median forward are kept (a shared
-machine delays the odd forward as a whole). Other runtimes (ONNX Runtime fuses and reorders operators)
-have no per-module times: their shares are eager PyTorch's, which :func:`cost_breakdown` says in
-:attr:`CostBreakdown.timed_by`.
+what it computes itself, e.g. a ``MultiheadAttention``'s projections), and time is what the profile's
+runtime attributes to it (:meth:`autoprune.runtimes.Runtime.module_times`): in eager PyTorch, forward
+hooks on every module (its time minus its children's, so the functional calls of a ``forward``, such as a
+block's residual add, are that module's); in ONNX Runtime, its profiler's node times by the module scope
+each node carries. Own figures add up exactly to the model's totals, and the shares to 1. Timing changes
+what it times a little (hooks cost microseconds per call; ONNX Runtime is profiled with basic graph
+optimisations, activations unfused): :attr:`CostBreakdown.forward_ms` is that forward, to compare with
+:func:`autoprune.measure.measure`'s latency. A runtime that cannot attribute time to modules gets eager
+PyTorch's shares, and :attr:`CostBreakdown.timed_by` says so.
 
 Example:
     >>> import torch
@@ -32,22 +27,16 @@ Example:
 
 from __future__ import annotations
 
-import copy
-import math
-import statistics
-import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
-import torch
 from torch import nn
 
-from autoprune.measure import DTYPES, HardwareProfile
+from autoprune.measure import HardwareProfile
 from autoprune.methods.structured import macs_per_module
 from autoprune.modelio import Inputs
-
-#: timed forwards at most (a large model's each last long enough)
-MAX_FORWARDS = 1000
+from autoprune.runtimes import get_runtime
+from autoprune.runtimes.base import ModuleTimes
 
 
 @dataclass(frozen=True)
@@ -84,69 +73,25 @@ def own_macs(model: nn.Module, example_inputs: Any) -> dict[str, int]:
             for name, module in model.named_modules()}
 
 
-def own_times(model: nn.Module, example_inputs: Any, profile: HardwareProfile) -> tuple[dict[str, float], float]:
-    """(each module's own share of the hooked forward's time, the median hooked forward in ms), timed as
-    the module docstring says."""
-    dtype = DTYPES[profile.dtype]
-    timed = copy.deepcopy(model).to(device=profile.device, dtype=dtype).eval()
-    inputs = Inputs.of(example_inputs).repeat_first(profile.batch_size).to(profile.device, dtype)
-    cuda = profile.device.startswith("cuda")
-    names = {module: name for name, module in timed.named_modules()}
-    started: dict[str, list[float]] = {}
-    inclusive: dict[str, float] = {}
-
-    def clock() -> float:
-        if cuda:
-            torch.cuda.synchronize()
-        return time.perf_counter()
-
-    def before(module: nn.Module, args: Any) -> None:
-        started.setdefault(names[module], []).append(clock())
-
-    def after(module: nn.Module, args: Any, output: Any) -> None:
-        name = names[module]
-        inclusive[name] = inclusive.get(name, 0.0) + clock() - started[name].pop()
-
-    handles = [h for module in names for h in (module.register_forward_pre_hook(before),
-                                                module.register_forward_hook(after))]
-    previous = torch.get_num_threads()
-    torch.set_num_threads(profile.threads)
-    forwards: list[dict[str, float]] = []
-    try:
-        with torch.inference_mode():
-            for _ in range(max(1, profile.warmup)):
-                inclusive.clear()
-                inputs.run(timed)
-            budget_s = 10 * profile.min_sample_ms / 1000
-            spent = 0.0
-            while len(forwards) < MAX_FORWARDS and (len(forwards) < profile.repeats or spent < budget_s):
-                inclusive.clear()
-                inputs.run(timed)
-                forwards.append(dict(inclusive))
-                spent += inclusive[""]
-    finally:
-        torch.set_num_threads(previous)
-        for handle in handles:
-            handle.remove()
-    median = statistics.median(f[""] for f in forwards)
-    kept = [f for f in forwards if f[""] <= median]
-    total = sum(f[""] for f in kept)
-    children = {name: [names[c] for c in module.children()] for module, name in names.items()}
-    shares = {}
-    for name, kids in children.items():
-        own = sum(f.get(name, 0.0) - sum(f.get(k, 0.0) for k in kids) for f in kept)
-        shares[name] = max(0.0, own) / total if total > 0 else 0.0
-    scale = sum(shares.values())  # a child timed slower than its parent by clock jitter: renormalise
-    if scale > 0 and not math.isclose(scale, 1.0):
-        shares = {n: s / scale for n, s in shares.items()}
-    return shares, median * 1000.0
+def own_times(model: nn.Module, example_inputs: Any, profile: HardwareProfile) -> ModuleTimes:
+    """Each module's own time in the profile's runtime (:meth:`~autoprune.runtimes.Runtime.module_times`), or
+    in eager PyTorch when that runtime cannot attribute its time to modules (``how`` says so)."""
+    inputs = Inputs.of(example_inputs).repeat_first(profile.batch_size)
+    runtime = get_runtime(profile.runtime)
+    times = runtime.module_times(model, inputs, profile)
+    if times is None:
+        times = get_runtime("eager").module_times(model, inputs, replace(profile, runtime="eager"))
+        times = replace(times, how=times.how + f"; {profile.runtime} cannot time modules, so these are eager "
+                                               "PyTorch's shares")
+    return times
 
 
 def cost_breakdown(model: nn.Module, example_inputs: Any, profile: HardwareProfile) -> CostBreakdown:
     """Every module's own parameters, MACs and share of the forward's time under ``profile`` (eager
     PyTorch on its device; see the module docstring for other runtimes)."""
     macs = own_macs(model, example_inputs)
-    shares, forward_ms = own_times(model, example_inputs, profile)
+    times = own_times(model, example_inputs, profile)
+    shares = times.shares()
     seen: set[int] = set()  # a tied parameter (an embedding shared with an output layer) counts once
 
     def own_params(module: nn.Module) -> int:
@@ -156,9 +101,5 @@ def cost_breakdown(model: nn.Module, example_inputs: Any, profile: HardwareProfi
 
     modules = {name: ModuleCost(params=own_params(module), macs=macs.get(name, 0), time_share=shares.get(name, 0.0))
                for name, module in model.named_modules()}
-    how = (f"forward hooks on every module, eager PyTorch on {profile.device} ({profile.dtype}, {profile.threads} "
-           f"thread(s), batch {profile.batch_size})")
-    if profile.runtime != "eager":
-        how += f"; {profile.runtime} fuses operators and has no per-module times, so the shares are eager PyTorch's"
     return CostBreakdown(modules=modules, params=sum(c.params for c in modules.values()),
-                         macs=sum(c.macs for c in modules.values()), forward_ms=forward_ms, timed_by=how)
+                         macs=sum(c.macs for c in modules.values()), forward_ms=times.forward_ms, timed_by=times.how)

@@ -226,12 +226,26 @@ def test_a_lightning_module_with_a_logged_metric_is_analysed(digits):
     assert analysis.units and all(u.name.startswith("net.") and u.error is None for u in analysis.units)
 
 
-def test_under_onnx_runtime_the_totals_are_its_and_the_shares_say_they_are_eager():
-    """--runtime onnxruntime: latency and the latency each unit saves are timed in ONNX Runtime; the per-layer
-    shares cannot be (it fuses operators), and the analysis says they are eager PyTorch's."""
+def test_under_onnx_runtime_the_layer_shares_come_from_its_profiler():
+    """--runtime onnxruntime: latency and the latency each unit saves are timed in ONNX Runtime, and so are
+    the per-layer shares (its profiler's node times, by the module scope each node carries): the convolutions
+    hold time of their own, and the shares sum to 1."""
     model = PlainCNN().eval()
     data = batches(model)
     analysis = analyze(model, (data, data), sparsities=(0.5,), profile=fast_profile(batch_size=4, runtime="onnxruntime"))
     assert analysis.profile["runtime"] == "onnxruntime" and analysis.latency_ms > 0
-    assert "the shares are eager PyTorch's" in analysis.timed_by
+    assert "ONNX Runtime's profiler" in analysis.timed_by
+    shares = {layer.name: layer.latency_share for layer in analysis.layers}
+    assert shares["conv1"] > 0 and shares["conv2"] > 0
+    assert math.isclose(sum(shares.values()) + analysis.other["latency_share"], 1.0, abs_tol=1e-6)
     assert all(u.latency_saved[0.5] is not None for u in analysis.units)
+
+
+def test_a_runtime_that_cannot_time_modules_gets_eager_shares_and_says_so(monkeypatch):
+    from autoprune.runtimes import get_runtime
+
+    monkeypatch.setattr(type(get_runtime("onnxruntime")), "module_times", lambda self, *a, **k: None)
+    model = PlainCNN().eval()
+    costs = cost_breakdown(model, example_input(model), fast_profile(batch_size=4, runtime="onnxruntime"))
+    assert "onnxruntime cannot time modules, so these are eager PyTorch's shares" in costs.timed_by
+    assert math.isclose(sum(c.time_share for c in costs.modules.values()), 1.0, abs_tol=1e-9)

@@ -18,6 +18,10 @@ from __future__ import annotations
 import copy
 import importlib.util
 import io
+import json
+import statistics
+import tempfile
+import time
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
@@ -28,7 +32,7 @@ from torch import nn
 from autoprune.errors import ExportError, ProfileError
 from autoprune.layers import traceable
 from autoprune.modelio import Inputs, ModelIO, Selected
-from autoprune.runtimes.base import Forward, Runtime, register_runtime
+from autoprune.runtimes.base import MAX_FORWARDS, Forward, ModuleTimes, Runtime, module_of, register_runtime
 
 if TYPE_CHECKING:
     from autoprune.measure import HardwareProfile
@@ -131,6 +135,58 @@ class OnnxRuntime(Runtime):
             return onnx_runner(model, inputs, threads=profile.threads)
         except ExportError as exc:
             raise ProfileError(str(exc)) from exc
+
+    def module_times(self, model: nn.Module, inputs: Inputs, profile: HardwareProfile) -> ModuleTimes:
+        """ONNX Runtime's own profiler: each node's kernel time, attributed to the module its scope names; the
+        rest of each run (what no node's kernel accounts for) to the root. The session applies ONNX Runtime's
+        basic graph optimisations only (BatchNorm folded into convolutions, constants folded): with all of
+        them, activations fuse into convolutions under the activation's scope, which would move a layer's
+        time to its parent. So the shares are of that graph; the latency a search optimises is timed with
+        every optimisation."""
+        import onnxruntime  # optional dependency, checked by check_available
+
+        model = copy.deepcopy(model).cpu().float().eval()
+        bound = inputs.to("cpu")
+        buffer = io.BytesIO()
+        with warnings.catch_warnings(), traceable(model):
+            warnings.simplefilter("ignore")
+            export_onnx(model, bound, buffer)
+        with tempfile.TemporaryDirectory(prefix="autoprune-ort-") as tmp:
+            options = onnxruntime.SessionOptions()
+            options.intra_op_num_threads, options.inter_op_num_threads = profile.threads, 1
+            options.enable_profiling, options.profile_file_prefix = True, str(Path(tmp) / "profile")
+            # Basic optimisations only: BatchNorm still folds into its convolution, but activations are not fused
+            # into it (a fused node takes the activation's scope, often its parent's) nor layouts rewritten
+            options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_BASIC
+            runner = onnxruntime.InferenceSession(buffer.getvalue(), options, providers=["CPUExecutionProvider"])
+            feed = feeds(runner, bound)
+            started = time.perf_counter()
+            runs = 0
+            while runs < MAX_FORWARDS and (runs < profile.warmup + profile.repeats
+                                           or time.perf_counter() - started < 10 * profile.min_sample_ms / 1000):
+                runner.run(None, feed)
+                runs += 1
+            events = json.loads(Path(runner.end_profiling()).read_text())
+        names = {name for name, _ in model.named_modules()}
+        runs_us = [e["dur"] for e in events if e.get("cat") == "Session" and e.get("name") == "model_run"]
+        skip = min(profile.warmup, len(runs_us) - 1)  # the warm-up runs, unless nothing else ran
+        limit = statistics.median(runs_us[skip:])
+        own: dict[str, float] = {}
+        nodes: dict[str, float] = {}
+        seen = 0
+        for event in events:  # a run's node kernels are recorded before the run itself ends
+            if event.get("cat") == "Node" and str(event.get("name", "")).endswith("_kernel_time"):
+                module = module_of(event["name"][: -len("_kernel_time")], names)
+                nodes[module] = nodes.get(module, 0.0) + event["dur"] / 1e6
+            elif event.get("cat") == "Session" and event.get("name") == "model_run":
+                if seen >= skip and event["dur"] <= limit:  # a run the machine delayed is left out
+                    for name, seconds in nodes.items():
+                        own[name] = own.get(name, 0.0) + seconds
+                    own[""] = own.get("", 0.0) + max(0.0, event["dur"] / 1e6 - sum(nodes.values()))
+                seen, nodes = seen + 1, {}
+        return ModuleTimes(own=own, forward_ms=limit / 1000.0,
+                           how=f"ONNX Runtime's profiler, node by node, basic graph optimisations (BatchNorm folded, "
+                               f"activations not fused), {profile.threads} thread(s), batch {profile.batch_size}")
 
 
 register_runtime(OnnxRuntime(), overwrite=True)
