@@ -1,15 +1,16 @@
 """What ``autoprune analyze`` costs and how far its per-layer timing can be trusted (issue 19).
 
 Per model: the wall time of ``analyze()`` (three sparsities plus the seeds' 0.5, the default profile: 1
-thread, batch 64, interleaved timing), how much slower the forward runs with the timing hooks than without
-(``hooked_ms / latency_ms``: the hooks' overhead, which the shares include), the share of the time the
+thread, batch 64, interleaved timing), how much slower the profiled forward runs than the timed one
+(``hooked_ms / latency_ms``: in eager PyTorch the hooks' overhead, which the shares include; in ONNX
+Runtime the profiled session's, with basic graph optimisations only), the share of the time the
 prunable layers hold, and the checks the tests make (own parameters and MACs add up to the totals, the
 shares to 1). Models: the embedded digits CNN (trained here, digits data), and zoo models on random
 batches (their metric is meaningless; only costs and timings are reported for them): ResNet-18 (width
 32) and MobileNetV2 at 32x32, and a 2-layer BERT-style model (dict batches, the ``transformer`` space).
 Writes benchmarks/results/analyze_cost.json and prints a markdown table.
 
-    python benchmarks/analyze_cost.py [--batch-size 64]
+    python benchmarks/analyze_cost.py [--batch-size 64] [--runtime eager|onnxruntime]
 """
 
 from __future__ import annotations
@@ -52,10 +53,11 @@ def models(work: Path):
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--runtime", choices=["eager", "onnxruntime"], default="eager")
     parser.add_argument("--work", type=Path, default=Path("runs/benchmark-analyze"))
     args = parser.parse_args()
     torch.set_num_threads(1)
-    profile = HardwareProfile(batch_size=args.batch_size)
+    profile = HardwareProfile(batch_size=args.batch_size, runtime=args.runtime)
     rows = []
     for name, model, data, space in models(args.work):
         started = time.perf_counter()
@@ -71,11 +73,12 @@ def main() -> None:
             "units_failed": sum(u.error is not None for u in a.units), "notes": list(a.notes)})
         print(f"{name}: {wall:.1f}s", flush=True)
     report = {"machine": f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, no GPU",
-              "profile": f"eager, 1 thread, batch {args.batch_size}", "rows": rows}
+              "profile": f"{args.runtime}, 1 thread, batch {args.batch_size}", "rows": rows}
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "analyze_cost.json").write_text(json.dumps(report, indent=2) + "\n")
+    suffix = "" if args.runtime == "eager" else f"_{args.runtime}"
+    (RESULTS / f"analyze_cost{suffix}.json").write_text(json.dumps(report, indent=2) + "\n")
     print(f"{report['machine']}; {report['profile']}\n")
-    print("| model | params | units / blocks | analyze wall s | dense ms | hooked ms | hook overhead | "
+    print("| model | params | units / blocks | analyze wall s | dense ms | profiled ms | profiling overhead | "
           "prunable layers' share | shares sum | params, MACs add up |")
     print("|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
