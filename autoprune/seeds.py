@@ -5,12 +5,15 @@ analysis behind them (coupled units, a one-pass sensitivity scan, a channel-alig
   a structured space searches each set as one unit.
 * :func:`hidden_units`: the layers that write a transformer's hidden size, which a space leaves out
   unless it says ``prune_hidden: true``.
-* :func:`seed_scales`: per-unit scales from :func:`autoprune.sensitivity.layer_scan`: units that buy
-  much latency for little metric are pruned hardest.
-* :func:`seed_alignment`: the ``round_to`` the seeds use: the space's first option, unless another one
-  computes clearly more MACs per millisecond in the profile's runtime.
+* :func:`scan_units` and :func:`scales_of`: every unit pruned alone (at the seed sparsity, or at several
+  for ``autoprune analyze``), and the per-unit scales that gives: units that buy much latency for little
+  metric are pruned hardest. :func:`seed_scales` is the two together, as a new study runs them.
+* :func:`probe_alignment` and :func:`choose_alignment`: the ``round_to`` the seeds use: the space's first
+  option, unless another one computes clearly more MACs per millisecond in the profile's runtime
+  (:func:`seed_alignment` is the two together).
 * :func:`seed_params`: the parameters of every seeded policy (see
-  :meth:`autoprune.sampling.ResolvedSpace.seed_params`), with the scales and alignment above.
+  :meth:`autoprune.sampling.ResolvedSpace.seed_params`), with the scales and alignment above, or with a
+  saved analysis's (:class:`HeadStart`, from :meth:`autoprune.analyze.Analysis.head_start`).
 
 Each analysis is a head start, not a requirement: when one cannot run on a model (tracing fails, the
 scan's pruning fails) a warning says why and the seeds do without it.
