@@ -50,11 +50,11 @@ from autoprune.finetune import as_lightning, evaluate, quiet
 from autoprune.layers import output_layers, prunable_layers
 from autoprune.measure import HardwareProfile, LatencyReference, measure
 from autoprune.modelio import ModelIO
-from autoprune.policy import Policy
+from autoprune.policy import Policy, inside
 from autoprune.prepare import PreparedModel, prepare_model
 from autoprune.prune import prune
 from autoprune.seeds import HeadStart, choose_alignment, probe_alignment, scales_of, scan_units
-from autoprune.sensitivity import SCAN_SPARSITY, pruning_costs
+from autoprune.sensitivity import SCAN_SPARSITY, by_cost, pruning_costs
 from autoprune.space import SearchSpace, load_space
 from autoprune.study import metric_name
 
@@ -264,7 +264,8 @@ def _analyze(prepared: PreparedModel, space: SearchSpace, profile: HardwareProfi
              shown: tuple[float, ...], *, metric: Any, loss: Any, notes: list[str]) -> Analysis:
     base, example, resolved = prepared.base, prepared.example_inputs, prepared.resolved
     reference = LatencyReference.calibrate(base, example, profile) if profile.interleave else None
-    dense = measure(base, example, profile, reference=reference)
+    # sizes and MACs; the reference's calibration already timed the dense model, so it is not timed again
+    dense = measure(base, example, profile, latency={"latency_ms": reference.latency_ms} if reference else None)
     costs = cost_breakdown(base, example, profile)
     errors: dict[str, str] = {}
     scans = scan_units(resolved, base, example, prepared.train_loader, prepared.val_loader, metric=metric, loss=loss,
@@ -283,13 +284,11 @@ def _analyze(prepared: PreparedModel, space: SearchSpace, profile: HardwareProfi
     round_to = choose_alignment(space, rates)
     scales = scales_of(resolved, seed_scan) or {}
     cost_of = pruning_costs(seed_scan.units, base=seed_scan.base)
-    order = sorted(cost_of, key=lambda n: (cost_of[n], n))
+    order = by_cost(cost_of)
     units = tuple(UnitInfo(
         name=name, layers=tuple(members), **_summed(costs, members), error=errors.get(name),
-        metric={s: scans[s].base - scans[s].units[name].drop for s in sparsities if name in scans[s].units
-                and s in shown},
-        latency_saved={s: scans[s].units[name].latency_saved for s in sparsities if name in scans[s].units
-                       and s in shown},
+        metric={s: scans[s].base - scans[s].units[name].drop for s in shown if name in scans[s].units},
+        latency_saved={s: scans[s].units[name].latency_saved for s in shown if name in scans[s].units},
         cost=cost_of[name] if name in cost_of and math.isfinite(cost_of[name]) else None,
         rank=order.index(name) + 1 if name in cost_of else None, scale=scales.get(name))
         for name, members in resolved.units.items())
@@ -299,11 +298,10 @@ def _analyze(prepared: PreparedModel, space: SearchSpace, profile: HardwareProfi
              "latency_share": max(0.0, 1.0 - accounted.time_share)}
     return Analysis(
         model=type(base).__name__, metric_name=metric_name(metric), metric=seed_scan.base, params=costs.params,
-        macs=costs.macs, size_mb=dense.size_mb, latency_ms=reference.latency_ms if reference else dense.latency_ms,
+        macs=costs.macs, size_mb=dense.size_mb, latency_ms=dense.latency_ms,
         profile=asdict(profile), space_fingerprint=space.fingerprint(), method=space.methods[0],
         sparsities=shown, layers=layers, units=units,
-        blocks=_blocks(prepared, costs, reference, profile, metric=metric, loss=loss, base_metric=seed_scan.base,
-                       dense_ms=reference.latency_ms if reference else dense.latency_ms),
+        blocks=_blocks(prepared, costs, reference, profile, metric=metric, loss=loss, dense_ms=dense.latency_ms),
         other=other, timed_by=costs.timed_by, hooked_ms=costs.forward_ms,
         alignment={str(k): v for k, v in rates.items()}, round_to=round_to,
         suggested=_suggested(prepared, space, scales or None, round_to), notes=tuple(dict.fromkeys(notes)))
@@ -337,12 +335,11 @@ def _layers(prepared: PreparedModel, costs: CostBreakdown) -> tuple[LayerInfo, .
 
 
 def _blocks(prepared: PreparedModel, costs: CostBreakdown, reference: LatencyReference | None,
-            profile: HardwareProfile, *, metric: Any, loss: Any, base_metric: float,
-            dense_ms: float) -> tuple[BlockInfo, ...]:
+            profile: HardwareProfile, *, metric: Any, loss: Any, dense_ms: float) -> tuple[BlockInfo, ...]:
     """Each removable block dropped alone: metric and latency saved (no fine-tuning)."""
     infos = []
     for block in prepared.resolved.blocks:
-        params = sum(c.params for n, c in costs.modules.items() if n == block or n.startswith(block + "."))
+        params = sum(c.params for n, c in costs.modules.items() if inside(n, (block,)))
         try:
             dropped = prune(prepared.base, Policy(drop=(block,)), prepared.example_inputs, io=prepared.io)
             value = evaluate(as_lightning(dropped, loss=loss, lr=1e-3, io=prepared.io), prepared.val_loader, metric,

@@ -76,11 +76,16 @@ def check_arguments(*, n_trials: Any = defaults.N_TRIALS, budget_ms: Any = None,
         raise AutopruneInputError(f"storage (--storage) must be a URL or a journal file path (a string), got "
                                   f"{type(storage).__name__}")
     for name, value in (("out_dir", out_dir), ("artifacts_dir", artifacts_dir)):
-        if value is not None and Path(value).exists() and not Path(value).is_dir():
-            raise AutopruneInputError(f"{name} (--{name.removesuffix('_dir')}) {value} is a file, not a directory: "
-                                      "give a directory (it is created if missing)")
+        check_not_a_file(value, f"{name} (--{name.removesuffix('_dir')})")
     check_sampler(sampler)
     get_backend(backend)
+
+
+def check_not_a_file(path: str | Path | None, what: str) -> None:
+    """Refuse a directory argument that names an existing file, naming the argument (``what``)."""
+    if path is not None and Path(path).exists() and not Path(path).is_dir():
+        raise AutopruneInputError(f"{what} {path} is a file, not a directory: give a directory (it is created if "
+                                  "missing)")
 
 
 def make_directory(path: Path, what: str) -> None:

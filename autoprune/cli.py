@@ -95,6 +95,11 @@ def _thread_error(args: threading.ExceptHookArgs) -> None:
                   f"{type(args.exc_value).__name__} ({what}; --debug shows the traceback)", highlight=False)
 
 
+def _default_name(model_spec: str) -> str:
+    """The study and run-directory name of a model: ``digits`` for the embedded default, else its function's."""
+    return "digits" if model_spec == defaults.DEMO else model_spec.rpartition(":")[2]
+
+
 def _check_model_args(model: str | None, data: str | None, weights: str | None) -> None:
     if (model is None) != (data is None):
         raise AutopruneInputError("give both --model and --data, or neither for the embedded digits default")
@@ -242,7 +247,7 @@ def search(
         profile = HardwareProfile(device=device, threads=threads, batch_size=batch_size, interleave=interleave,
                                   runtime=runtime)
         model_spec, data_spec = model or defaults.DEMO, data or defaults.DEMO
-        name = study_name or ("digits" if model_spec == defaults.DEMO else model_spec.rpartition(":")[2])
+        name = study_name or _default_name(model_spec)
         run_dir = out or Path("runs") / name
         base = build_model(model_spec, weights, run_dir)
         datamodule = build_data(data_spec)
@@ -296,7 +301,7 @@ def analyze(
 
         from autoprune.analysis_report import print_analysis, write_analysis
         from autoprune.analyze import analyze as run_analyze, check_sparsities
-        from autoprune.api import make_directory
+        from autoprune.api import check_not_a_file, make_directory
         from autoprune.loading import build_data, build_model
         from autoprune.measure import HardwareProfile
         from autoprune.space import load_space
@@ -305,10 +310,8 @@ def analyze(
         levels = check_sparsities(_sparsities(sparsities))
         the_space = load_space(space)
         model_spec, data_spec = model or defaults.DEMO, data or defaults.DEMO
-        name = "digits" if model_spec == defaults.DEMO else model_spec.rpartition(":")[2]
-        run_dir = out or Path("runs") / name
-        if run_dir.exists() and not run_dir.is_dir():
-            raise AutopruneInputError(f"--out {run_dir} is a file: give a directory (it is created if missing)")
+        run_dir = out or Path("runs") / _default_name(model_spec)
+        check_not_a_file(run_dir, "--out")
         profile = HardwareProfile(device=device, threads=threads, batch_size=batch_size, runtime=runtime)
         make_directory(run_dir, "--out")
         base = build_model(model_spec, weights, run_dir)
@@ -376,15 +379,14 @@ def export(
     """Write a Pareto candidate as policy JSON + weights + TorchScript/ONNX, checked against the model."""
 
     def body() -> None:
-        from autoprune.export import save_pruned
+        from autoprune.api import check_not_a_file
+        from autoprune.export import check_formats, save_pruned
         from autoprune.finetune import first_inputs, resolve_data
-        from autoprune.export import check_formats
         from autoprune.loading import build_data, open_result
         from autoprune.quantize import deployed_model
 
         check_formats(fmt or ())
-        if to.exists() and not to.is_dir():
-            raise AutopruneInputError(f"--to {to} is a file: give a directory to export into")
+        check_not_a_file(to, "--to")
         result, _, _ = open_result(out=out, storage=storage, study_name=study_name, artifacts=artifacts,
                                    with_model=True, model=model, weights=weights)
         chosen = result.best() if trial is None else result.candidates([trial])[0]

@@ -25,6 +25,7 @@ Example:
 from __future__ import annotations
 
 import copy
+import hashlib
 import warnings
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -42,6 +43,16 @@ from autoprune.quantize import INT8_FILE, QuantizedModel, check_int8_parity, int
 from autoprune.runtimes.onnxruntime import INSTALL, export_onnx, feeds, onnx_available, session
 
 WEIGHTS, POLICY, TORCHSCRIPT, ONNX = "weights.pt", "policy.json", "model.ts", "model.onnx"
+
+
+def weights_sha256(directory: str | Path) -> str:
+    """The SHA-256 of the weights file :func:`save_pruned` wrote in ``directory`` (read in chunks): recorded
+    when a search saves a candidate, checked when it is loaded."""
+    digest = hashlib.sha256()
+    with open(Path(directory) / WEIGHTS, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def default_formats() -> tuple[str, ...]:

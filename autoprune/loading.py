@@ -18,7 +18,6 @@ Example:
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 import json
 import os
@@ -34,7 +33,7 @@ from autoprune import defaults
 from autoprune.backends.book import StudyBook
 from autoprune.backends.storage import make_storage, mask_url, storage_file
 from autoprune.errors import AutopruneInputError, CandidateError, DataError, ModelLoadError, StudyError
-from autoprune.export import WEIGHTS, load_pruned
+from autoprune.export import WEIGHTS, load_pruned, weights_sha256
 from autoprune.objective import dense_copy
 from autoprune.result import SearchResult, TrialRecord
 from autoprune.study import StudyMeta, model_fingerprint
@@ -45,15 +44,6 @@ BEST_DIR = "best"
 STUDY_DB = "study.db"
 #: the file that names the study a candidates directory belongs to
 STUDY_MARKER = ".autoprune-study.json"
-
-
-def file_sha256(path: Path) -> str:
-    """The SHA-256 of a file, read in chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def import_object(spec: str, what: str) -> Any:
@@ -209,8 +199,7 @@ def candidate_loader(artifacts_dir: Path, base_model: nn.Module, *,
         directory = Path(artifacts_dir) / record.artifact_dir
         check_artifacts(Path(artifacts_dir), study_id)
         if record.weights_sha256 is not None and (directory / WEIGHTS).is_file():
-            found = file_sha256(directory / WEIGHTS)
-            if found != record.weights_sha256:
+            if weights_sha256(directory) != record.weights_sha256:
                 raise CandidateError(f"{directory / WEIGHTS} is not the file trial {record.number} saved (its SHA-256 "
                                      "differs): another study or a person wrote over it; run the search again "
                                      "into a directory of its own")
@@ -294,10 +283,6 @@ def open_result(*, out: Path | None, storage: str | None, study_name: str | None
         raise AutopruneInputError("--weights needs --model (without it, the study's recorded model and weights are "
                                   "used)")
     base = build_model(model or stored, weights if model is not None else result.meta.weights, out)
-    recorded = result.meta.model_fingerprint
-    if recorded and model_fingerprint(base) != recorded:
-        raise StudyError(f"the base model built from {model or stored!r} is not the one study {study_name!r} pruned "
-                         f"({recorded.get('class')} with {recorded.get('params'):,} parameters, weights "
-                         f"{recorded.get('weights')}): pass the study's --model and --weights")
+    result.meta.check_model(model_fingerprint(base), study_name)
     attach_candidates(result, base, storage=url, artifacts_dir=artifacts)
     return Opened(result, out, base)

@@ -307,9 +307,14 @@ def shape_key(model: nn.Module, profile: HardwareProfile, reference: LatencyRefe
     quantization). Pruned models with equal keys run the same operators on the same shapes, so one's timing
     stands for the other's (the latency cache of a search)."""
     parts = [profile.fingerprint(), repr(None if reference is None else reference.latency_ms), variant]
-    parts += [f"{name}:{type(module).__name__}" for name, module in model.named_modules()]
-    parts += [f"{name}:{tuple(t.shape)}:{t.dtype}" for name, t in model.state_dict().items()]
-    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:20]
+    return hashlib.sha256("\n".join(parts + structure(model)).encode()).hexdigest()[:20]
+
+
+def structure(model: nn.Module) -> list[str]:
+    """A model's architecture as lines: every module's name and type, every tensor's name, shape and dtype
+    (what :func:`shape_key` and :func:`autoprune.study.model_fingerprint` hash)."""
+    return ([f"{name}:{type(module).__name__}" for name, module in model.named_modules()]
+            + [f"{name}:{tuple(t.shape)}:{t.dtype}" for name, t in model.state_dict().items()])
 
 
 def measure(model: nn.Module, example_inputs: Any, profile: HardwareProfile | None = None, *,

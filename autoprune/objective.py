@@ -20,7 +20,6 @@ Example:
 from __future__ import annotations
 
 import copy
-import hashlib
 import itertools
 import math
 import time
@@ -32,7 +31,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from autoprune.errors import NonFiniteMetricError, TrialError
-from autoprune.export import WEIGHTS, load_pruned, save_pruned
+from autoprune.export import load_pruned, save_pruned, weights_sha256
 from autoprune.fidelity import Fidelity
 from autoprune.distill import Distillation, Teacher
 from autoprune.finetune import Metric, Recipe, adapt_batchnorm, as_lightning, evaluate, finetune, quiet
@@ -222,7 +221,7 @@ def execute_trial(ctx: TrialContext, proposal: Proposal, *, front: list[Point],
             parity = int8_parity(outcome.model, outcome.deployed, iter(ctx.val_loader), io=ctx.io, max_batches=2)
             attrs["int8_parity"] = {"agreement": parity.agreement, "relative_error": parity.relative_error}
         attrs["artifact_dir"] = name
-        attrs["weights_sha256"] = hashlib.sha256((Path(ctx.artifacts_dir) / name / WEIGHTS).read_bytes()).hexdigest()
+        attrs["weights_sha256"] = weights_sha256(Path(ctx.artifacts_dir) / name)
         outcome.timings["export"] = time.perf_counter() - export_started
     outcome.timings["trial"] = time.perf_counter() - started
     attrs["timings"] = outcome.timings

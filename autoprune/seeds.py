@@ -92,6 +92,12 @@ class Seeds:
     dense_metric: float | None = None
 
 
+def scaled(resolved: ResolvedSpace) -> bool:
+    """Whether the seeds scale units by sensitivity: a space with several units, searched per unit or as a
+    global level times per-unit scales (not per group)."""
+    return resolved.space.sparsity.mode != "per_group" and len(resolved.units) >= 2
+
+
 def scan_units(resolved: ResolvedSpace, base: nn.Module, example_inputs: Inputs, train_loader: Any, val_loader: Any,
                *, metric: Any, loss: Any, profile: HardwareProfile, reference: LatencyReference | None,
                io: ModelIO | None = None, sparsities: tuple[float, ...] = (SCAN_SPARSITY,),
@@ -108,9 +114,9 @@ def scan_units(resolved: ResolvedSpace, base: nn.Module, example_inputs: Inputs,
 def scales_of(resolved: ResolvedSpace, scan: Scan) -> dict[str, float] | None:
     """Per-unit scales of the seeded policies from a scan at the seed sparsity: units that buy much latency
     for little metric get the largest (None when the space has one unit or searches groups)."""
-    sp = resolved.space.sparsity
-    if sp.mode == "per_group" or len(resolved.units) < 2 or not scan.units:
+    if not scaled(resolved) or not scan.units:
         return None
+    sp = resolved.space.sparsity
     costs = pruning_costs(scan.units, base=scan.base)
     if sp.mode == "global_scale":
         return sensitivity_scales(costs, low=sp.scale_low, high=sp.scale_high, step=sp.scale_step)
@@ -124,7 +130,7 @@ def seed_scales(resolved: ResolvedSpace, base: nn.Module, example_inputs: Inputs
     """Per-unit scales for the seeded policies from a one-pass scan of what pruning each unit costs in
     metric per latency saved (None when the space has one unit, searches groups, or the scan fails), and
     the dense model's metric the scan measured."""
-    if resolved.space.sparsity.mode == "per_group" or len(resolved.units) < 2:
+    if not scaled(resolved):  # no scale to give: the scan is not run
         return None, None
     try:
         scan = scan_units(resolved, base, example_inputs, train_loader, val_loader, metric=metric, loss=loss,

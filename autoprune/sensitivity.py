@@ -176,10 +176,15 @@ def pruning_costs(units: Mapping[str, LayerScan], *, base: float, tolerance: flo
     return costs
 
 
+def by_cost(costs: Mapping[str, float]) -> list[str]:
+    """The names of ``costs``, cheapest first (ties by name): the rank :func:`sensitivity_scales` scales by."""
+    return sorted(costs, key=lambda n: (costs[n], n))
+
+
 def sensitivity_scales(costs: Mapping[str, float], *, low: float, high: float, step: float | None) -> dict[str, float]:
     """Per-layer scales from ``high`` (lowest cost: a metric drop, or :func:`pruning_costs`) down to ``low``
     (highest), by rank, on the grid."""
-    order = sorted(costs, key=lambda n: (costs[n], n))
+    order = by_cost(costs)
     if len(order) == 1:
         return {order[0]: 1.0}
     scales = {}

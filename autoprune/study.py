@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from autoprune.errors import StudyError
-from autoprune.measure import HardwareProfile, LatencyReference
+from autoprune.measure import HardwareProfile, LatencyReference, structure
 
 #: study attribute: the dense model's latency that candidates are timed against, and its profile
 REFERENCE_ATTR = "latency_reference"
@@ -55,11 +55,9 @@ def model_fingerprint(model: nn.Module) -> dict[str, Any]:
     (every module's name and type, every tensor's name, shape and dtype) and a hash of its weights (every
     tensor's bytes). Two workers, or a run and its resume, must prune the same model: a study refuses to be
     joined with another one (:meth:`StudyMeta.check_joinable`)."""
-    architecture, weights = hashlib.sha256(), hashlib.sha256()
-    for name, module in model.named_modules():
-        architecture.update(f"{name}:{type(module).__name__};".encode())
+    architecture = hashlib.sha256("\n".join(structure(model)).encode())
+    weights = hashlib.sha256()
     for name, tensor in model.state_dict().items():
-        architecture.update(f"{name}:{tuple(tensor.shape)}:{tensor.dtype};".encode())
         data = tensor.detach().cpu().contiguous()
         weights.update(name.encode())
         weights.update((data.view(torch.uint8) if data.dim() else data.reshape(1).view(torch.uint8)).numpy().tobytes())
@@ -156,15 +154,24 @@ class StudyMeta:
         if self.metric != wanted.metric:
             raise StudyError(f"study {study_name!r} optimises {self.metric!r}, not {wanted.metric!r}; choose "
                              "another --study-name")
-        mine, theirs = self.model_fingerprint, wanted.model_fingerprint
-        if mine and theirs and mine != theirs:
-            if mine.get("architecture") != theirs.get("architecture"):
-                what = (f"another model: {mine.get('class')} with {mine.get('params'):,} parameters (now "
-                        f"{theirs.get('class')} with {theirs.get('params'):,}, or the same class built differently)")
-            else:
-                what = "the same architecture with other weights (a retrained or another --weights file?)"
-            raise StudyError(f"study {study_name!r} was created with {what}; resume it with the model it was "
-                             "created with (its --model and --weights), or start another --study-name / --out")
+        if wanted.model_fingerprint:
+            self.check_model(wanted.model_fingerprint, study_name)
+
+    def check_model(self, fingerprint: Mapping[str, Any], study_name: str) -> None:
+        """Refuse a base model whose :func:`model_fingerprint` is not the study's (a worker joining, a resume,
+        ``export``/``refine`` rebuilding it), saying whether the architecture or only the weights differ;
+        studies made before fingerprints were are let be."""
+        mine = self.model_fingerprint
+        if not mine or mine == dict(fingerprint):
+            return
+        if mine.get("architecture") != fingerprint.get("architecture"):
+            what = (f"another model: {mine.get('class')} with {mine.get('params'):,} parameters (now "
+                    f"{fingerprint.get('class')} with {fingerprint.get('params'):,}, or the same class built "
+                    "differently)")
+        else:
+            what = "the same architecture with other weights (a retrained or another --weights file?)"
+        raise StudyError(f"the base model is not the one study {study_name!r} was created with: it has {what}; use "
+                         "the study's own model (its --model and --weights), or start another --study-name / --out")
 
     def check_profile(self, profile: HardwareProfile, study_name: str) -> None:
         """Refuse to add trials timed under another profile to this study: its front would mix two scales."""
