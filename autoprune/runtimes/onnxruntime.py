@@ -66,13 +66,20 @@ def export_onnx(model: nn.Module, inputs: Inputs, target: Path | io.BytesIO, out
     )
 
 
-def session(source: str | bytes, threads: int | None = None) -> Any:
-    """An ONNX Runtime CPU session of a file path or serialised model (``threads`` intra-op threads)."""
+def session(source: str | bytes, threads: int | None = None, *, profile_prefix: str | None = None) -> Any:
+    """An ONNX Runtime CPU session of a file path or serialised model (``threads`` intra-op threads); with
+    ``profile_prefix``, its profiler on, writing there, and basic graph optimisations only (see
+    :meth:`OnnxRuntime.module_times`)."""
     import onnxruntime  # optional dependency, checked by onnx_available()
 
     options = onnxruntime.SessionOptions()
     if threads is not None:
         options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
+    if profile_prefix is not None:
+        options.enable_profiling, options.profile_file_prefix = True, profile_prefix
+        # Basic optimisations only: BatchNorm still folds into its convolution, but activations are not fused
+        # into it (a fused node takes the activation's scope, often its parent's) nor layouts rewritten
+        options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_BASIC
     return onnxruntime.InferenceSession(source, options, providers=["CPUExecutionProvider"])
 
 
@@ -100,6 +107,17 @@ def onnx_runner(model: nn.Module, example_inputs: Any, *, threads: int = 1,
         runner = session(serialised, threads)
         bound = feeds(runner, inputs)
         return lambda: runner.run(None, bound)
+    runner = session(exported(model, inputs, output), threads)
+    bound = feeds(runner, inputs)
+    return lambda: runner.run(None, bound)
+
+
+def exported(model: nn.Module, inputs: Inputs, output: ModelIO | None = None) -> bytes:
+    """A float32 CPU copy of ``model`` exported to ONNX in memory (see :func:`export_onnx`).
+
+    Raises:
+        ExportError: the model cannot be exported.
+    """
     model = copy.deepcopy(model).cpu().float().eval()
     buffer = io.BytesIO()
     try:
@@ -110,9 +128,7 @@ def onnx_runner(model: nn.Module, example_inputs: Any, *, threads: int = 1,
         first_line = (str(exc).strip().splitlines() or [""])[0]
         raise ExportError(f"{type(model).__name__} could not be exported to ONNX ({type(exc).__name__}: {first_line}); "
                           "time it with the eager runtime instead") from exc
-    runner = session(buffer.getvalue(), threads)
-    bound = feeds(runner, inputs)
-    return lambda: runner.run(None, bound)
+    return buffer.getvalue()
 
 
 class OnnxRuntime(Runtime):
@@ -143,22 +159,10 @@ class OnnxRuntime(Runtime):
         them, activations fuse into convolutions under the activation's scope, which would move a layer's
         time to its parent. So the shares are of that graph; the latency a search optimises is timed with
         every optimisation."""
-        import onnxruntime  # optional dependency, checked by check_available
-
-        model = copy.deepcopy(model).cpu().float().eval()
         bound = inputs.to("cpu")
-        buffer = io.BytesIO()
-        with warnings.catch_warnings(), traceable(model):
-            warnings.simplefilter("ignore")
-            export_onnx(model, bound, buffer)
+        onnx_model = exported(model, bound)
         with tempfile.TemporaryDirectory(prefix="autoprune-ort-") as tmp:
-            options = onnxruntime.SessionOptions()
-            options.intra_op_num_threads, options.inter_op_num_threads = profile.threads, 1
-            options.enable_profiling, options.profile_file_prefix = True, str(Path(tmp) / "profile")
-            # Basic optimisations only: BatchNorm still folds into its convolution, but activations are not fused
-            # into it (a fused node takes the activation's scope, often its parent's) nor layouts rewritten
-            options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_BASIC
-            runner = onnxruntime.InferenceSession(buffer.getvalue(), options, providers=["CPUExecutionProvider"])
+            runner = session(onnx_model, profile.threads, profile_prefix=str(Path(tmp) / "profile"))
             feed = feeds(runner, bound)
             started = time.perf_counter()
             runs = 0
