@@ -91,7 +91,8 @@ class PostgresServer:
 
 
 @pytest.fixture(scope="session")
-def postgres():
+def pg_bindir() -> Path:
+    """The PostgreSQL binaries' directory; without them the test skips, or fails under CI."""
     bindir = _pg_bindir()
     if bindir is None:
         message = ("PostgreSQL server binaries not found: install them (Debian: apt-get install postgresql) "
@@ -99,7 +100,12 @@ def postgres():
         if in_ci():
             pytest.fail(message + " (CI=true: these tests must run)")
         pytest.skip(message)
-    server = PostgresServer(bindir)
+    return bindir
+
+
+@pytest.fixture(scope="session")
+def postgres(pg_bindir):
+    server = PostgresServer(pg_bindir)
     yield server
     server.stop()
 

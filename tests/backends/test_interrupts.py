@@ -85,19 +85,14 @@ def test_ctrl_c_during_the_start_up_scan_leaves_the_seeds_to_the_next_run(tmp_pa
 FINITE = ENDLESS.replace("max_steps: 1000000", "max_steps: 600")
 
 
-def test_a_database_that_stops_mid_trial_gets_one_clear_message_and_no_traceback(tmp_path, digits_weights):
+def test_a_database_that_stops_mid_trial_gets_one_clear_message_and_no_traceback(tmp_path, digits_weights,
+                                                                                pg_bindir):
     """Issue 20, point 8: PostgreSQL stopped while a trial fine-tunes. The worker exits 1 with one paragraph
     saying the storage stopped answering and that the same command resumes, and prints no traceback (the
     heartbeat thread's error included) without --debug."""
-    from tests.backends.conftest import PostgresServer, _pg_bindir
-    from tests.conftest import in_ci
+    from tests.backends.conftest import PostgresServer
 
-    bindir = _pg_bindir()
-    if bindir is None:
-        if in_ci():
-            pytest.fail("PostgreSQL binaries missing (CI=true: this test must run)")
-        pytest.skip("PostgreSQL binaries missing")
-    server = PostgresServer(bindir)  # its own server: this test stops it
+    server = PostgresServer(pg_bindir)  # its own server: this test stops it
     try:
         url = server.database("outage")
         space = tmp_path / "finite.yaml"
