@@ -164,6 +164,24 @@ def uniform_level(ctx: TrialContext, layers: list[str], settings: FinetuneSettin
     return outcome.model, outcome.metrics, outcome.metric
 
 
+def uniform_points(ctx: TrialContext, layers: list[str], settings: FinetuneSettings, levels: list[float], *,
+                   seed: int, test) -> tuple[list[dict], float]:
+    """The uniform policy at each of ``levels`` (:func:`uniform_level`, each from torch seed ``seed``): points of
+    level, validation metric, ``test(model)``, latency as a share of ``ctx.reference`` and parameters, and the
+    seconds the trials took (the test evaluation not counted). Used by the real-model benchmarks."""
+    points, wall = [], 0.0
+    for level in levels:
+        torch.manual_seed(seed)
+        begun = time.perf_counter()
+        model, metrics, val = uniform_level(ctx, layers, settings, level)
+        wall += time.perf_counter() - begun
+        points.append({"level": level, "val": val, "test": test(model),
+                       "ratio": metrics.latency_ms / ctx.reference.latency_ms, "params": metrics.params})
+        print(f"  uniform {level}: val {val:.4f} test {points[-1]['test']:.4f} at {points[-1]['ratio']:.3f} of dense "
+              "latency", flush=True)
+    return points, wall
+
+
 def tp_global_level(model, ctx: TrialContext, settings: FinetuneSettings, level: float):
     """Torch-Pruning's global pruning at ``level``, fine-tuned and timed: (model, metrics, None)."""
     protected = output_layers(model, ctx.example_inputs)

@@ -49,13 +49,13 @@ from torch import nn  # noqa: E402
 from torch.nn import functional as F  # noqa: E402
 from torch.utils.data import DataLoader  # noqa: E402
 
-from autoprune import Policy, search  # noqa: E402
+from autoprune import search  # noqa: E402
 from autoprune.attention import attention_blocks  # noqa: E402
 from autoprune.distill import Distillation, Teacher  # noqa: E402
 from autoprune.finetune import first_inputs  # noqa: E402
 from autoprune.measure import HardwareProfile, LatencyReference  # noqa: E402
 from autoprune.modelio import ModelIO  # noqa: E402
-from autoprune.objective import TrialContext, dense_copy, run_trial  # noqa: E402
+from autoprune.objective import TrialContext, dense_copy  # noqa: E402
 from autoprune.sampling import FinetuneSettings  # noqa: E402
 from autoprune.space import SearchSpace, load_space  # noqa: E402
 
@@ -63,6 +63,7 @@ HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 sys.path.insert(0, str(HERE.parent))  # the embedder and the corpus are the example's
 from examples.hf_text import Embedder as MeanPooled, docstring_sentences as sentences  # noqa: E402
+from compare_policies import uniform_points  # noqa: E402 (a sibling benchmark script: run from benchmarks/)
 IO = ModelIO(target=None)  # sentences only: the dense model's embeddings are what to match
 FLOOR = 0.90
 TARGETS = (0.95, 0.90)
@@ -177,16 +178,8 @@ def main() -> None:
                        profile=profile, metric=cosine_to(val_dense), io=IO, reference=reference, distill=distill,
                        teacher=Teacher(base, IO, distill.cache_batches), seed=args.seed)
     units = [n for n in result.trials[0].policy["layers"]]  # the searched units' layers: heads and feed-forward
-    uniform, uniform_wall = [], 0.0
-    for level in args.levels:
-        torch.manual_seed(args.seed)
-        begun = time.perf_counter()
-        outcome = run_trial(ctx, Policy.uniform(units, sparsity=level, method="l1_structured"), settings)
-        uniform_wall += time.perf_counter() - begun
-        uniform.append({"level": level, "val": outcome.metric, "test": test_metric(outcome.model, data["test"]),
-                        "ratio": outcome.metrics.latency_ms / reference.latency_ms, "params": outcome.metrics.params})
-        print(f"  uniform {level}: val {outcome.metric:.4f} test {uniform[-1]['test']:.4f} at "
-              f"{uniform[-1]['ratio']:.3f} of dense latency", flush=True)
+    uniform, uniform_wall = uniform_points(ctx, units, settings, args.levels, seed=args.seed,
+                                           test=lambda net: test_metric(net, data["test"]))
 
     report = {
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}",

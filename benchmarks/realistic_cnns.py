@@ -39,15 +39,16 @@ from sklearn.datasets import load_digits
 from torch.nn import functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
-from autoprune import Policy, search
+from autoprune import search
 from autoprune.demo import train_classifier
 from autoprune.finetune import accuracy, first_inputs
 from autoprune.layers import output_layers, prunable_layers
 from autoprune.measure import HardwareProfile, LatencyReference, measure
-from autoprune.objective import TrialContext, dense_copy, run_trial
+from autoprune.objective import TrialContext, dense_copy
 from autoprune.sampling import FinetuneSettings
 from autoprune.space import load_space
 from autoprune.zoo import MobileNetV2, ResNet18
+from compare_policies import uniform_points  # noqa: E402 (a sibling benchmark script: run from benchmarks/)
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
@@ -130,16 +131,8 @@ def run_model(name: str, args: argparse.Namespace, loaders: dict[str, DataLoader
     ctx = TrialContext(base_model=base, example_inputs=example, train_loader=loaders["train"],
                        val_loader=loaders["val"], profile=profile, reference=reference, seed=args.seed)
     layers = [n for n in prunable_layers(base) if n not in output_layers(base, example)]
-    uniform, uniform_wall = [], 0.0
-    for level in args.levels:
-        torch.manual_seed(args.seed)
-        begun = time.perf_counter()
-        outcome = run_trial(ctx, Policy.uniform(layers, sparsity=level, method="l1_structured"), settings)
-        uniform_wall += time.perf_counter() - begun
-        uniform.append({"level": level, "val": outcome.metric, "test": accuracy(outcome.model, loaders["test"]),
-                        "ratio": outcome.metrics.latency_ms / reference.latency_ms, "params": outcome.metrics.params})
-        print(f"  uniform {level}: val {outcome.metric:.4f} test {uniform[-1]['test']:.4f} at "
-              f"{uniform[-1]['ratio']:.3f} of dense latency", flush=True)
+    uniform, uniform_wall = uniform_points(ctx, layers, settings, args.levels, seed=args.seed,
+                                           test=lambda net: accuracy(net, loaders["test"]))
     dense_metrics = measure(base, example, profile, reference=reference)
     return {"params": params, "macs": dense_metrics.macs, "dense_test": dense_test, "dense_ms": dense_ms,
             "dense_val": accuracy(model, loaders["val"]),
