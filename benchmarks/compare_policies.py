@@ -182,6 +182,24 @@ def uniform_points(ctx: TrialContext, layers: list[str], settings: FinetuneSetti
     return points, wall
 
 
+def front_figures(points: list[dict], *, key: str, targets: tuple[float, ...], floor: float) -> dict:
+    """Over the front of ``points`` (``key`` higher is better, ``ratio`` = latency / dense lower): the speedup
+    of the fastest point with ``key`` >= each target, and the hypervolume above ``floor`` (reference point
+    (1, floor), divided by 1 - floor). Used by the real-model benchmarks."""
+    front = [p for p in points if not any(q[key] >= p[key] and q["ratio"] <= p["ratio"]
+                                          and (q[key] > p[key] or q["ratio"] < p["ratio"]) for q in points)]
+    front.sort(key=lambda p: p["ratio"])
+    out = {f"speedup_at_{t}": max((1 / p["ratio"] for p in front if p[key] >= t), default=None) for t in targets}
+    area, best = 0.0, floor
+    box = sorted((p["ratio"], max(floor, p[key])) for p in front if p["ratio"] < 1)
+    for i, (x, y) in enumerate(box):
+        best = max(best, y)
+        area += ((box[i + 1][0] if i + 1 < len(box) else 1.0) - x) * (best - floor)
+    out["hypervolume"] = area / (1 - floor)
+    out["front"] = front
+    return out
+
+
 def tp_global_level(model, ctx: TrialContext, settings: FinetuneSettings, level: float):
     """Torch-Pruning's global pruning at ``level``, fine-tuned and timed: (model, metrics, None)."""
     protected = output_layers(model, ctx.example_inputs)

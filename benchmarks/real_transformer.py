@@ -63,7 +63,7 @@ HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 sys.path.insert(0, str(HERE.parent))  # the embedder and the corpus are the example's
 from examples.hf_text import Embedder as MeanPooled, docstring_sentences as sentences  # noqa: E402
-from compare_policies import uniform_points  # noqa: E402 (a sibling benchmark script: run from benchmarks/)
+from compare_policies import front_figures, uniform_points  # noqa: E402 (a sibling benchmark script: run from benchmarks/)
 IO = ModelIO(target=None)  # sentences only: the dense model's embeddings are what to match
 FLOOR = 0.90
 TARGETS = (0.95, 0.90)
@@ -100,18 +100,7 @@ def cosine_to(reference: list[torch.Tensor]):
 
 def figures(points: list[dict]) -> dict:
     """Speedups at the quality targets and the hypervolume above the floor, over the test-split front."""
-    front = [p for p in points if not any(q["test"] >= p["test"] and q["ratio"] <= p["ratio"] and q != p
-                                          and (q["test"] > p["test"] or q["ratio"] < p["ratio"]) for q in points)]
-    front.sort(key=lambda p: p["ratio"])
-    out = {f"speedup_at_{t}": max((1 / p["ratio"] for p in front if p["test"] >= t), default=None) for t in TARGETS}
-    area, best = 0.0, FLOOR
-    pts = sorted((p["ratio"], max(FLOOR, p["test"])) for p in front if p["ratio"] < 1)
-    for i, (x, y) in enumerate(pts):
-        best = max(best, y)
-        area += ((pts[i + 1][0] if i + 1 < len(pts) else 1.0) - x) * (best - FLOOR)
-    out["hypervolume"] = area / (1 - FLOOR)
-    out["front"] = front
-    return out
+    return front_figures(points, key="test", targets=TARGETS, floor=FLOOR)
 
 
 def main() -> None:

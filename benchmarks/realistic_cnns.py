@@ -48,7 +48,7 @@ from autoprune.objective import TrialContext, dense_copy
 from autoprune.sampling import FinetuneSettings
 from autoprune.space import load_space
 from autoprune.zoo import MobileNetV2, ResNet18
-from compare_policies import uniform_points  # noqa: E402 (a sibling benchmark script: run from benchmarks/)
+from compare_policies import front_figures, uniform_points  # noqa: E402 (a sibling benchmark script: run from benchmarks/)
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
@@ -87,19 +87,7 @@ def build(name: str, args: argparse.Namespace, loaders: dict[str, DataLoader], c
 def figures(points: list[dict], dense_test: float) -> dict:
     """Speedups at the quality targets, hypervolume above the floor, over the test-split front."""
     pts = [{**p, "quality": p["test"] / dense_test} for p in points]
-    front = [p for p in pts if not any(q["quality"] >= p["quality"] and q["ratio"] <= p["ratio"]
-                                       and (q["quality"] > p["quality"] or q["ratio"] < p["ratio"]) for q in pts)]
-    front.sort(key=lambda p: p["ratio"])
-    out = {f"speedup_at_{t}": max((1 / p["ratio"] for p in front if p["quality"] >= t), default=None)
-           for t in TARGETS}
-    area, best = 0.0, FLOOR
-    box = sorted((p["ratio"], max(FLOOR, p["quality"])) for p in front if p["ratio"] < 1)
-    for i, (x, y) in enumerate(box):
-        best = max(best, y)
-        area += ((box[i + 1][0] if i + 1 < len(box) else 1.0) - x) * (best - FLOOR)
-    out["hypervolume"] = area / (1 - FLOOR)
-    out["front"] = front
-    return out
+    return front_figures(pts, key="quality", targets=TARGETS, floor=FLOOR)
 
 
 def run_model(name: str, args: argparse.Namespace, loaders: dict[str, DataLoader], profile: HardwareProfile) -> dict:
