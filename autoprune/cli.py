@@ -362,6 +362,11 @@ def report(
     _run(debug, body)
 
 
+_INT8_AGREEMENT = typer.Option(0.98, "--int8-min-agreement", help="a quantizing candidate's int8 model must give the "
+                                "fp32 model's top-1 class on this share of validation samples (0 for an embedder).")
+_INT8_ERROR = typer.Option(0.15, "--int8-max-error", help="... and stay within this relative output error of it.")
+
+
 @app.command()
 def export(
     out: Optional[Path] = _RUN_DIR,
@@ -374,6 +379,8 @@ def export(
     model: Optional[str] = _MODEL_AGAIN,
     weights: Optional[str] = _WEIGHTS_AGAIN,
     data: Optional[str] = _DATA_AGAIN,
+    int8_min_agreement: float = _INT8_AGREEMENT,
+    int8_max_error: float = _INT8_ERROR,
     debug: bool = _DEBUG,
 ) -> None:
     """Write a Pareto candidate as policy JSON + weights + TorchScript/ONNX, checked against the model."""
@@ -383,9 +390,10 @@ def export(
         from autoprune.export import check_formats, save_pruned
         from autoprune.finetune import first_inputs, resolve_data
         from autoprune.loading import build_data, open_result
-        from autoprune.quantize import deployed_model
+        from autoprune.quantize import Int8Tolerance, deployed_model
 
         check_formats(fmt or ())
+        tolerance = Int8Tolerance(min_agreement=int8_min_agreement, max_relative_error=int8_max_error)
         check_not_a_file(to, "--to")
         result, _, _ = open_result(out=out, storage=storage, study_name=study_name, artifacts=artifacts,
                                    with_model=True, model=model, weights=weights)
@@ -397,7 +405,7 @@ def export(
         policy, example = result.policy(chosen), first_inputs(val)
         int8 = deployed_model(pruned, policy, example, train_loader=train)  # re-quantized from the fp32 weights
         files = save_pruned(pruned, policy, to, example_inputs=example, formats=fmt or None, int8=int8,
-                            parity_batches=iter(val))
+                            parity_batches=iter(val), int8_tolerance=tolerance)
         out_console.print(f"exported trial {chosen.number}: " + ", ".join(str(p) for p in files.values()))
 
     _run(debug, body)
@@ -420,6 +428,8 @@ def refine_command(
     model: Optional[str] = _MODEL_AGAIN,
     weights: Optional[str] = _WEIGHTS_AGAIN,
     data: Optional[str] = _DATA_AGAIN,
+    int8_min_agreement: float = _INT8_AGREEMENT,
+    int8_max_error: float = _INT8_ERROR,
     debug: bool = _DEBUG,
 ) -> None:
     """Fine-tune Pareto candidates longer and save each as an exported model, with its new accuracy."""
@@ -430,8 +440,10 @@ def refine_command(
         from autoprune.report import print_refined
 
         from autoprune.export import check_formats
+        from autoprune.quantize import Int8Tolerance
 
         check_steps(steps)
+        tolerance = Int8Tolerance(min_agreement=int8_min_agreement, max_relative_error=int8_max_error)
         check_lr(lr)
         check_formats(fmt or ())
         result, out_dir, base = open_result(out=out, storage=storage, study_name=study_name, artifacts=artifacts,
@@ -440,7 +452,8 @@ def refine_command(
         target = to or out_dir / REFINED_DIR
         with console.status(f"refining for {steps} steps each ..."):
             refined = refine(result, datamodule, steps=steps, trials=trial or None, lr=lr, out_dir=target,
-                             formats=fmt or None, distill=distill, teacher=base if distill else None)
+                             formats=fmt or None, distill=distill, teacher=base if distill else None,
+                             int8_tolerance=tolerance)
         print_refined(refined, result, steps, out_console)
         out_console.print(f"refined models in {target}/trial_NNNNN/, summary in {target / REFINED_JSON}")
 

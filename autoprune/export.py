@@ -39,7 +39,7 @@ from autoprune.errors import AutopruneInputError, ExportError, LayerMatchError, 
 from autoprune.layers import traceable
 from autoprune.modelio import Inputs, ModelIO, Selected
 from autoprune.policy import Policy
-from autoprune.quantize import INT8_FILE, QuantizedModel, check_int8_parity, int8_parity
+from autoprune.quantize import INT8_FILE, Int8Tolerance, QuantizedModel, check_int8_parity, int8_parity
 from autoprune.runtimes.onnxruntime import INSTALL, export_onnx, feeds, onnx_available, session
 
 WEIGHTS, POLICY, TORCHSCRIPT, ONNX = "weights.pt", "policy.json", "model.ts", "model.onnx"
@@ -162,6 +162,7 @@ def save_pruned(
     io: ModelIO | None = None,
     int8: QuantizedModel | None = None,
     parity_batches: Iterable[Any] | None = None,
+    int8_tolerance: Int8Tolerance | None = None,
 ) -> dict[str, Path]:
     """Write policy, weights and standalone files for ``model``; check each reloads with the same outputs.
 
@@ -176,7 +177,8 @@ def save_pruned(
         io: which output the files return, and the parity check compares (default: see ``ModelIO``).
         int8: the model's int8 ONNX model (a quantizing policy's, :mod:`autoprune.quantize`), written as
             ``model.int8.onnx``; with ``parity_batches`` (validation batches), checked against the fp32 model
-            with the int8 tolerance (top-1 agreement, relative output error; ExportError when missed).
+            with ``int8_tolerance`` (top-1 agreement, relative output error; ExportError when missed;
+            :class:`~autoprune.quantize.Int8Tolerance`'s defaults suit classifiers).
 
     Returns:
         kind -> path of each file written (``policy``, ``weights``, ``torchscript``, ``onnx``, ``int8``).
@@ -210,7 +212,8 @@ def save_pruned(
             _check_parity("ONNX", expected, _run_onnx(files["onnx"], inputs), atol)
     if int8 is not None:
         if parity_batches is not None:
-            check_int8_parity(int8_parity(model, int8, parity_batches, io=io), what=f"{out / INT8_FILE}")
+            check_int8_parity(int8_parity(model, int8, parity_batches, io=io), what=f"{out / INT8_FILE}",
+                              tolerance=int8_tolerance)
         files["int8"] = int8.save(out / INT8_FILE)
     return files
 

@@ -96,6 +96,10 @@ class TrialOutcome:
     cached: bool = False
     #: what ships when the policy quantizes: the int8 model whose latency, size and metric were measured
     deployed: QuantizedModel | None = None
+    #: a fine-tuned trial's metric before and after its fine-tune (``metric`` is the better: the fine-tune is
+    #: undone when it made the candidate worse); None when the trial did not fine-tune
+    before_finetune: float | None = None
+    after_finetune: float | None = None
 
     @property
     def values(self) -> list[float]:
@@ -139,28 +143,53 @@ def run_trial(ctx: TrialContext, policy: Policy, settings: FinetuneSettings, *, 
 
     module = as_lightning(pruned, loss=ctx.loss, recipe=Recipe.of(settings), io=ctx.io, distill=ctx.distill,
                           teacher=ctx.teacher)
-    tuned = False  # whether the weights (or BatchNorm statistics) changed since the int8 model was made
+    before = after = None  # a fine-tuned trial's metric before and after its fine-tune
     if feasible and settings.max_steps > 0:
+        # A fine-tune must never leave a candidate worse than it came in (a pretrained model at a learning rate
+        # too high for it can get worse): the weights as they came are kept aside, and restored when the
+        # fine-tuned ones score lower.
+        started = time.perf_counter()
+        before = _score(ctx, module, deployed)
+        if not math.isfinite(before):
+            raise NonFiniteMetricError(f"the metric evaluated to {before} before the fine-tune")
+        kept = {k: v.detach().clone() for k, v in pruned.state_dict().items()}
+        timings["evaluate"] = time.perf_counter() - started
         started = time.perf_counter()
         finetune(module, ctx.train_loader, policy=policy, max_steps=settings.max_steps,
                  accelerator=ctx.accelerator, prefix="" if module is pruned else "net.", precision=ctx.precision)
         timings["finetune"] = time.perf_counter() - started
-        tuned = True
-    elif feasible and screen_batches > 0:
         started = time.perf_counter()
-        tuned = adapt_batchnorm(pruned, ctx.train_loader, batches=screen_batches, io=ctx.io)
-        timings["finetune"] = time.perf_counter() - started
-    started = time.perf_counter()
-    if deployed is not None:  # the metric of what ships: the int8 model, calibrated on the tuned weights
-        deployed = _quantized(ctx, pruned, policy) if tuned else deployed
-        value = evaluate(deployed, ctx.val_loader, ctx.metric, accelerator="cpu", io=ctx.io)
+        tuned_deployed = _quantized(ctx, pruned, policy) if deployed is not None else None
+        after = _score(ctx, module, tuned_deployed)
+        if after >= before or not math.isfinite(after):  # a non-finite metric fails the trial below
+            value, deployed = after, tuned_deployed
+        else:
+            pruned.load_state_dict(kept)
+            value = before
+        timings["evaluate"] += time.perf_counter() - started
     else:
-        value = evaluate(module, ctx.val_loader, ctx.metric, accelerator=ctx.accelerator, io=ctx.io)
-    timings["evaluate"] = time.perf_counter() - started
+        if feasible and screen_batches > 0:
+            started = time.perf_counter()
+            tuned = adapt_batchnorm(pruned, ctx.train_loader, batches=screen_batches, io=ctx.io)
+            timings["finetune"] = time.perf_counter() - started
+            if tuned and deployed is not None:  # the int8 model was calibrated on the statistics before
+                deployed = _quantized(ctx, pruned, policy)
+        started = time.perf_counter()
+        value = _score(ctx, module, deployed)
+        timings["evaluate"] = time.perf_counter() - started
     if not math.isfinite(value):
         raise NonFiniteMetricError(f"the metric evaluated to {value}")
     return TrialOutcome(metric=value, metrics=metrics, feasible=feasible, constraints=constraints,
-                        model=pruned, timings=timings, shape=shape, cached=cached is not None, deployed=deployed)
+                        model=pruned, timings=timings, shape=shape, cached=cached is not None, deployed=deployed,
+                        before_finetune=before, after_finetune=after)
+
+
+def _score(ctx: TrialContext, module: nn.Module, deployed: QuantizedModel | None) -> float:
+    """The trial's metric on the validation data: of the int8 model that ships when there is one (on the CPU,
+    where int8 kernels run), else of the fp32 model."""
+    if deployed is not None:
+        return evaluate(deployed, ctx.val_loader, ctx.metric, accelerator="cpu", io=ctx.io)
+    return evaluate(module, ctx.val_loader, ctx.metric, accelerator=ctx.accelerator, io=ctx.io)
 
 
 def _quantized(ctx: TrialContext, model: nn.Module, policy: Policy) -> QuantizedModel | None:
@@ -210,6 +239,8 @@ def execute_trial(ctx: TrialContext, proposal: Proposal, *, front: list[Point],
     }
     if proposal.parent is not None:
         attrs["parent"] = proposal.parent
+    if outcome.before_finetune is not None:
+        attrs["finetune_metric"] = {"before": outcome.before_finetune, "after": outcome.after_finetune}
     point = tuple(outcome.values)
     if outcome.feasible and ctx.artifacts_dir is not None and not any(dominates_point(p, point) for p in front):
         export_started = time.perf_counter()

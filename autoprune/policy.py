@@ -141,12 +141,15 @@ class Policy:
         method: str,
         regularizer: Regularizer | None = None,
         round_to: int | None = None,
+        quantize: str = "none",
     ) -> Policy:
-        """The hand-made baseline: the same method at the same sparsity in every named layer."""
+        """The hand-made baseline: the same method at the same sparsity in every named layer (then quantized as
+        ``quantize`` says)."""
         return cls(
             layers={name: LayerPolicy(sparsity=sparsity, method=method) for name in layers},
             regularizer=regularizer or Regularizer(),
             round_to=round_to,
+            quantize=quantize,
         )
 
     @property

@@ -39,7 +39,7 @@ from typing import Any, Iterable, Iterator
 import torch
 from torch import nn
 
-from autoprune.errors import ExportError
+from autoprune.errors import AutopruneInputError, ExportError
 from autoprune.layers import traceable
 from autoprune.modelio import Inputs, ModelIO
 from autoprune.runtimes.onnxruntime import INSTALL, export_onnx, feeds, onnx_available, session
@@ -180,9 +180,30 @@ class Parity:
     samples: int
 
 
-#: the tolerance a saved int8 model must meet against its fp32 model: int8 rounding flips the top-1 class of
-#: near-ties (about 1% of the digits validation set for a weakly trained CNN, at 1% relative output error)
+#: the default tolerance a saved int8 model must meet against its fp32 model: int8 rounding flips the top-1
+#: class of near-ties (about 1% of the digits validation set for a weakly trained CNN, at 1% relative error)
 MIN_AGREEMENT, MAX_RELATIVE_ERROR = 0.98, 0.15
+
+
+@dataclass(frozen=True)
+class Int8Tolerance:
+    """How closely a saved int8 model must follow its fp32 model (checked by export and refine).
+
+    The defaults suit classifiers. An embedder's outputs have no top-1 class (``min_agreement=0``), and a
+    transformer's int8 outputs can stray further while its quality holds (all-MiniLM-L6-v2 in dynamic int8:
+    mean cosine 0.96 to the fp32 embeddings): loosen it when the search's metric, which scored the int8
+    model itself, says the quality is enough.
+    """
+
+    min_agreement: float = MIN_AGREEMENT
+    max_relative_error: float = MAX_RELATIVE_ERROR
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.min_agreement <= 1:
+            raise AutopruneInputError(f"the int8 minimum agreement must be in [0, 1], got {self.min_agreement!r}")
+        if not self.max_relative_error > 0:
+            raise AutopruneInputError(f"the int8 maximum relative error must be above 0, got "
+                                      f"{self.max_relative_error!r}")
 
 
 def int8_parity(fp32: nn.Module, int8: nn.Module, batches: Iterable[Any], *, io: ModelIO | None = None,
@@ -207,9 +228,13 @@ def int8_parity(fp32: nn.Module, int8: nn.Module, batches: Iterable[Any], *, io:
     return Parity(agreement=agree / max(total, 1), relative_error=(diff / max(norm, 1e-12)) ** 0.5, samples=total)
 
 
-def check_int8_parity(parity: Parity, *, what: str) -> None:
-    """Raise :class:`~autoprune.errors.ExportError` when ``parity`` misses the tolerance."""
-    if parity.agreement < MIN_AGREEMENT or parity.relative_error > MAX_RELATIVE_ERROR:
+def check_int8_parity(parity: Parity, *, what: str, tolerance: Int8Tolerance | None = None) -> None:
+    """Raise :class:`~autoprune.errors.ExportError` when ``parity`` misses the ``tolerance``."""
+    t = tolerance or Int8Tolerance()
+    if parity.agreement < t.min_agreement or parity.relative_error > t.max_relative_error:
         raise ExportError(f"{what}: the int8 model agrees with the fp32 model on {parity.agreement:.1%} of "
-                          f"{parity.samples} samples (at least {MIN_AGREEMENT:.0%} needed) with a relative output "
-                          f"error of {parity.relative_error:.3f} (at most {MAX_RELATIVE_ERROR} allowed)")
+                          f"{parity.samples} samples (at least {t.min_agreement:.0%} needed) with a relative output "
+                          f"error of {parity.relative_error:.3f} (at most {t.max_relative_error} allowed). If the "
+                          "search's metric, which scored the int8 model itself, says its quality is enough, loosen the "
+                          "tolerance: --int8-min-agreement / --int8-max-error (int8_tolerance= in Python; an "
+                          "embedder's outputs have no top-1 class: --int8-min-agreement 0)")

@@ -36,7 +36,7 @@ from torch import nn
 
 from autoprune.errors import AutopruneInputError
 from autoprune.export import save_pruned
-from autoprune.quantize import deployed_model
+from autoprune.quantize import Int8Tolerance, deployed_model
 from autoprune.finetune import Metric, as_lightning, evaluate, finetune, first_inputs, resolve_data
 from autoprune.distill import Distillation, Teacher, as_distillation
 from autoprune.modelio import ModelIO
@@ -51,7 +51,9 @@ REFINED_JSON = "refined.json"
 @dataclass(frozen=True)
 class RefinedCandidate:
     """One refined Pareto candidate: its metric before and after ``steps`` more fine-tuning steps at
-    ``lr``, its (unchanged) latency and size, and the directory it was saved to."""
+    ``lr``, its (unchanged) latency and size, and the directory it was saved to. A refine never saves a
+    candidate worse than the search left it: when the longer fine-tune scores lower, the search's weights
+    are saved instead, ``metric`` is theirs and ``undone`` says so."""
 
     number: int
     metric_before: float
@@ -62,6 +64,8 @@ class RefinedCandidate:
     lr: float
     seconds: float
     directory: Path
+    #: the longer fine-tune scored below the search's candidate, so the saved weights are the search's
+    undone: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return {**dataclasses.asdict(self), "directory": str(self.directory)}
@@ -131,7 +135,7 @@ def refine(result: SearchResult, data: Any, *, steps: int, trials: Sequence[int]
            lr: float | None = None, metric: Metric | str | None = None, loss: Any = None,
            out_dir: str | Path | None = None, formats: Sequence[str] | None = None, accelerator: str = "cpu",
            seed: int = 0, io: ModelIO | None = None, distill: Distillation | bool | None = None,
-           teacher: nn.Module | None = None) -> list[RefinedCandidate]:
+           teacher: nn.Module | None = None, int8_tolerance: Int8Tolerance | None = None) -> list[RefinedCandidate]:
     """Fine-tune Pareto candidates of ``result`` for ``steps`` more steps; save and return them.
 
     Args:
@@ -148,6 +152,8 @@ def refine(result: SearchResult, data: Any, *, steps: int, trials: Sequence[int]
             ``<the result's run directory>/refined``.
         formats: export formats, as in :func:`autoprune.export.save_pruned`.
         seed: torch seed set before each candidate's fine-tune (the order batches are drawn in).
+        int8_tolerance: how closely a quantizing candidate's int8 model must follow its refined fp32 weights
+            (:class:`~autoprune.quantize.Int8Tolerance`).
 
     Returns:
         One :class:`RefinedCandidate` per refined trial, in the order refined.
@@ -183,12 +189,17 @@ def refine(result: SearchResult, data: Any, *, steps: int, trials: Sequence[int]
         int8 = deployed_model(model.cpu(), policy, example_inputs, train_loader=train_loader, io=io)
         value = evaluate(int8 if int8 is not None else module, val_loader, metric,
                          accelerator="cpu" if int8 is not None else accelerator, io=io)
+        undone = value < candidate.metric  # the longer fine-tune made it worse: the search's weights are kept
+        if undone:
+            model = result.load_model(candidate)
+            int8 = deployed_model(model, policy, example_inputs, train_loader=train_loader, io=io)
+            value = candidate.metric
         target = directory / f"trial_{candidate.number:05d}"
         save_pruned(model.cpu(), policy, target, example_inputs=example_inputs, formats=formats, io=io, int8=int8,
-                    parity_batches=iter(val_loader))
+                    parity_batches=iter(val_loader), int8_tolerance=int8_tolerance)
         refined.append(RefinedCandidate(
             number=candidate.number, metric_before=candidate.metric, metric=value, latency_ms=candidate.latency_ms,
             size_mb=candidate.size_mb, steps=steps, lr=rates[candidate.number],
-            seconds=time.perf_counter() - started, directory=target))
+            seconds=time.perf_counter() - started, directory=target, undone=undone))
         _write_summary(directory, refined, result.study_name)
     return refined

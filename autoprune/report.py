@@ -197,6 +197,7 @@ def print_refined(refined: list[Any], result: SearchResult, steps: int, console:
     for column in ("trial", f"{result.metric_name} before", "after", "latency ms", "size MB", "lr", "seconds"):
         table.add_column(column, justify="right")
     for r in refined:
-        table.add_row(str(r.number), fmt(r.metric_before, 4), fmt(r.metric, 4), fmt(r.latency_ms),
+        after = fmt(r.metric, 4) + (" (worse after it: the search's weights kept)" if r.undone else "")
+        table.add_row(str(r.number), fmt(r.metric_before, 4), after, fmt(r.latency_ms),
                       fmt(r.size_mb), f"{r.lr:.2e}", f"{r.seconds:.1f}")
     console.print(table)

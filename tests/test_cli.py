@@ -94,6 +94,7 @@ def test_refine_saves_every_pruned_candidate_with_its_new_accuracy(run_dir, tmp_
     (["--steps", "5", "--trial", "999"], "are not Pareto candidates"),
     (["--steps", "5", "--lr", "0"], "lr must be a positive number"),
     (["--steps", "5", "--format", "pdf"], "unknown export format"),
+    (["--steps", "5", "--int8-min-agreement", "1.5"], "int8 minimum agreement must be in [0, 1]"),
 ])
 def test_refine_bad_input_exits_2(run_dir, args, message):
     out, _ = run_dir
@@ -164,6 +165,8 @@ def test_export_bad_input_exits_2(run_dir, tmp_path):
     (tmp_path / "file").write_text("x")
     proc = autoprune("export", "--out", out, "--to", tmp_path / "file")
     assert proc.returncode == 2 and "is a file" in proc.stderr, proc.stderr
+    proc = autoprune("export", "--out", out, "--to", tmp_path / "exp", "--int8-max-error", "0")
+    assert proc.returncode == 2 and "int8 maximum relative error must be above 0" in proc.stderr, proc.stderr
 
 
 def test_export_builds_the_model_named_on_the_command_line_and_refuses_another_one(run_dir, tmp_path):

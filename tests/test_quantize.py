@@ -111,6 +111,33 @@ def test_the_int8_parity_check_refuses_a_model_that_is_not_the_fp32_one(digits, 
                     int8=wrong, parity_batches=iter(data.val_dataloader()))
 
 
+def test_a_looser_int8_tolerance_is_the_user_s_to_give(digits, tmp_path):
+    """An embedder has no top-1 class and a transformer's int8 outputs stray further: int8_tolerance= lets the
+    same save pass that the default tolerance refuses, and says which it checked."""
+    from autoprune.quantize import Int8Tolerance
+
+    model, data = digits
+    x = first_inputs(data.val_dataloader())
+    stranger = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10)).eval()
+    wrong = quantize_model(stranger, x, "int8_dynamic")
+    with pytest.raises(ExportError, match="--int8-max-error"):
+        save_pruned(model, Policy(quantize="int8_static"), tmp_path / "a", example_inputs=x, formats=(),
+                    int8=wrong, parity_batches=iter(data.val_dataloader()))
+    files = save_pruned(model, Policy(quantize="int8_static"), tmp_path / "b", example_inputs=x, formats=(), int8=wrong,
+                        parity_batches=iter(data.val_dataloader()),
+                        int8_tolerance=Int8Tolerance(min_agreement=0.0, max_relative_error=1e3))
+    assert files["int8"].is_file()
+
+
+@pytest.mark.parametrize("kwargs", [{"min_agreement": 1.5}, {"min_agreement": -0.1}, {"max_relative_error": 0}])
+def test_an_impossible_int8_tolerance_is_refused(kwargs):
+    from autoprune.errors import AutopruneInputError
+    from autoprune.quantize import Int8Tolerance
+
+    with pytest.raises(AutopruneInputError, match="int8"):
+        Int8Tolerance(**kwargs)
+
+
 # --- trials and searches ------------------------------------------------------------------------------------
 
 def test_a_quantized_trial_is_timed_sized_and_scored_as_its_int8_model(digits, tmp_path):

@@ -86,6 +86,20 @@ def test_the_saved_directory_reloads_as_the_refined_model(result, trained):
     assert Policy.from_json(refined.directory / "policy.json") == result.policy(result.trials[1])
 
 
+def test_a_refine_that_makes_a_candidate_worse_saves_the_search_s_weights(result, trained):
+    """A longer fine-tune that lowers the metric is undone: the refined directory holds the search's weights."""
+    from torch.nn import functional as F
+
+    base, data = trained
+    (refined,) = refine(result, data, steps=20, trials=[1], lr=1e-2, formats=("torchscript",),
+                        loss=lambda out, y: -F.cross_entropy(out, y))  # climbs the loss: accuracy falls
+    assert refined.undone and refined.metric == refined.metric_before
+    searched = result.load_model(result.trials[1])
+    saved = load_pruned(refined.directory, base)
+    for (name, a), (_, b) in zip(saved.state_dict().items(), searched.state_dict().items()):
+        assert torch.equal(a, b), name
+
+
 def test_the_searchs_weights_are_untouched_so_a_second_refine_does_not_compound(result, trained, tmp_path):
     saved = tmp_path / "candidates" / "trial_00001" / WEIGHTS
     before = hashlib.sha256(saved.read_bytes()).hexdigest()

@@ -60,6 +60,19 @@ def test_a_dense_seed_made_worse_by_the_fine_tune_is_flagged():
     assert SearchResult(trials=[dense]).dense_drift() is None
 
 
+def test_a_dense_seed_whose_fine_tune_was_undone_is_still_flagged():
+    """A trial undoes a fine-tune that made it worse, so its metric is the dense one; the warning reads the
+    fine-tuned figure stored beside it, since every pruned candidate got that same fine-tune."""
+    from autoprune.policy import Policy
+    from autoprune.study import StudyMeta
+
+    dense = TrialRecord(**{**TRIALS[0].to_dict(), "policy": Policy().to_dict(), "metric": 0.95,
+                           "metric_before_finetune": 0.95, "metric_after_finetune": 0.86})
+    assert dense.finetune_undone
+    warning = SearchResult(trials=[dense], meta=StudyMeta(dense_metric=0.95)).dense_drift()
+    assert "0.8600 after it" in warning and "undone" in warning
+
+
 def test_an_int8_dense_trial_is_not_taken_for_the_fine_tune_s_drift():
     """A dense policy that quantizes scores its int8 model: that says nothing about the fine-tune."""
     from autoprune.policy import Policy

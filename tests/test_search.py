@@ -53,6 +53,16 @@ def test_best_candidate_reloads_with_its_weights(digits, tmp_path):
     assert sum(p.numel() for p in pruned.parameters()) == best.params
 
 
+def test_every_fine_tuned_trial_scores_the_better_of_before_and_after_its_fine_tune(digits, tmp_path):
+    """Read back from the study: each fine-tuned trial stores both figures, and its metric is the higher."""
+    model, data = digits
+    result = _search(model, data, tmp_path, n_trials=3)
+    tuned = [t for t in result.trials if "finetune" in t.timings]
+    assert tuned
+    for trial in tuned:
+        assert trial.metric == max(trial.metric_before_finetune, trial.metric_after_finetune)
+
+
 def test_every_trial_records_the_learning_rate_it_fine_tuned_with(digits, tmp_path):
     """The sampled learning rate is on each record (refine() continues at it), within the space's range."""
     model, data = digits

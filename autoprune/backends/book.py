@@ -358,4 +358,6 @@ def to_record(trial: FrozenTrial) -> TrialRecord:
         timings=dict(attrs.get("timings", {})), artifact_dir=attrs.get("artifact_dir"), lr=trial.params.get("lr"),
         rung=int(attrs.get("rung", 0)), parent=attrs.get("parent"), finetune_steps=attrs.get("finetune_steps"),
         latency_cached=bool(attrs.get("latency_cached", False)), weights_sha256=attrs.get("weights_sha256"),
+        metric_before_finetune=attrs.get("finetune_metric", {}).get("before"),
+        metric_after_finetune=attrs.get("finetune_metric", {}).get("after"),
     )
