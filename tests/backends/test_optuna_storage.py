@@ -92,9 +92,9 @@ def test_interrupted_trial_is_rerun_and_finished_ones_are_kept(digits, tmp_path)
     """Ctrl-C inside a trial marks it interrupted; resuming re-runs it and keeps the finished trials."""
     calls = {"n": 0}
 
-    def interrupting(net, loader):
+    def interrupting(net, loader):  # called before and after each trial's fine-tune: call 5 is in the third trial
         calls["n"] += 1
-        if calls["n"] == 3:
+        if calls["n"] == 5:
             raise KeyboardInterrupt
         return 0.5
 
