@@ -256,7 +256,7 @@ def search(
         job = TrialJob(space=prepared.resolved, context=ctx, latencies=book.latencies,
                        front=lambda rung: [c.objectives() for c in pareto_front(result.trials, rung=rung)])
         _run_backend(chosen, book, job, result, n_trials=n_trials, timeout=timeout, on_trial_end=on_trial_end)
-    drift = result.dense_drift()
+    drift = result.dense_drift(distilled=distillation is not None)
     if drift is not None:
         warnings.warn(drift)
     best = result.best()

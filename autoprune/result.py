@@ -213,11 +213,12 @@ class SearchResult:
                                  "autoprune.export.load_pruned(dir, base_model)")
         return self.model_loader(candidate)
 
-    def dense_drift(self, tolerance: float = 0.01) -> str | None:
+    def dense_drift(self, tolerance: float = 0.01, *, distilled: bool = False) -> str | None:
         """A warning when the fine-tune made the unpruned model worse: the dense seed (the trial that prunes
         nothing) scored more than ``tolerance`` (relative) below the dense model as it came, after its
         fine-tune (a trial undoes a fine-tune that made it worse, so its own metric would not show it); None
-        otherwise, or when either figure is unknown."""
+        otherwise, or when either figure is unknown. ``distilled``: the search already distils, so the advice is
+        the recipe's rate and steps alone."""
         before = self.meta.dense_metric
         dense = sorted((t for t in self.trials if t.complete and t.policy is not None and self.policy(t).is_dense
                         and self.policy(t).quantize == "none"),  # an int8 dense trial measures int8, not the tune
@@ -232,7 +233,8 @@ class SearchResult:
         kept = (" (that trial's fine-tune was undone, but" if trial.finetune_undone else " (and")
         return (f"the fine-tune made the unpruned model worse: {self.metric_name} {after:.4f} after it "
                 f"(trial {trial.number}) against {before:.4f} before{kept} every candidate gets the same fine-tune): "
-                "lower the space's learning-rate range or steps, or distil from the dense model (distill=, --distill)")
+                + ("lower the space's learning-rate range or steps" if distilled else
+                   "lower the space's learning-rate range or steps, or distil from the dense model (distill=, --distill)"))
 
     def policy(self, candidate: TrialRecord) -> Policy:
         return Policy.from_dict(candidate.policy or {})

@@ -70,7 +70,9 @@ def test_a_dense_seed_whose_fine_tune_was_undone_is_still_flagged():
                            "metric_before_finetune": 0.95, "metric_after_finetune": 0.86})
     assert dense.finetune_undone
     warning = SearchResult(trials=[dense], meta=StudyMeta(dense_metric=0.95)).dense_drift()
-    assert "0.8600 after it" in warning and "undone" in warning
+    assert "0.8600 after it" in warning and "undone" in warning and "distil" in warning
+    distilled = SearchResult(trials=[dense], meta=StudyMeta(dense_metric=0.95)).dense_drift(distilled=True)
+    assert "learning-rate range" in distilled and "distil" not in distilled  # it already distils
 
 
 def test_an_int8_dense_trial_is_not_taken_for_the_fine_tune_s_drift():
