@@ -134,7 +134,7 @@ def run_trial(ctx: TrialContext, policy: Policy, settings: FinetuneSettings, *, 
     cached = (latencies or {}).get(shape)
     # A quantized candidate is timed as its int8 model; calibrated on the un-tuned weights here, which is
     # enough for timing and size (int8 kernels run alike whatever the values), and again after the fine-tune.
-    deployed = _quantized(ctx, pruned, policy) if policy.quantize != "none" else None
+    deployed = _quantized(ctx, pruned, policy)
     metrics = measure(pruned, ctx.example_inputs, ctx.profile, reference=ctx.reference, latency=cached,
                       deployed=deployed)
     timings["measure"] = time.perf_counter() - started
@@ -159,7 +159,7 @@ def run_trial(ctx: TrialContext, policy: Policy, settings: FinetuneSettings, *, 
                  accelerator=ctx.accelerator, prefix="" if module is pruned else "net.", precision=ctx.precision)
         timings["finetune"] = time.perf_counter() - started
         started = time.perf_counter()
-        tuned_deployed = _quantized(ctx, pruned, policy) if deployed is not None else None
+        tuned_deployed = _quantized(ctx, pruned, policy)
         after = _score(ctx, module, tuned_deployed)
         if after >= before or not math.isfinite(after):  # a non-finite metric fails the trial below
             value, deployed = after, tuned_deployed
@@ -193,7 +193,8 @@ def _score(ctx: TrialContext, module: nn.Module, deployed: QuantizedModel | None
 
 
 def _quantized(ctx: TrialContext, model: nn.Module, policy: Policy) -> QuantizedModel | None:
-    """``model`` quantized as ``policy`` says, calibrated on the first training batches."""
+    """``model`` quantized as ``policy`` says, calibrated on the first training batches; None when the policy
+    does not quantize."""
     return deployed_model(model, policy, ctx.example_inputs, train_loader=ctx.train_loader, io=ctx.io,
                           threads=ctx.profile.threads)
 

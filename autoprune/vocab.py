@@ -134,7 +134,7 @@ def restrict_vocabulary(model: nn.Module, batches: Iterable[Any], *, unknown_id:
     first = None
     for batch in batches:
         inputs, _ = io.split(batch)
-        ids = (inputs.kwargs or {}).get(key) if inputs.kwargs else (inputs.args[0] if inputs.args else None)
+        ids = inputs.kwargs.get(key) if inputs.kwargs else (inputs.args[0] if inputs.args else None)
         if not isinstance(ids, torch.Tensor) or ids.is_floating_point():
             held = sorted(inputs.kwargs) if inputs.kwargs else "positional inputs"
             raise DataError(f"batches must hold integer token ids under {key!r} (give key=); they hold {held}")
@@ -144,8 +144,9 @@ def restrict_vocabulary(model: nn.Module, batches: Iterable[Any], *, unknown_id:
         raise DataError("the batches yield nothing: the vocabulary is the tokens the data uses, so it needs data")
     name = _input_embedding(model, first[0], first[1], embedding)
     old: nn.Embedding = model.get_submodule(name)
-    if _shared(model, name, old.weight):
-        raise ModelLoadError(f"the weight of {name} is tied to {_shared(model, name, old.weight)} (a language-model "
+    tied = _shared(model, name, old.weight)
+    if tied:
+        raise ModelLoadError(f"the weight of {name} is tied to {tied} (a language-model "
                              "head over the whole vocabulary): restricting the vocabulary would change what the model "
                              "predicts; untie them, or prune a model without that head")
     vocab = old.num_embeddings

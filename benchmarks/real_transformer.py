@@ -150,7 +150,7 @@ def main() -> None:
     params = sum(p.numel() for p in model.parameters())
     print(f"{params / 1e6:.1f}M parameters, {len(texts)} sentences; latency at batch 8 x 64 tokens", flush=True)
     eager_vs_ort = None
-    if args.int8:  # the dense model in eager PyTorch against ONNX Runtime, interleaved: what the runtime alone buys
+    if args.int8:  # the dense model in eager PyTorch, then in ONNX Runtime (not interleaved): what the runtime buys
         eager = LatencyReference.calibrate(dense_copy(model), example, HardwareProfile(batch_size=8, threads=1), rounds=3)
         ort = LatencyReference.calibrate(dense_copy(model), example, profile, rounds=3)
         eager_vs_ort = {"eager_ms": eager.latency_ms, "onnxruntime_ms": ort.latency_ms}

