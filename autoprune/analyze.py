@@ -46,15 +46,14 @@ from torch import nn
 from autoprune import defaults
 from autoprune.costs import CostBreakdown, cost_breakdown
 from autoprune.errors import AnalysisError, AutopruneInputError
-from autoprune.finetune import as_lightning, evaluate, quiet
+from autoprune.finetune import quiet
 from autoprune.layers import output_layers, prunable_layers
 from autoprune.measure import HardwareProfile, LatencyReference, measure
 from autoprune.modelio import ModelIO
-from autoprune.policy import Policy, inside
+from autoprune.policy import inside
 from autoprune.prepare import PreparedModel, prepare_model
-from autoprune.prune import prune
 from autoprune.seeds import HeadStart, choose_alignment, probe_alignment, scales_of, scan_units
-from autoprune.sensitivity import SCAN_SPARSITY, by_cost, pruning_costs
+from autoprune.sensitivity import SCAN_SPARSITY, LayerScan, Scan, block_scan, by_cost, cheapest, pruning_costs
 from autoprune.space import SearchSpace, load_space
 from autoprune.study import metric_name
 
@@ -152,7 +151,10 @@ class Analysis:
     def head_start(self) -> HeadStart:
         """What the seeded policies take from this analysis instead of scanning again."""
         scales = {u.name: u.scale for u in self.units if u.scale is not None}
-        return HeadStart(scales=scales or None, round_to=self.round_to, dense_metric=self.metric)
+        dropped = Scan(base=self.metric, units={b.name: LayerScan(drop=self.metric - b.metric, latency_saved=b.latency_saved)
+                                                for b in self.blocks if b.metric is not None})
+        return HeadStart(scales=scales or None, round_to=self.round_to, dense_metric=self.metric,
+                         block_order=cheapest(dropped) or None)
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -301,7 +303,7 @@ def _analyze(prepared: PreparedModel, space: SearchSpace, profile: HardwareProfi
         macs=costs.macs, size_mb=dense.size_mb, latency_ms=dense.latency_ms,
         profile=asdict(profile), space_fingerprint=space.fingerprint(), method=space.methods[0],
         sparsities=shown, layers=layers, units=units,
-        blocks=_blocks(prepared, costs, reference, profile, metric=metric, loss=loss, dense_ms=dense.latency_ms),
+        blocks=_blocks(prepared, costs, reference, profile, metric=metric, loss=loss, base=seed_scan.base),
         other=other, timed_by=costs.timed_by, hooked_ms=costs.forward_ms,
         alignment={str(k): v for k, v in rates.items()}, round_to=round_to,
         suggested=_suggested(prepared, space, scales or None, round_to), notes=tuple(dict.fromkeys(notes)))
@@ -335,19 +337,18 @@ def _layers(prepared: PreparedModel, costs: CostBreakdown) -> tuple[LayerInfo, .
 
 
 def _blocks(prepared: PreparedModel, costs: CostBreakdown, reference: LatencyReference | None,
-            profile: HardwareProfile, *, metric: Any, loss: Any, dense_ms: float) -> tuple[BlockInfo, ...]:
-    """Each removable block dropped alone: metric and latency saved (no fine-tuning)."""
+            profile: HardwareProfile, *, metric: Any, loss: Any, base: float) -> tuple[BlockInfo, ...]:
+    """Each removable block dropped alone: metric and latency saved (no fine-tuning), as the seeds rank them."""
+    errors: dict[str, str] = {}
+    scan = block_scan(prepared.base, prepared.resolved.blocks, prepared.example_inputs, prepared.val_loader,
+                      metric=metric, loss=loss, profile=profile, reference=reference, io=prepared.io, base=base,
+                      errors=errors)  # reported, not fatal: the rest of the analysis stands
     infos = []
     for block in prepared.resolved.blocks:
         params = sum(c.params for n, c in costs.modules.items() if inside(n, (block,)))
-        try:
-            dropped = prune(prepared.base, Policy(drop=(block,)), prepared.example_inputs, io=prepared.io)
-            value = evaluate(as_lightning(dropped, loss=loss, lr=1e-3, io=prepared.io), prepared.val_loader, metric,
-                             io=prepared.io)
-            saved = 1.0 - measure(dropped, prepared.example_inputs, profile, reference=reference).latency_ms / dense_ms
-            infos.append(BlockInfo(name=block, params=params, metric=value, latency_saved=saved))
-        except Exception as exc:  # reported, not fatal: the rest of the analysis stands
-            infos.append(BlockInfo(name=block, params=params, error=f"{type(exc).__name__}: {exc}"))
+        found = scan.units.get(block)
+        infos.append(BlockInfo(name=block, params=params, error=errors.get(block)) if found is None else
+                     BlockInfo(name=block, params=params, metric=base - found.drop, latency_saved=found.latency_saved))
     return tuple(infos)
 
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Mapping, Protocol
+from typing import TYPE_CHECKING, Any, Mapping, Protocol, Sequence
 
 from autoprune.errors import SearchSpaceError
 from autoprune.methods import get_method
@@ -31,6 +31,10 @@ from autoprune.policy import LayerPolicy, Policy, Regularizer, inside
 
 if TYPE_CHECKING:
     from autoprune.space import SearchSpace
+
+
+#: the shares of the removable blocks the ranked shallow seeds drop (the cheapest first)
+SHALLOW_SHARES = (1 / 3, 1 / 2)
 
 
 class Suggester(Protocol):
@@ -131,11 +135,12 @@ class ResolvedSpace:
                     scales: Mapping[str, float] | None = None,
                     scaled_levels: tuple[float, ...] = (0.5, 0.7, 0.85),
                     shallow_levels: tuple[float, ...] = (0.0, 0.5),
+                    block_order: Sequence[str] | None = None,
                     round_to: int | None | str = "first") -> list[dict[str, Any]]:
         """Parameters of the dense model (level 0), of uniform policies at ``levels``; given per-unit
         ``scales`` (from :mod:`autoprune.sensitivity`, keyed by ``units``), of scaled policies at
-        ``scaled_levels``; and, when the space may drop blocks, of uniform policies at ``shallow_levels``
-        with the :attr:`shallow_blocks` dropped.
+        ``scaled_levels``; and, when the space may drop blocks, of shallow policies (:meth:`shallow_seeds`:
+        the cheapest blocks of ``block_order`` dropped, or the :attr:`shallow_blocks` at ``shallow_levels``).
 
         Enqueued first, so the search's front is never worse than uniform pruning at those points and
         starts with non-uniform policies that follow the layers' sensitivity, and with shallow ones (a
@@ -176,10 +181,27 @@ class ResolvedSpace:
             else:
                 params = {"sparsity.global": level, **{f"scale.{u}": scales.get(u, 1.0) for u in self.units}}
             seeds.append(self._with_common(params, lr_at=0.75, round_to=round_to))
-        for level in shallow_levels if self.blocks else ():
+        for level, dropped in self.shallow_seeds(shallow_levels, block_order):
             if in_range(level):
-                seeds.append(self._with_common(uniform(level), round_to=round_to, drop=True))
+                seeds.append(self._with_common(uniform(level), round_to=round_to, drop=dropped))
         return seeds
+
+    def shallow_seeds(self, levels: tuple[float, ...] = (0.0, 0.5),
+                      block_order: Sequence[str] | None = None) -> list[tuple[float, tuple[str, ...]]]:
+        """The shallow seeds' ``(level, blocks dropped)``. Given the blocks cheapest to drop first
+        (``block_order``, from :func:`autoprune.sensitivity.block_scan`: the metric a block's removal costs
+        per latency it saves), the cheapest third and the cheapest half of the removable blocks go, at the
+        first of ``levels``: depth alone, where it is cheapest (in a pretrained encoder the last layers
+        matter most and the middle ones least, and which is which differs by model). Without a ranking, the
+        :attr:`shallow_blocks` go at each of ``levels``."""
+        if not self.blocks or not levels:
+            return []
+        ranked = [b for b in block_order or () if b in self.blocks]
+        if not ranked:
+            return [(level, self.shallow_blocks) for level in levels]
+        counts = dict.fromkeys(min(len(ranked), max(1, int(len(self.blocks) * share + 0.5)))
+                               for share in SHALLOW_SHARES)
+        return [(levels[0], tuple(b for b in self.blocks if b in ranked[:k])) for k in counts]
 
     @property
     def shallow_blocks(self) -> tuple[str, ...]:
@@ -198,15 +220,15 @@ class ResolvedSpace:
         return tuple(b for b in self.blocks if b in chosen)
 
     def _with_common(self, params: dict[str, Any], *, round_to: int | None, lr_at: float = 0.5,
-                     drop: bool = False) -> dict[str, Any]:
-        """The seed's other choices; its learning rate ``lr_at`` of the way up the range; the
-        :attr:`shallow_blocks` dropped (``drop``), or every block kept."""
+                     drop: tuple[str, ...] = ()) -> dict[str, Any]:
+        """The seed's other choices; its learning rate ``lr_at`` of the way up the range; the blocks in
+        ``drop`` dropped, every other block kept."""
         s = self.space
         if s.quantizes:
             params["quantize"] = "none" if "none" in s.quantize else s.quantize[0]
         params.update({"method": s.methods[0], "round_to": round_to, "regularizer": s.regularizer.kinds[0],
                        "lr": s.finetune.lr.at(lr_at),
-                       **{f"drop.{b}": drop and b in self.shallow_blocks for b in self.blocks}})
+                       **{f"drop.{b}": b in drop for b in self.blocks}})
         if s.regularizer.kinds[0] != "none":
             params["strength"] = math.sqrt(s.regularizer.strength.low * s.regularizer.strength.high)
         return params

@@ -2,7 +2,8 @@
 
 The search seeds its first trials with policies derived from it (see :mod:`autoprune.seeds`). Each
 layer (or unit of coupled layers) is pruned alone, without fine-tuning; :func:`layer_scan` records the
-metric it loses and, given a hardware profile, the share of the dense latency it saves.
+metric it loses and, given a hardware profile, the share of the dense latency it saves;
+:func:`block_scan` does the same for whole removable blocks (dropped alone).
 :func:`pruning_costs` turns both into a cost per latency saved (the ratio NetAdapt and HALP rank layers
 by), and :func:`sensitivity_scales` gives the cheapest layers the largest per-layer scale: layers that
 buy much latency for little metric are pruned hardest, and a layer that saves no time (a small Linear
@@ -79,9 +80,7 @@ def layer_scans(model: nn.Module, layers: Iterable[str] | Mapping[str, Sequence[
     units = dict(layers) if isinstance(layers, Mapping) else {name: (name,) for name in layers}
     calibration = list(calibration_data) if calibration_data is not None else None
     base = evaluate(as_lightning(model, loss=loss, lr=1e-3, io=io), val_loader, metric, io=io)
-    dense_ms = None
-    if profile is not None:
-        dense_ms = reference.latency_ms if reference is not None else measure(model, example_inputs, profile).latency_ms
+    dense_ms = _dense_ms(model, example_inputs, profile, reference)
     scans: dict[float, dict[str, LayerScan]] = {s: {} for s in sparsities}
     for name, members in units.items():
         try:
@@ -105,11 +104,59 @@ def _scan_one(model: nn.Module, members: Sequence[str], example_inputs: Any, val
     """One unit pruned alone at one sparsity: its :class:`LayerScan`."""
     policy = Policy(layers={n: LayerPolicy(sparsity=sparsity, method=method) for n in members})
     pruned = prune(model, policy, example_inputs, calibration_data=calibration, loss_fn=loss, io=io)
+    return _scored(pruned, example_inputs, val_loader, base=base, metric=metric, loss=loss, profile=profile,
+                   reference=reference, dense_ms=dense_ms, io=io)
+
+
+def _dense_ms(model: nn.Module, example_inputs: Any, profile: HardwareProfile | None,
+              reference: LatencyReference | None) -> float | None:
+    """The dense model's latency under ``profile`` (the reference's when given; None without a profile)."""
+    if profile is None:
+        return None
+    return reference.latency_ms if reference is not None else measure(model, example_inputs, profile).latency_ms
+
+
+def _scored(pruned: nn.Module, example_inputs: Any, val_loader: Any, *, base: float, metric: Any, loss: Any,
+            profile: HardwareProfile | None, reference: LatencyReference | None, dense_ms: float | None,
+            io: ModelIO | None) -> LayerScan:
+    """What a pruned model lost in metric against ``base``, and saved in latency against ``dense_ms``."""
     drop = base - evaluate(as_lightning(pruned, loss=loss, lr=1e-3, io=io), val_loader, metric, io=io)
     saved = None
     if dense_ms is not None:
         saved = 1.0 - measure(pruned, example_inputs, profile, reference=reference).latency_ms / dense_ms
     return LayerScan(drop=drop, latency_saved=saved)
+
+
+def block_scan(model: nn.Module, blocks: Iterable[str], example_inputs: Any, val_loader: Any, *,
+               metric: Metric | str | None = None, loss: Any = None, profile: HardwareProfile | None = None,
+               reference: LatencyReference | None = None, io: ModelIO | None = None, base: float | None = None,
+               errors: dict[str, str] | None = None) -> Scan:
+    """Drop each removable block (see :mod:`autoprune.depth`) alone, without fine-tuning: the metric it
+    loses and, given a ``profile``, the share of the dense latency it saves, as :func:`layer_scans` does
+    for units. ``base`` is the dense model's metric when it is already known (evaluated otherwise).
+    Without ``errors`` the first block that cannot be dropped or evaluated raises; with it, its reason is
+    recorded there and the block left out."""
+    if base is None:
+        base = evaluate(as_lightning(model, loss=loss, lr=1e-3, io=io), val_loader, metric, io=io)
+    dense_ms = _dense_ms(model, example_inputs, profile, reference)
+    scans = {}
+    for block in blocks:
+        try:
+            dropped = prune(model, Policy(drop=(block,)), example_inputs, io=io)
+            scans[block] = _scored(dropped, example_inputs, val_loader, base=base, metric=metric, loss=loss,
+                                   profile=profile, reference=reference, dense_ms=dense_ms, io=io)
+        except Exception as exc:
+            if errors is None:
+                raise
+            errors[block] = f"{type(exc).__name__}: {exc}"
+    return Scan(base=base, units=scans)
+
+
+def cheapest(scan: Scan) -> tuple[str, ...]:
+    """The scanned units or blocks whose :func:`pruning_costs` are finite (they save measurable time),
+    cheapest first."""
+    costs = pruning_costs(scan.units, base=scan.base)
+    return tuple(name for name in by_cost(costs) if math.isfinite(costs[name]))
 
 
 def layer_scan(model: nn.Module, layers: Iterable[str] | Mapping[str, Sequence[str]], example_inputs: Any,

@@ -144,6 +144,22 @@ def test_a_search_seeds_from_a_saved_analysis_without_scanning_again(tmp_path, m
     assert analysis.suggested["policy"] in queued
 
 
+def test_an_analysis_ranks_blocks_as_the_shallow_seeds_drop_them(tmp_path):
+    """The block whose removal changes nothing is the cheapest to drop, and a saved analysis hands the
+    ranking to the seeds (the shallow seeds drop the cheapest blocks first)."""
+    from tests.test_sensitivity import _closeness_to, _with_an_idle_block
+
+    model = _with_an_idle_block()
+    data = batches(model)
+    analysis = analyze(model, (data, data), profile=fast_profile(batch_size=4), sparsities=(0.5,),
+                       metric=_closeness_to(model, data[0][0]))
+    order = analysis.head_start().block_order
+    assert order[0] == "layers.1" and set(order) <= {b.name for b in analysis.blocks}
+    assert Analysis.load(analysis.save(tmp_path / "a.json")).head_start() == analysis.head_start()
+    resolved = prepare_model(model, (data, data), load_space("default")).resolved
+    assert resolved.shallow_seeds(block_order=order)[0][1] == ("layers.1",)
+
+
 def test_an_analysis_of_another_model_is_refused(tmp_path):
     """Seeding from an analysis of another architecture fails up front, naming the units."""
     analysis = analysed(PlainCNN())

@@ -267,6 +267,23 @@ def test_a_search_drops_residual_blocks_and_reloads_the_shallower_candidates(tmp
     assert net(torch.randn(2, 1, 8, 8)).shape == (2, 10)
 
 
+def test_the_shallow_seeds_drop_the_block_the_scan_finds_cheapest(tmp_path):
+    """The start-up scan drops each block alone; the first shallow seed drops the block whose removal costs
+    least metric per latency saved (here one that changes nothing), not a fixed choice of blocks."""
+    from tests.test_sensitivity import _closeness_to, _with_an_idle_block
+
+    space = tmp_path / "deep.yaml"
+    space.write_text(TINY.read_text() + "drop_blocks: auto\n")
+    model = _with_an_idle_block()
+    _search(model, DigitsDataModule(batch_size=64), tmp_path, space=space, n_trials=1,
+            metric=_closeness_to(model, torch.rand(16, 1, 8, 8)))
+    study = optuna.load_study(study_name="autoprune", storage=f"sqlite:///{tmp_path / 'study.db'}")
+    queued = [t.params or t.system_attrs["fixed_params"] for t in study.trials]
+    blocks = ("layers.0", "layers.1", "layers.3")
+    shallow = [[b for b in blocks if p[f"drop.{b}"]] for p in queued if any(p[f"drop.{b}"] for b in blocks)]
+    assert shallow and shallow[0] == ["layers.1"]
+
+
 def _keyword_batches(n: int = 96) -> tuple[DataLoader, DataLoader]:
     """Dict batches, as a Hugging Face collator yields them: keyword inputs and ``labels``."""
     torch.manual_seed(0)

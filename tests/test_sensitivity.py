@@ -11,8 +11,11 @@ from autoprune.finetune import as_lightning, evaluate
 from autoprune.measure import HardwareProfile
 from autoprune.policy import LayerPolicy, Policy
 from autoprune.prune import prune
-from autoprune.sensitivity import LayerScan, alignment_rates, layer_scan, layer_sensitivity, pruning_costs, sensitivity_scales
-from autoprune.zoo import PlainCNN
+import pytest
+
+from autoprune.sensitivity import (LayerScan, Scan, alignment_rates, block_scan, cheapest, layer_scan, layer_sensitivity,
+                                   pruning_costs, sensitivity_scales)
+from autoprune.zoo import PlainCNN, ResNetCNN
 
 
 def _data():
@@ -111,3 +114,55 @@ def test_alignment_rates_give_macs_per_ms_of_each_aligned_uniform_probe():
                             method="l1_structured", profile=profile, sparsity=0.7)
     assert list(rates) == [None, 8]
     assert all(r > 0 and math.isfinite(r) for r in rates.values())
+
+
+def _with_an_idle_block() -> ResNetCNN:
+    """A ResNet whose block ``layers.1`` adds nothing to its (non-negative) input: dropping it changes nothing."""
+    torch.manual_seed(0)
+    net = ResNetCNN(blocks=2).eval()
+    with torch.no_grad():
+        net.layers[1].bn2.weight.zero_()
+        net.layers[1].bn2.bias.zero_()
+    return net
+
+
+def _closeness_to(net: nn.Module, x: torch.Tensor):
+    """A metric that any change of the outputs lowers: minus the squared distance to ``net``'s outputs."""
+    with torch.no_grad():
+        dense = net(x)
+
+    def closeness(model: nn.Module, loader) -> float:
+        with torch.no_grad():
+            return -float((model(x) - dense).pow(2).mean())
+    return closeness
+
+
+def test_a_block_that_changes_nothing_is_the_cheapest_to_drop():
+    """Each block is dropped alone: one whose removal leaves the outputs as they are loses nothing and is
+    ranked first; the caller's model is untouched."""
+    net = _with_an_idle_block()
+    x = _data()[0][0]
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    scan = block_scan(net, ["layers.0", "layers.1", "layers.3"], x[:2], _data(), metric=_closeness_to(net, x))
+    assert scan.units["layers.1"].drop == pytest.approx(0.0, abs=1e-9)
+    assert all(scan.units[b].drop > 1e-6 for b in ("layers.0", "layers.3"))
+    assert cheapest(scan)[0] == "layers.1" and sorted(cheapest(scan)) == ["layers.0", "layers.1", "layers.3"]
+    assert all(torch.equal(before[k], v) for k, v in net.state_dict().items())
+
+
+def test_a_block_that_cannot_be_dropped_is_recorded_and_left_out():
+    """With ``errors``, a block that is not in the model is named there, and the others are still scanned."""
+    net = _with_an_idle_block()
+    errors: dict[str, str] = {}
+    scan = block_scan(net, ["layers.1", "no.such.block"], _data()[0][0][:2], _data(), errors=errors)
+    assert list(scan.units) == ["layers.1"] and "no.such.block" in errors["no.such.block"]
+    with pytest.raises(Exception, match="no.such.block"):
+        block_scan(net, ["no.such.block"], _data()[0][0][:2], _data())
+
+
+def test_a_block_that_saves_no_measurable_time_is_not_ranked():
+    """Blocks whose removal saves less than timing noise are left out of the ranking the seeds drop by."""
+    scan = Scan(base=0.9, units={"a": LayerScan(drop=0.01, latency_saved=0.2),
+                                 "b": LayerScan(drop=0.0, latency_saved=0.001),
+                                 "c": LayerScan(drop=0.05, latency_saved=0.2)})
+    assert cheapest(scan) == ("a", "c")

@@ -208,3 +208,24 @@ def test_shallow_seeds_drop_every_removable_block_but_half_an_encoders_layers():
     shallow = [p for p in encoder.seed_params() if any(v is True for k, v in p.items() if k.startswith("drop."))]
     assert shallow and all([k for k, v in p.items() if k.startswith("drop.") and v] ==
                            [f"drop.encoder.layer.{i}" for i in (1, 3, 5)] for p in shallow)
+
+
+def test_ranked_shallow_seeds_drop_the_cheapest_third_and_half_of_the_blocks():
+    """Given the blocks cheapest to drop first, the shallow seeds drop the cheapest third and the cheapest
+    half (depth alone, level 0), whatever their positions; blocks the ranking leaves out are never dropped."""
+    from autoprune.sampling import ResolvedSpace
+
+    layers = tuple(f"encoder.layer.{i}" for i in range(6))
+    encoder = ResolvedSpace(space=load_space("default"), layers=("a",), groups={}, units={"a": ("a",)}, blocks=layers)
+    order = [layers[i] for i in (3, 1, 2, 4)]  # 0 and 5 save no measurable time: unranked
+    assert encoder.shallow_seeds(block_order=order) == [(0.0, (layers[1], layers[3])),
+                                                        (0.0, (layers[1], layers[2], layers[3]))]
+    shallow = [p for p in encoder.seed_params(block_order=order) if any(v is True for k, v in p.items()
+                                                                       if k.startswith("drop."))]
+    assert [[k for k, v in p.items() if k.startswith("drop.") and v] for p in shallow] == [
+        ["drop.encoder.layer.1", "drop.encoder.layer.3"],
+        ["drop.encoder.layer.1", "drop.encoder.layer.2", "drop.encoder.layer.3"]]
+    assert all(p["sparsity.global"] == 0.0 for p in shallow)
+    two = ResolvedSpace(space=load_space("default"), layers=("a",), groups={}, units={"a": ("a",)}, blocks=layers[:2])
+    assert two.shallow_seeds(block_order=[layers[1]]) == [(0.0, (layers[1],))]
+    assert encoder.shallow_seeds(block_order=[]) == encoder.shallow_seeds()  # no ranking: every other layer
