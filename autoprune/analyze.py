@@ -53,7 +53,7 @@ from autoprune.modelio import ModelIO
 from autoprune.policy import inside
 from autoprune.prepare import PreparedModel, prepare_model
 from autoprune.seeds import HeadStart, choose_alignment, probe_alignment, scales_of, scan_units
-from autoprune.sensitivity import SCAN_SPARSITY, LayerScan, Scan, block_scan, by_cost, cheapest, pruning_costs
+from autoprune.sensitivity import SCAN_SPARSITY, BlockRanking, LayerScan, Scan, block_scan, by_cost, pruning_costs
 from autoprune.space import SearchSpace, load_space
 from autoprune.study import metric_name
 
@@ -154,7 +154,7 @@ class Analysis:
         dropped = Scan(base=self.metric, units={b.name: LayerScan(drop=self.metric - b.metric, latency_saved=b.latency_saved)
                                                 for b in self.blocks if b.metric is not None})
         return HeadStart(scales=scales or None, round_to=self.round_to, dense_metric=self.metric,
-                         block_order=cheapest(dropped) or None)
+                         blocks=BlockRanking.of(dropped))
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)

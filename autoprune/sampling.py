@@ -135,12 +135,13 @@ class ResolvedSpace:
                     scales: Mapping[str, float] | None = None,
                     scaled_levels: tuple[float, ...] = (0.5, 0.7, 0.85),
                     shallow_levels: tuple[float, ...] = (0.0, 0.5),
-                    block_order: Sequence[str] | None = None,
+                    block_order: Sequence[str] | None = None, free_blocks: Sequence[str] = (),
                     round_to: int | None | str = "first") -> list[dict[str, Any]]:
         """Parameters of the dense model (level 0), of uniform policies at ``levels``; given per-unit
         ``scales`` (from :mod:`autoprune.sensitivity`, keyed by ``units``), of scaled policies at
         ``scaled_levels``; and, when the space may drop blocks, of shallow policies (:meth:`shallow_seeds`:
-        the cheapest blocks of ``block_order`` dropped, or the :attr:`shallow_blocks` at ``shallow_levels``).
+        the cheapest blocks of ``block_order`` and the ``free_blocks`` dropped, or the :attr:`shallow_blocks`
+        at ``shallow_levels``).
 
         Enqueued first, so the search's front is never worse than uniform pruning at those points and
         starts with non-uniform policies that follow the layers' sensitivity, and with shallow ones (a
@@ -181,42 +182,62 @@ class ResolvedSpace:
             else:
                 params = {"sparsity.global": level, **{f"scale.{u}": scales.get(u, 1.0) for u in self.units}}
             seeds.append(self._with_common(params, lr_at=0.75, round_to=round_to))
-        for level, dropped in self.shallow_seeds(shallow_levels, block_order):
+        for level, dropped in self.shallow_seeds(shallow_levels, block_order, free_blocks):
             if in_range(level):
                 seeds.append(self._with_common(uniform(level), round_to=round_to, drop=dropped))
         return seeds
 
-    def shallow_seeds(self, levels: tuple[float, ...] = (0.0, 0.5),
-                      block_order: Sequence[str] | None = None) -> list[tuple[float, tuple[str, ...]]]:
-        """The shallow seeds' ``(level, blocks dropped)``. Given the blocks cheapest to drop first
-        (``block_order``, from :func:`autoprune.sensitivity.block_scan`: the metric a block's removal costs
-        per latency it saves), the cheapest third and the cheapest half of the removable blocks go, at the
-        first of ``levels``: depth alone, where it is cheapest (in a pretrained encoder the last layers
-        matter most and the middle ones least, and which is which differs by model). Without a ranking, the
-        :attr:`shallow_blocks` go at each of ``levels``."""
+    def shallow_seeds(self, levels: tuple[float, ...] = (0.0, 0.5), block_order: Sequence[str] | None = None,
+                      free: Sequence[str] = ()) -> list[tuple[float, tuple[str, ...]]]:
+        """The shallow seeds' ``(level, blocks dropped)``.
+
+        Given the blocks cheapest to drop first (``block_order``, from
+        :func:`autoprune.sensitivity.block_scan`: the metric a block's removal costs per latency it saves),
+        the cheapest third and the cheapest half of the removable blocks go, at the first of ``levels``:
+        depth alone, where it is cheapest (in a pretrained encoder the last layers matter most and the
+        middle ones least, and which is which differs by model). Blocks whose removal alone costs nothing
+        measurable (``free``, :func:`autoprune.sensitivity.free_blocks`) go in every shallow seed, and
+        with any such block one more seed drops them at the last of ``levels``, width pruned too: the
+        corner where an over-parameterised network is fastest. An encoder keeps at least half its layers.
+
+        Without a ranking, the :attr:`shallow_blocks` go at each of ``levels``."""
         if not self.blocks or not levels:
             return []
         ranked = [b for b in block_order or () if b in self.blocks]
         if not ranked:
             return [(level, self.shallow_blocks) for level in levels]
-        counts = dict.fromkeys(min(len(ranked), max(1, int(len(self.blocks) * share + 0.5)))
-                               for share in SHALLOW_SHARES)
-        return [(levels[0], tuple(b for b in self.blocks if b in ranked[:k])) for k in counts]
+        free_set = {b for b in free if b in ranked}
 
-    @property
-    def shallow_blocks(self) -> tuple[str, ...]:
-        """The blocks the shallow seeds drop: every droppable block, except where a container's droppable
-        blocks are its consecutive entries from the first (an encoder's layers, each of which could go):
-        there every other one goes, from the second (DistilBERT's way), so the seeds never drop a whole
-        encoder."""
+        def dropped(k: int) -> tuple[str, ...]:
+            picked = set(ranked[:k]) | free_set
+            for members, encoder in self._containers():
+                if encoder:  # at most half an encoder's layers, the cheapest
+                    inside = [b for b in ranked if b in members and b in picked]
+                    picked -= set(inside[len(members) // 2:])
+            return tuple(b for b in self.blocks if b in picked)
+
+        counts = [min(len(ranked), max(1, int(len(self.blocks) * share + 0.5))) for share in SHALLOW_SHARES]
+        seeds = [(levels[0], blocks) for blocks in dict.fromkeys(dropped(k) for k in counts)]
+        if free_set and len(levels) > 1:
+            seeds.append((levels[-1], seeds[-1][1]))
+        return seeds
+
+    def _containers(self) -> list[tuple[tuple[str, ...], bool]]:
+        """The removable blocks grouped by the module that holds them, and whether the group is an encoder's
+        layers (consecutive entries from the first, each of which could go)."""
         runs: dict[str, list[str]] = {}
         for block in self.blocks:
             runs.setdefault(block.rpartition(".")[0], []).append(block)
-        chosen = []
-        for parent, members in runs.items():
-            indices = [b.rpartition(".")[2] for b in members]
-            encoder = len(members) > 1 and indices == [str(i) for i in range(len(members))]
-            chosen += [b for i, b in enumerate(members) if not encoder or i % 2 == 1]
+        return [(tuple(members), len(members) > 1 and [b.rpartition(".")[2] for b in members] ==
+                 [str(i) for i in range(len(members))]) for members in runs.values()]
+
+    @property
+    def shallow_blocks(self) -> tuple[str, ...]:
+        """The blocks the shallow seeds drop without a ranking: every droppable block, except in an encoder
+        (see :meth:`_containers`): there every other one goes, from the second (DistilBERT's way), so the
+        seeds never drop a whole encoder."""
+        chosen = [b for members, encoder in self._containers() for i, b in enumerate(members)
+                  if not encoder or i % 2 == 1]
         return tuple(b for b in self.blocks if b in chosen)
 
     def _with_common(self, params: dict[str, Any], *, round_to: int | None, lr_at: float = 0.5,

@@ -9,7 +9,8 @@ analysis behind them (coupled units, a one-pass sensitivity scan, a channel-alig
   for ``autoprune analyze``), and the per-unit scales that gives: units that buy much latency for little
   metric are pruned hardest. :func:`seed_scales` is the two together, as a new study runs them.
 * :func:`seed_block_order`: every removable block dropped alone, ranked by the metric it costs per
-  latency saved: the shallow seeds drop the cheapest third and half of them.
+  latency saved: the shallow seeds drop the cheapest third and half of them, and every block that costs
+  nothing.
 * :func:`probe_alignment` and :func:`choose_alignment`: the ``round_to`` the seeds use: the space's first
   option, unless another one computes clearly more MACs per millisecond in the profile's runtime
   (:func:`seed_alignment` is the two together).
@@ -42,7 +43,7 @@ from autoprune.layers import prunable_layers
 from autoprune.measure import HardwareProfile, LatencyReference
 from autoprune.methods.structured import coupled_layers, hidden_layers
 from autoprune.modelio import Inputs, ModelIO
-from autoprune.sensitivity import (SCAN_SPARSITY, Scan, alignment_rates, block_scan, cheapest, layer_scans,
+from autoprune.sensitivity import (SCAN_SPARSITY, BlockRanking, Scan, alignment_rates, block_scan, layer_scans,
                                    pruning_costs, sensitivity_scales)
 from autoprune.sampling import ResolvedSpace
 from autoprune.space import SearchSpace
@@ -78,13 +79,13 @@ def hidden_units(space: SearchSpace, base: nn.Module, example_inputs: Inputs, pr
 @dataclass(frozen=True)
 class HeadStart:
     """What the seeds take from a model analysis instead of scanning again: per-unit scales (None: uniform
-    seeds only), the ``round_to``, the dense metric the analysis measured, and the removable blocks
-    cheapest to drop first (None: the shallow seeds without a ranking)."""
+    seeds only), the ``round_to``, the dense metric the analysis measured, and the removable blocks'
+    ranking (:class:`~autoprune.sensitivity.BlockRanking`; None: the shallow seeds without one)."""
 
     scales: dict[str, float] | None
     round_to: int | None
     dense_metric: float | None
-    block_order: tuple[str, ...] | None = None
+    blocks: BlockRanking | None = None
 
 
 @dataclass(frozen=True)
@@ -147,10 +148,10 @@ def seed_scales(resolved: ResolvedSpace, base: nn.Module, example_inputs: Inputs
 
 def seed_block_order(resolved: ResolvedSpace, base: nn.Module, example_inputs: Inputs, val_loader: Any, *,
                      metric: Any, loss: Any, profile: HardwareProfile, reference: LatencyReference | None,
-                     io: ModelIO | None = None, dense_metric: float | None = None) -> tuple[str, ...] | None:
+                     io: ModelIO | None = None, dense_metric: float | None = None) -> BlockRanking | None:
     """The space's removable blocks that save measurable time when dropped alone, cheapest first (metric
-    lost per latency saved, :func:`autoprune.sensitivity.block_scan`): the blocks the shallow seeds drop.
-    None when the space drops no block or the scan fails."""
+    lost per latency saved, :func:`autoprune.sensitivity.block_scan`), and those that cost nothing: the
+    blocks the shallow seeds drop. None when the space drops no block, none saves time, or the scan fails."""
     if not resolved.blocks:
         return None
     try:
@@ -159,7 +160,7 @@ def seed_block_order(resolved: ResolvedSpace, base: nn.Module, example_inputs: I
     except Exception as exc:  # the seeds are a head start, not a requirement
         warnings.warn(f"block scan failed ({type(exc).__name__}: {exc}); the shallow seeds drop every other block")
         return None
-    return cheapest(scan)
+    return BlockRanking.of(scan)
 
 
 def probe_alignment(resolved: ResolvedSpace, base: nn.Module, example_inputs: Inputs, train_loader: Any, *,
@@ -210,12 +211,18 @@ def seed_params(resolved: ResolvedSpace, base: nn.Module, example_inputs: Inputs
     """A new study's seeded policies: dense, uniform, sensitivity-scaled and shallow, at the measured
     alignment. A ``head_start`` (from a saved ``autoprune analyze``) stands for the scan and the probe."""
     if head_start is not None:
-        return Seeds(resolved.seed_params(scales=head_start.scales, round_to=head_start.round_to,
-                                          block_order=head_start.block_order), head_start.dense_metric)
+        return Seeds(_seed_params(resolved, head_start.scales, head_start.round_to, head_start.blocks),
+                     head_start.dense_metric)
     scales, dense_metric = seed_scales(resolved, base, example_inputs, train_loader, val_loader, metric=metric,
                                        loss=loss, profile=profile, reference=reference, io=io)
-    order = seed_block_order(resolved, base, example_inputs, val_loader, metric=metric, loss=loss, profile=profile,
-                             reference=reference, io=io, dense_metric=dense_metric)
+    blocks = seed_block_order(resolved, base, example_inputs, val_loader, metric=metric, loss=loss, profile=profile,
+                              reference=reference, io=io, dense_metric=dense_metric)
     round_to = seed_alignment(resolved, base, example_inputs, train_loader, loss=loss, profile=profile,
                               reference=reference, io=io)
-    return Seeds(resolved.seed_params(scales=scales, round_to=round_to, block_order=order), dense_metric)
+    return Seeds(_seed_params(resolved, scales, round_to, blocks), dense_metric)
+
+
+def _seed_params(resolved: ResolvedSpace, scales: dict[str, float] | None, round_to: int | None,
+                 blocks: BlockRanking | None) -> list[dict[str, Any]]:
+    return resolved.seed_params(scales=scales, round_to=round_to, block_order=blocks.order if blocks else None,
+                                free_blocks=blocks.free if blocks else ())

@@ -159,6 +159,28 @@ def cheapest(scan: Scan) -> tuple[str, ...]:
     return tuple(name for name in by_cost(costs) if math.isfinite(costs[name]))
 
 
+def free_blocks(scan: Scan, *, tolerance: float = 0.01) -> tuple[str, ...]:
+    """The ranked (:func:`cheapest`) blocks whose removal alone loses at most ``tolerance`` times the dense
+    metric: within noise, nothing (an over-parameterised network on an easy task has many)."""
+    floor = tolerance * max(abs(scan.base), 1e-12)
+    return tuple(name for name in cheapest(scan) if scan.units[name].drop <= floor)
+
+
+@dataclass(frozen=True)
+class BlockRanking:
+    """What a :func:`block_scan` tells the shallow seeds: the blocks that save measurable time, cheapest to
+    drop first, and those of them whose removal alone costs nothing measurable."""
+
+    order: tuple[str, ...]
+    free: tuple[str, ...] = ()
+
+    @classmethod
+    def of(cls, scan: Scan) -> BlockRanking | None:
+        """The ranking of ``scan``; None when no block saves measurable time."""
+        order = cheapest(scan)
+        return cls(order=order, free=free_blocks(scan)) if order else None
+
+
 def layer_scan(model: nn.Module, layers: Iterable[str] | Mapping[str, Sequence[str]], example_inputs: Any,
                val_loader: Any, *, method: str, sparsity: float = SCAN_SPARSITY, metric: Metric | str | None = None,
                calibration_data: Iterable[Any] | None = None, loss: Any = None,

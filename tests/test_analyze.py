@@ -153,8 +153,10 @@ def test_an_analysis_ranks_blocks_as_the_shallow_seeds_drop_them(tmp_path):
     data = batches(model)
     analysis = analyze(model, (data, data), profile=fast_profile(batch_size=4), sparsities=(0.5,),
                        metric=_closeness_to(model, data[0][0]))
-    order = analysis.head_start().block_order
+    ranking = analysis.head_start().blocks
+    order = ranking.order
     assert order[0] == "layers.1" and set(order) <= {b.name for b in analysis.blocks}
+    assert ranking.free == ("layers.1",)  # the only block whose removal changes nothing
     assert Analysis.load(analysis.save(tmp_path / "a.json")).head_start() == analysis.head_start()
     resolved = prepare_model(model, (data, data), load_space("default")).resolved
     assert resolved.shallow_seeds(block_order=order)[0][1] == ("layers.1",)

@@ -13,7 +13,8 @@ from autoprune.policy import LayerPolicy, Policy
 from autoprune.prune import prune
 import pytest
 
-from autoprune.sensitivity import (LayerScan, Scan, alignment_rates, block_scan, cheapest, layer_scan, layer_sensitivity,
+from autoprune.sensitivity import (BlockRanking, LayerScan, Scan, alignment_rates, block_scan, cheapest,
+                                   free_blocks, layer_scan, layer_sensitivity,
                                    pruning_costs, sensitivity_scales)
 from autoprune.zoo import PlainCNN, ResNetCNN
 
@@ -166,3 +167,15 @@ def test_a_block_that_saves_no_measurable_time_is_not_ranked():
                                  "b": LayerScan(drop=0.0, latency_saved=0.001),
                                  "c": LayerScan(drop=0.05, latency_saved=0.2)})
     assert cheapest(scan) == ("a", "c")
+
+
+def test_blocks_within_the_noise_floor_are_free():
+    """A block whose removal alone loses at most 1% of the dense metric costs nothing measurable; a block
+    that saves no time is never free, whatever it loses."""
+    scan = Scan(base=0.9, units={"a": LayerScan(drop=0.005, latency_saved=0.2),
+                                 "b": LayerScan(drop=0.05, latency_saved=0.2),
+                                 "c": LayerScan(drop=-0.01, latency_saved=0.1),
+                                 "d": LayerScan(drop=0.0, latency_saved=0.001)})
+    assert set(free_blocks(scan)) == {"a", "c"}
+    assert BlockRanking.of(scan) == BlockRanking(order=cheapest(scan), free=free_blocks(scan))
+    assert BlockRanking.of(Scan(base=0.9, units={"d": LayerScan(drop=0.0, latency_saved=0.001)})) is None

@@ -229,3 +229,23 @@ def test_ranked_shallow_seeds_drop_the_cheapest_third_and_half_of_the_blocks():
     two = ResolvedSpace(space=load_space("default"), layers=("a",), groups={}, units={"a": ("a",)}, blocks=layers[:2])
     assert two.shallow_seeds(block_order=[layers[1]]) == [(0.0, (layers[1],))]
     assert encoder.shallow_seeds(block_order=[]) == encoder.shallow_seeds()  # no ranking: every other layer
+
+
+def test_free_blocks_go_in_every_shallow_seed_and_add_one_with_width_pruned_too():
+    """Blocks whose removal costs nothing are dropped in every ranked shallow seed, and one more seed drops
+    them with width pruned (the last level); in an encoder at most half the layers go, the cheapest."""
+    from autoprune.sampling import ResolvedSpace
+
+    space = load_space("default")
+    resnet = ResolvedSpace(space=space, layers=("a",), groups={}, units={"a": ("a",)},
+                           blocks=("layers.0", "layers.1", "layers.3", "layers.5", "layers.7"))
+    everything = resnet.blocks
+    assert resnet.shallow_seeds(block_order=everything, free=everything) == [(0.0, everything), (0.5, everything)]
+    assert resnet.shallow_seeds(block_order=everything, free=("layers.7",)) == [
+        (0.0, ("layers.0", "layers.1", "layers.7")), (0.0, ("layers.0", "layers.1", "layers.3", "layers.7")),
+        (0.5, ("layers.0", "layers.1", "layers.3", "layers.7"))]
+    layers = tuple(f"encoder.layer.{i}" for i in range(6))
+    encoder = ResolvedSpace(space=space, layers=("a",), groups={}, units={"a": ("a",)}, blocks=layers)
+    order = [layers[i] for i in (3, 1, 2, 4, 0, 5)]
+    assert encoder.shallow_seeds(block_order=order, free=layers) == [(0.0, (layers[1], layers[2], layers[3])),
+                                                                     (0.5, (layers[1], layers[2], layers[3]))]
