@@ -50,6 +50,9 @@ DIRECTIONS = ["maximize", "minimize", "minimize"]
 CONSTRAINT_KEYS = ("latency_ms_over_budget", "size_mb_over_budget")
 REPORT_ATTR = "report"  # a finished trial's user attributes, written at once
 SEEDED_ATTR = "seeded"  # the study's seeded policies are queued
+#: how long a run that finds a study without its metadata waits for the creator to store it (it takes
+#: milliseconds), before it takes the study for one whose creator stopped half-way and finishes it
+CREATION_WAIT_S = 10.0
 SEEDING_ATTR = "seeding_by"  # host:pid of the run that created the study and is to queue them
 WORKER = f"{socket.gethostname()}:{os.getpid()}"
 _COUNTED_STATES = (TrialState.COMPLETE, TrialState.FAIL)
@@ -91,7 +94,9 @@ class StudyBook:
         """Create the study with ``meta``, or join it if it exists and agrees with ``meta``'s space and metric.
 
         Workers that start together race to create it: exactly one wins and stores the metadata (the
-        space fingerprint last); the others wait (a few seconds at most) for it and then check it.
+        space fingerprint last); the others wait (a few seconds at most) for it and then check it. A study
+        still without metadata or trials after :data:`CREATION_WAIT_S` lost its creator half-way (Ctrl-C
+        right after it was created): the run that finds it stores the metadata and counts as its creator.
         """
         where = storage.describe()
         try:
@@ -107,9 +112,15 @@ class StudyBook:
                         study.set_user_attr(key, value)
                     return cls(study, liveness=storage.liveness, created=True)
             study = optuna.load_study(storage=storage.optuna, study_name=study_name, sampler=sampler)
-            for _ in range(100):
-                if FINGERPRINT_ATTR in study.user_attrs or study.get_trials(deepcopy=False):
-                    break
+            deadline = time.monotonic() + CREATION_WAIT_S
+            while FINGERPRINT_ATTR not in study.user_attrs and not study.get_trials(deepcopy=False):
+                if time.monotonic() > deadline:
+                    # Its creator stopped before it stored the metadata (Ctrl-C or a kill between the two):
+                    # an empty study nobody finished, so this run finishes it as its creator would have.
+                    study.set_user_attr(SEEDING_ATTR, WORKER)
+                    for key, value in meta.to_attrs().items():
+                        study.set_user_attr(key, value)
+                    return cls(study, liveness=storage.liveness, created=True)
                 time.sleep(0.1)
         except StudyError:
             raise
