@@ -107,20 +107,14 @@ class StudyBook:
                 except optuna.exceptions.DuplicatedStudyError:
                     pass
                 else:
-                    study.set_user_attr(SEEDING_ATTR, WORKER)  # this run queues the seeds (see needs_seeds)
-                    for key, value in meta.to_attrs().items():
-                        study.set_user_attr(key, value)
-                    return cls(study, liveness=storage.liveness, created=True)
+                    return cls._found(study, meta, storage)
             study = optuna.load_study(storage=storage.optuna, study_name=study_name, sampler=sampler)
             deadline = time.monotonic() + CREATION_WAIT_S
             while FINGERPRINT_ATTR not in study.user_attrs and not study.get_trials(deepcopy=False):
                 if time.monotonic() > deadline:
                     # Its creator stopped before it stored the metadata (Ctrl-C or a kill between the two):
                     # an empty study nobody finished, so this run finishes it as its creator would have.
-                    study.set_user_attr(SEEDING_ATTR, WORKER)
-                    for key, value in meta.to_attrs().items():
-                        study.set_user_attr(key, value)
-                    return cls(study, liveness=storage.liveness, created=True)
+                    return cls._found(study, meta, storage)
                 time.sleep(0.1)
         except StudyError:
             raise
@@ -133,6 +127,15 @@ class StudyBook:
         book = cls(study, liveness=storage.liveness)
         book.meta.check_joinable(meta, study_name)
         return book
+
+    @classmethod
+    def _found(cls, study: optuna.Study, meta: StudyMeta, storage: Storage) -> StudyBook:
+        """This run as the creator of ``study``: it stores the metadata (the space fingerprint last) and is
+        to queue the seeds (see :meth:`needs_seeds`)."""
+        study.set_user_attr(SEEDING_ATTR, WORKER)
+        for key, value in meta.to_attrs().items():
+            study.set_user_attr(key, value)
+        return cls(study, liveness=storage.liveness, created=True)
 
     @classmethod
     def load(cls, storage: Storage, *, study_name: str) -> StudyBook:
