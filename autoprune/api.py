@@ -28,7 +28,7 @@ from autoprune.analyze import Analysis
 from autoprune.backends import Backend, RayOptions, get_backend
 from autoprune.backends.book import StudyBook
 from autoprune.backends.samplers import check_sampler, make_sampler
-from autoprune.backends.storage import make_storage
+from autoprune.backends.storage import check_storage_spec, make_storage
 from autoprune.errors import AutopruneInputError, StudyError
 from autoprune.distill import Distillation, Teacher, as_distillation
 from autoprune.export import save_pruned
@@ -75,6 +75,8 @@ def check_arguments(*, n_trials: Any = defaults.N_TRIALS, budget_ms: Any = None,
     if storage is not None and not isinstance(storage, str):
         raise AutopruneInputError(f"storage (--storage) must be a URL or a journal file path (a string), got "
                                   f"{type(storage).__name__}")
+    if storage is not None:
+        check_storage_spec(storage)
     for name, value in (("out_dir", out_dir), ("artifacts_dir", artifacts_dir)):
         check_not_a_file(value, f"{name} (--{name.removesuffix('_dir')})")
     check_sampler(sampler)

@@ -111,24 +111,28 @@ def _terminate(signum: int, frame: Any) -> None:
     raise Terminated(f"signal {signum}")
 
 
-def _run(debug: bool, body: Callable[[], None]) -> None:
+def _run(debug: bool, body: Callable[[], None], *,
+         interrupted: str = "finished trials are kept; run the same command again to resume.") -> None:
     """Run a command body, mapping errors to the documented exit codes; SIGTERM is handled as Ctrl-C is
-    (the running trial recorded interrupted, files written) and exits 143."""
+    (the running trial recorded interrupted, files written) and exits 143. ``interrupted`` is what an
+    interrupt leaves, as the user is told."""
     main = threading.current_thread() is threading.main_thread()
     previous = signal.signal(signal.SIGTERM, _terminate) if main else None
     previous_hook = threading.excepthook
     if not debug:  # a background thread's error (a heartbeat on a storage that went away) in one line
         threading.excepthook = _thread_error
+    from autoprune.backends.storage import mask_url  # no message ever shows a storage password
+
     try:
         body()
     except AutopruneInputError as exc:
         if debug:
             traceback.print_exc()
-        console.print(f"[bold red]error:[/] {exc}", highlight=False)
+        console.print(f"[bold red]error:[/] {mask_url(str(exc))}", highlight=False)
         raise typer.Exit(2)
     except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (Terminated)
         what = "terminated (SIGTERM)" if isinstance(exc, Terminated) else "interrupted"
-        console.print(f"{what}: finished trials are kept; run the same command again to resume.")
+        console.print(f"{what}: {interrupted}")
         raise typer.Exit(143 if isinstance(exc, Terminated) else 130)
     except typer.Exit:
         raise
@@ -137,12 +141,12 @@ def _run(debug: bool, body: Callable[[], None]) -> None:
             traceback.print_exc()
         outage = _storage_outage(exc)
         if outage is not None:
-            first = (str(outage).strip().splitlines() or [""])[0][:300]
+            first = (mask_url(str(outage)).strip().splitlines() or [""])[0][:300]
             console.print(f"[bold red]error:[/] the study's storage stopped answering ({type(outage).__name__}: {first}). "
                           "Finished trials are kept in it; when it answers again, run the same command to resume.",
                           highlight=False)
         else:
-            console.print(f"[bold red]unexpected error:[/] {type(exc).__name__}: {exc} (run with --debug for the "
+            console.print(f"[bold red]unexpected error:[/] {type(exc).__name__}: {mask_url(str(exc))} (run with --debug for the "
                           "traceback)", highlight=False)
         raise typer.Exit(1)
     finally:
@@ -229,7 +233,7 @@ def search(
 
         check_arguments(n_trials=trials, budget_ms=budget_ms, budget_mb=budget_mb, budget_ratio=budget_ratio,
                         timeout=timeout, study_name=study_name, heartbeat_interval=heartbeat_interval, sampler=sampler,
-                        backend=backend, seed=seed, out_dir=out, artifacts_dir=artifacts)
+                        backend=backend, seed=seed, storage=storage, out_dir=out, artifacts_dir=artifacts)
         if backend != "ray" and (address or max_concurrent):
             raise AutopruneInputError("--address and --max-concurrent need --backend ray")
         _check_model_args(model, data, weights)
@@ -326,7 +330,8 @@ def analyze(
                       f"autoprune search --analysis {paths['json']} (same --model, --space and profile)",
                       highlight=False)
 
-    _run(debug, body)
+    _run(debug, body, interrupted="the analysis was not finished and nothing of it was written; run the same "
+         "command again to start it afresh.")
 
 
 def _sparsities(text: str) -> list[float]:
@@ -359,7 +364,7 @@ def report(
         write_files(result, out_dir)
         out_console.print(f"written {out_dir}/pareto.json, trials.csv, pareto.png")
 
-    _run(debug, body)
+    _run(debug, body, interrupted="the study is unchanged; run the same command again.")
 
 
 _INT8_AGREEMENT = typer.Option(0.98, "--int8-min-agreement", help="a quantizing candidate's int8 model must give the "
@@ -408,7 +413,8 @@ def export(
                             parity_batches=iter(val), int8_tolerance=tolerance)
         out_console.print(f"exported trial {chosen.number}: " + ", ".join(str(p) for p in files.values()))
 
-    _run(debug, body)
+    _run(debug, body, interrupted="nothing was exported (no half-written folder is left); run the same command "
+         "again.")
 
 
 @app.command(name="refine")

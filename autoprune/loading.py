@@ -152,9 +152,12 @@ def default_artifacts(storage: str, out_dir: Path, study_name: str, study_id: st
 def _marker(directory: Path) -> dict[str, Any] | None:
     path = Path(directory) / STUDY_MARKER
     try:
-        return json.loads(path.read_text())
+        found = json.loads(path.read_text())
     except (OSError, ValueError):
         return None
+    if not isinstance(found, dict):
+        return None
+    return {**found, "storage": mask_url(str(found.get("storage")))}  # a marker written before masking improved
 
 
 def claim_artifacts(directory: Path, meta: StudyMeta, *, study_name: str, storage: str) -> None:

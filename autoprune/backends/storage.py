@@ -38,18 +38,64 @@ from autoprune.errors import StudyError
 MAX_RETRY = 3
 
 
-#: a password in a URL's userinfo (``scheme://user:PASSWORD@host``, also with ``@`` inside the password or one
-#: slash too few), and in its query (``?password=...``, as SQLAlchemy and libpq accept)
-_USERINFO = re.compile(r"([A-Za-z][\w+.-]*:/*[^:/@\s]*:)[^\s?#]*@")
+#: a password in a URL's query (``?password=...``, as SQLAlchemy and libpq accept)
 _QUERY = re.compile(r"([?&](?:password|passwd|pwd|sslpassword|secret|token)=)[^&#\s]*", re.IGNORECASE)
+#: what may stand before a URL in a message (quotes, brackets), then a scheme with its slashes
+_LEAD = re.compile(r"^([\"'(<\[]*)((?:[A-Za-z][\w+.-]*:/+)?)")
 #: ``scheme:/...`` or ``scheme:...@``: a URL mistyped, which would otherwise be taken as a journal file's path
 _MALFORMED = re.compile(r"^[A-Za-z][\w+.-]*:(/(?!/)|[^/\\].*@)")
+#: characters a URL's password must percent-encode to be read one way by every parser (SQLAlchemy, libpq, urllib)
+_ENCODE = {"@": "%40", "?": "%3F", "#": "%23", "/": "%2F", " ": "%20"}
+#: a password shorter than this is not searched for in driver messages (it would garble every word)
+_MIN_SECRET = 3
+
+
+def _mask_token(token: str) -> str:
+    """One whitespace-free piece of text with the password of a ``[scheme:/]user:password@host`` in it hidden:
+    everything between the user's ``:`` and the last ``@`` (SQLAlchemy reads up to the first ``@``, other
+    parsers to the last: the last hides both)."""
+    at = token.rfind("@")
+    if at < 0:
+        return token
+    head = token[:at]
+    lead = _LEAD.match(head)
+    start = lead.end() if lead else 0
+    user, colon, _ = head[start:].partition(":")
+    if not colon:
+        return token
+    return f"{head[:start]}{user}:***{token[at:]}"
 
 
 def mask_url(url: str) -> str:
     """The storage URL (or a message holding one) with every password replaced by ``***``: the userinfo's,
-    whatever characters it holds, and query parameters such as ``password=`` (safe to print and log)."""
-    return _QUERY.sub(r"\1***", _USERINFO.sub(r"\1***@", str(url)))
+    whatever characters it holds (a ``scheme://`` missing or mistyped too), and query parameters such as
+    ``password=`` (safe to print and log)."""
+    text = re.sub(r"\S+", lambda m: _mask_token(m.group(0)), str(url))
+    return _QUERY.sub(r"\1***", text)
+
+
+def secrets(spec: str) -> tuple[str, ...]:
+    """The passwords a storage spec holds, as written and percent-decoded, however a parser splits it: what
+    :func:`redact` hides in messages that quote them (a driver's "could not translate host name ...")."""
+    from urllib.parse import unquote
+
+    rest = str(spec).partition("://")[2] or str(spec)
+    found = set()
+    for at in (rest.find("@"), rest.rfind("@")):
+        if at > 0:
+            found |= {rest[:at].partition(":")[2], rest[:at].rpartition(":")[2]}
+    found.update(m.group(0).partition("=")[2] for m in _QUERY.finditer(rest))
+    found |= {unquote(s) for s in found}
+    found |= {piece for s in found for piece in s.split("@")}
+    return tuple(sorted((s for s in found if len(s) >= _MIN_SECRET), key=len, reverse=True))
+
+
+def redact(text: str, spec: str) -> str:
+    """``text`` with any password of ``spec`` hidden, wherever and however it appears (see :func:`secrets`)."""
+    text = mask_url(text)
+    for secret in secrets(spec):
+        text = text.replace(secret, "***")
+    return text
 
 
 def is_file_storage(spec: str) -> bool:
@@ -58,11 +104,36 @@ def is_file_storage(spec: str) -> bool:
 
 
 def check_storage_spec(spec: str) -> None:
-    """Refuse a storage that looks like a URL with a typo (``postgresql:/u:pw@host/db``), which would
-    otherwise become a private journal file named after it; the message masks any password."""
-    if is_file_storage(spec) and _MALFORMED.match(str(spec)) and not re.match(r"^[A-Za-z]:[\\/]", str(spec)):
-        raise StudyError(f"--storage {mask_url(spec)} looks like a URL missing a slash (a URL is scheme://...); "
-                         "give a URL such as postgresql://user@host/db, or a journal file path")
+    """Refuse a storage spec that cannot work as meant, before anything is opened or created; no message
+    shows a password:
+
+    * a URL with a typo (``postgresql:/u:pw@host/db``, ``user:pw@host/db`` without a scheme), which would
+      otherwise become a private journal file named after it;
+    * a URL whose password holds ``@``, ``?``, ``#``, ``/`` or a space: parsers split such a URL in different
+      places (SQLAlchemy took ``pw@rest`` for a host name), so it must be percent-encoded;
+    * an SQLite URL with no file (``sqlite://``, ``sqlite:///:memory:``): the study would vanish with the
+      process and could never be resumed or joined.
+    """
+    spec = str(spec)
+    if is_file_storage(spec):
+        if _MALFORMED.match(spec) and not re.match(r"^[A-Za-z]:[\\/]", spec):
+            raise StudyError(f"--storage {mask_url(spec)} looks like a URL missing a slash or its scheme (a URL is "
+                             "scheme://user:password@host/db); give a URL such as postgresql://user@host/db, or a "
+                             "journal file path")
+        return
+    scheme, _, rest = spec.partition("://")
+    at = rest.rfind("@")
+    server = not rest.startswith("/")  # scheme://host...: a server, maybe with a user; sqlite:///path: a file
+    userinfo = rest[:at] if at >= 0 and server else ""
+    odd = sorted({ch for ch in userinfo if ch in _ENCODE} | ({" "} if server and re.search(r"\s", rest) else set()))
+    if odd:
+        codes = ", ".join(f"{'a space' if ch == ' ' else repr(ch)} as {_ENCODE[ch]}" for ch in odd)
+        raise StudyError(f"the --storage {scheme}:// URL holds characters that a URL's password must percent-encode "
+                         f"({codes}), else parsers split it in different places and the driver quotes part of the "
+                         "password as a host name; or keep the password out of the URL (~/.pgpass, PGPASSWORD)")
+    if scheme.startswith("sqlite") and (not rest.strip("/") or ":memory:" in rest or rest.startswith("?")):
+        raise StudyError(f"--storage {mask_url(spec)} is an in-memory SQLite database: the study would vanish with "
+                         "this process and could never be resumed; give a file, sqlite:///path/to/study.db")
 
 
 def storage_file(spec: str) -> Path | None:
@@ -74,9 +145,10 @@ def storage_file(spec: str) -> Path | None:
     return None
 
 
-def error_line(exc: BaseException) -> str:
-    """``Type: first line of the message``, with any storage password masked."""
-    text = mask_url(str(exc)).strip()
+def error_line(exc: BaseException, spec: str = "") -> str:
+    """``Type: first line of the message``, with any storage password masked (those of ``spec`` wherever they
+    appear)."""
+    text = redact(str(exc), spec).strip()
     return f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}"
 
 
@@ -217,7 +289,7 @@ def make_storage(spec: str, *, heartbeat_interval: int | None = defaults.HEARTBE
             if racing and attempt < attempts:
                 time.sleep(0.5 + random.random())
                 continue
-            raise StudyError(f"cannot open storage {mask_url(spec)}: {error_line(exc)}") from None
+            raise StudyError(f"cannot open storage {mask_url(spec)}: {error_line(exc, spec)}") from None
         break
     if spec.startswith("sqlite") and ":memory:" not in spec:
         _write_ahead(storage.engine)

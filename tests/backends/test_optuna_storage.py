@@ -142,3 +142,102 @@ def test_a_url_missing_a_slash_is_refused_not_taken_as_a_journal_path(tmp_path, 
         make_storage("postgresql:/u:SECRET@host/db")
     assert "SECRET" not in str(info.value)
     assert not any(tmp_path.iterdir()), "nothing created"
+
+
+# --- issue 29, point 1: no form of credential printed or written ------------------------------------------------
+
+ODD_PASSWORD = "Zq?9#x K@w/1"  # every character a URL's password must percent-encode
+
+
+@pytest.fixture(scope="module")
+def odd_role(postgres):
+    """A role on the test server whose password holds ``? # space @ /``, and its percent-encoded URL."""
+    import psycopg2
+
+    connection = psycopg2.connect(host="127.0.0.1", port=postgres.port, user="autoprune", password=PG_PASSWORD,
+                                  dbname="postgres")
+    connection.autocommit = True
+    with connection.cursor() as cursor:
+        cursor.execute("CREATE ROLE odd LOGIN CREATEDB PASSWORD %s", (ODD_PASSWORD,))
+        cursor.execute("CREATE DATABASE odd_db OWNER odd")
+    connection.close()
+    from urllib.parse import quote
+
+    return f"postgresql://odd:{quote(ODD_PASSWORD, safe='')}@127.0.0.1:{postgres.port}/odd_db"
+
+
+def _leaked(text: str) -> list[str]:
+    """The pieces of the odd password that appear in ``text``."""
+    from urllib.parse import quote
+
+    pieces = {ODD_PASSWORD, quote(ODD_PASSWORD, safe=""), "Zq?9", "#x K", "K@w/1", "x K@w"}
+    return [p for p in pieces if p in text]
+
+
+def test_a_percent_encoded_password_opens_the_study_and_is_never_printed(odd_role, tmp_path):
+    """The URL as it must be written works on a real server, and the CLI's study line masks it."""
+    env = {**os.environ, "PYTHONPATH": str(REPO), "AUTOPRUNE_STORAGE": odd_role}
+    proc = subprocess.run(cli("search", "--space", TINY, "--trials", "1", "--out", tmp_path / "run", "--no-progress"),
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    assert "postgresql://odd:***@127.0.0.1" in proc.stdout + proc.stderr
+    assert not _leaked(proc.stdout + proc.stderr)
+    marker = next((tmp_path / "run" / "candidates").glob("*/.autoprune-study.json")).read_text()
+    assert not _leaked(marker) and "odd:***@" in marker, "the marker file names the storage, masked"
+
+
+@pytest.mark.parametrize("raw", [
+    "postgresql://odd:{pw}@127.0.0.1:{port}/odd_db",                    # ? # space @ / raw in the userinfo
+    "postgresql://odd:Zq?9#xK@127.0.0.1:{port}/odd_db",                 # ? and # only
+    "postgresql://odd:cd@Sekr3t@127.0.0.1:{port}/odd_db",               # a raw @ (the driver quoted the rest)
+    "postgresql://odd@127.0.0.1:{port}/odd_db?password=sec ret9",       # a space in a query password
+])
+def test_a_url_whose_password_needs_encoding_is_refused_with_exit_2_and_never_printed(postgres, tmp_path, raw):
+    url = raw.format(pw=ODD_PASSWORD, port=postgres.port)
+    for how in ("option", "environment"):
+        args = ["search", "--out", tmp_path / how, "--no-progress"] + (["--storage", url] if how == "option" else [])
+        env = {**os.environ, "PYTHONPATH": str(REPO)} | ({"AUTOPRUNE_STORAGE": url} if how == "environment" else {})
+        proc = subprocess.run(cli(*args), cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+        text = proc.stdout + proc.stderr
+        assert proc.returncode == 2, text
+        assert "percent-encode" in text.replace("\n", " ")
+        assert not _leaked(text) and "Sekr3t" not in text and "ret9" not in text and "sec " not in text, text
+        assert not (tmp_path / how).exists(), "refused before anything was created"
+
+
+def test_a_url_without_a_scheme_is_refused_and_its_password_masked(tmp_path):
+    proc = subprocess.run(cli("search", "--storage", "autoprune:change-me@127.0.0.1:5432/autoprune", "--out",
+                              tmp_path / "run", "--no-progress"), cwd=REPO, capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=600)
+    assert proc.returncode == 2 and "change-me" not in proc.stdout + proc.stderr, proc.stderr
+    assert "missing a slash or its scheme" in proc.stderr.replace("\n", " ")
+
+
+def test_a_driver_message_quoting_part_of_the_password_is_redacted():
+    """Whatever a parser made of the URL, no piece of its password survives in a message."""
+    from autoprune.backends.storage import redact
+
+    spec = "postgresql://u:Abc@cdSekr3t@127.0.0.1/db"  # SQLAlchemy splits at the first @, others at the last
+    message = 'could not translate host name "cdSekr3t@127.0.0.1" for postgresql://u:Abc@cdSekr3t@127.0.0.1/db'
+    assert "Sekr3t" not in redact(message, spec) and "Abc" not in redact(message, spec)
+
+
+def test_an_old_marker_with_a_plaintext_password_is_masked_when_read(tmp_path):
+    """A candidates directory claimed before masking covered every form: its refusal shows no password."""
+    import json
+
+    from autoprune.loading import STUDY_MARKER, claim_artifacts
+    from autoprune.study import StudyMeta
+
+    (tmp_path / STUDY_MARKER).write_text(json.dumps({"study_id": "other", "study_name": "s",
+                                                     "storage": "postgresql://u:Zq?9#xK@h/db"}))
+    with pytest.raises(StudyError, match="another study") as info:
+        claim_artifacts(tmp_path, StudyMeta(study_id="mine"), study_name="s", storage="sqlite:///x.db")
+    assert "Zq?9" not in str(info.value) and "#xK" not in str(info.value)
+
+
+@pytest.mark.parametrize("url", ["sqlite://", "sqlite:///:memory:"])
+def test_an_in_memory_sqlite_study_is_refused(url):
+    """It could never be resumed; ``sqlite://`` said only StorageInternalError."""
+    with pytest.raises(StudyError, match="in-memory SQLite"):
+        make_storage(url)
