@@ -35,8 +35,10 @@ from __future__ import annotations
 
 import json
 import math
+import types
+import typing
 import warnings
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import MISSING, asdict, dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
@@ -52,13 +54,13 @@ from autoprune.measure import HardwareProfile, LatencyReference, measure
 from autoprune.modelio import ModelIO
 from autoprune.policy import inside
 from autoprune.prepare import PreparedModel, prepare_model
-from autoprune.seeds import HeadStart, choose_alignment, probe_alignment, scales_of, scan_units
+from autoprune.seeds import HeadStart, choose_alignment, probe_alignment, scale_bounds, scales_of, scan_units
 from autoprune.sensitivity import SCAN_SPARSITY, BlockRanking, LayerScan, Scan, block_scan, by_cost, pruning_costs
 from autoprune.space import SearchSpace, load_space
-from autoprune.study import metric_name
+from autoprune.study import metric_name, model_fingerprint
 
-#: analysis.json's schema version (docs/analysis.md describes it)
-SCHEMA = 1
+#: analysis.json's schema version (docs/analysis.md describes it); 2 added the model's fingerprint
+SCHEMA = 2
 #: the sparsities scanned unless told
 SPARSITIES = (0.25, 0.5, 0.75)
 #: the file ``autoprune analyze`` writes, and ``autoprune search --analysis`` reads
@@ -140,6 +142,7 @@ class Analysis:
     round_to: int | None
     suggested: dict[str, Any]
     notes: tuple[str, ...] = ()
+    model_fingerprint: dict[str, Any] = field(default_factory=dict)
     schema: int = SCHEMA
 
     @property
@@ -165,8 +168,13 @@ class Analysis:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Analysis:
+        """The analysis a JSON object describes; AnalysisError naming the first field that is missing, of the
+        wrong type, or not a finite number (an edited or truncated file is never half-read)."""
+        if not isinstance(data, Mapping):
+            raise AnalysisError(f"the file holds a JSON {type(data).__name__}, not an analysis object")
         if data.get("schema") != SCHEMA:
             raise AnalysisError(f"analysis schema {data.get('schema')!r} is not {SCHEMA}: run autoprune analyze again")
+        check_fields(cls, data, "")
         units = tuple(UnitInfo(**{**u, "layers": tuple(u["layers"]),
                                   "metric": {float(s): v for s, v in u["metric"].items()},
                                   "latency_saved": {float(s): v for s, v in u["latency_saved"].items()}})
@@ -188,18 +196,31 @@ class Analysis:
             return cls.from_dict(json.loads(path.read_text(encoding="utf-8")))
         except AnalysisError as exc:
             raise AnalysisError(f"{path}: {exc}") from None
-        except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError) as exc:
+        except (OSError, UnicodeDecodeError, ValueError) as exc:
             raise AnalysisError(f"{path} is not an analysis autoprune can read ({type(exc).__name__}: {exc}); "
                                 "write it with autoprune analyze --out") from None
 
     def check_fits(self, prepared: PreparedModel, space: SearchSpace, profile: HardwareProfile, metric: str) -> None:
-        """Refuse to seed a search from an analysis made for another model, space, profile or metric."""
+        """Refuse to seed a search from an analysis made for another model (its fingerprint: architecture and
+        weights), space, profile or metric, or whose per-unit scales lie outside what the space allows."""
+        ours = model_fingerprint(prepared.base)
+        if self.model_fingerprint != ours:
+            differ = [k for k in ours if self.model_fingerprint.get(k) != ours[k]]
+            raise AnalysisError(f"the analysis was made for another model ({', '.join(differ)} differ: "
+                                f"{self.model_fingerprint.get('class')!r} vs {ours['class']!r}): run autoprune "
+                                "analyze with this search's --model and --weights")
+        low, high = scale_bounds(prepared.resolved)
+        wrong = {u.name: u.scale for u in self.units if u.scale is not None and not low <= u.scale <= high}
+        if wrong:
+            raise AnalysisError(f"the analysis gives units scales {wrong} outside the space's [{low}, {high}]: it was "
+                                "edited or made for another space; run autoprune analyze again")
         units = {u.name: u.layers for u in self.units}
         if units != {n: tuple(m) for n, m in prepared.resolved.units.items()}:
             raise AnalysisError(f"the analysis has units {sorted(units)}, the search {sorted(prepared.resolved.units)}: "
                                 "it was made for another model or space; run autoprune analyze with this search's "
                                 "--model and --space")
         theirs_profile = asdict(profile)
+        theirs_profile.pop("interleave")  # how timings cancel drift, not what is timed: either way fits
         differ = [f"{k} {self.profile.get(k)!r} vs {v!r}" for k, v in theirs_profile.items() if self.profile.get(k) != v]
         if differ:
             raise AnalysisError(f"the analysis was timed under another hardware profile ({', '.join(differ)}; "
@@ -211,6 +232,68 @@ class Analysis:
         if self.metric_name != metric:
             raise AnalysisError(f"the analysis measured {self.metric_name!r} and this search's metric is {metric!r}: "
                                 "analyse with the search's metric")
+
+
+def check_fields(kind: Any, data: Any, where: str) -> None:
+    """Check ``data`` (read from JSON) against the annotations of dataclass ``kind``, recursively: every field
+    present (or defaulted), numbers real and finite, strings strings, lists and objects of the declared items.
+    AnalysisError names the first wrong field by its path (``units[2].scale``)."""
+    hints = typing.get_type_hints(kind)
+    if not isinstance(data, Mapping):
+        raise AnalysisError(f"{where or 'the top level'} must be a JSON object, got {_shown(data)}")
+    for f in fields(kind):
+        path = f"{where}.{f.name}" if where else f.name
+        if f.name not in data:
+            if f.default is MISSING and f.default_factory is MISSING:
+                raise AnalysisError(f"field {path} is missing")
+            continue
+        _check_value(hints[f.name], data[f.name], path)
+
+
+def _check_value(hint: Any, value: Any, path: str) -> None:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if hint is Any:
+        if isinstance(value, float) and not math.isfinite(value):
+            raise AnalysisError(f"field {path} must be a finite number, got {value!r}")
+        return
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return
+        hint = next(a for a in args if a is not type(None))
+        return _check_value(hint, value, path)
+    if is_dataclass(hint):
+        return check_fields(hint, value, path)
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise AnalysisError(f"field {path} must be a list, got {_shown(value)}")
+        for i, item in enumerate(value):
+            _check_value(args[0], item, f"{path}[{i}]")
+        return
+    if origin is dict:
+        if not isinstance(value, Mapping):
+            raise AnalysisError(f"field {path} must be an object, got {_shown(value)}")
+        for key, item in value.items():
+            if args[0] is float:
+                try:
+                    float(key)
+                except ValueError:
+                    raise AnalysisError(f"field {path} must have numbers as keys, got {key!r}") from None
+            _check_value(args[1], item, f"{path}[{key!r}]")
+        return
+    if hint in (int, float):
+        number = isinstance(value, (int, float)) and not isinstance(value, bool) and (hint is float or
+                                                                                        isinstance(value, int))
+        if not number or not math.isfinite(value):
+            raise AnalysisError(f"field {path} must be a finite {'integer' if hint is int else 'number'}, got "
+                                f"{_shown(value)}")
+        return
+    if hint is str and not isinstance(value, str):
+        raise AnalysisError(f"field {path} must be a string, got {_shown(value)}")
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return f"{type(value).__name__} {text[:40]}{'...' if len(text) > 40 else ''}"
 
 
 def _key(sparsity: float) -> str:
@@ -306,7 +389,8 @@ def _analyze(prepared: PreparedModel, space: SearchSpace, profile: HardwareProfi
         blocks=_blocks(prepared, costs, reference, profile, metric=metric, loss=loss, base=seed_scan.base),
         other=other, timed_by=costs.timed_by, hooked_ms=costs.forward_ms,
         alignment={str(k): v for k, v in rates.items()}, round_to=round_to,
-        suggested=_suggested(prepared, space, scales or None, round_to), notes=tuple(dict.fromkeys(notes)))
+        suggested=_suggested(prepared, space, scales or None, round_to), notes=tuple(dict.fromkeys(notes)),
+        model_fingerprint=model_fingerprint(base))
 
 
 def _summed(costs: CostBreakdown, names: Sequence[str]) -> dict[str, Any]:

@@ -214,6 +214,13 @@ def search(
     the_space, profile = load_space(space).with_fidelity(fidelity), profile or HardwareProfile()
     profile.check_available()
     check_quantization(the_space, profile, metric)
+    with quiet():  # everything that can be refused is, before a directory or a study is created
+        prepared = prepare_model(model, data, the_space, io)
+        head_start = None
+        if analysis is not None:
+            analysis = analysis if isinstance(analysis, Analysis) else Analysis.load(analysis)
+            analysis.check_fits(prepared, the_space, profile, metric_name(metric))
+            head_start = analysis.head_start()
     with chosen.connected(), quiet():  # connect fails fast (exit 2 in the CLI) when the engine does not answer
         name = study_name or defaults.STUDY_NAME
         out = Path(out_dir) if out_dir is not None else Path("runs") / name
@@ -222,12 +229,6 @@ def search(
         store = make_storage(storage, heartbeat_interval=heartbeat_interval if chosen.heartbeats else None)
         if resume and not store.has_study(name):
             raise StudyError(f"--resume: there is no study {name!r} in {store.describe()}; start it without --resume")
-        prepared = prepare_model(model, data, the_space, io)
-        head_start = None
-        if analysis is not None:
-            analysis = analysis if isinstance(analysis, Analysis) else Analysis.load(analysis)
-            analysis.check_fits(prepared, the_space, profile, metric_name(metric))
-            head_start = analysis.head_start()
         study_id = uuid.uuid4().hex[:12]  # kept only if this run creates the study
         meta = replace(StudyMeta.from_attrs(study_attrs or {}), metric=metric_name(metric), budget_ms=budget_ms,
                        budget_mb=budget_mb, budget_ratio=budget_ratio, n_trials=n_trials, profile=asdict(profile),

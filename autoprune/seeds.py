@@ -122,10 +122,15 @@ def scales_of(resolved: ResolvedSpace, scan: Scan) -> dict[str, float] | None:
     if not scaled(resolved) or not scan.units:
         return None
     sp = resolved.space.sparsity
-    costs = pruning_costs(scan.units, base=scan.base)
-    if sp.mode == "global_scale":
-        return sensitivity_scales(costs, low=sp.scale_low, high=sp.scale_high, step=sp.scale_step)
-    return sensitivity_scales(costs, low=0.5, high=1.5, step=None)
+    low, high = scale_bounds(resolved)
+    return sensitivity_scales(pruning_costs(scan.units, base=scan.base), low=low, high=high,
+                              step=sp.scale_step if sp.mode == "global_scale" else None)
+
+
+def scale_bounds(resolved: ResolvedSpace) -> tuple[float, float]:
+    """The range of the seeds' per-unit scales: the space's own in ``global_scale`` mode, else 0.5 to 1.5."""
+    sp = resolved.space.sparsity
+    return (sp.scale_low, sp.scale_high) if sp.mode == "global_scale" else (0.5, 1.5)
 
 
 def seed_scales(resolved: ResolvedSpace, base: nn.Module, example_inputs: Inputs, train_loader: Any,

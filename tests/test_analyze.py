@@ -167,9 +167,70 @@ def test_an_analysis_of_another_model_is_refused(tmp_path):
     analysis = analysed(PlainCNN())
     model = ResNetCNN().eval()
     data = batches(model)
-    with pytest.raises(AnalysisError, match="another model or space"):
-        search(model, (data, data), n_trials=1, profile=fast_profile(batch_size=4), out_dir=tmp_path,
+    with pytest.raises(AnalysisError, match="another model"):
+        search(model, (data, data), n_trials=1, profile=fast_profile(batch_size=4), out_dir=tmp_path / "run",
                analysis=analysis)
+    assert not (tmp_path / "run").exists(), "refused before a directory or study was created"
+
+
+def test_an_analysis_of_the_same_architecture_with_other_weights_is_refused(tmp_path):
+    """Same layer names, other weights: its dense metric and ranking are not this model's (issue 29, point 2)."""
+    torch.manual_seed(0)
+    analysis = analysed(PlainCNN())
+    torch.manual_seed(1)
+    other = PlainCNN().eval()
+    data = batches(other)
+    with pytest.raises(AnalysisError, match="another model .*weights differ"):
+        search(other, (data, data), n_trials=1, profile=fast_profile(batch_size=4), out_dir=tmp_path / "run",
+               analysis=analysis)
+    assert not (tmp_path / "run").exists(), "refused before a directory or study was created"
+
+
+@pytest.fixture(scope="module")
+def saved_analysis(tmp_path_factory):
+    torch.manual_seed(0)
+    model = PlainCNN().eval()
+    data = batches(model)
+    analysis = analyze(model, (data, data), space=load_space(TINY), profile=fast_profile(batch_size=4),
+                       sparsities=(0.5,))
+    return model, data, analysis.to_dict()
+
+
+@pytest.mark.parametrize("edit, field", [
+    (lambda d: [], "not an analysis object"),
+    (lambda d: None, "not an analysis object"),
+    (lambda d: {**d, "metric": float("nan")}, "field metric must be a finite number"),
+    (lambda d: {**d, "metric": [0.9]}, "field metric must be a finite number"),
+    (lambda d: {**d, "params": 1.5}, "field params must be a finite integer"),
+    (lambda d: {**d, "units": [{**d["units"][0], "scale": "1.5"}]}, r"field units\[0\].scale must be a finite number"),
+    (lambda d: {k: v for k, v in d.items() if k != "blocks"}, "field blocks is missing"),
+    (lambda d: {**d, "layers": {"a": 1}}, "field layers must be a list"),
+])
+def test_an_edited_or_malformed_analysis_file_is_refused_naming_the_field(saved_analysis, tmp_path, edit, field):
+    _, _, data = saved_analysis
+    path = tmp_path / "analysis.json"
+    path.write_text(json.dumps(edit(data)))
+    with pytest.raises(AnalysisError, match=field):
+        Analysis.load(path)
+
+
+def test_an_analysis_whose_scales_leave_the_spaces_range_is_refused_before_anything_is_created(saved_analysis,
+                                                                                               tmp_path):
+    model, data, saved = saved_analysis
+    edited = {**saved, "units": [{**u, "scale": 1e9} for u in saved["units"]]}
+    with pytest.raises(AnalysisError, match="outside the space"):
+        search(model, (data, data), space=load_space(TINY), n_trials=1, profile=fast_profile(batch_size=4),
+               out_dir=tmp_path / "run", analysis=Analysis.from_dict(edited))
+    assert not (tmp_path / "run").exists()
+
+
+def test_an_analysis_timed_interleaved_seeds_a_search_that_is_not(saved_analysis, tmp_path):
+    """--no-interleave changes how timings cancel drift, not what is timed: the analysis fits (issue 29, 7)."""
+    model, data, saved = saved_analysis
+    result = search(model, (data, data), space=load_space(TINY), n_trials=1,
+                    profile=fast_profile(batch_size=4, interleave=False), out_dir=tmp_path / "run",
+                    analysis=Analysis.from_dict(saved))
+    assert [t.state for t in result.trials] == ["complete"]
 
 
 @pytest.mark.parametrize("sparsities", [(), (1.0,), (-0.1,), ("half",), 0.5])
