@@ -32,12 +32,13 @@ from autoprune.backends.storage import check_storage_spec, make_storage
 from autoprune.errors import AutopruneInputError, StudyError
 from autoprune.distill import Distillation, Teacher, as_distillation
 from autoprune.export import save_pruned
-from autoprune.finetune import check_precision, quiet
+from autoprune.finetune import check_accelerator, check_precision, quiet
 from autoprune.loading import BEST_DIR, candidate_loader, claim_artifacts, default_artifacts, default_storage
 from autoprune.measure import HardwareProfile
 from autoprune.modelio import ModelIO
 from autoprune.objective import TrialContext, TrialJob
 from autoprune.policy import Policy
+from autoprune.quantize import deployed_model
 from autoprune.prepare import latency_budget, prepare_model, prepare_study
 from autoprune.report import write_files
 from autoprune.result import SearchResult, TrialRecord, pareto_front
@@ -61,7 +62,8 @@ def check_arguments(*, n_trials: Any = defaults.N_TRIALS, budget_ms: Any = None,
         raise AutopruneInputError(f"n_trials (--trials) must be a positive integer, got {n_trials!r}")
     for name, value in (("budget_ms", budget_ms), ("budget_mb", budget_mb), ("budget_ratio", budget_ratio),
                         ("timeout", timeout)):
-        if value is not None and not (isinstance(value, (int, float)) and value > 0 and math.isfinite(value)):
+        if value is not None and (isinstance(value, bool) or not (isinstance(value, (int, float)) and value > 0
+                                                                  and math.isfinite(value))):
             raise AutopruneInputError(f"{name} (--{name.replace('_', '-')}) must be a positive number, got {value!r}")
     if budget_ms is not None and budget_ratio is not None:
         raise AutopruneInputError("give the latency budget once: budget_ms (--budget-ms) or budget_ratio "
@@ -97,6 +99,26 @@ def make_directory(path: Path, what: str) -> None:
     except OSError as exc:
         raise AutopruneInputError(f"{what} {path} cannot be created ({exc.strerror or type(exc).__name__}): give a "
                                   "directory you can write to") from None
+
+
+def check_setup(*, space: str | Path | SearchSpace | Mapping[str, Any] = defaults.SPACE,
+                profile: HardwareProfile | None = None, precision: str = "32-true", accelerator: Any = "cpu",
+                fidelity: bool | None = None, metric: Any = None,
+                io: Any = None) -> tuple[SearchSpace, HardwareProfile]:
+    """The space (with multi-fidelity as asked) and the profile a search runs under, once everything about them
+    that cannot work here is refused: a device or runtime missing, int8 outside ONNX Runtime, a precision the
+    accelerator cannot run, an accelerator Lightning cannot use, rungs the fine-tune is too short for, an ``io``
+    that is not a :class:`ModelIO`. Needs no model, so the CLI calls it before it loads (or trains) one."""
+    if io is not None and not isinstance(io, ModelIO):
+        raise AutopruneInputError(f"io must be a ModelIO (e.g. ModelIO(target='label')), got {type(io).__name__} "
+                                  f"{io!r}")
+    if fidelity is not None and not isinstance(fidelity, bool):
+        raise AutopruneInputError(f"fidelity must be True, False or None, got {fidelity!r}")
+    the_space, profile = load_space(space).with_fidelity(fidelity), profile or HardwareProfile()
+    profile.check_available()
+    check_quantization(the_space, profile, metric)
+    check_precision(precision, check_accelerator(accelerator))
+    return the_space, profile
 
 
 def check_quantization(space: SearchSpace, profile: HardwareProfile, metric: Any) -> None:
@@ -200,7 +222,6 @@ def search(
     if not isinstance(model, nn.Module):
         raise AutopruneInputError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     distillation = check_distillation(distill, model)
-    check_precision(precision)
     check_arguments(n_trials=n_trials, budget_ms=budget_ms, budget_mb=budget_mb, budget_ratio=budget_ratio,
                     timeout=timeout, study_name=study_name, heartbeat_interval=heartbeat_interval, sampler=sampler,
                     backend=backend, seed=seed, storage=storage, out_dir=out_dir, artifacts_dir=artifacts_dir)
@@ -209,11 +230,8 @@ def search(
                                   f"the model is a plain {type(model).__name__}: give a callable "
                                   "metric(model, val_loader), or leave it out for accuracy")
     chosen = get_backend(backend, options=ray)
-    if fidelity is not None and not isinstance(fidelity, bool):
-        raise AutopruneInputError(f"fidelity must be True, False or None, got {fidelity!r}")
-    the_space, profile = load_space(space).with_fidelity(fidelity), profile or HardwareProfile()
-    profile.check_available()
-    check_quantization(the_space, profile, metric)
+    the_space, profile = check_setup(space=space, profile=profile, precision=precision, accelerator=accelerator,
+                                     fidelity=fidelity, metric=metric, io=io)
     with quiet():  # everything that can be refused is, before a directory or a study is created
         prepared = prepare_model(model, data, the_space, io)
         head_start = None
@@ -263,9 +281,11 @@ def search(
     if drift is not None:
         warnings.warn(drift)
     best = result.best()
-    if best is not None and best.artifact_dir is not None:
-        save_pruned(result.load_model(best), Policy.from_dict(best.policy), out / BEST_DIR,
-                    example_inputs=prepared.example_inputs, base_model=prepared.base, io=prepared.io)
+    if best is not None and best.artifact_dir is not None:  # with its int8 model when its policy quantizes:
+        policy, pruned = Policy.from_dict(best.policy), result.load_model(best)  # what the search scored and timed
+        save_pruned(pruned, policy, out / BEST_DIR, example_inputs=prepared.example_inputs, base_model=prepared.base,
+                    io=prepared.io, int8=deployed_model(pruned, policy, prepared.example_inputs,
+                                                        train_loader=prepared.train_loader, io=prepared.io))
     return result
 
 

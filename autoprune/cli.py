@@ -224,12 +224,11 @@ def search(
 
         from autoprune import RayOptions
         from autoprune.analyze import Analysis
-        from autoprune.api import check_arguments, search as run_search
+        from autoprune.api import check_arguments, check_setup, search as run_search
         from autoprune.distill import Distillation
-        from autoprune.loading import build_data, build_model, storage_label
+        from autoprune.loading import build_data, build_model, check_space_fits, storage_label
         from autoprune.measure import HardwareProfile
         from autoprune.report import print_front, print_time_breakdown
-        from autoprune.space import load_space
 
         check_arguments(n_trials=trials, budget_ms=budget_ms, budget_mb=budget_mb, budget_ratio=budget_ratio,
                         timeout=timeout, study_name=study_name, heartbeat_interval=heartbeat_interval, sampler=sampler,
@@ -246,11 +245,14 @@ def search(
         distillation = Distillation(weight=distill_weight) if distill else None
         if fidelity not in FIDELITY:
             raise AutopruneInputError(f"--fidelity must be one of {sorted(FIDELITY)}, got {fidelity!r}")
-        the_space = load_space(space)
         head_start = Analysis.load(analysis) if analysis is not None else None
         profile = HardwareProfile(device=device, threads=threads, batch_size=batch_size, interleave=interleave,
                                   runtime=runtime)
+        accelerator = "gpu" if device.startswith("cuda") else "cpu"
+        the_space, _ = check_setup(space=space, profile=profile, precision=precision, accelerator=accelerator,
+                                   fidelity=FIDELITY[fidelity])  # before a model is loaded, or trained
         model_spec, data_spec = model or defaults.DEMO, data or defaults.DEMO
+        check_space_fits(the_space, model_spec)
         name = study_name or _default_name(model_spec)
         run_dir = out or Path("runs") / name
         base = build_model(model_spec, weights, run_dir)
@@ -264,11 +266,11 @@ def search(
             console.print(f"study {name!r} on {storage_label(storage)} ({backend} backend)", highlight=False)
         with Progress(*columns, console=console, disable=not progress, transient=False) as bar:
             task = bar.add_task("search", total=trials, front=0, best="")
-            result = run_search(base, datamodule, space=the_space, budget_ms=budget_ms, budget_mb=budget_mb,
+            result = run_search(base, datamodule, space=space, budget_ms=budget_ms, budget_mb=budget_mb,
                                 budget_ratio=budget_ratio,
                                 n_trials=trials, timeout=timeout, storage=storage, study_name=name, sampler=sampler,
                                 profile=profile, out_dir=run_dir, artifacts_dir=artifacts, seed=seed,
-                                accelerator="gpu" if device.startswith("cuda") else "cpu", backend=backend,
+                                accelerator=accelerator, backend=backend,
                                 ray=ray_options, resume=resume, heartbeat_interval=heartbeat_interval,
                                 on_trial_end=_progress_callback(bar, task, "accuracy"), study_attrs=attrs,
                                 distill=distillation, precision=precision, fidelity=FIDELITY[fidelity],
@@ -304,9 +306,9 @@ def analyze(
         import json
 
         from autoprune.analysis_report import print_analysis, write_analysis
-        from autoprune.analyze import analyze as run_analyze, check_sparsities
+        from autoprune.analyze import ANALYSIS_FILE, analyze as run_analyze, check_sparsities
         from autoprune.api import check_not_a_file, make_directory
-        from autoprune.loading import build_data, build_model
+        from autoprune.loading import build_data, build_model, check_space_fits
         from autoprune.measure import HardwareProfile
         from autoprune.space import load_space
 
@@ -316,9 +318,16 @@ def analyze(
         model_spec, data_spec = model or defaults.DEMO, data or defaults.DEMO
         run_dir = out or Path("runs") / _default_name(model_spec)
         check_not_a_file(run_dir, "--out")
+        if (run_dir / ANALYSIS_FILE).is_dir():
+            raise AutopruneInputError(f"{run_dir / ANALYSIS_FILE} is a directory, where the analysis is written: "
+                                      "remove it, or give another --out")
         profile = HardwareProfile(device=device, threads=threads, batch_size=batch_size, runtime=runtime)
+        profile.check_available()
+        check_space_fits(the_space, model_spec)
+        # everything that can be refused is, before --out is created: a model that cannot be built, too
+        base = build_model(model_spec, weights, run_dir) if model_spec != defaults.DEMO else None
         make_directory(run_dir, "--out")
-        base = build_model(model_spec, weights, run_dir)
+        base = base or build_model(model_spec, weights, run_dir)  # the default trains once into --out
         with console.status("analysing: timing every module, pruning each unit alone ..."):
             result = run_analyze(base, build_data(data_spec), space=the_space, profile=profile, sparsities=levels)
         paths = write_analysis(result, run_dir)

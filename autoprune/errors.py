@@ -84,6 +84,11 @@ class ExportError(AutopruneError):
     """An exported model that does not reload, or whose outputs differ from the model in memory."""
 
 
+class Int8ToleranceError(ExportError, AutopruneInputError):
+    """An int8 model that strays from its fp32 model by more than the tolerance the user set (or its default):
+    the export is refused, and the message names the tolerance to loosen."""
+
+
 class PruningError(AutopruneError):
     """A pruned model that no longer runs: a defect of autoprune or of the dependency graph it traced,
     not of the input (the original model is untouched)."""

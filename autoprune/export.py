@@ -9,7 +9,9 @@ A saved directory holds:
 * ``model.onnx``: a standalone ONNX file, when ``onnx`` and ``onnxruntime`` are installed (dynamic batch axis).
 
 Every file is reloaded and run on the example inputs right after it is written; an output that differs
-from the in-memory model by more than ``atol`` (1e-4) raises :class:`~autoprune.errors.ExportError`.
+from the in-memory model by more than ``atol`` (1e-4) raises :class:`~autoprune.errors.ExportError`. The
+files are written and checked in a staging folder beside the target and moved in only when every check
+passed: a failed export leaves the target as it was (and no folder it created).
 
 Example:
     >>> import tempfile, torch, torch.nn as nn
@@ -26,6 +28,9 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import os
+import shutil
+import tempfile
 import warnings
 from pathlib import Path
 from typing import Any, Iterable, Sequence
@@ -43,6 +48,8 @@ from autoprune.quantize import INT8_FILE, Int8Tolerance, QuantizedModel, check_i
 from autoprune.runtimes.onnxruntime import INSTALL, export_onnx, feeds, onnx_available, session
 
 WEIGHTS, POLICY, TORCHSCRIPT, ONNX = "weights.pt", "policy.json", "model.ts", "model.onnx"
+#: every file an export writes: one an export does not write again is removed from its folder
+EXPORT_FILES = (POLICY, WEIGHTS, TORCHSCRIPT, ONNX, INT8_FILE)
 
 
 def weights_sha256(directory: str | Path) -> str:
@@ -187,8 +194,33 @@ def save_pruned(
     if "onnx" in formats and not onnx_available():
         raise ExportError(f"ONNX export needs the onnx and onnxruntime packages: {INSTALL}")
     out = Path(directory)
-    out.mkdir(parents=True, exist_ok=True)
-    io = io or ModelIO()
+    made = next((p for p in reversed((out, *out.parents)) if not p.exists()), None)  # the first folder we create
+    out.parent.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".partial", dir=out.parent))
+    try:
+        written = _write(model, policy, stage, example_inputs=example_inputs, formats=formats, base_model=base_model,
+                         atol=atol, io=io or ModelIO(), int8=int8, parity_batches=parity_batches,
+                         int8_tolerance=int8_tolerance, shown=out)
+        out.mkdir(exist_ok=True)
+        files = {}
+        for kind, path in written.items():  # each file replaced whole: a reader never sees half of one
+            files[kind] = out / path.name
+            os.replace(path, files[kind])
+        for stale in set(EXPORT_FILES) - {p.name for p in files.values()}:  # left by an earlier export
+            (out / stale).unlink(missing_ok=True)
+    except BaseException:
+        if made is not None:
+            shutil.rmtree(made, ignore_errors=True)
+        raise
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+    return files
+
+
+def _write(model: nn.Module, policy: Policy, out: Path, *, example_inputs: Any, formats: Sequence[str],
+           base_model: nn.Module | None, atol: float, io: ModelIO, int8: QuantizedModel | None,
+           parity_batches: Iterable[Any] | None, int8_tolerance: Int8Tolerance | None, shown: Path) -> dict[str, Path]:
+    """:func:`save_pruned`'s files written and checked in ``out`` (a staging folder; ``shown`` is where they go)."""
     model = copy.deepcopy(model).cpu().float().eval()
     inputs = Inputs.of(example_inputs).to("cpu")
     expected = _outputs(model, inputs, io)
@@ -212,7 +244,7 @@ def save_pruned(
             _check_parity("ONNX", expected, _run_onnx(files["onnx"], inputs), atol)
     if int8 is not None:
         if parity_batches is not None:
-            check_int8_parity(int8_parity(model, int8, parity_batches, io=io), what=f"{out / INT8_FILE}",
+            check_int8_parity(int8_parity(model, int8, parity_batches, io=io), what=f"{shown / INT8_FILE}",
                               tolerance=int8_tolerance)
         files["int8"] = int8.save(out / INT8_FILE)
     return files

@@ -196,10 +196,34 @@ def as_lightning(model: nn.Module, *, loss: Callable | None, lr: float | None = 
 PRECISIONS = ("32-true", "bf16-mixed", "16-mixed")
 
 
-def check_precision(precision: str) -> str:
+def check_precision(precision: str, accelerator: str = "cpu") -> str:
+    """``precision`` when it is one of :data:`PRECISIONS` and fits ``accelerator``: the mixed ones autocast on a
+    GPU, so on the CPU they are refused rather than run as something else than asked."""
     if precision not in PRECISIONS:
-        raise AutopruneInputError(f"precision must be one of {list(PRECISIONS)}, got {precision!r}")
+        raise AutopruneInputError(f"precision (--precision) must be one of {list(PRECISIONS)}, got {precision!r}")
+    if precision != "32-true" and accelerator == "cpu":
+        raise AutopruneInputError(f"precision {precision!r} is mixed precision on a GPU, and the fine-tune runs on the "
+                                  "CPU: use 32-true, or fine-tune on a GPU (--device cuda, accelerator='gpu')")
     return precision
+
+
+def check_accelerator(accelerator: Any) -> str:
+    """``accelerator`` when Lightning can fine-tune on it here; an input error naming it otherwise (so a missing
+    GPU or torch_xla is one error up front, not a failure in every trial)."""
+    if not isinstance(accelerator, str):
+        raise AutopruneInputError(f"accelerator must be a Lightning accelerator name such as 'cpu' or 'gpu', got "
+                                  f"{accelerator!r}")
+    if accelerator == "cpu":
+        return accelerator
+    try:
+        with quiet():
+            L.Trainer(accelerator=accelerator, devices=1, logger=False, enable_checkpointing=False,
+                      enable_progress_bar=False, enable_model_summary=False)
+    except Exception as exc:
+        raise AutopruneInputError(f"accelerator {accelerator!r} cannot be used here ({type(exc).__name__}: "
+                                  f"{(str(exc).strip().splitlines() or [''])[0][:200]}): use 'cpu', or run on a "
+                                  "machine that has it") from None
+    return accelerator
 
 
 class _Batches:

@@ -84,6 +84,20 @@ def build_model(spec: str, weights: str | Path | None = None, run_dir: str | Pat
     return model
 
 
+def check_space_fits(space: Any, spec: str) -> None:
+    """For the embedded default (:data:`DEMO`), which is trained on first use: refuse a space that selects none
+    of its layers on the untrained architecture, so the refusal comes before a training run and its files.
+    Other models are checked by :func:`autoprune.prepare.prepare_model`, before anything is created."""
+    if spec != DEMO:
+        return
+    from autoprune.demo import DigitsCNN
+    from autoprune.layers import output_layers
+
+    architecture = DigitsCNN().eval()
+    example = torch.zeros(2, 1, 8, 8)
+    space.resolve(architecture, protected=output_layers(architecture, example))
+
+
 def load_weights(model: nn.Module, weights: str | Path, *, label: str = "the model") -> nn.Module:
     """Load a ``torch.save(model.state_dict())`` file (or a Lightning checkpoint) into ``model``, read with
     ``weights_only=True``; ModelLoadError naming the missing, unexpected and mis-shaped keys otherwise."""

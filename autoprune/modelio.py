@@ -155,11 +155,32 @@ class ModelIO:
     inputs: tuple[str, ...] | int | None = None
     output: str | int | None = None
 
+    def __post_init__(self) -> None:
+        def key(value: Any) -> bool:
+            return value is None or isinstance(value, str) or (isinstance(value, int) and not isinstance(value, bool)
+                                                                and value >= 0)
+        if not key(self.target):
+            raise DataError(f"ModelIO(target=...) must be a dict key, a tuple index or None, got {self.target!r}")
+        if not key(self.output):
+            raise DataError(f"ModelIO(output=...) must be a key, attribute or index of the model's output, or None, "
+                            f"got {self.output!r}")
+        ok_inputs = self.inputs is None or (isinstance(self.inputs, int) and not isinstance(self.inputs, bool)
+                                            and self.inputs >= 1) or \
+            (isinstance(self.inputs, (tuple, list)) and self.inputs and all(isinstance(k, str) for k in self.inputs))
+        if not ok_inputs:
+            raise DataError(f"ModelIO(inputs=...) must be a tuple of dict keys or a count of leading tuple elements "
+                            f"(at least 1), got {self.inputs!r}")
+        if isinstance(self.inputs, list):
+            object.__setattr__(self, "inputs", tuple(self.inputs))
+
     def split(self, batch: Any) -> tuple[Inputs, Any]:
         """``(inputs, target)`` of one batch; ``target`` is None when there is none."""
         if isinstance(batch, Mapping):
             key = "labels" if self.target == "auto" else self.target
-            if self.inputs is not None and not isinstance(self.inputs, int):
+            if isinstance(self.inputs, int):
+                raise DataError(f"ModelIO(inputs={self.inputs}) counts the leading elements of tuple batches, and the "
+                                "batches are dicts: name their input keys, ModelIO(inputs=('input_ids', ...))")
+            if self.inputs is not None:
                 missing = [k for k in self.inputs if k not in batch]
                 if missing:
                     raise DataError(f"dict batches lack the input key(s) {missing}; they hold {sorted(batch)}")
@@ -186,6 +207,9 @@ class ModelIO:
     def select(self, out: Any) -> torch.Tensor:
         """What of the model's output ``out`` the loss and the metric see."""
         if self.output is not None:
+            if isinstance(self.output, int) and isinstance(out, torch.Tensor):  # out[3] would be a sample, not an output
+                raise DataError(f"ModelIO(output={self.output}) indexes a tuple of outputs, and the model returns one "
+                                "tensor: leave output out (None)")
             try:
                 if isinstance(self.output, int) or isinstance(out, Mapping):
                     return out[self.output]
@@ -207,6 +231,19 @@ class ModelIO:
     def run(self, model: Callable, inputs: Inputs) -> torch.Tensor:
         """The output the loss and the metric see, of ``model`` run on ``inputs``."""
         return self.select(inputs.run(model))
+
+    def check_output(self, out: Any, inputs: Inputs) -> torch.Tensor:
+        """The selected output of one forward on ``inputs``, checked to be a tensor with a row per sample (what
+        the loss and the metric need); DataError naming ``output=`` otherwise. Run once on the dense model
+        before a study starts, so a wrong choice is one error up front, not a failure in every trial."""
+        selected = self.select(out)
+        if not isinstance(selected, torch.Tensor) or selected.dim() == 0 or \
+                (inputs.batch_size is not None and selected.shape[0] != inputs.batch_size):
+            shape = tuple(selected.shape) if isinstance(selected, torch.Tensor) else type(selected).__name__
+            raise DataError(f"the output the loss and metric would see ({self.output!r} of the model's "
+                            f"{type(out).__name__}) is {shape}, not a tensor with one row per sample of the batch "
+                            f"({inputs.batch_size}): give ModelIO(output=...) the output to score")
+        return selected
 
 
 class Selected(nn.Module):

@@ -66,6 +66,7 @@ def prepare_model(model: nn.Module, data: Any, space: SearchSpace, io: ModelIO |
         DataError: ``data`` is neither a LightningDataModule nor a ``(train_loader, val_loader)`` pair, or its
             training loader is empty.
         ExampleInputsError: the model cannot run the first validation batch.
+        DataError: ``io`` selects no per-sample tensor of the model's output.
         SearchSpaceError, LayerMatchError: the space selects nothing, or a glob matches nothing.
     """
     io = io or ModelIO()
@@ -75,7 +76,7 @@ def prepare_model(model: nn.Module, data: Any, space: SearchSpace, io: ModelIO |
         raise DataError("the training loader yields no batch, so no trial could fine-tune: check its dataset "
                         "(or set the space's finetune.max_steps to 0)")
     base = dense_copy(model)
-    run_model(base, example_inputs)
+    io.check_output(run_model(base, example_inputs), example_inputs)
     protected = output_layers(base, example_inputs)
     resolved = space.resolve(base, protected=protected, coupled=coupled_units(space, base, example_inputs, protected),
                              blocks=removable_blocks(base, example_inputs) if space.drop_blocks else (),

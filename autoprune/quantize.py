@@ -39,7 +39,7 @@ from typing import Any, Iterable, Iterator
 import torch
 from torch import nn
 
-from autoprune.errors import AutopruneInputError, ExportError
+from autoprune.errors import AutopruneInputError, ExportError, Int8ToleranceError
 from autoprune.layers import traceable
 from autoprune.modelio import Inputs, ModelIO
 from autoprune.runtimes.onnxruntime import INSTALL, export_onnx, feeds, onnx_available, session
@@ -229,10 +229,11 @@ def int8_parity(fp32: nn.Module, int8: nn.Module, batches: Iterable[Any], *, io:
 
 
 def check_int8_parity(parity: Parity, *, what: str, tolerance: Int8Tolerance | None = None) -> None:
-    """Raise :class:`~autoprune.errors.ExportError` when ``parity`` misses the ``tolerance``."""
+    """Raise :class:`~autoprune.errors.Int8ToleranceError` (an input error: exit 2 in the CLI) when ``parity``
+    misses the ``tolerance``."""
     t = tolerance or Int8Tolerance()
     if parity.agreement < t.min_agreement or parity.relative_error > t.max_relative_error:
-        raise ExportError(f"{what}: the int8 model agrees with the fp32 model on {parity.agreement:.1%} of "
+        raise Int8ToleranceError(f"{what}: the int8 model agrees with the fp32 model on {parity.agreement:.1%} of "
                           f"{parity.samples} samples (at least {t.min_agreement:.0%} needed) with a relative output "
                           f"error of {parity.relative_error:.3f} (at most {t.max_relative_error} allowed). If the "
                           "search's metric, which scored the int8 model itself, says its quality is enough, loosen the "

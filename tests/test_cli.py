@@ -205,3 +205,61 @@ def test_a_truncated_digits_model_exits_2_and_never_suggests_unsafe_loading(tmp_
     proc = autoprune("search", "--out", tmp_path / "run", "--no-progress")
     assert proc.returncode == 2, proc.stderr
     assert "cannot be read" in proc.stderr and "weights_only=False" not in proc.stdout + proc.stderr
+
+
+# --- issue 29, point 4: refused before anything is created (no run directory, no training of the default) ----
+
+ONE_STEP = "version: 1\nfinetune: {max_steps: 1}\n"
+NO_LAYER = "version: 1\nlayers: ['nomatch*']\n"
+
+
+@pytest.mark.parametrize("command, args, message", [
+    ("search", ["--space", "compress"], "use --runtime onnxruntime"),
+    ("search", ["--space", "tests/data/tiny_int8.yaml"], "use --runtime onnxruntime"),
+    ("search", ["--device", "cuda"], "CUDA is not available"),
+    ("search", ["--precision", "8-bit"], "precision (--precision) must be one of"),
+    ("search", ["--precision", "bf16-mixed"], "mixed precision on a GPU"),
+    ("search", ["--precision", "16-mixed"], "mixed precision on a GPU"),
+    ("search", ["--fidelity", "on", "--space", "{one_step}"], "at least 2 steps"),
+    ("search", ["--space", "{no_layer}"], "matches no"),
+    ("search", ["--budget-ratio", "0.5", "--budget-ms", "3"], "give the latency budget once"),
+    ("analyze", ["--device", "cuda"], "CUDA is not available"),
+    ("analyze", ["--space", "{no_layer}"], "matches no"),
+    ("analyze", ["--model", "nosuchmod:build", "--data", "nosuchmod:data"], "cannot import"),
+])
+def test_a_refusal_comes_before_any_file_is_written(command, args, message, tmp_path):
+    (tmp_path / "one_step.yaml").write_text(ONE_STEP)
+    (tmp_path / "no_layer.yaml").write_text(NO_LAYER)
+    args = [a.format(one_step=tmp_path / "one_step.yaml", no_layer=tmp_path / "no_layer.yaml") for a in args]
+    proc = autoprune(command, "--out", tmp_path / "run", *args, *(["--no-progress"] if command == "search" else []))
+    assert proc.returncode == 2, proc.stderr
+    assert message in proc.stderr.replace("\n", " ") and "Traceback" not in proc.stderr
+    assert not (tmp_path / "run").exists(), "nothing created: no run directory, no default model trained"
+
+
+# --- issue 29, points 3 and 5: an int8 search's best/ and a failed int8 export, from the command line ----------
+
+@pytest.fixture(scope="module")
+def int8_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("int8")
+    proc = autoprune("search", "--space", "tests/data/tiny_int8.yaml", "--runtime", "onnxruntime", "--trials", "2",
+                     "--seed", "0", "--out", out, "--no-progress")
+    assert proc.returncode == 0, proc.stderr
+    return out
+
+
+def test_best_of_an_int8_search_holds_its_int8_model(int8_run):
+    policy = json.loads((int8_run / "best" / "policy.json").read_text())
+    assert policy["quantize"] == "int8_static" and (int8_run / "best" / "model.int8.onnx").is_file()
+
+
+def test_an_export_whose_int8_check_fails_exits_2_naming_the_tolerance_and_leaves_nothing(int8_run, tmp_path):
+    target = tmp_path / "exported"
+    proc = autoprune("export", "--out", int8_run, "--to", target, "--int8-min-agreement", "1",
+                     "--int8-max-error", "0.0001")
+    assert proc.returncode == 2, proc.stderr
+    assert "--int8-max-error" in proc.stderr.replace("\n", " ") and "unexpected error" not in proc.stderr
+    assert not target.exists(), "no half-written export"
+    proc = autoprune("export", "--out", int8_run, "--to", target)
+    assert proc.returncode == 0, proc.stderr
+    assert (target / "model.int8.onnx").is_file() and (target / "policy.json").is_file()

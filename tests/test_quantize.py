@@ -25,6 +25,7 @@ if not in_ci():
     pytest.importorskip("onnxruntime")
 
 LAYERS = ["conv1", "conv2"]
+TINY_INT8 = Path(__file__).parent / "data" / "tiny_int8.yaml"
 
 
 def _train_batches(data, n=4):
@@ -225,3 +226,42 @@ def test_a_quantizer_that_refuses_fails_the_trial_with_its_reason_and_the_search
                           for t in failed)
     assert len([t for t in result.trials if t.complete]) == 4 - len(failed)
     assert all(t.policy["quantize"] == "none" for t in result.trials if t.complete)
+
+
+# --- issue 29: best/ holds the int8 model; a failed int8 check leaves nothing half-written ---------------------
+
+def test_best_of_an_int8_search_holds_the_int8_model_it_scored(digits, tmp_path):
+    """best/ had only model.onnx (fp32) although its policy said int8_static (issue 29, point 3)."""
+    model, data = digits
+    space = load_space(TINY_INT8)
+    result = search(model, data, space=space, n_trials=2, seed=0, out_dir=tmp_path, sampler="random",
+                    profile=fast_profile(runtime="onnxruntime"), seed_policies=False)
+    best = result.best()
+    assert best is not None and best.policy["quantize"] == "int8_static"
+    int8 = QuantizedModel.load(tmp_path / "best" / INT8_FILE)
+    assert accuracy(int8, data.val_dataloader()) == pytest.approx(best.metric, abs=0.02)
+    assert json.loads((tmp_path / "best" / "policy.json").read_text())["quantize"] == "int8_static"
+
+
+def test_an_int8_model_outside_the_tolerance_is_an_input_error_and_leaves_the_target_as_it_was(digits, tmp_path):
+    """Written to a staging folder and moved in only when every check passed (issue 29, point 5)."""
+    from autoprune.errors import Int8ToleranceError
+
+    model, data = digits
+    x = first_inputs(data.val_dataloader())
+    stranger = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10)).eval()
+    wrong = quantize_model(stranger, x, "int8_dynamic")
+    with pytest.raises(Int8ToleranceError, match="--int8-min-agreement") as info:
+        save_pruned(model, Policy(quantize="int8_static"), tmp_path / "new" / "export", example_inputs=x,
+                    formats=("torchscript",), int8=wrong, parity_batches=iter(data.val_dataloader()))
+    assert isinstance(info.value, AutopruneInputError)
+    assert not (tmp_path / "new").exists(), "no folder it created is left"
+    kept = tmp_path / "kept"
+    kept.mkdir()
+    (kept / "notes.txt").write_text("mine")
+    (kept / "policy.json").write_text("{}")
+    with pytest.raises(Int8ToleranceError):
+        save_pruned(model, Policy(quantize="int8_static"), kept, example_inputs=x, formats=("torchscript",),
+                    int8=wrong, parity_batches=iter(data.val_dataloader()))
+    assert sorted(p.name for p in kept.iterdir()) == ["notes.txt", "policy.json"], "nothing added, nothing lost"
+    assert (kept / "policy.json").read_text() == "{}"
