@@ -251,11 +251,13 @@ def search(
         meta = replace(StudyMeta.from_attrs(study_attrs or {}), metric=metric_name(metric), budget_ms=budget_ms,
                        budget_mb=budget_mb, budget_ratio=budget_ratio, n_trials=n_trials, profile=asdict(profile),
                        space_fingerprint=the_space.fingerprint(), study_id=study_id,
+                       rungs=list(the_space.fidelity.steps) if the_space.fidelity else None,
+                       spaces_but_rungs=the_space.with_fidelity(False).fingerprint(),
                        model_fingerprint=model_fingerprint(prepared.base),
                        artifacts=str(Path(artifacts_dir or default_artifacts(storage, out, name, study_id)).resolve()))
         book, reference = prepare_study(store, study_name=name, meta=meta, prepared=prepared, profile=profile,
                                         sampler=make_sampler(sampler, seed=seed, n_trials=n_trials))
-        budget_ms = latency_budget(budget_ms=budget_ms, budget_ratio=budget_ratio, reference=reference,
+        budget_ms = latency_budget(budget_ms=budget_ms, budget_ratio=budget_ratio, meta=book.meta,
                                    prepared=prepared, profile=profile)
         artifacts = Path(artifacts_dir or book.meta.artifacts or default_artifacts(storage, out, name))
         make_directory(artifacts, "artifacts_dir (--artifacts)")

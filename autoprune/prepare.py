@@ -19,7 +19,7 @@ Example:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from torch import nn
@@ -85,14 +85,14 @@ def prepare_model(model: nn.Module, data: Any, space: SearchSpace, io: ModelIO |
                          example_inputs=example_inputs, resolved=resolved, io=io)
 
 
-def latency_budget(*, budget_ms: float | None, budget_ratio: float | None, reference: LatencyReference | None,
+def latency_budget(*, budget_ms: float | None, budget_ratio: float | None, meta: StudyMeta,
                    prepared: PreparedModel, profile: HardwareProfile) -> float | None:
-    """The latency budget in ms: ``budget_ms`` as given, or ``budget_ratio`` times the dense model's latency
-    (the study's stored dense timing when candidates are timed against it, else a timing of the dense
-    model now)."""
+    """The latency budget in ms: ``budget_ms`` as given, or ``budget_ratio`` times the study's stored dense
+    timing (:attr:`StudyMeta.dense_ms`: one for every worker and for ``report``), or, for an older study
+    that stored none, a timing of the dense model now."""
     if budget_ratio is None:
         return budget_ms
-    dense_ms = reference.latency_ms if reference is not None else \
+    dense_ms = meta.dense_ms if meta.dense_ms is not None else \
         measure(prepared.base, prepared.example_inputs, profile).latency_ms
     return budget_ratio * dense_ms
 
@@ -107,8 +107,11 @@ def prepare_study(storage: Storage, *, study_name: str, sampler: Any, meta: Stud
             as it is).
     """
     reference = None
-    if profile.interleave and not storage.has_study(study_name):
-        reference = LatencyReference.calibrate(prepared.base, prepared.example_inputs, profile)
+    if not storage.has_study(study_name):
+        if profile.interleave:
+            reference = LatencyReference.calibrate(prepared.base, prepared.example_inputs, profile)
+        elif meta.budget_ratio is not None:  # the one dense timing the ratio is resolved against, stored
+            meta = replace(meta, budget_dense_ms=measure(prepared.base, prepared.example_inputs, profile).latency_ms)
     book = StudyBook.open(storage, study_name=study_name, sampler=sampler, meta=meta.with_reference(reference))
     stored = book.meta
     stored.check_profile(profile, study_name)

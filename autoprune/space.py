@@ -270,8 +270,13 @@ class SearchSpace(_Strict):
 def _format_validation_error(source: str, error: ValidationError) -> str:
     lines = [f"invalid search space {source}:"]
     for item in error.errors():
-        where = ".".join(str(p) for p in item["loc"]) or "(top level)"
-        lines.append(f"  field `{where}`: {item['msg']} (got {item.get('input')!r})")
+        message = str(item["msg"]).removeprefix("Value error, ")
+        if not item["loc"]:  # a rule across fields: its message names them, and the input is the whole space
+            lines.append(f"  {message}")
+            continue
+        where = ".".join(str(p) for p in item["loc"])
+        got = repr(item.get("input"))
+        lines.append(f"  field `{where}`: {message} (got {got[:80]}{'...' if len(got) > 80 else ''})")
     return "\n".join(lines)
 
 

@@ -65,6 +65,10 @@ def model_fingerprint(model: nn.Module) -> dict[str, Any]:
             "architecture": architecture.hexdigest()[:16], "weights": weights.hexdigest()[:16]}
 
 
+def _rungs(steps: list[int] | None) -> str:
+    return f"rungs at {list(steps)} steps" if steps else "off"
+
+
 @dataclass(frozen=True)
 class StudyMeta:
     """Everything a study stores besides its trials.
@@ -87,6 +91,10 @@ class StudyMeta:
         study_id: a random id given at creation: the default candidates directory carries it, and a marker
             file in the candidates directory names it, so two studies never share one (None: an older study).
         model_fingerprint: :func:`model_fingerprint` of the base model (None: an older study).
+        rungs, spaces_but_rungs: the multi-fidelity rungs' steps (None: off) and the fingerprint of the space
+            without its fidelity section: a worker whose space differs in its rungs alone is told so.
+        budget_dense_ms: with a budget ratio and candidates timed alone, the dense model's latency the ratio was
+            resolved against when the study was created (every worker and ``report`` use this one).
         extra: any other attribute a caller stored (``search(study_attrs=...)``).
     """
 
@@ -107,6 +115,9 @@ class StudyMeta:
     space: str | None = None
     study_id: str | None = None
     model_fingerprint: dict[str, Any] | None = None
+    budget_dense_ms: float | None = None
+    rungs: list[int] | None = None
+    spaces_but_rungs: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     # --- storage form -------------------------------------------------------------------------------------
@@ -121,7 +132,8 @@ class StudyMeta:
                  "n_trials": self.n_trials, "artifacts": self.artifacts, REFERENCE_ATTR: reference,
                  PROFILE_ATTR: self.profile}
         attrs.update({k: getattr(self, k) for k in ("model", "data", "weights", "space", "study_id",
-                                                    "model_fingerprint") if getattr(self, k) is not None})
+                                                    "model_fingerprint", "budget_dense_ms", "rungs", "spaces_but_rungs")
+                      if getattr(self, k) is not None})
         attrs[FINGERPRINT_ATTR] = self.space_fingerprint
         return attrs
 
@@ -137,10 +149,16 @@ class StudyMeta:
                    extra=attrs)
 
     @property
+    def dense_ms(self) -> float | None:
+        """The study's one timing of the dense model: the reference candidates are timed against, or, when they
+        are timed alone (no interleaving), the timing a budget ratio was resolved against at creation."""
+        return self.reference_ms if self.reference_ms is not None else self.budget_dense_ms
+
+    @property
     def latency_budget_ms(self) -> float | None:
         """The latency budget in ms: as given, or the budget ratio times the study's dense timing."""
-        if self.budget_ratio is not None and self.reference_ms is not None:
-            return self.budget_ratio * self.reference_ms
+        if self.budget_ratio is not None and self.dense_ms is not None:
+            return self.budget_ratio * self.dense_ms
         return self.budget_ms
 
     # --- what a joining worker must agree with ------------------------------------------------------------
@@ -148,6 +166,11 @@ class StudyMeta:
     def check_joinable(self, wanted: StudyMeta, study_name: str) -> None:
         """Refuse a search whose space or metric differs from this (stored) study's: one front, one question."""
         if self.space_fingerprint != wanted.space_fingerprint:
+            if self.spaces_but_rungs is not None and self.spaces_but_rungs == wanted.spaces_but_rungs:
+                raise StudyError(f"study {study_name!r} was created with multi-fidelity "
+                                 f"{_rungs(self.rungs)}, and this run has {_rungs(wanted.rungs)} (the same space "
+                                 "otherwise): resume it with the fidelity it was made with (--fidelity space, or on/off "
+                                 "as when it was created), or use another --study-name")
             raise StudyError(f"study {study_name!r} was created with another search space (fingerprint "
                              f"{self.space_fingerprint}, this one {wanted.space_fingerprint}); use the same space "
                              "or another --study-name")

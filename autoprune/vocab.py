@@ -31,6 +31,7 @@ Example:
 from __future__ import annotations
 
 import copy
+import warnings
 from dataclasses import dataclass
 from typing import Any, Iterable, Sequence
 
@@ -92,6 +93,10 @@ def _input_embedding(model: nn.Module, batch_inputs: Any, ids: torch.Tensor, nam
     try:
         with torch.no_grad():
             batch_inputs.run(model)
+    except IndexError as exc:  # an id past an embedding's rows
+        sizes = {n: m.num_embeddings for n, m in embeddings.items()}
+        raise DataError(f"the model cannot embed the batches' token ids (largest {int(ids.max())}; its embeddings "
+                        f"have {sizes} rows: {exc}): is this the model's tokenizer?") from None
     finally:
         for h in handles:
             h.remove()
@@ -124,11 +129,24 @@ def restrict_vocabulary(model: nn.Module, batches: Iterable[Any], *, unknown_id:
         embedding: the name of the input ``nn.Embedding``; found by running the model when not given.
         io: how batches split into inputs and target (:class:`~autoprune.modelio.ModelIO`).
 
+    A restriction that would save nothing (the data uses nearly every token) warns and returns an unchanged
+    copy, with ``bytes_saved=0``.
+
     Raises:
-        DataError: the batches hold no token ids, or ids outside the vocabulary.
+        DataError: the batches hold no token ids, or ids outside the vocabulary; ``unknown_id`` or ``keep``
+            are not token ids.
         ModelLoadError: the input embedding cannot be told, or its weight is tied to another module (a
             language-model head predicts over the whole vocabulary: restricting it would change the task).
     """
+    def token_id(value: Any) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+    if not token_id(unknown_id):
+        raise DataError(f"unknown_id must be the tokenizer's unknown token id (tokenizer.unk_token_id), a "
+                        f"non-negative integer, got {unknown_id!r}")
+    if isinstance(keep, (str, bytes)) or not isinstance(keep, Iterable) or not all(token_id(i) for i in keep):
+        raise DataError(f"keep must be a list of token ids (non-negative integers, e.g. tokenizer.all_special_ids), "
+                        f"got {keep!r}")
     io = io or ModelIO()
     seen: set[int] = set()
     first = None
@@ -155,6 +173,11 @@ def restrict_vocabulary(model: nn.Module, batches: Iterable[Any], *, unknown_id:
     if outside:
         raise DataError(f"token ids {outside[:5]} are outside the embedding's {vocab} rows: is this the model's "
                         "tokenizer, and unknown_id/keep its ids?")
+    saved = (vocab - len(kept)) * old.embedding_dim * old.weight.element_size() - vocab * torch.tensor(0).element_size()
+    if saved <= 0:  # the id table would cost more than the rows dropped
+        warnings.warn(f"restricting the vocabulary saves nothing: the data and keep use {len(kept)} of {vocab} tokens, "
+                      f"and the id table costs more than the rows dropped; the model is returned as it was")
+        return copy.deepcopy(model), VocabularyReport(module=name, before=vocab, kept=vocab, bytes_saved=0)
     rows = torch.tensor(kept, dtype=torch.long)
     small = nn.Embedding(len(kept), old.embedding_dim, padding_idx=None, device=old.weight.device,
                          dtype=old.weight.dtype)
@@ -166,5 +189,4 @@ def restrict_vocabulary(model: nn.Module, batches: Iterable[Any], *, unknown_id:
     restricted = copy.deepcopy(model)
     parent, _, child = name.rpartition(".")
     setattr(restricted.get_submodule(parent) if parent else restricted, child, RemappedEmbedding(small, index))
-    saved = (vocab - len(kept)) * old.embedding_dim * old.weight.element_size() - index.numel() * index.element_size()
     return restricted, VocabularyReport(module=name, before=vocab, kept=len(kept), bytes_saved=saved)

@@ -328,3 +328,32 @@ def test_a_runtime_that_cannot_time_modules_gets_eager_shares_and_says_so(monkey
     costs = cost_breakdown(model, example_input(model), fast_profile(batch_size=4, runtime="onnxruntime"))
     assert "onnxruntime cannot time modules, so these are eager PyTorch's shares" in costs.timed_by
     assert math.isclose(sum(c.time_share for c in costs.modules.values()), 1.0, abs_tol=1e-9)
+
+
+def test_an_interrupted_analyze_says_nothing_was_written_not_that_trials_are_kept(monkeypatch, tmp_path):
+    """analyze has no trials: Ctrl-C said "finished trials are kept; ... resume" (issue 29, point 8)."""
+    from typer.testing import CliRunner
+
+    from autoprune import cli
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    import importlib
+
+    monkeypatch.setattr(importlib.import_module("autoprune.analyze"), "analyze", interrupted)
+    (tmp_path / "mods.py").write_text(MODELS)
+    monkeypatch.chdir(tmp_path)
+    outcome = CliRunner().invoke(cli.app, ["analyze", "--model", "mods:small", "--data", "mods:data", "--out",
+                                           str(tmp_path / "out")])
+    assert outcome.exit_code == 130
+    text = " ".join(outcome.output.split())
+    assert "nothing of it was written" in text and "trials" not in text
+
+
+def test_an_analysis_json_that_is_a_directory_is_refused_before_the_analysis_runs(tmp_path):
+    (tmp_path / "mods.py").write_text(MODELS)
+    (tmp_path / "out" / "analysis.json").mkdir(parents=True)
+    proc = autoprune("analyze", "--model", "mods:small", "--data", "mods:data", "--out", tmp_path / "out",
+                     cwd=tmp_path)
+    assert proc.returncode == 2 and "is a directory" in proc.stderr, proc.stderr

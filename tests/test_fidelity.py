@@ -241,3 +241,22 @@ def test_the_retry_of_a_promotion_whose_worker_died_is_not_a_duplicate():
     book.study.tell(dead, state=optuna.trial.TrialState.FAIL)  # lost with its worker: no failure reason
     book.study.enqueue_trial({"x": 0.5}, user_attrs={"rung": 1, "parent": 0})  # what the heartbeat retry queues
     assert not book.is_duplicate(book.study.ask())
+
+
+# --- issue 29, point 8: messages that name what differs ---------------------------------------------------------
+
+def test_resuming_a_multi_fidelity_study_with_fidelity_off_names_the_fidelity(digits, tmp_path):
+    model, data = digits
+    search(model, data, space=TINY, fidelity=True, n_trials=2, seed=0, out_dir=tmp_path, profile=fast_profile())
+    with pytest.raises(AutopruneInputError, match=r"multi-fidelity rungs at \[0, 1, 2\] steps, and this run has off"):
+        search(model, data, space=TINY, fidelity=False, n_trials=2, seed=0, out_dir=tmp_path, profile=fast_profile())
+
+
+def test_rungs_that_miss_the_full_fine_tune_are_named_without_dumping_the_space(tmp_path):
+    path = tmp_path / "s.yaml"
+    path.write_text("finetune: {max_steps: 6}\nfidelity: {steps: [0, 2, 5]}\n")
+    with pytest.raises(SearchSpaceError) as info:
+        load_space(path)
+    text = str(info.value)
+    assert "fidelity.steps must end at the full fine-tune" in text
+    assert "(top level)" not in text and "'methods'" not in text, "no dump of the whole space"

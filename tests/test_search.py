@@ -392,3 +392,58 @@ def test_seeds_lost_to_an_interrupted_first_start_are_queued_by_the_next_run(dig
     assert result.policy(result.trials[0]).is_dense, "the dense seed ran first"
     study = optuna.load_study(study_name="autoprune", storage=f"sqlite:///{tmp_path / 'study.db'}")
     assert study.user_attrs["seeded"] is True
+
+
+# --- issue 29, points 6 and 7: mistakes refused once, up front, with nothing created ------------------------------
+
+@pytest.mark.parametrize("kwargs, error", [
+    ({"io": "labels"}, "io must be a ModelIO"),
+    ({"accelerator": "tpu"}, "accelerator 'tpu' cannot be used here"),
+    ({"accelerator": "gpu"} if not torch.cuda.is_available() else {"accelerator": "tpu"}, "cannot be used here"),
+    ({"precision": "bf16-mixed"}, "mixed precision on a GPU"),
+    ({"budget_ratio": True}, "budget_ratio"),
+    ({"budget_ms": True}, "budget_ms"),
+])
+def test_a_setting_that_cannot_work_is_refused_before_anything_is_created(digits, tmp_path, kwargs, error):
+    model, data = digits
+    with pytest.raises(AutopruneInputError, match=error):
+        _search(model, data, tmp_path / "run", n_trials=1, **kwargs)
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("io, error", [
+    (dict(output="pooler_output"), "has no 'pooler_output'"),
+    (dict(output=3), "indexes a tuple of outputs"),
+])
+def test_an_output_the_model_does_not_have_is_one_error_not_a_failure_per_trial(digits, tmp_path, io, error):
+    from autoprune.errors import DataError
+    from autoprune.modelio import ModelIO
+
+    model, data = digits
+    with pytest.raises(DataError, match=error):
+        _search(model, data, tmp_path / "run", n_trials=2, io=ModelIO(**io))
+    assert not (tmp_path / "run").exists()
+
+
+def test_an_input_count_given_for_dict_batches_is_refused_not_ignored():
+    from autoprune.errors import DataError
+    from autoprune.modelio import ModelIO
+
+    with pytest.raises(DataError, match="batches are dicts"):
+        ModelIO(inputs=2).split({"input_ids": torch.ones(2, 3), "labels": torch.zeros(2)})
+    for bad in (dict(inputs=0), dict(inputs="input_ids"), dict(output=True), dict(target=1.5)):
+        with pytest.raises(DataError, match="ModelIO"):
+            ModelIO(**bad)
+
+
+def test_a_budget_ratio_without_interleaving_is_stored_so_report_applies_the_same_budget(digits, tmp_path):
+    """report said "no candidate meets the budget (none)": the ratio's dense timing was not stored (point 7)."""
+    from autoprune.loading import load_result
+
+    model, data = digits
+    result = _search(model, data, tmp_path, n_trials=1, budget_ratio=0.5, profile=fast_profile(interleave=False),
+                     study_name="s")
+    assert result.budget_ms is not None and result.budget_ms == pytest.approx(0.5 * result.meta.budget_dense_ms)
+    again = load_result(storage=f"sqlite:///{tmp_path / 'study.db'}", study_name="s")
+    assert again.budget_ms == pytest.approx(result.budget_ms)
+    assert json.loads((tmp_path / "pareto.json").read_text())["budget_ms"] == pytest.approx(result.budget_ms)

@@ -91,6 +91,10 @@ def test_a_language_model_head_tied_to_the_embedding_is_refused():
     ({"key": "tokens"}, DataError, "under 'tokens'"),
     ({"unknown_id": VOCAB + 1}, DataError, "outside the embedding"),
     ({"embedding": "bert.embeddings.nothing"}, ModelLoadError, "no nn.Embedding named"),
+    ({"unknown_id": None}, DataError, "unknown_id must be"),
+    ({"unknown_id": True}, DataError, "unknown_id must be"),
+    ({"keep": "abc"}, DataError, "keep must be a list of token ids"),
+    ({"keep": [1, -2]}, DataError, "keep must be a list of token ids"),
 ])
 def test_bad_arguments_are_named(kwargs, error, message):
     settings = {"unknown_id": UNK, **kwargs}
@@ -101,3 +105,21 @@ def test_bad_arguments_are_named(kwargs, error, message):
 def test_no_batches_is_refused():
     with pytest.raises(DataError, match="yield nothing"):
         restrict_vocabulary(bert(), [], unknown_id=UNK)
+
+
+def test_ids_beyond_the_vocabulary_are_a_data_error_not_torch_s_index_error():
+    """The docstring promised DataError; the model's own forward raised IndexError first (issue 29, point 9)."""
+    rows = [{"input_ids": torch.tensor([1, 2, VOCAB + 7]), "attention_mask": torch.ones(3, dtype=torch.long),
+             "labels": 0}]
+    with pytest.raises(DataError, match="cannot embed the batches' token ids"):
+        restrict_vocabulary(bert(), DataLoader(rows, batch_size=1), unknown_id=UNK)
+
+
+def test_a_restriction_that_saves_nothing_warns_and_returns_the_model_unchanged():
+    every = [{"input_ids": ids, "attention_mask": torch.ones(10, dtype=torch.long), "labels": 0}
+             for ids in torch.arange(VOCAB).view(-1, 10)]
+    model = bert()
+    with pytest.warns(UserWarning, match="saves nothing"):
+        same, report = restrict_vocabulary(model, DataLoader(every, batch_size=5), unknown_id=UNK)
+    assert report.bytes_saved == 0 and report.kept == VOCAB
+    assert not any(isinstance(m, RemappedEmbedding) for m in same.modules())
