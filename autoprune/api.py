@@ -29,16 +29,18 @@ from autoprune.backends import Backend, RayOptions, get_backend
 from autoprune.backends.book import StudyBook
 from autoprune.backends.samplers import check_sampler, make_sampler
 from autoprune.backends.storage import check_storage_spec, make_storage
+from autoprune.batchnorm import Drift, check as check_bn, drift, resolve
 from autoprune.errors import AutopruneInputError, StudyError
 from autoprune.distill import Distillation, Teacher, as_distillation
 from autoprune.export import save_pruned
-from autoprune.finetune import check_accelerator, check_precision, quiet
+from autoprune.finetune import check_accelerator, check_precision, evaluate, quiet
 from autoprune.loading import BEST_DIR, candidate_loader, claim_artifacts, default_artifacts, default_storage
 from autoprune.measure import HardwareProfile
 from autoprune.modelio import ModelIO
-from autoprune.objective import TrialContext, TrialJob
+from autoprune.objective import TrialContext, TrialJob, probe_finetune
 from autoprune.policy import Policy
 from autoprune.quantize import deployed_model
+from autoprune.recovery import Recovery, recover as recover_front
 from autoprune.prepare import latency_budget, prepare_model, prepare_study
 from autoprune.report import write_files
 from autoprune.result import SearchResult, TrialRecord, pareto_front
@@ -49,6 +51,8 @@ if TYPE_CHECKING:
     from optuna.samplers import BaseSampler
 
 OnTrialEnd = Callable[[TrialRecord, SearchResult], None]
+#: the study attribute holding the BatchNorm policy ``auto`` resolved to
+BN_ATTR = "bn"
 
 
 def check_arguments(*, n_trials: Any = defaults.N_TRIALS, budget_ms: Any = None, budget_mb: Any = None,
@@ -103,8 +107,8 @@ def make_directory(path: Path, what: str) -> None:
 
 def check_setup(*, space: str | Path | SearchSpace | Mapping[str, Any] = defaults.SPACE,
                 profile: HardwareProfile | None = None, precision: str = "32-true", accelerator: Any = "cpu",
-                fidelity: bool | None = None, metric: Any = None,
-                io: Any = None) -> tuple[SearchSpace, HardwareProfile]:
+                fidelity: bool | None = None, metric: Any = None, io: Any = None, bn: str | None = None,
+                reconstruct: bool | None = None) -> tuple[SearchSpace, HardwareProfile]:
     """The space (with multi-fidelity as asked) and the profile a search runs under, once everything about them
     that cannot work here is refused: a device or runtime missing, int8 outside ONNX Runtime, a precision the
     accelerator cannot run, an accelerator Lightning cannot use, rungs the fine-tune is too short for, an ``io``
@@ -114,11 +118,35 @@ def check_setup(*, space: str | Path | SearchSpace | Mapping[str, Any] = default
                                   f"{io!r}")
     if fidelity is not None and not isinstance(fidelity, bool):
         raise AutopruneInputError(f"fidelity must be True, False or None, got {fidelity!r}")
-    the_space, profile = load_space(space).with_fidelity(fidelity), profile or HardwareProfile()
+    if bn is not None:
+        check_bn(bn)
+    if reconstruct is not None and not isinstance(reconstruct, bool):
+        raise AutopruneInputError(f"reconstruct must be True, False or None (the space's), got {reconstruct!r}")
+    the_space = load_space(space).with_fidelity(fidelity).with_options(bn=bn, reconstruct=reconstruct)
+    profile = profile or HardwareProfile()
     profile.check_available()
     check_quantization(the_space, profile, metric)
     check_precision(precision, check_accelerator(accelerator))
     return the_space, profile
+
+
+def resolve_bn(policy: str, prepared: Any, *, metric: Any) -> str:
+    """The BatchNorm policy the trials use (``auto`` resolved by probing the dense model, see
+    :mod:`autoprune.batchnorm`); says so when it freezes the statistics to protect the model."""
+    found: list[Drift] = []
+
+    def probe() -> Drift:
+        found.append(drift(prepared.base, prepared.train_loader,
+                           lambda m: evaluate(m, prepared.val_loader, metric, io=prepared.io), io=prepared.io))
+        return found[-1]
+
+    chosen = resolve(policy, prepared.base, probe)
+    if found and chosen == "freeze":
+        d = found[-1]
+        warnings.warn(f"BatchNorm statistics: {d.batches} training batches in train mode, with no weight change, lower "
+                      f"the dense model's {metric_name(metric)} from {d.before:.4f} to {d.after:.4f}, so trials "
+                      "fine-tune with them frozen (bn: freeze); set bn to train or adapt to choose otherwise")
+    return chosen
 
 
 def check_quantization(space: SearchSpace, profile: HardwareProfile, metric: Any) -> None:
@@ -157,7 +185,8 @@ def search(
     resume: bool = False, seed_policies: bool = True, heartbeat_interval: int = defaults.HEARTBEAT_INTERVAL,
     on_trial_end: OnTrialEnd | None = None, study_attrs: Mapping[str, Any] | None = None, io: ModelIO | None = None,
     distill: Distillation | bool | None = None, precision: str = "32-true", fidelity: bool | None = None,
-    analysis: Analysis | str | Path | None = None,
+    analysis: Analysis | str | Path | None = None, bn: str | None = None, reconstruct: bool | None = None,
+    recover: Recovery | None = None,
 ) -> SearchResult:
     """Search pruning policies for ``model``; return the Pareto front of metric vs latency and size.
 
@@ -215,12 +244,21 @@ def search(
         analysis: an :class:`~autoprune.analyze.Analysis` (or its saved ``analysis.json``) of this model, space
             and profile: a new study's seeds take its sensitivity ranking and alignment instead of scanning
             again (refused, naming the difference, when it was made for another model, space or profile).
+        bn: what trials' fine-tunes do to BatchNorm statistics: ``auto``, ``train``, ``freeze`` or ``adapt``
+            (:mod:`autoprune.batchnorm`); None: the space's ``finetune.bn`` (``auto`` unless it says).
+        reconstruct: refit the layers that read removed channels to the dense model's outputs after pruning
+            (:mod:`autoprune.reconstruct`); None: the space's ``reconstruct`` (off unless it says).
+        recover: when the trials are done, fine-tune a few front candidates much longer
+            (:class:`~autoprune.recovery.Recovery`: steps, and how many, spread along the front); the front,
+            files and ``best/`` then hold the recovered candidates.
 
     Returns:
         A :class:`~autoprune.result.SearchResult` of the whole study; its files are written to ``out_dir``.
     """
     if not isinstance(model, nn.Module):
         raise AutopruneInputError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if recover is not None and not isinstance(recover, Recovery):
+        raise AutopruneInputError(f"recover must be a Recovery(steps=..., top=...), got {type(recover).__name__}")
     distillation = check_distillation(distill, model)
     check_arguments(n_trials=n_trials, budget_ms=budget_ms, budget_mb=budget_mb, budget_ratio=budget_ratio,
                     timeout=timeout, study_name=study_name, heartbeat_interval=heartbeat_interval, sampler=sampler,
@@ -231,7 +269,7 @@ def search(
                                   "metric(model, val_loader), or leave it out for accuracy")
     chosen = get_backend(backend, options=ray)
     the_space, profile = check_setup(space=space, profile=profile, precision=precision, accelerator=accelerator,
-                                     fidelity=fidelity, metric=metric, io=io)
+                                     fidelity=fidelity, metric=metric, io=io, bn=bn, reconstruct=reconstruct)
     with quiet():  # everything that can be refused is, before a directory or a study is created
         prepared = prepare_model(model, data, the_space, io)
         head_start = None
@@ -262,7 +300,14 @@ def search(
         artifacts = Path(artifacts_dir or book.meta.artifacts or default_artifacts(storage, out, name))
         make_directory(artifacts, "artifacts_dir (--artifacts)")
         claim_artifacts(artifacts, book.meta, study_name=name, storage=storage)
-        if seed_policies and book.needs_seeds():
+        seeding = seed_policies and book.needs_seeds()
+        bn_policy = the_space.finetune.bn
+        if bn_policy == "auto":  # probed once, by the run that analyses the new study; its workers read it
+            bn_policy = resolve_bn(bn_policy, prepared, metric=metric) if seeding else \
+                book.study.user_attrs.get(BN_ATTR, "train")
+            if seeding:
+                book.study.set_user_attr(BN_ATTR, bn_policy)
+        if seeding:
             seeds = prepared.seeds(metric=metric, loss=loss, profile=profile, reference=reference,
                                    head_start=head_start)
             book.enqueue(seeds.params, dense_metric=seeds.dense_metric)
@@ -270,15 +315,22 @@ def search(
                            train_loader=prepared.train_loader, val_loader=prepared.val_loader, loss=loss, metric=metric,
                            budget_ms=budget_ms, budget_mb=budget_mb, seed=seed or 0, artifacts_dir=artifacts,
                            reference=reference, accelerator=chosen.accelerator(accelerator), io=prepared.io,
-                           distill=distillation, precision=precision,
+                           distill=distillation, precision=precision, bn=bn_policy, reconstruct=the_space.reconstruct,
                            teacher=Teacher(prepared.base, prepared.io, distillation.cache_batches)
                            if distillation else None)
+        if seeding:  # once per study, with its start-up analysis: does the trials' recipe harm the dense model?
+            probe = probe_finetune(ctx, prepared.resolved)
+            if probe is not None:
+                book.study.set_user_attr("dense_finetune", asdict(probe))
+                if probe.harmful:
+                    warnings.warn(probe.warning(meta.metric))
         result = SearchResult(trials=book.records(), metric_name=meta.metric, budget_ms=budget_ms, budget_mb=budget_mb,
                               out_dir=out, study_name=name, session_trials=set(), meta=book.meta,
                               model_loader=candidate_loader(artifacts, prepared.base, study_id=book.meta.study_id))
         job = TrialJob(space=prepared.resolved, context=ctx, latencies=book.latencies,
                        front=lambda rung: [c.objectives() for c in pareto_front(result.trials, rung=rung)])
-        _run_backend(chosen, book, job, result, n_trials=n_trials, timeout=timeout, on_trial_end=on_trial_end)
+        _run_backend(chosen, book, job, result, n_trials=n_trials, timeout=timeout, on_trial_end=on_trial_end,
+                     recovery=recover)
     drift = result.dense_drift(distilled=distillation is not None)
     if drift is not None:
         warnings.warn(drift)
@@ -292,9 +344,10 @@ def search(
 
 
 def _run_backend(backend: Backend, book: StudyBook, job: TrialJob, result: SearchResult, *, n_trials: int,
-                 timeout: float | None, on_trial_end: OnTrialEnd | None) -> None:
-    """Run the study's missing trials; keep ``result`` current after each one (every worker's trials: the
-    front is the study's), and write its files when the backend returns, raises or is interrupted."""
+                 timeout: float | None, on_trial_end: OnTrialEnd | None, recovery: Recovery | None = None) -> None:
+    """Run the study's missing trials, then the recovery of its front (if asked); keep ``result`` current after
+    each one (every worker's trials: the front is the study's), and write its files when the backend
+    returns, raises or is interrupted."""
 
     def record_trial(record: TrialRecord) -> None:
         result.trials = book.records()
@@ -305,6 +358,8 @@ def _run_backend(backend: Backend, book: StudyBook, job: TrialJob, result: Searc
     started = time.perf_counter()
     try:
         backend.run(book, job, n_trials=n_trials, timeout=timeout, on_trial_end=record_trial, run_dir=result.out_dir)
+        if recovery is not None:
+            recover_front(book, job, result, recovery, on_trial_end=record_trial)
     finally:
         result.trials = book.records()
         result.wall_seconds = time.perf_counter() - started

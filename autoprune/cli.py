@@ -214,6 +214,19 @@ def search(
     analysis: Optional[Path] = typer.Option(None, help="an analysis.json of autoprune analyze (same model, space and "
                                                        "profile): a new study's seeds come from it instead of a "
                                                        "start-up scan."),
+    bn: Optional[str] = typer.Option(None, help="what trials' fine-tunes do to BatchNorm statistics: auto (freeze "
+                                                "them when train-mode batches alone harm the dense model), train, "
+                                                "freeze, or adapt (recomputed before each evaluation); default: the "
+                                                "space's finetune.bn."),
+    reconstruct: Optional[bool] = typer.Option(None, "--reconstruct/--no-reconstruct",
+                                               help="refit the layers that read removed channels to the dense model's "
+                                                    "outputs on calibration batches (default: the space's "
+                                                    "reconstruct)."),
+    recover_steps: int = typer.Option(0, help="when the trials are done, fine-tune --recover-top front candidates "
+                                              "this many more steps each (learning rate decaying to zero); the "
+                                              "front and best/ then hold the recovered candidates (0: none)."),
+    recover_top: int = typer.Option(3, help="how many front candidates --recover-steps recovers, spread along the "
+                                            "front."),
     progress: bool = typer.Option(True, help="show a progress bar."),
     debug: bool = _DEBUG,
 ) -> None:
@@ -228,6 +241,7 @@ def search(
         from autoprune.distill import Distillation
         from autoprune.loading import build_data, build_model, check_space_fits, storage_label
         from autoprune.measure import HardwareProfile
+        from autoprune.recovery import Recovery
         from autoprune.report import print_front, print_time_breakdown
 
         check_arguments(n_trials=trials, budget_ms=budget_ms, budget_mb=budget_mb, budget_ratio=budget_ratio,
@@ -243,6 +257,9 @@ def search(
         ray_options = RayOptions(address=address, max_concurrent=max_concurrent, cpus_per_trial=cpus_per_trial,
                                  gpus_per_trial=gpus_per_trial) if backend == "ray" else None
         distillation = Distillation(weight=distill_weight) if distill else None
+        if recover_steps < 0:
+            raise AutopruneInputError(f"--recover-steps must be 0 (none) or a positive integer, got {recover_steps}")
+        recovery = Recovery(steps=recover_steps, top=recover_top) if recover_steps else None
         if fidelity not in FIDELITY:
             raise AutopruneInputError(f"--fidelity must be one of {sorted(FIDELITY)}, got {fidelity!r}")
         head_start = Analysis.load(analysis) if analysis is not None else None
@@ -250,7 +267,8 @@ def search(
                                   runtime=runtime)
         accelerator = "gpu" if device.startswith("cuda") else "cpu"
         the_space, _ = check_setup(space=space, profile=profile, precision=precision, accelerator=accelerator,
-                                   fidelity=FIDELITY[fidelity])  # before a model is loaded, or trained
+                                   fidelity=FIDELITY[fidelity], bn=bn,
+                                   reconstruct=reconstruct)  # before a model is loaded, or trained
         model_spec, data_spec = model or defaults.DEMO, data or defaults.DEMO
         check_space_fits(the_space, model_spec)
         name = study_name or _default_name(model_spec)
@@ -274,7 +292,7 @@ def search(
                                 ray=ray_options, resume=resume, heartbeat_interval=heartbeat_interval,
                                 on_trial_end=_progress_callback(bar, task, "accuracy"), study_attrs=attrs,
                                 distill=distillation, precision=precision, fidelity=FIDELITY[fidelity],
-                                analysis=head_start)
+                                analysis=head_start, bn=bn, reconstruct=reconstruct, recover=recovery)
         print_front(result, out_console)
         print_time_breakdown(result, out_console)
         out_console.print(f"results in {run_dir}/ (pareto.json, trials.csv, pareto.png"

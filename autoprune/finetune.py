@@ -75,27 +75,38 @@ def first_inputs(loader: DataLoader, n: int = 2, io: ModelIO | None = None) -> I
 class Recipe:
     """The optimiser of a fine-tune: Adam or AdamW at ``lr`` with ``weight_decay``, the learning rate
     warmed up linearly over the first ``warmup_steps`` steps (pretrained transformers want AdamW, a small
-    rate and a warm-up; the small CNNs of the default space, Adam)."""
+    rate and a warm-up; the small CNNs of the default space, Adam) and, with ``decay_steps``, decayed
+    linearly to zero by that step (a long recovery fine-tune settles instead of ending at full rate)."""
 
     lr: float = 1e-3
     optimizer: Literal["adam", "adamw"] = "adam"
     weight_decay: float = 0.0
     warmup_steps: int = 0
+    decay_steps: int = 0
 
     @classmethod
     def of(cls, settings: Any) -> Recipe:
         """The recipe of a trial's :class:`~autoprune.sampling.FinetuneSettings`."""
         return cls(lr=settings.lr, optimizer=settings.optimizer, weight_decay=settings.weight_decay,
-                   warmup_steps=settings.warmup_steps)
+                   warmup_steps=settings.warmup_steps,
+                   decay_steps=settings.max_steps if getattr(settings, "decay", "none") == "linear" else 0)
+
+    def factor(self, step: int) -> float:
+        """The share of ``lr`` at optimiser step ``step`` (from 0)."""
+        warm = min(1.0, (step + 1) / self.warmup_steps) if self.warmup_steps else 1.0
+        if not self.decay_steps:
+            return warm
+        span = max(1, self.decay_steps - self.warmup_steps)
+        return warm * max(0.0, 1.0 - max(0, step - self.warmup_steps) / span)
 
     def configure(self, parameters: Any) -> Any:
         """What a LightningModule's ``configure_optimizers`` returns for this recipe."""
         make = torch.optim.AdamW if self.optimizer == "adamw" else torch.optim.Adam
         optimiser = make(parameters, lr=self.lr, weight_decay=self.weight_decay)
-        if not self.warmup_steps:
+        if not self.warmup_steps and not self.decay_steps:
             return optimiser
-        warmup = torch.optim.lr_scheduler.LambdaLR(optimiser, lambda step: min(1.0, (step + 1) / self.warmup_steps))
-        return {"optimizer": optimiser, "lr_scheduler": {"scheduler": warmup, "interval": "step"}}
+        schedule = torch.optim.lr_scheduler.LambdaLR(optimiser, self.factor)
+        return {"optimizer": optimiser, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 
 
 class ClassifierModule(L.LightningModule):
@@ -277,9 +288,10 @@ def _trainer(*, max_steps: int, accelerator: str, callbacks: list[L.Callback], p
 
 
 def finetune(module: L.LightningModule, train_loader: DataLoader, *, policy: Policy, max_steps: int,
-             accelerator: str = "cpu", prefix: str = "", precision: str = "32-true") -> None:
+             accelerator: str = "cpu", prefix: str = "", precision: str = "32-true", bn: str = "train") -> None:
     """Fine-tune ``module`` in place for ``max_steps`` optimiser steps with the policy's regulariser, on
     ``accelerator`` at ``precision`` (``bf16-mixed`` or ``16-mixed`` autocast on a GPU; see :data:`PRECISIONS`).
+    ``bn="freeze"`` keeps BatchNorm statistics as they came (:mod:`autoprune.batchnorm`).
 
     ``prefix`` maps the policy's layer names to names inside ``module`` (``"net."`` for a wrapped model).
     """
@@ -288,6 +300,10 @@ def finetune(module: L.LightningModule, train_loader: DataLoader, *, policy: Pol
     unstructured = [prefix + n for n, lp in policy.layers.items()
                     if lp.sparsity > 0 and not get_method(lp.method).STRUCTURED]
     callbacks: list[L.Callback] = [FiniteLoss(), KeepZeros(module, unstructured)]
+    if bn == "freeze":
+        from autoprune.batchnorm import FreezeBatchNorm
+
+        callbacks.append(FreezeBatchNorm())
     if policy.regularizer.active:
         callbacks.append(SparsityRegularizer(kind=policy.regularizer.kind, strength=policy.regularizer.strength,
                                              layers=[prefix + n for n in policy.layers]))

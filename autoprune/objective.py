@@ -30,6 +30,7 @@ from typing import Any, Callable, Mapping
 from torch import nn
 from torch.utils.data import DataLoader
 
+from autoprune.batchnorm import BATCHES as BN_BATCHES
 from autoprune.errors import NonFiniteMetricError, TrialError
 from autoprune.export import load_pruned, save_pruned, weights_sha256
 from autoprune.fidelity import Fidelity
@@ -72,6 +73,11 @@ class TrialContext:
     teacher: Teacher | None = None
     #: Lightning precision of the fine-tune (``bf16-mixed`` on a GPU saves time and memory)
     precision: str = "32-true"
+    #: what the fine-tune does to BatchNorm statistics (``train``, ``freeze`` or ``adapt``: see
+    #: :mod:`autoprune.batchnorm`; ``auto`` is resolved before the trials start)
+    bn: str = "train"
+    #: refit the layers that read removed channels to the dense outputs after pruning (:mod:`autoprune.reconstruct`)
+    reconstruct: bool = False
 
     def constraints(self, metrics: Metrics) -> list[float]:
         """Optuna-style constraint values: <= 0 means the budget is met."""
@@ -124,7 +130,8 @@ def run_trial(ctx: TrialContext, policy: Policy, settings: FinetuneSettings, *, 
     if start is None:
         calibration = itertools.islice(iter(ctx.train_loader), settings.calibration_batches)
         pruned = prune(ctx.base_model, policy, ctx.example_inputs, calibration_data=calibration, loss_fn=ctx.loss,
-                       calibration_batches=settings.calibration_batches, seed=ctx.seed, io=ctx.io)
+                       calibration_batches=settings.calibration_batches, seed=ctx.seed, io=ctx.io,
+                       reconstruct=ctx.reconstruct)
     else:
         pruned = start
     timings["prune"] = time.perf_counter() - started
@@ -143,6 +150,8 @@ def run_trial(ctx: TrialContext, policy: Policy, settings: FinetuneSettings, *, 
 
     module = as_lightning(pruned, loss=ctx.loss, recipe=Recipe.of(settings), io=ctx.io, distill=ctx.distill,
                           teacher=ctx.teacher)
+    if ctx.bn == "adapt" and feasible:  # statistics of the task data, before the first evaluation
+        adapt_batchnorm(pruned, ctx.train_loader, batches=BN_BATCHES, io=ctx.io)
     before = after = None  # a fine-tuned trial's metric before and after its fine-tune
     if feasible and settings.max_steps > 0:
         # A fine-tune must never leave a candidate worse than it came in (a pretrained model at a learning rate
@@ -156,7 +165,10 @@ def run_trial(ctx: TrialContext, policy: Policy, settings: FinetuneSettings, *, 
         timings["evaluate"] = time.perf_counter() - started
         started = time.perf_counter()
         finetune(module, ctx.train_loader, policy=policy, max_steps=settings.max_steps,
-                 accelerator=ctx.accelerator, prefix="" if module is pruned else "net.", precision=ctx.precision)
+                 accelerator=ctx.accelerator, prefix="" if module is pruned else "net.", precision=ctx.precision,
+                 bn=ctx.bn)
+        if ctx.bn == "adapt":
+            adapt_batchnorm(pruned, ctx.train_loader, batches=BN_BATCHES, io=ctx.io)
         timings["finetune"] = time.perf_counter() - started
         started = time.perf_counter()
         tuned_deployed = _quantized(ctx, pruned, policy)
@@ -168,7 +180,7 @@ def run_trial(ctx: TrialContext, policy: Policy, settings: FinetuneSettings, *, 
             value = before
         timings["evaluate"] += time.perf_counter() - started
     else:
-        if feasible and screen_batches > 0:
+        if feasible and screen_batches > 0 and ctx.bn != "freeze":
             started = time.perf_counter()
             tuned = adapt_batchnorm(pruned, ctx.train_loader, batches=screen_batches, io=ctx.io)
             timings["finetune"] = time.perf_counter() - started
@@ -237,6 +249,8 @@ def execute_trial(ctx: TrialContext, proposal: Proposal, *, front: list[Point],
         "latency_cached": outcome.cached,
         "rung": proposal.rung,
         "finetune_steps": proposal.finetune_steps,
+        "bn": ctx.bn,
+        "reconstruct": ctx.reconstruct,
     }
     if proposal.parent is not None:
         attrs["parent"] = proposal.parent
@@ -328,9 +342,57 @@ class TrialJob:
                         finetune_steps=fidelity.steps[rung], last_rung=rung == fidelity.top,
                         screen_batches=fidelity.screen_batches if fidelity.more_steps(rung) == 0 else 0)
 
+    def recover(self, trial: Suggester, *, steps: int, parent: int, parent_dir: str | None, rung: int = 0,
+                parent_steps: int | None = None) -> Proposal:
+        """The recovery of front candidate ``parent`` (:mod:`autoprune.recovery`): its parameters (fixed in the
+        study), ``steps`` more fine-tune steps from its saved weights with the learning rate decaying to zero."""
+        policy, settings = self.space.sample(trial)
+        return Proposal(number=trial.number, policy=policy, rung=rung, parent=parent, parent_dir=parent_dir,
+                        settings=replace(settings, max_steps=steps, decay="linear"),
+                        finetune_steps=(parent_steps or 0) + steps, last_rung=True)
+
     def run(self, proposal: Proposal) -> TrialReport:
         """Run ``proposal`` in this process against the current front of its rung."""
         return execute_trial(self.context, proposal, front=self.front(proposal.rung), latencies=self.latencies())
+
+
+@dataclass(frozen=True)
+class FinetuneProbe:
+    """The dense model's metric before and after one trial's fine-tune at the space's lowest learning rate."""
+
+    before: float
+    after: float
+    lr: float
+    steps: int
+
+    @property
+    def harmful(self) -> bool:
+        return self.after < self.before - 0.01 * abs(self.before)
+
+    def warning(self, metric_name: str) -> str:
+        return (f"the trials' fine-tune makes the unpruned model worse: {metric_name} {self.before:.4f} -> "
+                f"{self.after:.4f} after {self.steps} steps at the space's lowest learning rate ({self.lr:g}), and every "
+                "candidate gets this fine-tune (a trial keeps its weights when it gets worse, so its figures hide "
+                "it): lower the space's finetune.lr range, set bn: freeze if the model has BatchNorm, or distil "
+                "from the dense model (distill=, --distill)")
+
+
+def probe_finetune(ctx: TrialContext, space: ResolvedSpace) -> FinetuneProbe | None:
+    """Fine-tune a copy of the dense model once as a trial would, at the space's lowest learning rate and
+    whatever the budgets (the dense seed may be over them and never fine-tuned), and evaluate it before and
+    after: a pretrained model that the recipe harms is found before the trials, not after. None when the
+    space does not fine-tune."""
+    spec = space.space.finetune
+    if spec.max_steps <= 0:
+        return None
+    settings = FinetuneSettings(max_steps=spec.max_steps, lr=spec.lr.low, calibration_batches=spec.calibration_batches,
+                                optimizer=spec.optimizer, weight_decay=spec.weight_decay, warmup_steps=spec.warmup_steps)
+    with quiet():
+        outcome = run_trial(replace(ctx, budget_ms=None, budget_mb=None), Policy(), settings)
+    if outcome.before_finetune is None or outcome.after_finetune is None:
+        return None
+    return FinetuneProbe(before=outcome.before_finetune, after=outcome.after_finetune, lr=settings.lr,
+                         steps=settings.max_steps)
 
 
 def dense_copy(model: nn.Module) -> nn.Module:

@@ -31,6 +31,7 @@ from autoprune.errors import DataError
 from autoprune.finetune import first_inputs, resolve_data
 from autoprune.layers import output_layers, run_model
 from autoprune.measure import HardwareProfile, LatencyReference, measure
+from autoprune.methods import get_method
 from autoprune.modelio import Inputs, ModelIO
 from autoprune.objective import dense_copy
 from autoprune.seeds import HeadStart, Seeds, coupled_units, hidden_units, seed_params
@@ -72,9 +73,15 @@ def prepare_model(model: nn.Module, data: Any, space: SearchSpace, io: ModelIO |
     io = io or ModelIO()
     train_loader, val_loader = resolve_data(data)
     example_inputs = first_inputs(val_loader, io=io)
-    if space.finetune.max_steps > 0 and next(iter(train_loader), None) is None:
+    first = next(iter(train_loader), None)
+    if space.finetune.max_steps > 0 and first is None:
         raise DataError("the training loader yields no batch, so no trial could fine-tune: check its dataset "
                         "(or set the space's finetune.max_steps to 0)")
+    labelled = [m for m in space.methods if get_method(m).NEEDS_GRADIENTS]
+    if labelled and first is not None and io.split(first)[1] is None:
+        raise DataError(f"the space's method(s) {labelled} score channels by the task loss's gradients, and the "
+                        "training batches carry no target: choose activation_structured (no labels needed) or "
+                        "l1_structured, or give batches with labels")
     base = dense_copy(model)
     io.check_output(run_model(base, example_inputs), example_inputs)
     protected = output_layers(base, example_inputs)

@@ -19,6 +19,7 @@ Example:
 from __future__ import annotations
 
 import copy
+import itertools
 from typing import Any, Callable, Iterable
 
 import torch
@@ -26,6 +27,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from autoprune.attention import check_supported
+from autoprune.calibration import input_statistics
 from autoprune.depth import drop_blocks, removable_blocks
 from autoprune.attention import attention_blocks
 from autoprune.errors import CalibrationError, ExampleInputsError, LayerMatchError, PolicyError, PruningError
@@ -35,6 +37,7 @@ from autoprune.methods.structured import accumulate_gradients, apply_structured
 from autoprune.methods.unstructured import apply_unstructured
 from autoprune.modelio import ModelIO
 from autoprune.policy import Policy
+from autoprune.reconstruct import reconstruct_layers, removed_channels
 
 LossFn = Callable[[Any, Any], torch.Tensor]
 
@@ -65,6 +68,7 @@ def prune(
     calibration_batches: int = 4,
     seed: int = 0,
     io: ModelIO | None = None,
+    reconstruct: bool = False,
 ) -> nn.Module:
     """Return a pruned copy of ``model``; ``model`` itself is never modified.
 
@@ -79,6 +83,9 @@ def prune(
         calibration_batches: how many calibration batches to accumulate gradients over.
         seed: seeds the random baselines so a policy prunes reproducibly.
         io: how calibration batches and outputs are read (:class:`~autoprune.modelio.ModelIO`).
+        reconstruct: after removing channels, refit the layers that read them so that their outputs match
+            the dense model's on the calibration batches (:mod:`autoprune.reconstruct`; needs
+            ``calibration_data``, labels not needed).
 
     Raises:
         UnknownMethodError, SparsityError, LayerMatchError, NoPrunableLayersError, ExampleInputsError,
@@ -105,23 +112,40 @@ def prune(
     pruned = drop_blocks(copy.deepcopy(model), policy.drop)
     unstructured = {n: (m, policy.layers[n].sparsity) for n, m in methods.items() if isinstance(m, UnstructuredMethod)}
 
+    active = {n: (m, s) for n, (m, s) in structured.items() if s > 0}
+    gradients = [n for n, (m, _) in active.items() if m.NEEDS_GRADIENTS and not m.NEEDS_ACTIVATIONS]
+    activations = [n for n, (m, _) in active.items() if m.NEEDS_ACTIVATIONS]
+    fisher = any(active[n][0].NEEDS_GRADIENTS for n in activations)
+    needed = gradients + activations + (["reconstruction"] if reconstruct and active else [])
+    batches: list[Any] = []
+    if needed:
+        if calibration_data is None:
+            raise CalibrationError(f"{needed} need calibration batches (gradients, activations or the dense "
+                                   "outputs to reconstruct): pass calibration_data= an iterable of batches")
+        batches = list(itertools.islice(iter(calibration_data), calibration_batches))
+        if not batches:
+            raise CalibrationError(f"calibration_data yielded no batch; {needed} need at least one")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        if any(m.NEEDS_GRADIENTS and s > 0 for m, s in structured.values()):
-            needed = [n for n, (m, s) in structured.items() if m.NEEDS_GRADIENTS and s > 0]
-            if calibration_data is None:
-                raise CalibrationError(f"layer(s) {needed} use a gradient-based method; pass calibration_data="
-                                       "an iterable of (inputs, targets) batches")
+        if gradients:
             try:
-                used = accumulate_gradients(pruned, calibration_data, loss_fn or F.cross_entropy,
-                                            max_batches=calibration_batches, io=io)
+                accumulate_gradients(pruned, batches, loss_fn or F.cross_entropy, max_batches=calibration_batches,
+                                     io=io)
             except Exception as exc:
-                raise CalibrationError(f"calibration for {needed} failed: {type(exc).__name__}: {exc}") from exc
-            if used == 0:
-                raise CalibrationError(f"calibration_data yielded no batch; {needed} need at least one")
+                raise CalibrationError(f"calibration for {gradients} failed: {type(exc).__name__}: {exc}") from exc
+        stats = None
+        if activations:
+            try:
+                stats = input_statistics(pruned, batches, layers=prunable_layers(pruned), fisher=fisher,
+                                         loss_fn=loss_fn, max_batches=calibration_batches, io=io)
+            except Exception as exc:
+                raise CalibrationError(f"calibration for {activations} failed: {type(exc).__name__}: {exc}") from exc
         if structured:
-            apply_structured(pruned, example_inputs, structured,
-                             protected=output_layers(model, example_inputs), round_to=policy.round_to)
+            results = apply_structured(pruned, example_inputs, structured, protected=output_layers(model, example_inputs),
+                                       round_to=policy.round_to, stats=stats)
+            if reconstruct:
+                reconstruct_layers(pruned, model, batches, removed=removed_channels(results), io=io,
+                                   max_batches=calibration_batches)
         apply_unstructured(pruned, unstructured, seed=seed)
 
     try:

@@ -141,15 +141,23 @@ def print_front(result: SearchResult, console: Console) -> None:
     best = result.best()
     rungs = any(t.rung for t in result.trials)  # a multi-fidelity study: say how long each candidate was tuned
     table = Table(title=f"Pareto front ({len(front)} of {len(result.trials)} trials)")
+    recovered = any(c.recovery_steps for c in front)  # recovered candidates: from which trial, at what metric
+    metric_of = {t.number: t.metric for t in result.trials}
     columns = ["trial", result.metric_name, "latency ms", "size MB", "sparse MB", "params", "MMACs", "method"]
-    for column in columns + (["rung", "ft steps"] if rungs else []):
+    for column in columns + (["rung", "ft steps"] if rungs or recovered else []):
         table.add_column(column, justify="right")
     for c in front:
         mark = " *" if best is not None and c.number == best.number else ""
         row = [f"{c.number}{mark}", fmt(c.metric, 4), fmt(c.latency_ms), fmt(c.size_mb), fmt(c.size_mb_sparse),
                str(c.params), fmt((c.macs or 0) / 1e6, 2), policy_label(c.policy)]
-        table.add_row(*row, *([str(c.rung), str(c.finetune_steps)] if rungs else []))
+        row += [str(c.rung), str(c.finetune_steps)] if rungs or recovered else []
+        table.add_row(*row)
     console.print(table)
+    for c in front:
+        if c.recovery_steps:
+            console.print(f"trial {c.number} recovered trial {c.parent}: {result.metric_name} "
+                          f"{fmt(metric_of.get(c.parent), 4)} -> {fmt(c.metric, 4)} after {c.recovery_steps} more steps",
+                          highlight=False)
     budget = ", ".join(f"{k} {v:g}" for k, v in (("latency ms <=", result.budget_ms), ("size MB <=", result.budget_mb))
                        if v is not None) or "none"
     if best is not None:

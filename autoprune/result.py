@@ -63,6 +63,9 @@ class TrialRecord:
     #: the two, since a fine-tune that made the candidate worse is undone
     metric_before_finetune: float | None = None
     metric_after_finetune: float | None = None
+    #: a recovery of front candidate ``parent`` (:mod:`autoprune.recovery`): its more fine-tune steps (None:
+    #: a trial of the search itself); it does not count towards the study's total
+    recovery_steps: int | None = None
 
     @property
     def finetune_undone(self) -> bool:
@@ -78,6 +81,8 @@ class TrialRecord:
     def counts(self) -> bool:
         """Whether it counts towards the study's total: complete, or failed by its own error (not interrupted,
         lost with its worker, or dropped unrun)."""
+        if self.recovery_steps:
+            return False
         return self.complete or (self.state == "failed" and self.failure_reason not in UNCOUNTED)
 
     def objectives(self) -> tuple[float, float, float]:

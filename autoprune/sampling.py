@@ -58,6 +58,8 @@ class FinetuneSettings:
     optimizer: str = "adam"
     weight_decay: float = 0.0
     warmup_steps: int = 0
+    #: ``linear``: the learning rate decays to zero over ``max_steps`` (a recovery); ``none``: constant
+    decay: str = "none"
 
 
 def _grid(low: float, high: float, step: float | None) -> tuple[float, float]:

@@ -106,6 +106,8 @@ class FinetuneSpec(_Strict):
     optimizer: Literal["adam", "adamw"] = "adam"
     weight_decay: float = Field(0.0, ge=0.0)
     warmup_steps: int = Field(0, ge=0)
+    #: what the fine-tune does to BatchNorm statistics (:mod:`autoprune.batchnorm`)
+    bn: Literal["auto", "train", "freeze", "adapt"] = "auto"
 
     _coerce = field_validator("weight_decay", mode="before")(_coerce_number)
 
@@ -128,8 +130,9 @@ class FidelitySpec(_Strict):
 
 #: fields added after the first spaces: left out of the fingerprint at their default, so that a space
 #: written before them keeps its fingerprint (and its studies stay joinable)
-_LATER_DEFAULTS = {"drop_blocks": [], "prune_hidden": False, "fidelity": None, "quantize": ["none"]}
-_LATER_FINETUNE_DEFAULTS = {"optimizer": "adam", "weight_decay": 0.0, "warmup_steps": 0}
+_LATER_DEFAULTS = {"drop_blocks": [], "prune_hidden": False, "fidelity": None, "quantize": ["none"],
+                   "reconstruct": False}
+_LATER_FINETUNE_DEFAULTS = {"optimizer": "adam", "weight_decay": 0.0, "warmup_steps": 0, "bn": "auto"}
 
 
 class SearchSpace(_Strict):
@@ -149,6 +152,8 @@ class SearchSpace(_Strict):
     fidelity: FidelitySpec | None = None
     quantize: list[Literal["none", "int8_static", "int8_dynamic"]] = Field(default_factory=lambda: ["none"],
                                                                            min_length=1)
+    #: refit the layers that read removed channels to the dense model's outputs (:mod:`autoprune.reconstruct`)
+    reconstruct: bool = False
 
     @field_validator("methods")
     @classmethod
@@ -197,6 +202,16 @@ class SearchSpace(_Strict):
             raise SearchSpaceError(str(exc)) from None
         return self.model_copy(update={"fidelity": FidelitySpec(steps=list(rungs.steps), promote=rungs.promote,
                                                                 screen_batches=rungs.screen_batches)})
+
+    def with_options(self, *, bn: str | None = None, reconstruct: bool | None = None) -> SearchSpace:
+        """This space with the BatchNorm policy and reconstruction a caller chose over the space's own (None
+        keeps the space's); the fingerprint follows, so a study's workers agree on them."""
+        space = self
+        if bn is not None:
+            space = space.model_copy(update={"finetune": space.finetune.model_copy(update={"bn": bn})})
+        if reconstruct is not None:
+            space = space.model_copy(update={"reconstruct": reconstruct})
+        return space
 
     @property
     def has_structured(self) -> bool:

@@ -13,9 +13,15 @@ directory), 3 trials (6 with two workers), one torch thread. The phases are made
   and timing at batch 8 take well under a second);
 * ``export``: ``autoprune export`` of the finished study, 1 s after it starts;
 * ``kill -9``: one of two workers on one study (a journal file, and PostgreSQL when its binaries are
-  installed), killed while it runs a trial; the other finishes.
+  installed), killed while it runs a trial; the other finishes;
+* ``promotion``: a multi-fidelity search (``--fidelity on``: rungs at 0, 200 and 600 steps) signalled or
+  killed (-9) while a promoted trial (rung 1 or 2) fine-tunes, then the same command again;
+* ``int8``: a search whose every candidate is int8 (``quantize: [int8_static]``, ONNX Runtime), signalled
+  while a trial quantizes, times and fine-tunes (25 steps: quantizing is a large share of the trial);
+* ``analyze``: ``autoprune analyze`` signalled mid-scan (timing batch 256); no ``analysis.json`` may be left
+  half-written, and the same command again finishes.
 
-    python benchmarks/fault_injection.py            # about 10 minutes on 2 cores
+    python benchmarks/fault_injection.py            # about 20 minutes on 2 cores
 """
 
 from __future__ import annotations
@@ -135,6 +141,81 @@ def signal_export(work: Path, weights: Path, sig: signal.Signals) -> dict:
             "complete": len(after["complete"]), "lost": len(before - after["complete"]), "seeds": after["seeded"]}
 
 
+RUNNING_PROMOTED = ("select count(*) from trials t join trial_user_attributes a on t.trial_id = a.trial_id "
+                    "where t.state = 'RUNNING' and a.key = 'rung' and a.value_json != '0'")
+
+
+def signal_promotion(work: Path, weights: Path, sig: signal.Signals) -> dict:
+    """A promoted trial (rung >= 1) of a multi-fidelity search, signalled (or killed) 2 s into its fine-tune."""
+    run = work / f"promotion-{sig.name}"
+    args = ("--space", work / "space.yaml", "--fidelity", "on", "--trials", 8, "--batch-size", 8,
+            "--study-name", "digits", "--heartbeat-interval", 1)
+    proc = start(run, weights, *args)
+    db = run / "study.db"
+    hit = wait_for(lambda: query(db, RUNNING_PROMOTED) not in ([], [(0,)]) or proc.poll() is not None, timeout=600)
+    time.sleep(2.0)
+    hit = hit and proc.poll() is None
+    storage = f"sqlite:///{db}"
+    before = study_state(storage, "digits")["complete"]
+    proc.send_signal(sig)
+    code = proc.wait(timeout=300)
+    if sig == signal.SIGKILL:
+        time.sleep(4)  # past the heartbeat's grace (3 intervals): the resume fails the dead trial and retries it
+    again = start(run, weights, *args).wait(timeout=1200)
+    after = study_state(storage, "digits")
+    return {"fault": f"{sig.name} during a promoted trial", "hit": hit, "exit": code, "resume_exit": again,
+            "complete": len(after["complete"]), "lost": len(before - after["complete"]), "seeds": after["seeded"]}
+
+
+INT8_SPACE = (REPO / "tests" / "data" / "tiny_int8.yaml").read_text().replace("max_steps: 2", "max_steps: 25")
+
+
+def signal_int8(work: Path, weights: Path, sig: signal.Signals) -> dict:
+    run = work / f"int8-{sig.name}"
+    space = work / "int8.yaml"
+    space.write_text(INT8_SPACE)
+    args = ("--space", space, "--runtime", "onnxruntime", "--trials", 4, "--batch-size", 8, "--study-name", "digits")
+    proc = start(run, weights, *args)
+    db = run / "study.db"
+    running = "select count(*) from trials where state = 'RUNNING'"
+    hit = wait_for(lambda: (query(db, running) not in ([], [(0,)]) and
+                            query(db, "select count(*) from trials where state = 'COMPLETE'") not in ([], [(0,)]))
+                   or proc.poll() is not None)
+    time.sleep(0.5)
+    hit = hit and proc.poll() is None
+    storage = f"sqlite:///{db}"
+    before = study_state(storage, "digits")["complete"]
+    proc.send_signal(sig)
+    code = proc.wait(timeout=300)
+    again = start(run, weights, *args).wait(timeout=900)
+    after = study_state(storage, "digits")
+    best = run / "best"
+    return {"fault": f"{sig.name} during an int8 trial", "hit": hit, "exit": code, "resume_exit": again,
+            "complete": len(after["complete"]), "lost": len(before - after["complete"]), "seeds": after["seeded"],
+            "best_int8": (best / "model.int8.onnx").is_file()}
+
+
+def signal_analyze(work: Path, weights: Path, sig: signal.Signals) -> dict:
+    run = work / f"analyze-{sig.name}"
+    run.mkdir(parents=True, exist_ok=True)
+    shutil.copy(weights, run / weights.name)
+    command = cli("analyze", "--out", run, "--space", work / "space.yaml", "--batch-size", 256)
+    log = open(run / "analyze.log", "w")
+    proc = subprocess.Popen(command, cwd=REPO, env=env(), stdout=log, stderr=subprocess.STDOUT,
+                            preexec_fn=interruptible)
+    time.sleep(6.0)  # the cached model loaded, the scan under way (it takes tens of seconds at batch 256)
+    hit = proc.poll() is None
+    proc.send_signal(sig)
+    code = proc.wait(timeout=300)
+    log.close()
+    said = " ".join((run / "analyze.log").read_text().split())
+    half = (run / "analysis.json").exists()
+    again = subprocess.run(command, cwd=REPO, env=env(), capture_output=True, timeout=900).returncode
+    whole = (run / "analysis.json").is_file() and bool(json.loads((run / "analysis.json").read_text()).get("units"))
+    return {"fault": f"{sig.name} during analyze", "hit": hit and not half, "exit": code, "resume_exit": again,
+            "complete": int(whole), "lost": int(half), "seeds": "nothing of it was written" in said}
+
+
 def kill_worker(work: Path, weights: Path, storage: str, label: str) -> dict:
     from autoprune.backends.book import StudyBook
     from autoprune.backends.storage import make_storage
@@ -181,6 +262,14 @@ def main() -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         rows.append(signal_export(work, weights, sig))
         print(rows[-1], flush=True)
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGKILL):
+        rows.append(signal_promotion(work, weights, sig))
+        print(rows[-1], flush=True)
+    rows.append(signal_int8(work, weights, signal.SIGINT))
+    print(rows[-1], flush=True)
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        rows.append(signal_analyze(work, weights, sig))
+        print(rows[-1], flush=True)
     rows.append(kill_worker(work, weights, str(work / "kill-journal.log"), "journal"))
     print(rows[-1], flush=True)
     try:
@@ -202,6 +291,10 @@ def main() -> None:
         lines.append(f"| {r['fault']} | {'yes' if r['hit'] else 'no'} | {r['exit']} | "
                      f"{'-' if r['resume_exit'] is None else r['resume_exit']} | {r['complete']} | {r['lost']} | "
                      f"{'yes' if r['seeds'] else 'no'} |")
+    lines.append("")
+    lines.append("analyze rows: trials complete = analysis.json whole after the rerun (1), trials lost = a file "
+                 "left by the interrupted run (0), seeds present = the message said nothing was written; int8 rows: "
+                 + ", ".join(f"best/model.int8.onnx present: {r['best_int8']}" for r in rows if "best_int8" in r))
     table = "\n".join(lines)
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "fault_injection.json").write_text(json.dumps(rows, indent=2) + "\n")

@@ -263,3 +263,20 @@ def test_an_export_whose_int8_check_fails_exits_2_naming_the_tolerance_and_leave
     proc = autoprune("export", "--out", int8_run, "--to", target)
     assert proc.returncode == 0, proc.stderr
     assert (target / "model.int8.onnx").is_file() and (target / "policy.json").is_file()
+
+
+def test_the_recovery_reconstruction_and_bn_options_reach_the_search(tmp_path):
+    out = tmp_path / "run"
+    proc = autoprune("search", "--space", TINY, "--trials", "3", "--seed", "0", "--out", out, "--no-progress",
+                     "--bn", "freeze", "--reconstruct", "--recover-steps", "4", "--recover-top", "1")
+    assert proc.returncode == 0, proc.stderr
+    rows = list(__import__("csv").DictReader((out / "trials.csv").open()))
+    recovered = [r for r in rows if r["recovery_steps"] not in ("", "None")]
+    assert len(recovered) == 1
+    if recovered[0]["on_front"] == "True":
+        parent = int(float(recovered[0]["parent"]))  # a column with empty cells reads as floats
+        assert f"trial {recovered[0]['number']} recovered trial {parent}" in proc.stdout
+    proc = autoprune("search", "--out", tmp_path / "x", "--bn", "sometimes", "--no-progress")
+    assert proc.returncode == 2 and "bn (--bn) must be one of" in proc.stderr
+    proc = autoprune("search", "--out", tmp_path / "y", "--recover-steps", "-3", "--no-progress")
+    assert proc.returncode == 2 and "--recover-steps" in proc.stderr

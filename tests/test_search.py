@@ -447,3 +447,28 @@ def test_a_budget_ratio_without_interleaving_is_stored_so_report_applies_the_sam
     again = load_result(storage=f"sqlite:///{tmp_path / 'study.db'}", study_name="s")
     assert again.budget_ms == pytest.approx(result.budget_ms)
     assert json.loads((tmp_path / "pareto.json").read_text())["budget_ms"] == pytest.approx(result.budget_ms)
+
+
+# --- issue 32: the dense model's fine-tune probed at start-up; reconstruction recorded per trial -----------------
+
+def test_a_recipe_that_harms_the_dense_model_is_said_before_the_trials(digits, tmp_path):
+    """The dense seed over the budget is never fine-tuned, so the end-of-search check could not fire: the probe
+    fine-tunes a dense copy once at start-up, whatever the budget."""
+    model, data = digits
+    harsh = {"version": 1, "methods": ["l1_structured"], "round_to": [None],
+             "finetune": {"max_steps": 20, "lr": {"low": 0.5, "high": 1.0, "log": True}}}
+    with pytest.warns(UserWarning, match="makes the unpruned model worse"):
+        _search(model, data, tmp_path, space=harsh, n_trials=1, budget_ratio=0.3)
+    stored = optuna.load_study(study_name="autoprune", storage=f"sqlite:///{tmp_path / 'study.db'}").user_attrs
+    assert stored["dense_finetune"]["after"] < stored["dense_finetune"]["before"]
+
+
+def test_reconstruction_is_recorded_per_trial_and_changes_the_space_fingerprint(digits, tmp_path):
+    from autoprune.space import load_space
+
+    model, data = digits
+    result = _search(model, data, tmp_path, n_trials=2, reconstruct=True, study_name="r")
+    study = optuna.load_study(study_name="r", storage=f"sqlite:///{tmp_path / 'study.db'}")
+    assert all(attrs_of(t)["reconstruct"] is True for t in study.get_trials() if t.state.name == "COMPLETE")
+    assert result.meta.space_fingerprint == load_space(TINY).with_options(reconstruct=True).fingerprint()
+    assert load_space(TINY).with_options(reconstruct=True).fingerprint() != load_space(TINY).fingerprint()

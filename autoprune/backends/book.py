@@ -50,6 +50,7 @@ DIRECTIONS = ["maximize", "minimize", "minimize"]
 CONSTRAINT_KEYS = ("latency_ms_over_budget", "size_mb_over_budget")
 REPORT_ATTR = "report"  # a finished trial's user attributes, written at once
 SEEDED_ATTR = "seeded"  # the study's seeded policies are queued
+RECOVERY_ATTR = "recovery"  # a queued recovery of a front candidate: its more fine-tune steps
 #: how long a run that finds a study without its metadata waits for the creator to store it (it takes
 #: milliseconds), before it takes the study for one whose creator stopped half-way and finishes it
 CREATION_WAIT_S = 10.0
@@ -70,7 +71,10 @@ def attrs_of(trial: FrozenTrial | optuna.Trial) -> dict[str, Any]:
 
 
 def _counts(trial: FrozenTrial) -> bool:
-    """Complete, or failed by its own error (not interrupted, not lost with a dead worker)."""
+    """Complete, or failed by its own error (not interrupted, not lost with a dead worker); a recovery
+    (:mod:`autoprune.recovery`) spends its own budget, not the study's total."""
+    if trial.user_attrs.get(RECOVERY_ATTR):
+        return False
     if trial.state == TrialState.COMPLETE:
         return True
     reason = trial.user_attrs.get("failure_reason")
@@ -162,7 +166,8 @@ class StudyBook:
         """``(counted, running)``: the trials that count towards the total (see the module docstring), and
         those running now on every worker (one read of the storage)."""
         trials = self.study.get_trials(deepcopy=False, states=(*_COUNTED_STATES, TrialState.RUNNING))
-        return sum(1 for t in trials if _counts(t)), sum(1 for t in trials if t.state == TrialState.RUNNING)
+        return sum(1 for t in trials if _counts(t)), sum(1 for t in trials if t.state == TrialState.RUNNING
+                                                         and not t.user_attrs.get(RECOVERY_ATTR))
 
     def slots_left(self, n_trials: int) -> int:
         """How many more trials may start: the total less those that count and those running anywhere."""
@@ -172,7 +177,10 @@ class StudyBook:
         """True when the trials that count plus those running with a lower number already fill the total:
         ``trial`` lost the race for the last slot."""
         trials = self.study.get_trials(deepcopy=False, states=(*_COUNTED_STATES, TrialState.RUNNING))
-        taken = sum(1 for t in trials if _counts(t) or (t.state == TrialState.RUNNING and t.number < trial.number))
+        if trial.user_attrs.get(RECOVERY_ATTR):  # queued when the search ended, on top of its total
+            return False
+        taken = sum(1 for t in trials if _counts(t) or (t.state == TrialState.RUNNING and t.number < trial.number
+                                                         and not t.user_attrs.get(RECOVERY_ATTR)))
         return taken >= n_trials
 
     # --- trials -------------------------------------------------------------------------------------------
@@ -216,12 +224,18 @@ class StudyBook:
         """Sample ``trial``'s policy from the job's space and store it on the trial (failed trials show it too).
         A promoted trial (queued by :meth:`promote`) gets its parent's weights to continue from."""
         rung, parent = int(trial.user_attrs.get("rung", 0)), trial.user_attrs.get("parent")
-        parent_dir = None
+        parent_dir = parent_steps = None
         if parent is not None:
-            parent_dir = attrs_of(self._trial(int(parent))).get("artifact_dir")
+            parent_attrs = attrs_of(self._trial(int(parent)))
+            parent_dir, parent_steps = parent_attrs.get("artifact_dir"), parent_attrs.get("finetune_steps")
             if parent_dir is None:
                 raise StudyError(f"trial {trial.number} continues trial {parent}, which saved no weights")
-        proposal = job.propose(trial, rung=rung, parent=parent, parent_dir=parent_dir)
+        recovery = trial.user_attrs.get(RECOVERY_ATTR)
+        if recovery:
+            proposal = job.recover(trial, steps=int(recovery), parent=int(parent), parent_dir=parent_dir,
+                                   rung=rung, parent_steps=parent_steps)
+        else:
+            proposal = job.propose(trial, rung=rung, parent=parent, parent_dir=parent_dir)
         trial.set_user_attr("policy", proposal.policy.to_dict())
         return proposal
 
@@ -248,7 +262,8 @@ class StudyBook:
         taken = {(t.user_attrs.get("parent"), t.user_attrs.get("rung")) for t in trials if _holds_promotion(t)}
         complete = {t.number: (t, attrs_of(t)) for t in trials if t.state == TrialState.COMPLETE}
         for rung in range(fidelity.top - 1, -1, -1):
-            done = [n for n, (_, attrs) in complete.items() if int(attrs.get("rung", 0)) == rung]
+            done = [n for n, (_, attrs) in complete.items() if int(attrs.get("rung", 0)) == rung
+                    and not attrs.get(RECOVERY_ATTR)]  # a recovered candidate is final
             points = {n: tuple(complete[n][0].values) for n in done if complete[n][1].get("feasible")}
             for number in promotable(points, promote=fidelity.promote, completed=len(done)):
                 parent, attrs = complete[number]
@@ -265,6 +280,36 @@ class StudyBook:
             return False
         return any(t.number < trial.number and _holds_promotion(t) and t.user_attrs.get("parent") == parent
                    and t.user_attrs.get("rung") == rung for t in self.study.get_trials(deepcopy=False))
+
+    def queue_recovery(self, parents: list[int], *, steps: int) -> list[int]:
+        """Queue a recovery of each of ``parents`` (front candidates): a trial with the parent's parameters that
+        continues from its saved weights for ``steps`` more steps (:mod:`autoprune.recovery`). A parent that
+        already has a recovery (queued, running or done, by this run or an earlier one) is left; returns the
+        parents queued now."""
+        trials = self.study.get_trials(deepcopy=False)
+        held = {t.user_attrs.get("parent") for t in trials if t.user_attrs.get(RECOVERY_ATTR) and _holds_promotion(t)}
+        queued = []
+        for number in parents:
+            if number in held:
+                continue
+            parent = self._trial(number)
+            self.study.enqueue_trial(parent.params, user_attrs={"rung": int(attrs_of(parent).get("rung", 0)),
+                                                                "parent": number, RECOVERY_ATTR: steps})
+            queued.append(number)
+        return queued
+
+    def claim_waiting(self, waiting: FrozenTrial) -> optuna.Trial | None:
+        """Start this queued trial (Optuna's ``ask`` starts the oldest one, which may be another); None when
+        another worker started it first. The state change is the storage's own atomic claim."""
+        try:
+            claimed = self.study._storage.set_trial_state_values(waiting._trial_id, state=TrialState.RUNNING)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            return None
+        if not claimed:
+            return None
+        trial = optuna.Trial(self.study, waiting._trial_id)
+        self.claim(trial)
+        return trial
 
     def drop(self, trial: optuna.Trial, reason: str) -> None:
         """Finish an asked trial unrun (PRUNED: it neither counts nor shows in the records)."""
@@ -336,11 +381,17 @@ class StudyBook:
 
 
 def _holds_promotion(trial: FrozenTrial) -> bool:
-    """A promoted trial that is queued, running or counted holds its promotion; one interrupted or lost with
-    a dead worker does not (its retry, or a new promotion, runs instead)."""
+    """A promoted (or recovery) trial that is queued, running or finished by its own outcome holds its place;
+    one interrupted or lost with a dead worker does not (its retry, or a new one, runs instead)."""
     if trial.user_attrs.get("parent") is None:
         return False
-    return trial.state in (TrialState.WAITING, TrialState.RUNNING) or _counts(trial)
+    if trial.state in (TrialState.WAITING, TrialState.RUNNING):
+        return True
+    if trial.user_attrs.get(RECOVERY_ATTR):
+        reason = trial.user_attrs.get("failure_reason")
+        return trial.state == TrialState.COMPLETE or (trial.state == TrialState.FAIL and reason is not None
+                                                      and reason != INTERRUPTED)
+    return _counts(trial)
 
 
 def _alive(pid: int) -> bool:
@@ -374,4 +425,5 @@ def to_record(trial: FrozenTrial) -> TrialRecord:
         latency_cached=bool(attrs.get("latency_cached", False)), weights_sha256=attrs.get("weights_sha256"),
         metric_before_finetune=attrs.get("finetune_metric", {}).get("before"),
         metric_after_finetune=attrs.get("finetune_metric", {}).get("after"),
+        recovery_steps=attrs.get(RECOVERY_ATTR),
     )

@@ -103,7 +103,7 @@ def is_file_storage(spec: str) -> bool:
     return "://" not in str(spec)
 
 
-def check_storage_spec(spec: str) -> None:
+def check_storage_spec(spec: str, *, persistent: bool = True) -> None:
     """Refuse a storage spec that cannot work as meant, before anything is opened or created; no message
     shows a password:
 
@@ -111,8 +111,8 @@ def check_storage_spec(spec: str) -> None:
       otherwise become a private journal file named after it;
     * a URL whose password holds ``@``, ``?``, ``#``, ``/`` or a space: parsers split such a URL in different
       places (SQLAlchemy took ``pw@rest`` for a host name), so it must be percent-encoded;
-    * an SQLite URL with no file (``sqlite://``, ``sqlite:///:memory:``): the study would vanish with the
-      process and could never be resumed or joined.
+    * with ``persistent`` (a user's storage), an SQLite URL with no file (``sqlite://``,
+      ``sqlite:///:memory:``): the study would vanish with the process and could never be resumed or joined.
     """
     spec = str(spec)
     if is_file_storage(spec):
@@ -131,7 +131,8 @@ def check_storage_spec(spec: str) -> None:
         raise StudyError(f"the --storage {scheme}:// URL holds characters that a URL's password must percent-encode "
                          f"({codes}), else parsers split it in different places and the driver quotes part of the "
                          "password as a host name; or keep the password out of the URL (~/.pgpass, PGPASSWORD)")
-    if scheme.startswith("sqlite") and (not rest.strip("/") or ":memory:" in rest or rest.startswith("?")):
+    if persistent and scheme.startswith("sqlite") and (not rest.strip("/") or ":memory:" in rest
+                                                        or rest.startswith("?")):
         raise StudyError(f"--storage {mask_url(spec)} is an in-memory SQLite database: the study would vanish with "
                          "this process and could never be resumed; give a file, sqlite:///path/to/study.db")
 
@@ -251,7 +252,7 @@ def make_storage(spec: str, *, heartbeat_interval: int | None = defaults.HEARTBE
     ``must_exist``, when a journal or SQLite file is not there. ``heartbeat_interval=None`` turns
     heartbeats off (ask/tell drivers such as the Ray backend, which Optuna's heartbeat does not serve).
     """
-    check_storage_spec(spec)
+    check_storage_spec(spec, persistent=False)  # in memory: for tests and doctests; users are checked up front
     path = storage_file(spec)
     if must_exist and path is not None and not path.is_file():
         raise StudyError(f"no {'journal file' if is_file_storage(spec) else 'SQLite database'} at {path}")

@@ -6,7 +6,11 @@ Two kinds of method, declared by the class attribute ``STRUCTURED``:
   zero); the engine applies the mask and makes it permanent;
 * structured methods implement the pure :meth:`StructuredMethod.channel_scores` (how important each
   output channel is); the engine sums the scores over every layer coupled to that channel and removes
-  the least important channels from all of them at once.
+  the least important channels from all of them at once. A method that needs more than a layer's weight
+  rows overrides :meth:`StructuredMethod.member_scores`, which sees one member of the coupled group at a
+  time (:class:`Member`: its rows, whether the channels are its outputs or its inputs, and, for a method
+  that declares ``NEEDS_ACTIVATIONS``, the calibration statistics of those input channels, see
+  :mod:`autoprune.calibration`).
 
 Users add their own methods with :func:`register_method`; a registered name can then be used in a
 policy or a search space like the built-in ones.
@@ -26,6 +30,7 @@ Example:
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
@@ -39,8 +44,36 @@ class PruningMethod(ABC):
 
     name: ClassVar[str]
     STRUCTURED: ClassVar[bool]
-    #: True when the method needs gradients from calibration batches (e.g. Taylor importance).
+    #: True when the method needs gradients from calibration batches (e.g. Taylor importance; with
+    #: ``NEEDS_ACTIVATIONS``, the Fisher information of the input channels).
     NEEDS_GRADIENTS: ClassVar[bool] = False
+    #: True when the method reads calibration statistics of the layers' input channels (activation norms;
+    #: :mod:`autoprune.calibration`), handed to :meth:`StructuredMethod.member_scores`.
+    NEEDS_ACTIVATIONS: ClassVar[bool] = False
+
+
+@dataclass(frozen=True)
+class Member:
+    """One Conv/Linear layer of a coupled group, as a structured method scores it.
+
+    Attributes:
+        name: the layer's name in the model.
+        weight: the layer's weight for the group's channels, one row per channel: its output rows when
+            ``outputs`` is True, else its input columns (transposed), flattened to ``[channels, fan]``.
+        grad: the matching rows of the accumulated gradient (methods with ``NEEDS_GRADIENTS``), else None.
+        outputs: whether the channels are this layer's outputs (it writes them) or its inputs (it reads them).
+        input_norm: for a layer that reads the channels, each channel's root-mean-square activation on the
+            calibration batches (methods with ``NEEDS_ACTIVATIONS``; None otherwise).
+        input_fisher: ... and the Fisher information of a mask on each channel (methods that also need
+            gradients; None otherwise).
+    """
+
+    name: str
+    weight: torch.Tensor
+    grad: torch.Tensor | None
+    outputs: bool
+    input_norm: torch.Tensor | None = None
+    input_fisher: torch.Tensor | None = None
 
 
 class UnstructuredMethod(PruningMethod):
@@ -68,6 +101,11 @@ class StructuredMethod(PruningMethod):
         ``grad`` is the matching rows of the accumulated gradient when ``NEEDS_GRADIENTS`` is True,
         else None. Must return a 1-D float tensor of length ``channels``.
         """
+
+    def member_scores(self, member: Member) -> torch.Tensor:
+        """Score the group's channels as seen by one member (the engine sums over the members). By default
+        :meth:`channel_scores` of the member's rows; data-aware methods override this."""
+        return self.channel_scores(member.weight, member.grad)
 
 
 REGISTRY: Registry[PruningMethod] = Registry(

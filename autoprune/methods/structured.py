@@ -39,7 +39,8 @@ from torch import nn
 
 from autoprune.attention import AttentionBlock, attention_blocks, has_attention, refresh_heads
 from autoprune.layers import PRUNABLE_TYPES
-from autoprune.methods.base import StructuredMethod
+from autoprune.calibration import InputStats
+from autoprune.methods.base import Member, StructuredMethod
 from autoprune.modelio import Inputs, ModelIO
 
 _OUT_HANDLERS = {tp.prune_conv_out_channels, tp.prune_linear_out_channels}
@@ -55,6 +56,9 @@ class GroupResult:
     channels_after: int
     method: str
     requested_sparsity: float
+    #: every Conv/Linear dimension the group's removal touched: (layer, True for its outputs / False for its
+    #: inputs, the indices removed, numbered as before the removal)
+    removed: tuple[tuple[str, bool, tuple[int, ...]], ...] = ()
 
 
 def _kept_channels(n: int, sparsity: float, multiple: int) -> int:
@@ -73,10 +77,14 @@ def _rows(weight: torch.Tensor, idxs: list[int], out_dim: bool) -> torch.Tensor:
     return w[idxs].flatten(1)
 
 
-def _group_scores(group: Any, method: StructuredMethod) -> torch.Tensor:
-    """Sum the method's channel scores over every Conv/Linear member of a Torch-Pruning group."""
+def _group_scores(group: Any, method: StructuredMethod, names: Mapping[nn.Module, str],
+                  stats: Mapping[str, InputStats] | None = None) -> torch.Tensor:
+    """Sum the method's scores over every Conv/Linear member of a Torch-Pruning group (:class:`Member` each,
+    with the calibration statistics of the channels a member reads when the method needs them). A data-aware
+    method whose members carried no statistics at all falls back to the members' L1 norms."""
     n = len(group[0].idxs)
     total = torch.zeros(n, dtype=torch.float32)
+    fallback = torch.zeros(n, dtype=torch.float32)
     for item in group:
         dep, idxs, root_idxs = item.dep, item.idxs, getattr(item, "root_idxs", None)
         layer = dep.target.module
@@ -87,10 +95,21 @@ def _group_scores(group: Any, method: StructuredMethod) -> torch.Tensor:
             continue
         weight = layer.weight.detach()
         grad = layer.weight.grad
-        w_rows = _rows(weight, idxs, out_dim)
-        g_rows = _rows(grad.detach(), idxs, out_dim) if (grad is not None and method.NEEDS_GRADIENTS) else None
-        scores = method.channel_scores(w_rows, g_rows).detach().float().cpu()
-        total.scatter_add_(0, torch.tensor(root_idxs, dtype=torch.long), scores)
+        found = (stats or {}).get(names.get(layer, "")) if not out_dim else None
+        index = torch.tensor(idxs, dtype=torch.long)
+        member = Member(name=names.get(layer, ""), weight=_rows(weight, idxs, out_dim),
+                        grad=_rows(grad.detach(), idxs, out_dim) if (grad is not None and method.NEEDS_GRADIENTS)
+                        else None, outputs=out_dim,
+                        input_norm=found.norm[index] if found is not None else None,
+                        input_fisher=found.input_fisher[index] if found is not None and found.input_fisher is not None
+                        else None)
+        scores = method.member_scores(member).detach().float().cpu()
+        roots = torch.tensor(root_idxs, dtype=torch.long)
+        total.scatter_add_(0, roots, scores)
+        if method.NEEDS_ACTIVATIONS:
+            fallback.scatter_add_(0, roots, member.weight.abs().sum(dim=1).float().cpu())
+    if method.NEEDS_ACTIVATIONS and not bool(total.abs().sum() > 0):
+        return fallback
     return total
 
 
@@ -168,9 +187,12 @@ def apply_structured(
     *,
     protected: Iterable[str],
     round_to: int | None,
+    stats: Mapping[str, InputStats] | None = None,
 ) -> list[GroupResult]:
-    """Remove channels in place, group by group, as described in this module's docstring."""
+    """Remove channels in place, group by group, as described in this module's docstring. ``stats`` are the
+    calibration statistics data-aware methods read (:func:`autoprune.calibration.input_statistics`)."""
     blocks = attention_blocks(model)
+    names = {module: name for name, module in model.named_modules()}
     graph, groups = _removable_groups(model, example_inputs, protected)
     results: list[GroupResult] = []
     for group, members in groups:
@@ -182,17 +204,24 @@ def apply_structured(
         n = len(group[0].idxs)
         block = _attention_in(members, blocks)
         if block is not None and n == block.width:
-            drop = _dropped_heads(block, _group_scores(group, method), sparsity)
+            drop = _dropped_heads(block, _group_scores(group, method, names, stats), sparsity)
         else:
             multiple = _group_multiple(group, round_to)
             if multiple is None:
                 continue
-            drop = torch.argsort(_group_scores(group, method), stable=True)[: n - _kept_channels(n, sparsity, multiple)]
+            scores = _group_scores(group, method, names, stats)
+            drop = torch.argsort(scores, stable=True)[: n - _kept_channels(n, sparsity, multiple)]
             drop = drop.tolist()
+        removed: list[tuple[str, bool, tuple[int, ...]]] = []
         if drop:
             root = group[0].dep
-            graph.get_pruning_group(root.target.module, root.handler, sorted(drop)).prune()
-        results.append(GroupResult(members, n, n - len(drop), method.name, sparsity))
+            pruning = graph.get_pruning_group(root.target.module, root.handler, sorted(drop))
+            for item in pruning:
+                layer, handler = item.dep.target.module, item.dep.handler
+                if isinstance(layer, PRUNABLE_TYPES) and layer in names and handler in _OUT_HANDLERS | _IN_HANDLERS:
+                    removed.append((names[layer], handler in _OUT_HANDLERS, tuple(sorted(int(i) for i in item.idxs))))
+            pruning.prune()
+        results.append(GroupResult(members, n, n - len(drop), method.name, sparsity, tuple(removed)))
     refresh_heads(model, blocks)
     model.zero_grad(set_to_none=True)
     return results

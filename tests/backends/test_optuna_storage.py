@@ -237,7 +237,9 @@ def test_an_old_marker_with_a_plaintext_password_is_masked_when_read(tmp_path):
 
 
 @pytest.mark.parametrize("url", ["sqlite://", "sqlite:///:memory:"])
-def test_an_in_memory_sqlite_study_is_refused(url):
+def test_an_in_memory_sqlite_study_is_refused(url, tmp_path):
     """It could never be resumed; ``sqlite://`` said only StorageInternalError."""
-    with pytest.raises(StudyError, match="in-memory SQLite"):
-        make_storage(url)
+    proc = subprocess.run(cli("search", "--storage", url, "--out", tmp_path / "run", "--no-progress"), cwd=REPO,
+                          capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=600)
+    assert proc.returncode == 2 and "in-memory SQLite" in proc.stderr, proc.stderr
+    assert not (tmp_path / "run").exists()

@@ -1,0 +1,109 @@
+"""Recovery: a budget of long fine-tunes that the search spends on a few of its front's candidates when it ends.
+
+A trial fine-tunes briefly: enough to rank policies, not to recover what a pretrained model loses to
+pruning (MiniLM with two layers dropped gains 0.01 of quality from 200 to 600 distilled steps). Spending
+that long fine-tune on every trial would cost the search most of its trials; spending it on the few
+candidates the search ends with costs a few trials' time. So with ``search(recover=Recovery(steps=600,
+top=3))`` (``--recover-steps 600 --recover-top 3``), when the trials are done:
+
+* the ``top`` candidates are chosen **spread along the front** within the budgets (the most accurate, the
+  fastest and evenly between, by latency; the unpruned model is left out: it has nothing to recover);
+* each one gets a recovery trial: its parameters, continued from its saved weights for ``steps`` more
+  steps, the learning rate decaying linearly to zero (distilled when the search distils); it is timed
+  from the latency cache (same shape), and, as every trial, keeps the weights it came with when the
+  fine-tune would make it worse;
+* recovery trials are trials of the study (``recovery_steps`` in ``trials.csv``, ``parent`` the candidate
+  they continue), so the front, ``pareto.json``, ``best/``, ``report`` and ``export`` hold the recovered
+  candidates, and the parent's record keeps the figure before recovery. They do not count towards
+  ``n_trials``. The candidates are chosen once and recorded with the study: a resumed search recovers the
+  same ones (one interrupted is recovered again, none twice); other ``steps`` or ``top`` choose afresh.
+
+Recovery trials run in the process that ran ``search()`` after its trials (with the Ray backend too), one
+after the other; another worker of the study that asks for a trial may run one too.
+
+Example:
+    >>> from autoprune.result import TrialRecord
+    >>> front = [TrialRecord(number=n, state="complete", feasible=True, metric=1 - n / 10, latency_ms=10 - n,
+    ...                      size_mb=1.0) for n in range(1, 6)]
+    >>> [c.number for c in spread(front, 3)]
+    [1, 3, 5]
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+from optuna.trial import TrialState
+
+from autoprune.errors import AutopruneInputError
+from autoprune.result import INTERRUPTED, TrialRecord
+
+#: the study attribute that records which candidates a recovery chose (so a resumed search chooses no others)
+PLAN_ATTR = "recovery_plan"
+
+
+@dataclass(frozen=True)
+class Recovery:
+    """How much recovery the search spends when its trials are done: ``steps`` more fine-tune steps for each of
+    ``top`` candidates spread along the front."""
+
+    steps: int
+    top: int = 3
+
+    def __post_init__(self) -> None:
+        for name, value in (("steps", self.steps), ("top", self.top)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise AutopruneInputError(f"recovery {name} (--recover-{name}) must be a positive integer, got "
+                                          f"{value!r}")
+
+
+def spread(front: Sequence[TrialRecord], k: int) -> list[TrialRecord]:
+    """``k`` candidates of ``front`` spread along it by latency: the fastest, the slowest (most accurate) and
+    evenly between; all of them when there are ``k`` or fewer."""
+    ordered = sorted(front, key=lambda c: (c.latency_ms, -c.metric))
+    if len(ordered) <= k:
+        return list(ordered)
+    if k == 1:
+        return [max(ordered, key=lambda c: c.metric)]
+    picks = sorted({round(i * (len(ordered) - 1) / (k - 1)) for i in range(k)})
+    return [ordered[i] for i in picks]
+
+
+def recover(book, job, result, recovery: Recovery, *,
+            on_trial_end: Callable[[TrialRecord], None] | None = None) -> list[TrialRecord]:
+    """Queue and run the recovery trials of ``result``'s front (see the module docstring); their records."""
+    from autoprune.backends.book import RECOVERY_ATTR
+
+    book.fail_orphans()  # a recovery left running by a process of this host that died is run again
+    result.trials = book.records()
+    plan = book.study.user_attrs.get(PLAN_ATTR) or {}
+    if plan.get("steps") == recovery.steps and plan.get("top") == recovery.top:
+        parents = list(plan["parents"])  # decided once: a resumed search finishes the same recoveries
+    else:
+        candidates = [c for c in result.pareto if c.recovery_steps is None and not result.policy(c).is_dense]
+        parents = [c.number for c in spread(candidates, recovery.top)]
+        book.study.set_user_attr(PLAN_ATTR, {"steps": recovery.steps, "top": recovery.top, "parents": parents})
+    book.queue_recovery(parents, steps=recovery.steps)
+    done = []
+    while True:
+        waiting = [t for t in book.study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+                   if t.user_attrs.get(RECOVERY_ATTR)]
+        if not waiting:
+            return done
+        trial = book.claim_waiting(waiting[0])
+        if trial is None:  # another worker took it
+            continue
+        with book.beat(trial):
+            try:
+                report = job.run(book.propose(trial, job))
+            except KeyboardInterrupt:
+                book.tell(trial, failure_reason=INTERRUPTED)
+                raise
+            except Exception as exc:  # recorded, as a trial's failure is; the other recoveries go on
+                record = book.tell(trial, failure_reason=f"{type(exc).__name__}: {exc}")
+            else:
+                record = book.tell(trial, report=report)
+        done.append(record)
+        if on_trial_end is not None:
+            on_trial_end(record)
