@@ -305,8 +305,8 @@ def search(
         if bn_policy == "auto":  # probed once, by the run that analyses the new study; its workers read it
             bn_policy = resolve_bn(bn_policy, prepared, metric=metric) if seeding else \
                 book.study.user_attrs.get(BN_ATTR, "train")
-            if seeding:
-                book.study.set_user_attr(BN_ATTR, bn_policy)
+        if seeding:  # refine reads it too
+            book.study.set_user_attr(BN_ATTR, bn_policy)
         if seeding:
             seeds = prepared.seeds(metric=metric, loss=loss, profile=profile, reference=reference,
                                    head_start=head_start)

@@ -37,7 +37,7 @@ from autoprune.methods.structured import accumulate_gradients, apply_structured
 from autoprune.methods.unstructured import apply_unstructured
 from autoprune.modelio import ModelIO
 from autoprune.policy import Policy
-from autoprune.reconstruct import reconstruct_layers, removed_channels
+from autoprune.reconstruct import BATCHES as RECONSTRUCT_BATCHES, reconstruct_layers, removed_channels
 
 LossFn = Callable[[Any, Any], torch.Tensor]
 
@@ -85,7 +85,7 @@ def prune(
         io: how calibration batches and outputs are read (:class:`~autoprune.modelio.ModelIO`).
         reconstruct: after removing channels, refit the layers that read them so that their outputs match
             the dense model's on the calibration batches (:mod:`autoprune.reconstruct`; needs
-            ``calibration_data``, labels not needed).
+            ``calibration_data``, labels not needed; it reads at least ``reconstruct.BATCHES`` of them).
 
     Raises:
         UnknownMethodError, SparsityError, LayerMatchError, NoPrunableLayersError, ExampleInputsError,
@@ -122,7 +122,8 @@ def prune(
         if calibration_data is None:
             raise CalibrationError(f"{needed} need calibration batches (gradients, activations or the dense "
                                    "outputs to reconstruct): pass calibration_data= an iterable of batches")
-        batches = list(itertools.islice(iter(calibration_data), calibration_batches))
+        wanted = max(calibration_batches, RECONSTRUCT_BATCHES) if reconstruct and active else calibration_batches
+        batches = list(itertools.islice(iter(calibration_data), wanted))
         if not batches:
             raise CalibrationError(f"calibration_data yielded no batch; {needed} need at least one")
     with torch.random.fork_rng(devices=[]):
@@ -145,7 +146,7 @@ def prune(
                                        round_to=policy.round_to, stats=stats)
             if reconstruct:
                 reconstruct_layers(pruned, model, batches, removed=removed_channels(results), io=io,
-                                   max_batches=calibration_batches)
+                                   max_batches=len(batches))
         apply_unstructured(pruned, unstructured, seed=seed)
 
     try:

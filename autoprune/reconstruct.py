@@ -5,7 +5,8 @@ Structured pruning removes channels; the layer that read them (an attention outp
 went, a feed-forward block's second linear after neurons went, the next convolution) then computes a
 different output from what remains. Its best weights for what remains are a least-squares problem: on
 calibration inputs ``X`` (what the *pruned* model feeds it) and the dense layer's outputs ``Y`` (on the
-dense model's own inputs), ``W = argmin ||X W^T + b - Y||^2 + ridge``, solved in closed form (Kwon et al.
+dense model's own inputs), ``W = argmin ||X W^T + b - Y||^2 + ridge ||W - W0||^2`` (``W0``: the weights it
+has, the dense ones on the kept inputs), solved in closed form (Kwon et al.
 2022's "mask tuning" of BERT, and FLAP's bias compensation, are this rule's relatives). Layers are refit in
 execution order, each on the inputs the already-refit layers before it produce, so errors do not pile up.
 
@@ -14,6 +15,8 @@ execution order, each on the inputs the already-refit layers before it produce, 
   A BatchNorm after a refit convolution sees the dense convolution's output statistics again, so its
   running statistics stay valid.
 * A refit is kept only when it lowers the layer's squared error on the calibration batches.
+* Token inputs (a Linear fed ``[batch, tokens, features]`` with an ``attention_mask`` in the batch) are fit
+  on the real tokens alone: padding positions, most rows in a batch of short sentences, mean nothing.
 
 Example:
     >>> import torch, torch.nn as nn
@@ -40,8 +43,12 @@ from torch.nn import functional as F
 
 from autoprune.modelio import ModelIO
 
-#: the ridge added to the normal equations, as a share of their mean diagonal
-RIDGE = 1e-3
+#: the ridge added to the normal equations, as a share of their mean diagonal; it pulls towards the layer's
+#: current weights (0.1: MiniLM at half its heads and neurons, 512 calibration sentences, kept 0.853 of the
+#: dense quality un-tuned, against 0.850 at 0.01, 0.831 at 1 and 0.641 without reconstruction)
+RIDGE = 0.1
+#: calibration batches a reconstruction reads at least (it fits a weight per input: it needs rows)
+BATCHES = 16
 
 #: layer -> (output indices removed, input indices removed), numbered as in the dense layer
 Removed = Mapping[str, tuple[Sequence[int], Sequence[int]]]
@@ -94,6 +101,17 @@ def _design(layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
         return x.reshape(-1, x.shape[-1])
     patches = F.unfold(x, layer.kernel_size, dilation=layer.dilation, padding=layer.padding, stride=layer.stride)
     return patches.transpose(1, 2).reshape(-1, patches.shape[1])
+
+
+def _token_rows(inputs: Any, x: torch.Tensor) -> torch.Tensor | None:
+    """For a Linear fed ``[batch, tokens, features]``, the rows of real tokens: where the batch's
+    ``attention_mask`` (Hugging Face's name, shape ``[batch, tokens]``) is set. Padding positions carry no
+    meaning, and in a batch of short sentences they are most of the rows: fit on them, a refit matches
+    what no embedding reads. None: every row counts."""
+    mask = getattr(inputs, "kwargs", {}).get("attention_mask")
+    if mask is None or x.dim() != 3 or tuple(mask.shape) != tuple(x.shape[:2]):
+        return None
+    return mask.reshape(-1) > 0
 
 
 def _targets(layer: nn.Module, y: torch.Tensor, kept_out: torch.Tensor | None) -> torch.Tensor:
@@ -160,8 +178,12 @@ def _refit(name: str, layer: nn.Module, dense_layer: nn.Module, pruned: nn.Modul
     gram = cross = None
     energy = 0.0
     for inputs in batches:
-        x = _design(layer, _capture(pruned, layer, inputs, io, output=False).double())
+        seen = _capture(pruned, layer, inputs, io, output=False)
+        x = _design(layer, seen.double())
         y = _targets(layer, _capture(dense, dense_layer, inputs, io, output=True).double(), kept_out)
+        rows = _token_rows(inputs, seen) if isinstance(layer, nn.Linear) else None
+        if rows is not None:
+            x, y = x[rows], y[rows]
         if bias:
             x = torch.cat([x, torch.ones(x.shape[0], 1, dtype=x.dtype)], dim=1)
         gram = x.T @ x if gram is None else gram + x.T @ x
@@ -173,8 +195,11 @@ def _refit(name: str, layer: nn.Module, dense_layer: nn.Module, pruned: nn.Modul
     def error(theta: torch.Tensor) -> float:  # ||X theta^T - Y||^2 minus the constant ||Y||^2
         return float((theta @ gram * theta).sum() - 2 * (theta * cross.T).sum())
 
-    damped = gram + ridge * gram.diagonal().mean().clamp_min(1e-12) * torch.eye(gram.shape[0], dtype=gram.dtype)
-    solved = torch.linalg.solve(damped, cross).T
+    # ridge towards the weights the layer has (its dense weights on the kept inputs), not towards zero: with
+    # few calibration rows per weight the fit stays where the evidence does not move it
+    strength = ridge * gram.diagonal().mean().clamp_min(1e-12)
+    damped = gram + strength * torch.eye(gram.shape[0], dtype=gram.dtype)
+    solved = torch.linalg.solve(damped, cross + strength * current.T).T
     before, after = error(current) + energy, error(solved) + energy
     keep = after < before
     if keep:

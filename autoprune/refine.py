@@ -35,9 +35,10 @@ import torch
 from torch import nn
 
 from autoprune.errors import AutopruneInputError
+from autoprune.batchnorm import BATCHES as BN_BATCHES, check as check_bn
 from autoprune.export import save_pruned
 from autoprune.quantize import Int8Tolerance, deployed_model
-from autoprune.finetune import Metric, as_lightning, evaluate, finetune, first_inputs, resolve_data
+from autoprune.finetune import Metric, adapt_batchnorm, as_lightning, evaluate, finetune, first_inputs, resolve_data
 from autoprune.distill import Distillation, Teacher, as_distillation
 from autoprune.modelio import ModelIO
 from autoprune.policy import Policy, Regularizer
@@ -103,15 +104,19 @@ def chosen_candidates(result: SearchResult, trials: Sequence[int] | None) -> lis
 
 def refine_model(model: nn.Module, policy: Policy, train_loader: Any, *, steps: int, lr: float, loss: Any = None,
                  accelerator: str = "cpu", seed: int = 0, io: ModelIO | None = None,
-                 distill: Distillation | None = None, teacher: Teacher | None = None) -> L.LightningModule:
+                 distill: Distillation | None = None, teacher: Teacher | None = None,
+                 bn: str = "train") -> L.LightningModule:
     """Fine-tune the pruned ``model`` (pruned by ``policy``) in place for ``steps`` more steps at ``lr``, the
-    sparse regulariser off and unstructured zeros kept, distilled from ``teacher`` with ``distill``; returns
-    the LightningModule that trained it (the model itself, or its wrapper), for evaluation. The benchmark
-    refines its hand-made baselines with it."""
+    sparse regulariser off and unstructured zeros kept, distilled from ``teacher`` with ``distill``, BatchNorm
+    statistics as ``bn`` says (:mod:`autoprune.batchnorm`: ``freeze`` keeps them, ``adapt`` recomputes them
+    afterwards); returns the LightningModule that trained it (the model itself, or its wrapper), for
+    evaluation. The benchmark refines its hand-made baselines with it."""
     module = as_lightning(model, loss=loss, lr=lr, io=io, distill=distill, teacher=teacher)
     torch.manual_seed(seed)
     finetune(module, train_loader, policy=dataclasses.replace(policy, regularizer=Regularizer()),
-             max_steps=steps, accelerator=accelerator, prefix="" if module is model else "net.")
+             max_steps=steps, accelerator=accelerator, prefix="" if module is model else "net.", bn=bn)
+    if bn == "adapt":
+        adapt_batchnorm(model, train_loader, batches=BN_BATCHES, io=io)
     return module
 
 
@@ -135,7 +140,8 @@ def refine(result: SearchResult, data: Any, *, steps: int, trials: Sequence[int]
            lr: float | None = None, metric: Metric | str | None = None, loss: Any = None,
            out_dir: str | Path | None = None, formats: Sequence[str] | None = None, accelerator: str = "cpu",
            seed: int = 0, io: ModelIO | None = None, distill: Distillation | bool | None = None,
-           teacher: nn.Module | None = None, int8_tolerance: Int8Tolerance | None = None) -> list[RefinedCandidate]:
+           teacher: nn.Module | None = None, int8_tolerance: Int8Tolerance | None = None,
+           bn: str | None = None) -> list[RefinedCandidate]:
     """Fine-tune Pareto candidates of ``result`` for ``steps`` more steps; save and return them.
 
     Args:
@@ -154,12 +160,17 @@ def refine(result: SearchResult, data: Any, *, steps: int, trials: Sequence[int]
         seed: torch seed set before each candidate's fine-tune (the order batches are drawn in).
         int8_tolerance: how closely a quantizing candidate's int8 model must follow its refined fp32 weights
             (:class:`~autoprune.quantize.Int8Tolerance`).
+        bn: what the fine-tune does to BatchNorm statistics (``train``, ``freeze``, ``adapt``); by default what the
+            search's trials did (the study records it when ``auto`` resolved), else ``train``.
 
     Returns:
         One :class:`RefinedCandidate` per refined trial, in the order refined.
     """
     steps = check_steps(steps)
     lr = check_lr(lr)
+    bn = check_bn(bn) if bn is not None else str(result.meta.extra.get("bn", "train"))
+    if bn == "auto":
+        raise AutopruneInputError("bn='auto' is resolved by a search's start-up probe: give train, freeze or adapt")
     distillation = as_distillation(distill)
     if distillation is not None and teacher is None:
         raise AutopruneInputError("distill= needs the dense model to learn from: pass teacher=the base model")
@@ -185,7 +196,7 @@ def refine(result: SearchResult, data: Any, *, steps: int, trials: Sequence[int]
         policy = result.policy(candidate)
         model = result.load_model(candidate)
         module = refine_model(model, policy, train_loader, steps=steps, lr=rates[candidate.number], loss=loss,
-                              accelerator=accelerator, seed=seed, io=io, distill=distillation, teacher=outputs)
+                              accelerator=accelerator, seed=seed, io=io, distill=distillation, teacher=outputs, bn=bn)
         int8 = deployed_model(model.cpu(), policy, example_inputs, train_loader=train_loader, io=io)
         value = evaluate(int8 if int8 is not None else module, val_loader, metric,
                          accelerator="cpu" if int8 is not None else accelerator, io=io)

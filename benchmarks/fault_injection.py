@@ -113,16 +113,24 @@ def signal_search(work: Path, weights: Path, *, phase: str, sig: signal.Signals)
         hit = wait_for(lambda: query(db, "select count(*) from trials where state = 'RUNNING'") not in ([], [(0,)])
                        or proc.poll() is not None)
         time.sleep(0.3 if phase == "timing" else 2.0)
-    hit = hit and proc.poll() is None  # still running: the signal lands in the phase
+    return signal_and_resume(run, weights, args, proc, hit=hit, sig=sig, fault=f"{sig.name} during {phase}")
+
+
+def signal_and_resume(run: Path, weights: Path, args: tuple, proc: subprocess.Popen, *, hit: bool,
+                      sig: signal.Signals, fault: str, rest: float = 0.0) -> dict:
+    """Signal the search (still running: the signal lands in the phase), then the same command again after
+    ``rest`` seconds; what was complete before and after, and the exit codes."""
+    hit = hit and proc.poll() is None
+    db = run / "study.db"
     storage = f"sqlite:///{db}"
     before = study_state(storage, "digits")["complete"] if db.is_file() else set()
     proc.send_signal(sig)
     code = proc.wait(timeout=300)
-    again = start(run, weights, *args).wait(timeout=900)
+    time.sleep(rest)
+    again = start(run, weights, *args).wait(timeout=1200)
     after = study_state(storage, "digits")
-    return {"fault": f"{sig.name} during {phase}", "hit": hit, "exit": code,
-            "resume_exit": again, "complete": len(after["complete"]), "lost": len(before - after["complete"]),
-            "seeds": after["seeded"]}
+    return {"fault": fault, "hit": hit, "exit": code, "resume_exit": again, "complete": len(after["complete"]),
+            "lost": len(before - after["complete"]), "seeds": after["seeded"]}
 
 
 def signal_export(work: Path, weights: Path, sig: signal.Signals) -> dict:
@@ -154,17 +162,9 @@ def signal_promotion(work: Path, weights: Path, sig: signal.Signals) -> dict:
     db = run / "study.db"
     hit = wait_for(lambda: query(db, RUNNING_PROMOTED) not in ([], [(0,)]) or proc.poll() is not None, timeout=600)
     time.sleep(2.0)
-    hit = hit and proc.poll() is None
-    storage = f"sqlite:///{db}"
-    before = study_state(storage, "digits")["complete"]
-    proc.send_signal(sig)
-    code = proc.wait(timeout=300)
-    if sig == signal.SIGKILL:
-        time.sleep(4)  # past the heartbeat's grace (3 intervals): the resume fails the dead trial and retries it
-    again = start(run, weights, *args).wait(timeout=1200)
-    after = study_state(storage, "digits")
-    return {"fault": f"{sig.name} during a promoted trial", "hit": hit, "exit": code, "resume_exit": again,
-            "complete": len(after["complete"]), "lost": len(before - after["complete"]), "seeds": after["seeded"]}
+    # after kill -9, past the heartbeat's grace (3 intervals): the resume fails the dead trial and retries it
+    return signal_and_resume(run, weights, args, proc, hit=hit, sig=sig, fault=f"{sig.name} during a promoted trial",
+                             rest=4.0 if sig == signal.SIGKILL else 0.0)
 
 
 INT8_SPACE = (REPO / "tests" / "data" / "tiny_int8.yaml").read_text().replace("max_steps: 2", "max_steps: 25")
@@ -182,17 +182,8 @@ def signal_int8(work: Path, weights: Path, sig: signal.Signals) -> dict:
                             query(db, "select count(*) from trials where state = 'COMPLETE'") not in ([], [(0,)]))
                    or proc.poll() is not None)
     time.sleep(0.5)
-    hit = hit and proc.poll() is None
-    storage = f"sqlite:///{db}"
-    before = study_state(storage, "digits")["complete"]
-    proc.send_signal(sig)
-    code = proc.wait(timeout=300)
-    again = start(run, weights, *args).wait(timeout=900)
-    after = study_state(storage, "digits")
-    best = run / "best"
-    return {"fault": f"{sig.name} during an int8 trial", "hit": hit, "exit": code, "resume_exit": again,
-            "complete": len(after["complete"]), "lost": len(before - after["complete"]), "seeds": after["seeded"],
-            "best_int8": (best / "model.int8.onnx").is_file()}
+    row = signal_and_resume(run, weights, args, proc, hit=hit, sig=sig, fault=f"{sig.name} during an int8 trial")
+    return {**row, "best_int8": (run / "best" / "model.int8.onnx").is_file()}
 
 
 def signal_analyze(work: Path, weights: Path, sig: signal.Signals) -> dict:

@@ -109,3 +109,25 @@ def test_adapt_recomputes_the_statistics_before_a_trial_is_evaluated(digits, tmp
     search(model, data, space=TINY, n_trials=1, seed=0, out_dir=tmp_path, profile=fast_profile(), bn="adapt",
            seed_policies=False)
     assert len(calls) == 2, "before the first evaluation and after the fine-tune"
+
+
+def test_refine_keeps_the_statistics_frozen_when_the_search_did(tmp_path):
+    """A refine fine-tunes longer than a trial: in train mode it would undo what bn: freeze protected."""
+    from autoprune.loading import attach_candidates, load_result
+    from autoprune.refine import refine
+
+    model, train, val = _shifted_task()
+    with pytest.warns(UserWarning, match="bn: freeze"):
+        search(model, (train, val), space=TINY, n_trials=3, seed=0, out_dir=tmp_path, profile=fast_profile(batch_size=8))
+    result = attach_candidates(load_result(storage=f"sqlite:///{tmp_path / 'study.db'}", study_name="autoprune",
+                                           out_dir=tmp_path), model, storage=f"sqlite:///{tmp_path / 'study.db'}")
+    assert result.meta.extra["bn"] == "freeze"
+    chosen = [c for c in result.pareto if not result.policy(c).is_dense][:1]
+    assert chosen, "this seed's front holds a pruned candidate"
+    before = result.load_model(chosen[0]).bn.running_mean.clone()
+    refined = refine(result, (train, val), steps=5, trials=[chosen[0].number], out_dir=tmp_path / "refined",
+                     formats=("torchscript",))
+    from autoprune.export import load_pruned
+
+    after = load_pruned(refined[0].directory, model)
+    assert torch.equal(after.bn.running_mean, before)

