@@ -197,7 +197,7 @@ def search(
         data: a ``LightningDataModule`` or a ``(train_loader, val_loader)`` pair; batches are ``(inputs,
             target)`` tuples or dicts of tensors (``labels`` the target), read through ``io``.
         space: a built-in space name (``default``, ``structured``, ``unstructured``, ``transformer``,
-            ``compress``), a YAML path, a dict of the YAML's fields, or a :class:`~autoprune.space.SearchSpace`.
+            ``compress``, ``pretrained``), a YAML path, a dict of the YAML's fields, or a :class:`~autoprune.space.SearchSpace`.
         budget_ms, budget_mb: hard budgets on latency (under ``profile``) and dense checkpoint size.
         budget_ratio: the latency budget as a share of the dense model's latency (0.5: twice as fast), resolved
             against the study's own dense timing; instead of ``budget_ms``.

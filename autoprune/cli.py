@@ -161,7 +161,8 @@ def search(
     weights: Optional[str] = _WEIGHTS,
     data: Optional[str] = _DATA,
     space: str = typer.Option(defaults.SPACE, help="default, structured, unstructured, transformer, compress "
-                                                   "(pruning and int8), or a YAML file."),
+                                                   "(pruning and int8), pretrained (pretrained CNNs), or a YAML "
+                                                   "file."),
     budget_ms: Optional[float] = typer.Option(None, help="latency budget in ms (under the hardware profile)."),
     budget_mb: Optional[float] = typer.Option(None, help="size budget in MB (dense checkpoint)."),
     budget_ratio: Optional[float] = typer.Option(None, help="latency budget as a share of the dense model's latency "

@@ -32,7 +32,7 @@ from autoprune.layers import prunable_layers, resolve_globs
 from autoprune.methods import available_methods, get_method
 from autoprune.sampling import ResolvedSpace
 
-BUILTIN_SPACES = ("default", "structured", "unstructured", "transformer", "compress")
+BUILTIN_SPACES = ("default", "structured", "unstructured", "transformer", "compress", "pretrained")
 
 
 def _coerce_number(value: Any) -> Any:

@@ -82,7 +82,7 @@ def test_a_mixed_precision_fine_tune_trains_and_keeps_float32_weights():
 
 
 def test_an_unknown_precision_is_refused():
-    with pytest.raises(AutopruneInputError, match="precision must be one of"):
+    with pytest.raises(AutopruneInputError, match=r"precision \(--precision\) must be one of"):
         check_precision("fp8")
 
 
