@@ -280,3 +280,12 @@ def test_the_recovery_reconstruction_and_bn_options_reach_the_search(tmp_path):
     assert proc.returncode == 2 and "bn (--bn) must be one of" in proc.stderr
     proc = autoprune("search", "--out", tmp_path / "y", "--recover-steps", "-3", "--no-progress")
     assert proc.returncode == 2 and "--recover-steps" in proc.stderr
+
+
+def test_a_refine_whose_int8_check_fails_exits_2_and_leaves_no_half_written_candidate(int8_run, tmp_path):
+    target = tmp_path / "refined"
+    proc = autoprune("refine", "--out", int8_run, "--steps", "1", "--to", target, "--int8-min-agreement", "1",
+                     "--int8-max-error", "0.0001")
+    assert proc.returncode == 2, proc.stderr
+    assert "--int8-max-error" in proc.stderr.replace("\n", " ") and "unexpected error" not in proc.stderr
+    assert not target.exists() or not any(target.glob("trial_*/*")), "no half-written candidate"
