@@ -25,8 +25,8 @@ Example:
     >>> from autoprune.result import TrialRecord
     >>> front = [TrialRecord(number=n, state="complete", feasible=True, metric=1 - n / 10, latency_ms=10 - n,
     ...                      size_mb=1.0) for n in range(1, 6)]
-    >>> [c.number for c in spread(front, 3)]
-    [1, 3, 5]
+    >>> [c.number for c in spread(front, 3)]  # fastest first
+    [5, 3, 1]
 """
 
 from __future__ import annotations
