@@ -38,6 +38,7 @@ _EXPORTS = {
     "register_method": "autoprune.methods",
     "prunable_layers": "autoprune.layers",
     "prune": "autoprune.prune",
+    "Recovery": "autoprune.recovery",
     "load_result": "autoprune.loading",
     "search": "autoprune.api",
 }
@@ -56,6 +57,7 @@ if TYPE_CHECKING:  # what static analysers and IDEs see
     from autoprune.methods import StructuredMethod, UnstructuredMethod, available_methods, register_method
     from autoprune.policy import LayerPolicy, Policy, Regularizer
     from autoprune.prune import prune
+    from autoprune.recovery import Recovery
     from autoprune.result import SearchResult
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from autoprune.methods.base import (
+    Member,
     PruningMethod,
     StructuredMethod,
     UnstructuredMethod,
@@ -13,6 +14,7 @@ from autoprune.methods.base import (
 from autoprune.methods import builtin as _builtin  # noqa: F401  (registers the built-in methods)
 
 __all__ = [
+    "Member",
     "PruningMethod",
     "StructuredMethod",
     "UnstructuredMethod",
