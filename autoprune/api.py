@@ -305,9 +305,8 @@ def search(
         if bn_policy == "auto":  # probed once, by the run that analyses the new study; its workers read it
             bn_policy = resolve_bn(bn_policy, prepared, metric=metric) if seeding else \
                 book.study.user_attrs.get(BN_ATTR, "train")
-        if seeding:  # refine reads it too
-            book.study.set_user_attr(BN_ATTR, bn_policy)
         if seeding:
+            book.study.set_user_attr(BN_ATTR, bn_policy)  # refine reads it too
             seeds = prepared.seeds(metric=metric, loss=loss, profile=profile, reference=reference,
                                    head_start=head_start)
             book.enqueue(seeds.params, dense_metric=seeds.dense_metric)

@@ -20,7 +20,6 @@ Example:
 from __future__ import annotations
 
 import copy
-import itertools
 import math
 import time
 from dataclasses import asdict, dataclass, field, fields, replace
@@ -31,7 +30,6 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from autoprune.batchnorm import BATCHES as BN_BATCHES
-from autoprune.reconstruct import BATCHES as RECONSTRUCT_BATCHES
 from autoprune.errors import NonFiniteMetricError, TrialError
 from autoprune.export import load_pruned, save_pruned, weights_sha256
 from autoprune.fidelity import Fidelity
@@ -129,9 +127,7 @@ def run_trial(ctx: TrialContext, policy: Policy, settings: FinetuneSettings, *, 
     timings: dict[str, float] = {}
     started = time.perf_counter()
     if start is None:
-        calibration = itertools.islice(iter(ctx.train_loader), max(settings.calibration_batches,
-                                                                   RECONSTRUCT_BATCHES if ctx.reconstruct else 0))
-        pruned = prune(ctx.base_model, policy, ctx.example_inputs, calibration_data=calibration, loss_fn=ctx.loss,
+        pruned = prune(ctx.base_model, policy, ctx.example_inputs, calibration_data=ctx.train_loader, loss_fn=ctx.loss,
                        calibration_batches=settings.calibration_batches, seed=ctx.seed, io=ctx.io,
                        reconstruct=ctx.reconstruct)
     else:
