@@ -29,7 +29,7 @@ from autoprune.backends import Backend, RayOptions, get_backend
 from autoprune.backends.book import StudyBook
 from autoprune.backends.samplers import check_sampler, make_sampler
 from autoprune.backends.storage import check_storage_spec, make_storage
-from autoprune.batchnorm import Drift, check as check_bn, drift, resolve
+from autoprune.batchnorm import check as check_bn, drift, resolve
 from autoprune.errors import AutopruneInputError, StudyError
 from autoprune.distill import Distillation, Teacher, as_distillation
 from autoprune.export import save_pruned
@@ -132,21 +132,10 @@ def check_setup(*, space: str | Path | SearchSpace | Mapping[str, Any] = default
 
 def resolve_bn(policy: str, prepared: Any, *, metric: Any) -> str:
     """The BatchNorm policy the trials use (``auto`` resolved by probing the dense model, see
-    :mod:`autoprune.batchnorm`); says so when it freezes the statistics to protect the model."""
-    found: list[Drift] = []
-
-    def probe() -> Drift:
-        found.append(drift(prepared.base, prepared.train_loader,
-                           lambda m: evaluate(m, prepared.val_loader, metric, io=prepared.io), io=prepared.io))
-        return found[-1]
-
-    chosen = resolve(policy, prepared.base, probe)
-    if found and chosen == "freeze":
-        d = found[-1]
-        warnings.warn(f"BatchNorm statistics: {d.batches} training batches in train mode, with no weight change, lower "
-                      f"the dense model's {metric_name(metric)} from {d.before:.4f} to {d.after:.4f}, so trials "
-                      "fine-tune with them frozen (bn: freeze); set bn to train or adapt to choose otherwise")
-    return chosen
+    :mod:`autoprune.batchnorm`)."""
+    return resolve(policy, prepared.base, lambda: drift(
+        prepared.base, prepared.train_loader, lambda m: evaluate(m, prepared.val_loader, metric, io=prepared.io),
+        io=prepared.io), metric=metric_name(metric))
 
 
 def check_quantization(space: SearchSpace, profile: HardwareProfile, metric: Any) -> None:

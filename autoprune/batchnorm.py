@@ -12,7 +12,8 @@ batches with no weight change at all). The policy says what a trial does:
   EagleEye does): right when pruning or the fine-tune moved them and the task data is like the training
   data;
 * ``auto`` (the spaces' default): ``freeze`` when the dense model loses more than :data:`DRIFT_TOLERANCE` of
-  its metric from train-mode batches alone (:func:`drift`), else ``train``. Measured once when a search
+  its metric (of 1 for a metric under 1 in size, such as a closeness whose dense value is 0) from train-mode
+  batches alone (:func:`drift`), else ``train``. Measured once when a search
   starts, on the dense model: cheap (a few forwards and two evaluations), and the same for every trial.
 
 Example:
@@ -27,6 +28,7 @@ from __future__ import annotations
 
 import copy
 import itertools
+import warnings
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -39,7 +41,8 @@ from autoprune.modelio import ModelIO
 
 #: the policies a space or ``search(bn=...)`` may name
 POLICIES = ("auto", "train", "freeze", "adapt")
-#: ``auto`` freezes when train-mode batches alone cost the dense model more than this share of its metric
+#: ``auto`` freezes when train-mode batches alone cost the dense model more than this share of its metric (of 1
+#: when the metric is smaller in size: a relative tolerance of a metric whose dense value is 0 would be 0)
 DRIFT_TOLERANCE = 0.01
 #: batches the drift probe runs in train mode, and ``adapt`` recomputes statistics on
 BATCHES = 10
@@ -77,7 +80,12 @@ class Drift:
 
     @property
     def harmful(self) -> bool:
-        return self.after < self.before - DRIFT_TOLERANCE * abs(self.before)
+        return self.after < self.before - DRIFT_TOLERANCE * max(abs(self.before), 1.0)
+
+    def message(self, metric: str) -> str:
+        return (f"BatchNorm statistics: {self.batches} training batches in train mode, with no weight change, lower "
+                f"the dense model's {metric} from {self.before:.4f} to {self.after:.4f}, so trials fine-tune with "
+                "them frozen (bn: freeze); set bn to train or adapt to choose otherwise")
 
 
 def drift(model: nn.Module, train_loader: Any, evaluate: Callable[[nn.Module], float], *, io: ModelIO | None = None,
@@ -97,13 +105,18 @@ def drift(model: nn.Module, train_loader: Any, evaluate: Callable[[nn.Module], f
     return Drift(before=before, after=evaluate(probe), batches=batches)
 
 
-def resolve(policy: str, model: nn.Module, probe: Callable[[], Drift] | None = None) -> str:
+def resolve(policy: str, model: nn.Module, probe: Callable[[], Drift] | None = None, *,
+            metric: str = "metric") -> str:
     """The policy a search's trials use: ``policy`` itself, or for ``auto`` ``freeze`` when ``probe()`` (the
-    dense model's :func:`drift`) says train-mode batches harm it, else ``train``; ``train`` for a model
-    without BatchNorm."""
+    dense model's :func:`drift`) says train-mode batches harm it (with a warning that says so, naming
+    ``metric``), else ``train``; ``train`` for a model without BatchNorm."""
     check(policy)
     if policy != "auto":
         return policy
     if not norms(model) or probe is None:
         return "train"
-    return "freeze" if probe().harmful else "train"
+    found = probe()
+    if not found.harmful:
+        return "train"
+    warnings.warn(found.message(metric))
+    return "freeze"

@@ -382,17 +382,21 @@ PROBE_STEPS = 100
 
 def probe_finetune(ctx: TrialContext, space: ResolvedSpace) -> FinetuneProbe | None:
     """Fine-tune a copy of the dense model once as a trial would (for at most :data:`PROBE_STEPS` steps), at the
-    space's lowest learning rate and whatever the budgets (the dense seed may be over them and never fine-tuned), and evaluate it before and
-    after: a pretrained model that the recipe harms is found before the trials, not after. None when the
-    space does not fine-tune."""
+    space's lowest learning rate and whatever the budgets (the dense seed may be over them and never
+    fine-tuned), and evaluate it before and after: a pretrained model that the recipe harms is found before
+    the trials, not after. None when the space does not fine-tune."""
     spec = space.space.finetune
     if spec.max_steps <= 0:
         return None
     settings = FinetuneSettings(max_steps=min(spec.max_steps, PROBE_STEPS), lr=spec.lr.low,
                                 calibration_batches=spec.calibration_batches,
                                 optimizer=spec.optimizer, weight_decay=spec.weight_decay, warmup_steps=spec.warmup_steps)
+    # the dense model's timing is the reference's: the probe's figures other than its metric are not used
+    known = {} if ctx.reference is None else {
+        shape_key(ctx.base_model, ctx.profile, ctx.reference): {"latency_ms": ctx.reference.latency_ms,
+                                                                "latency_reference_ms": ctx.reference.latency_ms}}
     with quiet():
-        outcome = run_trial(replace(ctx, budget_ms=None, budget_mb=None), Policy(), settings)
+        outcome = run_trial(replace(ctx, budget_ms=None, budget_mb=None), Policy(), settings, latencies=known)
     if outcome.before_finetune is None or outcome.after_finetune is None:
         return None
     return FinetuneProbe(before=outcome.before_finetune, after=outcome.after_finetune, lr=settings.lr,

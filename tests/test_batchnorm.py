@@ -10,7 +10,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from autoprune.api import search
-from autoprune.batchnorm import drift, resolve
+from autoprune.batchnorm import Drift, drift, resolve
 from autoprune.errors import AutopruneInputError
 from autoprune.finetune import accuracy, as_lightning, finetune
 from autoprune.policy import Policy
@@ -55,7 +55,8 @@ def test_train_mode_batches_of_shifted_data_alone_harm_the_model_and_auto_freeze
     model, train, val = _shifted_task()
     found = drift(model, train, lambda m: accuracy(m, val))
     assert found.before > 0.95 and found.harmful
-    assert resolve("auto", model, lambda: found) == "freeze"
+    with pytest.warns(UserWarning, match="lower the dense model's accuracy"):
+        assert resolve("auto", model, lambda: found, metric="accuracy") == "freeze"
     assert accuracy(model, val) == found.before, "the probe worked on a copy"
 
 
@@ -63,6 +64,18 @@ def test_auto_trains_as_before_when_the_data_agrees_with_the_statistics(digits):
     model, data = digits
     found = drift(model, data.train_dataloader(), lambda m: accuracy(m, data.val_dataloader()))
     assert not found.harmful and resolve("auto", model, lambda: found) == "train"
+
+
+@pytest.mark.parametrize(("before", "after", "harmful"), [
+    (0.0, -0.005, False),  # a closeness whose dense value is 0: no relative tolerance, but 0.01 of 1
+    (0.0, -0.02, True),
+    (0.9, 0.895, False),
+    (0.9, 0.88, True),
+    (-50.0, -50.4, False),  # a large-valued metric keeps its relative tolerance
+    (-50.0, -51.0, True),
+])
+def test_the_drift_tolerance_is_relative_with_a_floor_of_one(before, after, harmful):
+    assert Drift(before=before, after=after, batches=10).harmful is harmful
 
 
 def test_freeze_keeps_the_statistics_and_trains_the_rest():

@@ -463,6 +463,29 @@ def test_a_recipe_that_harms_the_dense_model_is_said_before_the_trials(digits, t
     assert stored["dense_finetune"]["after"] < stored["dense_finetune"]["before"]
 
 
+def test_the_start_up_probe_does_not_time_the_dense_model_again(digits, monkeypatch):
+    """The reference timed the dense model already; the probe wants only its metric before and after."""
+    import importlib
+
+    measure_module = importlib.import_module("autoprune.measure")
+    from autoprune.objective import TrialContext, dense_copy, probe_finetune
+    from autoprune.space import load_space
+
+    model, data = digits
+    base = dense_copy(model)
+    example = next(iter(data.val_dataloader()))[0][:1]
+    profile = measure_module.HardwareProfile(batch_size=1, warmup=1, repeats=3)
+    reference = measure_module.LatencyReference.calibrate(base, example, profile, rounds=1)
+    ctx = TrialContext(base_model=base, example_inputs=example, train_loader=data.train_dataloader(),
+                       val_loader=data.val_dataloader(), profile=profile, reference=reference)
+    timed = []
+    real = measure_module._timed_forward
+    monkeypatch.setattr(measure_module, "_timed_forward", lambda *a, **k: timed.append(1) or real(*a, **k))
+    probe = probe_finetune(ctx, load_space(TINY).resolve(base, protected=["head"]))
+    assert probe is not None and probe.steps == 2
+    assert not timed
+
+
 def test_reconstruction_is_recorded_per_trial_and_changes_the_space_fingerprint(digits, tmp_path):
     from autoprune.space import load_space
 
