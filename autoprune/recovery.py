@@ -37,7 +37,7 @@ from typing import Callable, Sequence
 from optuna.trial import TrialState
 
 from autoprune.errors import AutopruneInputError
-from autoprune.result import INTERRUPTED, TrialRecord
+from autoprune.result import TrialRecord
 
 #: the study attribute that records which candidates a recovery chose (so a resumed search chooses no others)
 PLAN_ATTR = "recovery_plan"
@@ -74,6 +74,7 @@ def recover(book, job, result, recovery: Recovery, *,
             on_trial_end: Callable[[TrialRecord], None] | None = None) -> list[TrialRecord]:
     """Queue and run the recovery trials of ``result``'s front (see the module docstring); their records."""
     from autoprune.backends.book import RECOVERY_ATTR
+    from autoprune.backends.loop import run_one
 
     book.fail_orphans()  # a recovery left running by a process of this host that died is run again
     result.trials = book.records()
@@ -94,16 +95,7 @@ def recover(book, job, result, recovery: Recovery, *,
         trial = book.claim_waiting(waiting[0])
         if trial is None:  # another worker took it
             continue
-        with book.beat(trial):
-            try:
-                report = job.run(book.propose(trial, job))
-            except KeyboardInterrupt:
-                book.tell(trial, failure_reason=INTERRUPTED)
-                raise
-            except Exception as exc:  # recorded, as a trial's failure is; the other recoveries go on
-                record = book.tell(trial, failure_reason=f"{type(exc).__name__}: {exc}")
-            else:
-                record = book.tell(trial, report=report)
+        record = run_one(book, trial, book.propose(trial, job), job.run)  # a failure is recorded; the others go on
         done.append(record)
         if on_trial_end is not None:
             on_trial_end(record)

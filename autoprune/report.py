@@ -111,7 +111,8 @@ def plot_front(result: SearchResult, path: str | Path) -> Path:
     ax.set_ylabel(result.metric_name)
     ax.set_title(f"autoprune: {result.study_name or 'search'}")
     ax.grid(alpha=0.3)
-    ax.legend(loc="lower right", fontsize=8)
+    if ax.get_legend_handles_labels()[0]:  # nothing labelled when no trial completed
+        ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)

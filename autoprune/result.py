@@ -31,6 +31,16 @@ DUPLICATE = "duplicate promotion"  # another worker queued the same promotion fi
 UNCOUNTED = (INTERRUPTED, NO_HEARTBEAT, SURPLUS, DUPLICATE)
 
 
+def counts_toward_total(state: str, failure_reason: str | None, recovery: Any = None) -> bool:
+    """The one rule for what counts towards a study's ``n_trials``: a trial that completed, or failed by its own
+    error; not one interrupted, lost with its worker or dropped unrun (:data:`UNCOUNTED`: those run again or
+    never ran), and not a recovery (:mod:`autoprune.recovery`), which spends a budget of its own."""
+    if recovery:
+        return False
+    return state == "complete" or (state == "failed" and failure_reason is not None
+                                   and failure_reason not in UNCOUNTED)
+
+
 @dataclass(frozen=True)
 class TrialRecord:
     """One trial as stored: state is ``complete``, ``failed``, ``running`` or ``waiting``."""
@@ -81,9 +91,7 @@ class TrialRecord:
     def counts(self) -> bool:
         """Whether it counts towards the study's total: complete, or failed by its own error (not interrupted,
         lost with its worker, or dropped unrun)."""
-        if self.recovery_steps:
-            return False
-        return self.complete or (self.state == "failed" and self.failure_reason not in UNCOUNTED)
+        return counts_toward_total(self.state, self.failure_reason, self.recovery_steps)
 
     def objectives(self) -> tuple[float, float, float]:
         return (self.metric, self.latency_ms, self.size_mb)  # type: ignore[return-value]

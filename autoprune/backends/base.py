@@ -1,23 +1,20 @@
 """The backend contract and the name -> backend registry.
 
 A backend decides where and how a search's trials run; the study (through its
-:class:`~autoprune.backends.book.StudyBook`) stays the record whichever backend runs them. ``search()``
-hands a backend the book and the search's :class:`~autoprune.objective.TrialJob`; the backend runs the
-study's missing trials, reporting each finished one, and the book does the accounts. A backend written
-for a scheduler of your own subclasses :class:`Backend` and registers with :func:`register_backend`
-(or is passed to ``search(backend=...)`` as an object). The loop it runs looks like::
+:class:`~autoprune.backends.book.StudyBook`) stays the record whichever backend runs them, and the book
+owns the rules of the trial loop (:mod:`autoprune.backends.loop`: dead workers' trials re-queued, the
+study's total, promotions, duplicate and surplus trials dropped, failures and interrupts told).
+``search()`` hands a backend the book and the search's :class:`~autoprune.objective.TrialJob`. A backend
+written for a scheduler of your own subclasses :class:`Backend` and registers with
+:func:`register_backend` (or is passed to ``search(backend=...)`` as an object); its :meth:`Backend.run`
+calls the loop with the function that runs one trial where the scheduler puts it::
 
-    while book.slots_left(n_trials) > 0:
-        trial = book.ask()
-        proposal = book.propose(trial, job)            # the policy sampled for this trial
-        try:
-            record = book.tell(trial, report=job.run(proposal))
-        except KeyboardInterrupt:
-            book.tell(trial, failure_reason=INTERRUPTED)
-            raise
-        except Exception as exc:                       # the trial fails, the search goes on
-            record = book.tell(trial, failure_reason=f"{type(exc).__name__}: {exc}")
-        on_trial_end(record)
+    def run(self, book, job, *, n_trials, timeout, on_trial_end, run_dir):
+        run_trials(book, job, n_trials=n_trials, timeout=timeout, on_trial_end=on_trial_end,
+                   execute=lambda proposal: my_scheduler.submit(job.run, proposal).result())
+
+:func:`autoprune.testing.backends.check_backend` is the contract suite a backend must pass (a search to its
+total, a resume, multi-fidelity promotion, a failing trial); every built-in backend passes it.
 
 Example:
     >>> from autoprune.backends import available_backends, get_backend
@@ -48,8 +45,9 @@ class Backend(ABC):
 
     #: the name ``search(backend=...)`` and ``--backend`` give
     name: ClassVar[str]
-    #: True when trials run inside Optuna's ``study.optimize``, which drives an RDB storage's heartbeat
-    #: (a worker that dies is then noticed); a backend that tells results itself leaves it off
+    #: True when each trial is kept alive in the storage while it runs (:func:`~autoprune.backends.loop.run_trials`
+    #: does, in the process that waits for it), so a worker that dies is noticed; a backend whose trials run
+    #: out of the driver's sight (Ray) leaves it off, and the storage opens without heartbeats
     heartbeats: ClassVar[bool] = False
 
     def configured(self, options: Any) -> Backend:

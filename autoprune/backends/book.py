@@ -29,6 +29,7 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import enum
 import os
 import socket
 import time
@@ -38,17 +39,19 @@ from typing import Any, Iterator
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from autoprune.backends.storage import JournalLiveness, Storage, error_line
+from autoprune.backends.internals import heartbeat, set_state, trial_id
+from autoprune.backends.storage import STORAGE_ERRORS, JournalLiveness, Storage, error_line
 from autoprune.errors import StudyError
 from autoprune.fidelity import promotable
 from autoprune.measure import TIMING_FIELDS
 from autoprune.objective import Proposal, TrialJob, TrialReport
-from autoprune.result import DUPLICATE, INTERRUPTED, NO_HEARTBEAT, SURPLUS, TrialRecord
+from autoprune.result import DUPLICATE, INTERRUPTED, NO_HEARTBEAT, SURPLUS, TrialRecord, counts_toward_total
 from autoprune.study import FINGERPRINT_ATTR, StudyMeta
 
 DIRECTIONS = ["maximize", "minimize", "minimize"]
 CONSTRAINT_KEYS = ("latency_ms_over_budget", "size_mb_over_budget")
 REPORT_ATTR = "report"  # a finished trial's user attributes, written at once
+FAILURE_ATTR = "failure_reason"  # why a trial failed or was dropped (autoprune.result's reasons, or the error)
 SEEDED_ATTR = "seeded"  # the study's seeded policies are queued
 RECOVERY_ATTR = "recovery"  # a queued recovery of a front candidate: its more fine-tune steps
 #: how long a run that finds a study without its metadata waits for the creator to store it (it takes
@@ -71,14 +74,23 @@ def attrs_of(trial: FrozenTrial | optuna.Trial) -> dict[str, Any]:
 
 
 def _counts(trial: FrozenTrial) -> bool:
-    """Complete, or failed by its own error (not interrupted, not lost with a dead worker); a recovery
-    (:mod:`autoprune.recovery`) spends its own budget, not the study's total."""
-    if trial.user_attrs.get(RECOVERY_ATTR):
-        return False
-    if trial.state == TrialState.COMPLETE:
-        return True
-    reason = trial.user_attrs.get("failure_reason")
-    return trial.state == TrialState.FAIL and reason is not None and reason != INTERRUPTED
+    """Whether a stored trial counts towards the study's total: the rule of
+    :func:`~autoprune.result.counts_toward_total`, on the stored trial."""
+    return counts_toward_total(_STATES[trial.state], _reason(trial), trial.user_attrs.get(RECOVERY_ATTR))
+
+
+def _reason(trial: FrozenTrial) -> str | None:
+    """A stored trial's failure reason; a FAIL without one was failed by Optuna's heartbeat (its worker died)."""
+    reason = trial.user_attrs.get(FAILURE_ATTR)
+    return NO_HEARTBEAT if reason is None and trial.state == TrialState.FAIL else reason
+
+
+class Step(enum.Enum):
+    """What a worker does next (:meth:`StudyBook.next_step`)."""
+
+    RUN = "run"  # ask for a trial and run it
+    WAIT = "wait"  # the last trials run on other workers: wait, they may die and be queued again
+    DONE = "done"  # the study has its total
 
 
 class StudyBook:
@@ -122,7 +134,7 @@ class StudyBook:
                 time.sleep(0.1)
         except StudyError:
             raise
-        except Exception as exc:
+        except STORAGE_ERRORS as exc:
             raise StudyError(f"cannot open storage {where}: {error_line(exc)}") from None
         directions = [d.name.lower() for d in study.directions]
         if directions != DIRECTIONS:
@@ -148,8 +160,8 @@ class StudyBook:
             return cls(optuna.load_study(storage=storage.optuna, study_name=study_name), liveness=storage.liveness)
         except KeyError:
             raise StudyError(f"no study named {study_name!r} in {storage.describe()}") from None
-        except Exception as exc:
-            raise StudyError(f"cannot open storage {storage.describe()}: {type(exc).__name__}") from None
+        except STORAGE_ERRORS as exc:
+            raise StudyError(f"cannot open storage {storage.describe()}: {error_line(exc)}") from None
 
     @property
     def name(self) -> str:
@@ -183,6 +195,34 @@ class StudyBook:
                                                          and not t.user_attrs.get(RECOVERY_ATTR)))
         return taken >= n_trials
 
+    # --- the trial loop (backends/loop.py) -------------------------------------------------------------------
+
+    def next_step(self, job: TrialJob, n_trials: int) -> Step:
+        """What a worker does next, the study's rules applied first: trials of dead workers are failed and
+        queued again (:meth:`fail_stale`); DONE when ``n_trials`` count; WAIT while the last slots are taken
+        by trials running elsewhere; else a due promotion is queued (:meth:`promote`) and it is RUN."""
+        self.fail_stale()
+        counted, running = self.tally()
+        if counted >= n_trials:
+            return Step.DONE
+        if counted + running >= n_trials:
+            return Step.WAIT
+        self.promote(job)
+        return Step.RUN
+
+    def start(self, job: TrialJob, n_trials: int) -> tuple[optuna.Trial, Proposal] | None:
+        """Ask for a trial (a queued one first: seeds, promotions, recoveries) and sample its policy; None when
+        it was dropped unrun: a promotion another worker already makes, or a trial that lost the race for the
+        last slot (finished as PRUNED with the reason; ask again after :meth:`next_step`)."""
+        trial = self.ask()
+        if self.is_duplicate(trial):
+            self.drop(trial, DUPLICATE)
+            return None
+        if self.is_surplus(trial, n_trials):
+            self.drop(trial, SURPLUS)
+            return None
+        return trial, self.propose(trial, job)
+
     # --- trials -------------------------------------------------------------------------------------------
 
     def needs_seeds(self) -> bool:
@@ -211,7 +251,9 @@ class StudyBook:
 
     def ask(self) -> optuna.Trial:
         """A new trial for a driver that tells results itself, tagged with this process's identity."""
-        trial = self.study.ask()
+        with warnings.catch_warnings():  # the loop keeps Optuna's heartbeat itself (beat), as optimize would
+            warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with")
+            trial = self.study.ask()
         self.claim(trial)
         return trial
 
@@ -302,18 +344,18 @@ class StudyBook:
         """Start this queued trial (Optuna's ``ask`` starts the oldest one, which may be another); None when
         another worker started it first. The state change is the storage's own atomic claim."""
         try:
-            claimed = self.study._storage.set_trial_state_values(waiting._trial_id, state=TrialState.RUNNING)
+            claimed = set_state(self.study, trial_id(waiting), TrialState.RUNNING)
         except optuna.exceptions.UpdateFinishedTrialError:
             return None
         if not claimed:
             return None
-        trial = optuna.Trial(self.study, waiting._trial_id)
+        trial = optuna.Trial(self.study, trial_id(waiting))
         self.claim(trial)
         return trial
 
     def drop(self, trial: optuna.Trial, reason: str) -> None:
         """Finish an asked trial unrun (PRUNED: it neither counts nor shows in the records)."""
-        trial.set_user_attr("failure_reason", reason)
+        trial.set_user_attr(FAILURE_ATTR, reason)
         self.study.tell(trial, state=TrialState.PRUNED)
 
     def latencies(self) -> dict[str, dict[str, Any]]:
@@ -339,16 +381,18 @@ class StudyBook:
         if report is not None:
             self.record(trial, report)
             return to_record(self.study.tell(trial, report.values))
-        trial.set_user_attr("failure_reason", failure_reason or "failed")
+        trial.set_user_attr(FAILURE_ATTR, failure_reason or "failed")
         return to_record(self.study.tell(trial, state=TrialState.FAIL))
 
     @contextlib.contextmanager
     def beat(self, trial: optuna.Trial) -> Iterator[None]:
-        """Keep ``trial``'s liveness stamp fresh while it runs (journal files; RDB storages beat by themselves)."""
+        """Keep ``trial`` alive in the storage while it runs: Optuna's heartbeat for an RDB storage opened with
+        heartbeats on, the liveness stamp for a journal file (see :meth:`fail_stale`)."""
         if self.liveness is None:
-            yield
+            with heartbeat(self.study, trial_id(trial)):
+                yield
             return
-        with self.liveness.beat(trial._trial_id):
+        with self.liveness.beat(trial_id(trial)):
             yield
 
     # --- workers that died --------------------------------------------------------------------------------
@@ -368,8 +412,8 @@ class StudyBook:
             if owner_host != host or not pid.isdigit() or _alive(int(pid)):
                 continue
             try:
-                self.tell(optuna.Trial(self.study, trial._trial_id), failure_reason=INTERRUPTED)
-            except Exception:  # another driver got there first
+                self.tell(optuna.Trial(self.study, trial_id(trial)), failure_reason=INTERRUPTED)
+            except optuna.exceptions.UpdateFinishedTrialError:  # another driver got there first
                 continue
 
     # --- reading ------------------------------------------------------------------------------------------
@@ -387,11 +431,7 @@ def _holds_promotion(trial: FrozenTrial) -> bool:
         return False
     if trial.state in (TrialState.WAITING, TrialState.RUNNING):
         return True
-    if trial.user_attrs.get(RECOVERY_ATTR):
-        reason = trial.user_attrs.get("failure_reason")
-        return trial.state == TrialState.COMPLETE or (trial.state == TrialState.FAIL and reason is not None
-                                                      and reason != INTERRUPTED)
-    return _counts(trial)
+    return counts_toward_total(_STATES[trial.state], _reason(trial), recovery=None)
 
 
 def _alive(pid: int) -> bool:
@@ -404,16 +444,18 @@ def _alive(pid: int) -> bool:
     return True
 
 
+#: a stored trial's state as a record names it (a PRUNED trial was dropped unrun: failed, and never counted)
+_STATES = {TrialState.COMPLETE: "complete", TrialState.FAIL: "failed", TrialState.RUNNING: "running",
+           TrialState.WAITING: "waiting", TrialState.PRUNED: "failed"}
+
+
 def to_record(trial: FrozenTrial) -> TrialRecord:
     """The plain record of a stored trial."""
     attrs = attrs_of(trial)
     metrics = attrs.get("metrics", {})
-    state = {TrialState.COMPLETE: "complete", TrialState.FAIL: "failed", TrialState.RUNNING: "running",
-             TrialState.WAITING: "waiting", TrialState.PRUNED: "failed"}[trial.state]
+    state = _STATES[trial.state]
     values = trial.values if trial.state == TrialState.COMPLETE else None
-    reason = attrs.get("failure_reason")
-    if trial.state == TrialState.FAIL and reason is None:
-        reason = NO_HEARTBEAT
+    reason = _reason(trial)
     return TrialRecord(
         number=trial.number, state=state, feasible=bool(attrs.get("feasible", False)) and state == "complete",
         metric=values[0] if values else None, latency_ms=values[1] if values else None,

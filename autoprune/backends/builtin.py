@@ -1,9 +1,9 @@
 """The built-in backends: ``optuna`` (trials in this process; many such workers may share one study) and
 ``ray`` (Ray Tune trials on a local instance or a cluster), with the Ray backend's options.
 
-Each backend's engine lives in a module of its own, imported when the backend first runs:
-:mod:`autoprune.backends.optuna` and :mod:`autoprune.backends.ray` (the only module that imports ray),
-so the options below can be built without importing Ray.
+The ``optuna`` backend is the trial loop itself (:func:`autoprune.backends.loop.run_trials`); the Ray
+backend's engine lives in :mod:`autoprune.backends.ray` (the only module that imports ray), imported when
+it first runs, so the options below can be built without importing Ray.
 
 Example:
     >>> RayBackend(RayOptions(gpus_per_trial=0.5)).accelerator("cpu")
@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from autoprune.backends.base import Backend
+from autoprune.backends.loop import run_trials
 from autoprune.errors import AutopruneInputError, BackendError
 
 if TYPE_CHECKING:
@@ -27,18 +28,21 @@ if TYPE_CHECKING:
 
 
 class OptunaBackend(Backend):
-    """Trials run one after another in this process, inside Optuna's ``study.optimize`` (which drives the
-    storage's heartbeat). Start several processes on one storage and study name to run trials in parallel;
-    see :mod:`autoprune.backends.optuna`."""
+    """Trials run one after another in this process, through the study's ask/tell with Optuna's heartbeat
+    kept for each (:func:`~autoprune.backends.loop.run_trials`).
+
+    Many workers, one study: start several processes on one storage and study name to run trials in
+    parallel. A worker starts a trial only while the study has a slot left, waits while the last trials run
+    elsewhere (they may die and be queued again), and drops a trial that lost the race for the last slot
+    before it does any work, so the study ends with exactly ``n_trials``. A worker that dies is noticed by
+    its heartbeat (RDB storages) or its liveness stamps (journal files), and its trial runs again."""
 
     name = "optuna"
     heartbeats = True
 
     def run(self, book: StudyBook, job: TrialJob, *, n_trials: int, timeout: float | None,
             on_trial_end: Callable[[TrialRecord], None], run_dir: Path) -> None:
-        from autoprune.backends.optuna import optimize
-
-        optimize(book, job, n_trials=n_trials, timeout=timeout, on_trial_end=on_trial_end)
+        run_trials(book, job, n_trials=n_trials, timeout=timeout, on_trial_end=on_trial_end)
 
 
 @dataclass(frozen=True)

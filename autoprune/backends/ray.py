@@ -32,12 +32,14 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+import optuna
 import ray
 import torch
 from ray import tune
 from ray.tune.search import ConcurrencyLimiter, Searcher
 
-from autoprune.backends.book import DUPLICATE, INTERRUPTED, StudyBook
+from autoprune.backends.book import INTERRUPTED, Step, StudyBook
+from autoprune.backends.loop import failure_reason
 from autoprune.backends.builtin import RayOptions
 from autoprune.backends.storage import error_line
 from autoprune.errors import StudyError
@@ -96,7 +98,7 @@ class StudySearcher(Searcher):
     def __init__(self, book: StudyBook, *, job: TrialJob, n_trials: int,
                  on_trial_end: Callable[[TrialRecord], None] | None) -> None:
         super().__init__(metric="metric", mode="max")
-        self.study = book
+        self.book = book
         self.job = job
         self.n_trials = n_trials
         self.on_trial_end = on_trial_end
@@ -109,18 +111,22 @@ class StudySearcher(Searcher):
         return {"n_trials": self.n_trials, "finished": self.finished}
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update(state, study=None, job=None, on_trial_end=None, pending={})
+        self.__dict__.update(state, book=None, job=None, on_trial_end=None, pending={})
 
     def suggest(self, trial_id: str) -> dict[str, Any] | str | None:
-        if self.study.slots_left(self.n_trials) <= 0:
-            self.finished = True
-            return Searcher.FINISHED
-        self.study.promote(self.job)
-        trial = self.study.ask()
-        while self.study.is_duplicate(trial):
-            self.study.drop(trial, DUPLICATE)
-            trial = self.study.ask()
-        proposal = self.study.propose(trial, self.job)
+        """The study book's loop steps (:mod:`autoprune.backends.loop`), from Tune's callback: None (ask again
+        later) while the last trials run, FINISHED at the study's total."""
+        while True:
+            step = self.book.next_step(self.job, self.n_trials)
+            if step is Step.DONE:
+                self.finished = True
+                return Searcher.FINISHED
+            if step is Step.WAIT:
+                return None
+            started = self.book.start(self.job, self.n_trials)
+            if started is not None:
+                break
+        trial, proposal = started
         self.pending[trial_id] = trial
         return {"proposal": proposal.to_dict(), "front": [list(p) for p in self.job.front(proposal.rung)],
                 "latencies": self.job.latencies()}
@@ -132,9 +138,9 @@ class StudySearcher(Searcher):
         summary = json.loads(result["report"]) if result and "report" in result else {}
         if error or "values" not in summary:
             reason = summary.get("error") or "the Ray trial failed; its log is under ray_results/"
-            record = self.study.tell(trial, failure_reason=reason)
+            record = self.book.tell(trial, failure_reason=reason)
         else:
-            record = self.study.tell(trial, report=TrialReport(**summary))
+            record = self.book.tell(trial, report=TrialReport(**summary))
         if self.on_trial_end is not None:
             self.on_trial_end(record)
 
@@ -142,8 +148,8 @@ class StudySearcher(Searcher):
         """Mark the trials still running as interrupted (they do not count and are run again on resume)."""
         for trial in self.pending.values():
             try:
-                self.study.tell(trial, failure_reason=INTERRUPTED)
-            except Exception:
+                self.book.tell(trial, failure_reason=INTERRUPTED)
+            except optuna.exceptions.UpdateFinishedTrialError:  # told already (another driver's fail_orphans)
                 pass
         self.pending.clear()
 
@@ -159,7 +165,7 @@ def _trainable(config: dict[str, Any], payload: tuple[TrialContext, int]) -> Non
         summary = {"values": report.values, "constraints": report.constraints, "user_attrs": report.user_attrs}
         tune.report({"metric": report.values[0], "report": json.dumps(summary)})
     except Exception as exc:  # the trial fails, the search goes on (as with the Optuna backend)
-        tune.report({"metric": float("nan"), "report": json.dumps({"error": f"{type(exc).__name__}: {exc}"})})
+        tune.report({"metric": float("nan"), "report": json.dumps({"error": failure_reason(exc)})})
 
 
 def run(book: StudyBook, job: TrialJob, *, n_trials: int, timeout: float | None, options: RayOptions,

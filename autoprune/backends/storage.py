@@ -29,11 +29,18 @@ from pathlib import Path
 from typing import Any, Iterator, NamedTuple
 
 import optuna
+import sqlalchemy.exc
 from optuna.storages import RetryHeartbeatStaleTrialCallback
 from optuna.trial import TrialState
 
 from autoprune import defaults
+from autoprune.backends.internals import journal_path, set_state, stored_trial, trial_id
 from autoprune.errors import StudyError
+
+#: what a storage that cannot be read or written raises (a database down or refusing, a file unreadable, a
+#: study Optuna cannot load): a StudyError for the user; anything else is a bug, and propagates as one
+STORAGE_ERRORS: tuple[type[BaseException], ...] = (OSError, sqlalchemy.exc.SQLAlchemyError,
+                                                   optuna.exceptions.OptunaError, ValueError)
 
 MAX_RETRY = 3
 
@@ -194,7 +201,7 @@ class JournalLiveness:
         """Fail and re-queue the running trials of dead workers."""
         now = time.time()
         for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-            stamp = self.dir / str(trial._trial_id)
+            stamp = self.dir / str(trial_id(trial))
             try:
                 last = stamp.stat().st_mtime
             except FileNotFoundError:
@@ -208,11 +215,11 @@ class JournalLiveness:
             except FileExistsError:
                 continue
             try:
-                study._storage.set_trial_state_values(trial._trial_id, state=TrialState.FAIL)
+                set_state(study, trial_id(trial), TrialState.FAIL)
             except optuna.exceptions.UpdateFinishedTrialError:  # another worker reaped it first
                 claim.unlink(missing_ok=True)
                 continue
-            RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY)(study, study._storage.get_trial(trial._trial_id))
+            RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRY)(study, stored_trial(study, trial_id(trial)))
             # The trial is FAIL now, so no worker looks at it again: its dead worker's stamp and the claim go.
             stamp.unlink(missing_ok=True)
             claim.unlink(missing_ok=True)
@@ -230,15 +237,14 @@ class Storage(NamedTuple):
         url = getattr(self.optuna, "url", None)
         if url:
             return mask_url(str(url))
-        backend = getattr(self.optuna, "_backend", None)
-        return str(getattr(backend, "_file_path", type(self.optuna).__name__))
+        return journal_path(self.optuna) or type(self.optuna).__name__
 
     def study_names(self) -> list[str]:
         """The names of the studies it holds; StudyError when it cannot be read."""
         try:
             return sorted(s.study_name for s in optuna.get_all_study_summaries(storage=self.optuna))
-        except Exception as exc:
-            raise StudyError(f"cannot open storage {self.describe()}: {type(exc).__name__}") from None
+        except STORAGE_ERRORS as exc:
+            raise StudyError(f"cannot open storage {self.describe()}: {error_line(exc)}") from None
 
     def has_study(self, study_name: str) -> bool:
         return study_name in self.study_names()

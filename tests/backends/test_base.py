@@ -7,34 +7,15 @@ import json
 import pytest
 
 from autoprune.api import search
-from autoprune.backends import Backend, OptunaBackend, RayOptions, available_backends, get_backend, register_backend
+from autoprune.backends import OptunaBackend, RayOptions, available_backends, get_backend, register_backend
 from autoprune.backends.base import REGISTRY
 from autoprune.errors import BackendError
 from autoprune.loading import load_result
 from tests.backends.conftest import REPO
+from tests.backends.test_contract import SequentialBackend
 from tests.conftest import fast_profile
 
 TINY = REPO / "tests" / "data" / "tiny.yaml"
-
-
-class SequentialBackend(Backend):
-    """Trials one after another through the study book's ask/tell: nothing but the documented interface."""
-
-    name = "sequential-test"
-
-    def __init__(self) -> None:
-        self.runs = 0
-
-    def run(self, book, job, *, n_trials, timeout, on_trial_end, run_dir):
-        self.runs += 1
-        while book.slots_left(n_trials) > 0:
-            trial = book.ask()
-            proposal = book.propose(trial, job)
-            try:
-                record = book.tell(trial, report=job.run(proposal))
-            except Exception as exc:
-                record = book.tell(trial, failure_reason=f"{type(exc).__name__}: {exc}")
-            on_trial_end(record)
 
 
 def _search(digits, out, backend, n_trials):
@@ -48,7 +29,7 @@ def test_a_registered_backend_runs_a_search_by_name(digits, tmp_path, monkeypatc
     toy = SequentialBackend()
     monkeypatch.setitem(REGISTRY.entries, toy.name, toy)
     result = _search(digits, tmp_path, "sequential-test", n_trials=3)
-    assert toy.runs == 1
+    assert toy.runs == 1 and toy.executed == 3
     assert [t.state for t in result.trials] == ["complete"] * 3 and result.session_trials == {0, 1, 2}
     assert json.loads((tmp_path / "pareto.json").read_text())["pareto"]
     stored = load_result(storage=f"sqlite:///{tmp_path / 'study.db'}", study_name="autoprune")
