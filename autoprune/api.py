@@ -44,6 +44,7 @@ from autoprune.recovery import Recovery, recover as recover_front
 from autoprune.prepare import latency_budget, prepare_model, prepare_study
 from autoprune.report import write_files
 from autoprune.result import SearchResult, TrialRecord, pareto_front
+from autoprune.runtimes import available_runtimes, get_runtime
 from autoprune.space import SearchSpace, load_space
 from autoprune.study import StudyMeta, metric_name, model_fingerprint
 
@@ -106,7 +107,7 @@ def make_directory(path: Path, what: str) -> None:
 
 
 def check_setup(*, space: str | Path | SearchSpace | Mapping[str, Any] = defaults.SPACE,
-                profile: HardwareProfile | None = None, precision: str = "32-true", accelerator: Any = "cpu",
+                profile: HardwareProfile | None = None, precision: str = defaults.PRECISION, accelerator: Any = "cpu",
                 fidelity: bool | None = None, metric: Any = None, io: Any = None, bn: str | None = None,
                 reconstruct: bool | None = None) -> tuple[SearchSpace, HardwareProfile]:
     """The space (with multi-fidelity as asked) and the profile a search runs under, once everything about them
@@ -143,10 +144,11 @@ def check_quantization(space: SearchSpace, profile: HardwareProfile, metric: Any
     that can be computed on the int8 model's outputs (accuracy, or a callable)."""
     if not space.quantizes:
         return
-    if profile.runtime != "onnxruntime":
-        raise AutopruneInputError(f"the space quantizes (quantize: {space.quantize}), and int8 models are timed and "
-                                  "evaluated in ONNX Runtime: use --runtime onnxruntime "
-                                  "(HardwareProfile(runtime='onnxruntime')), or leave quantize out of the space")
+    if not get_runtime(profile.runtime).capabilities.int8:
+        able = [r for r in available_runtimes() if get_runtime(r).capabilities.int8]
+        raise AutopruneInputError(f"the space quantizes (quantize: {space.quantize}), and the {profile.runtime} "
+                                  f"runtime cannot time int8 models: use --runtime {' or '.join(able)} "
+                                  f"(HardwareProfile(runtime={able[0]!r})), or leave quantize out of the space")
     if isinstance(metric, str):
         raise AutopruneInputError(f"metric {metric!r} is logged by a LightningModule's validation_step, which an int8 "
                                   "ONNX model cannot run: give a callable metric(model, val_loader) to quantize")
@@ -173,7 +175,7 @@ def search(
     accelerator: str = "cpu", backend: str | Backend = defaults.BACKEND, ray: RayOptions | None = None,
     resume: bool = False, seed_policies: bool = True, heartbeat_interval: int = defaults.HEARTBEAT_INTERVAL,
     on_trial_end: OnTrialEnd | None = None, study_attrs: Mapping[str, Any] | None = None, io: ModelIO | None = None,
-    distill: Distillation | bool | None = None, precision: str = "32-true", fidelity: bool | None = None,
+    distill: Distillation | bool | None = None, precision: str = defaults.PRECISION, fidelity: bool | None = None,
     analysis: Analysis | str | Path | None = None, bn: str | None = None, reconstruct: bool | None = None,
     recover: Recovery | None = None,
 ) -> SearchResult:
@@ -268,7 +270,7 @@ def search(
             head_start = analysis.head_start()
     with chosen.connected(), quiet():  # connect fails fast (exit 2 in the CLI) when the engine does not answer
         name = study_name or defaults.STUDY_NAME
-        out = Path(out_dir) if out_dir is not None else Path("runs") / name
+        out = Path(out_dir) if out_dir is not None else defaults.run_dir(name)
         make_directory(out, "out_dir (--out)")
         storage = storage or default_storage(out)
         store = make_storage(storage, heartbeat_interval=heartbeat_interval if chosen.heartbeats else None)

@@ -27,6 +27,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from autoprune import defaults
 from autoprune.errors import AutopruneInputError, Terminated
+from autoprune.runtimes import available_runtimes
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Search per-layer pruning policies under latency and size budgets.")
@@ -36,6 +37,7 @@ out_console = Console()
 # Options shared by several commands: --debug by all, the rest by those that open a finished search
 # (report, export, refine).
 _DEBUG = typer.Option(False, help="print tracebacks.")
+_RUNTIMES = ", ".join(available_runtimes())
 _RUN_DIR = typer.Option(None, help="the run directory of a search (default with --storage: runs/<study-name>).")
 _STORAGE = typer.Option(None, envvar=defaults.STORAGE_ENV,
                         help="storage URL or journal file (default: the run directory's study.db); read from "
@@ -201,13 +203,13 @@ def search(
     threads: int = typer.Option(defaults.THREADS, help="CPU threads of the latency measurement."),
     interleave: bool = typer.Option(True, help="time each candidate in alternation with the dense model, so a "
                                                "shared machine's drift cancels (--no-interleave: alone, faster)."),
-    runtime: str = typer.Option(defaults.RUNTIME, help="what runs the timed forwards: eager (PyTorch) or onnxruntime "
-                                                       "(the exported ONNX model in ONNX Runtime on the CPU; needs "
-                                                       "autoprune[onnx])."),
+    runtime: str = typer.Option(defaults.RUNTIME, help=f"what runs the timed forwards: one of {_RUNTIMES} (eager: "
+                                                       "PyTorch; onnxruntime: the exported ONNX model on the CPU, "
+                                                       "needs autoprune[onnx])."),
     distill: bool = typer.Option(False, help="fine-tune every trial against the dense model's outputs too "
                                              "(knowledge distillation; best for pretrained models)."),
-    distill_weight: float = typer.Option(0.5, help="the distillation term's share of the fine-tuning loss."),
-    precision: str = typer.Option("32-true", help="the fine-tune's precision: 32-true, or bf16-mixed / 16-mixed "
+    distill_weight: float = typer.Option(defaults.DISTILL_WEIGHT, help="the distillation term's share of the fine-tuning loss."),
+    precision: str = typer.Option(defaults.PRECISION, help="the fine-tune's precision: 32-true, or bf16-mixed / 16-mixed "
                                                   "on a GPU (--device cuda)."),
     fidelity: str = typer.Option("space", help="multi-fidelity search: on (screen new policies without fine-tuning, "
                                                "fine-tune longer only each rung's best), off (fine-tune every "
@@ -273,7 +275,7 @@ def search(
         model_spec, data_spec = model or defaults.DEMO, data or defaults.DEMO
         check_space_fits(the_space, model_spec)
         name = study_name or _default_name(model_spec)
-        run_dir = out or Path("runs") / name
+        run_dir = out or defaults.run_dir(name)
         base = build_model(model_spec, weights, run_dir)
         datamodule = build_data(data_spec)
         attrs = {"model": model_spec, "data": data_spec, "weights": str(Path(weights).resolve()) if weights else None,
@@ -316,7 +318,7 @@ def analyze(
     device: str = typer.Option(defaults.DEVICE, help="cpu or cuda: where latency is measured."),
     batch_size: int = typer.Option(defaults.BATCH_SIZE, help="batch size of the latency measurement."),
     threads: int = typer.Option(defaults.THREADS, help="CPU threads of the latency measurement."),
-    runtime: str = typer.Option(defaults.RUNTIME, help="eager or onnxruntime: what runs the timed forwards."),
+    runtime: str = typer.Option(defaults.RUNTIME, help=f"what runs the timed forwards: one of {_RUNTIMES}."),
     debug: bool = _DEBUG,
 ) -> None:
     """Where the model's parameters, compute and latency are, and what pruning each unit alone costs."""
@@ -335,7 +337,7 @@ def analyze(
         levels = check_sparsities(_sparsities(sparsities))
         the_space = load_space(space)
         model_spec, data_spec = model or defaults.DEMO, data or defaults.DEMO
-        run_dir = out or Path("runs") / _default_name(model_spec)
+        run_dir = out or defaults.run_dir(_default_name(model_spec))
         check_not_a_file(run_dir, "--out")
         if (run_dir / ANALYSIS_FILE).is_dir():
             raise AutopruneInputError(f"{run_dir / ANALYSIS_FILE} is a directory, where the analysis is written: "
@@ -395,9 +397,9 @@ def report(
     _run(debug, body, interrupted="the study is unchanged; run the same command again.")
 
 
-_INT8_AGREEMENT = typer.Option(0.98, "--int8-min-agreement", help="a quantizing candidate's int8 model must give the "
+_INT8_AGREEMENT = typer.Option(defaults.INT8_MIN_AGREEMENT, "--int8-min-agreement", help="a quantizing candidate's int8 model must give the "
                                 "fp32 model's top-1 class on this share of validation samples (0 for an embedder).")
-_INT8_ERROR = typer.Option(0.15, "--int8-max-error", help="... and stay within this relative output error of it.")
+_INT8_ERROR = typer.Option(defaults.INT8_MAX_ERROR, "--int8-max-error", help="... and stay within this relative output error of it.")
 
 
 @app.command()

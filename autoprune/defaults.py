@@ -10,6 +10,8 @@ Example:
 
 from __future__ import annotations
 
+from pathlib import Path
+
 #: total trials of a study, over every worker
 N_TRIALS = 20
 #: the built-in search space used when none is named
@@ -20,6 +22,16 @@ SAMPLER = "auto"
 BACKEND = "optuna"
 #: study name of ``search()`` when none is given (the CLI names a study after its model)
 STUDY_NAME = "autoprune"
+#: the folder that holds run directories when none is given: ``runs/<study name>`` (see :func:`run_dir`)
+RUNS = "runs"
+#: the fine-tune's Lightning precision
+PRECISION = "32-true"
+#: the distillation term's share of the fine-tuning loss
+DISTILL_WEIGHT = 0.5
+#: an int8 model must give the fp32 model's top-1 class on this share of validation samples ...
+INT8_MIN_AGREEMENT = 0.98
+#: ... and stay within this relative output error of it
+INT8_MAX_ERROR = 0.15
 #: seconds between a running trial's heartbeats; a worker silent for 3 intervals is presumed dead
 HEARTBEAT_INTERVAL = 10
 
@@ -37,3 +49,8 @@ DATA_BATCH_SIZE = 64
 #: the environment variable the CLI reads --storage from when it is not given (a password kept out of ps and
 #: shell history)
 STORAGE_ENV = "AUTOPRUNE_STORAGE"
+
+
+def run_dir(study_name: str) -> Path:
+    """The run directory of a study when none is given: ``runs/<study name>``."""
+    return Path(RUNS) / study_name

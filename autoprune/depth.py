@@ -31,6 +31,7 @@ Example:
 
 from __future__ import annotations
 
+import logging
 import operator
 from typing import Any, Iterable
 
@@ -42,13 +43,18 @@ from autoprune.errors import LayerMatchError
 from autoprune.layers import PRUNABLE_TYPES, run_model
 
 _ADDS = (operator.add, operator.iadd, torch.add)
+LOG = logging.getLogger("autoprune")
 
 
 def _adds_its_input(module: nn.Module) -> bool:
     """Whether ``module``'s traced forward adds its (only) input, as it is, to another value."""
     try:
         graph = fx.symbolic_trace(module).graph
-    except Exception:  # data-dependent control flow and the like: not a block we can reason about
+    except (fx.proxy.TraceError, TypeError, NotImplementedError, RuntimeError, AttributeError) as exc:
+        # data-dependent control flow and the like: not a block we can reason about (said at debug level, so
+        # `logging.getLogger("autoprune").setLevel("DEBUG")` shows why a block is not offered)
+        LOG.debug("%s is not a removable block: fx cannot trace it (%s: %s)", type(module).__name__,
+                  type(exc).__name__, exc)
         return False
     inputs = [n for n in graph.nodes if n.op == "placeholder"]
     if len(inputs) != 1:

@@ -34,6 +34,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from autoprune import defaults
 from autoprune.errors import AutopruneInputError
 from autoprune.modelio import Inputs, ModelIO
 
@@ -51,7 +52,7 @@ class Distillation:
         cache_batches: teacher outputs kept (least recently used dropped first).
     """
 
-    weight: float = 0.5
+    weight: float = defaults.DISTILL_WEIGHT
     kind: Literal["auto", "kl", "cosine", "mse"] = "auto"
     temperature: float = 4.0
     cache_batches: int = 256

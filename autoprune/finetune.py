@@ -39,6 +39,7 @@ from torch import nn
 from torch.nn import functional as F
 from torch.utils.data import DataLoader
 
+from autoprune import defaults
 from autoprune.distill import Distillation, Teacher
 from autoprune.errors import AutopruneInputError, DataError, NonFiniteLossError, Terminated
 from autoprune.methods import get_method
@@ -279,7 +280,8 @@ def interrupts_kept() -> Iterator[None]:
             signal.signal(signal.SIGINT, sigint)
 
 
-def _trainer(*, max_steps: int, accelerator: str, callbacks: list[L.Callback], precision: str = "32-true") -> L.Trainer:
+def _trainer(*, max_steps: int, accelerator: str, callbacks: list[L.Callback],
+             precision: str = defaults.PRECISION) -> L.Trainer:
     return L.Trainer(
         max_steps=max_steps, max_epochs=-1, accelerator=accelerator, devices=1, logger=False, precision=precision,
         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
@@ -287,16 +289,25 @@ def _trainer(*, max_steps: int, accelerator: str, callbacks: list[L.Callback], p
     )
 
 
+def layer_prefix(module: L.LightningModule) -> str:
+    """How a policy's layer names are prefixed inside ``module``: ``"net."`` for a plain model
+    :func:`as_lightning` wrapped, ``""`` for a LightningModule of the caller's own."""
+    return "net." if isinstance(module, ClassifierModule) else ""
+
+
 def finetune(module: L.LightningModule, train_loader: DataLoader, *, policy: Policy, max_steps: int,
-             accelerator: str = "cpu", prefix: str = "", precision: str = "32-true", bn: str = "train") -> None:
+             accelerator: str = "cpu", prefix: str | None = None, precision: str = defaults.PRECISION,
+             bn: str = "train") -> None:
     """Fine-tune ``module`` in place for ``max_steps`` optimiser steps with the policy's regulariser, on
     ``accelerator`` at ``precision`` (``bf16-mixed`` or ``16-mixed`` autocast on a GPU; see :data:`PRECISIONS`).
     ``bn="freeze"`` keeps BatchNorm statistics as they came (:mod:`autoprune.batchnorm`).
 
-    ``prefix`` maps the policy's layer names to names inside ``module`` (``"net."`` for a wrapped model).
+    ``prefix`` maps the policy's layer names to names inside ``module``; by default the one
+    :func:`as_lightning` gave it (``"net."`` for a plain model it wrapped, ``""`` for a LightningModule).
     """
     if max_steps <= 0:
         return
+    prefix = layer_prefix(module) if prefix is None else prefix
     unstructured = [prefix + n for n, lp in policy.layers.items()
                     if lp.sparsity > 0 and not get_method(lp.method).STRUCTURED]
     callbacks: list[L.Callback] = [FiniteLoss(), KeepZeros(module, unstructured)]

@@ -254,7 +254,7 @@ def attach_candidates(result: SearchResult, base_model: nn.Module, *, storage: s
     ``artifacts_dir`` overrides the directory the study was created with (a worker that mounts the shared
     directory elsewhere).
     """
-    out = result.out_dir or Path("runs") / result.study_name
+    out = result.out_dir or defaults.run_dir(result.study_name)
     artifacts = artifacts_dir or result.meta.artifacts or default_artifacts(storage, out, result.study_name)
     result.model_loader = candidate_loader(Path(artifacts), base_model, study_id=result.meta.study_id)
     return result
@@ -289,7 +289,7 @@ def open_result(*, out: Path | None, storage: str | None, study_name: str | None
         if len(names) != 1:
             raise StudyError(f"the storage holds studies {names}: choose one with --study-name")
         study_name = names[0]
-    out = out or Path("runs") / study_name
+    out = out or defaults.run_dir(study_name)
     result = load_result(storage=url, study_name=study_name, out_dir=out)
     if not with_model:
         return Opened(result, out)

@@ -55,7 +55,6 @@ import io
 import json
 import math
 import statistics
-import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Iterator, Mapping
 
@@ -68,8 +67,7 @@ from autoprune.layers import run_model
 from autoprune.modelio import Inputs
 from autoprune.methods.structured import count_macs_and_params
 from autoprune.runtimes import Forward, get_runtime
-
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+from autoprune.runtimes.base import DTYPES, clock, device_kind
 
 
 @dataclass(frozen=True)
@@ -112,7 +110,7 @@ class HardwareProfile:
     def __post_init__(self) -> None:
         if self.dtype not in DTYPES:
             raise ProfileError(f"profile dtype must be one of {sorted(DTYPES)}, got {self.dtype!r}")
-        if not (self.device == "cpu" or self.device.startswith("cuda")):
+        if device_kind(self.device) not in ("cpu", "cuda") or self.device.count(":") > 1:
             raise ProfileError(f"profile device must be 'cpu' or 'cuda[:N]', got {self.device!r}")
         for name in ("threads", "batch_size", "repeats", "attempts"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
@@ -130,7 +128,7 @@ class HardwareProfile:
         return json.dumps(asdict(self), sort_keys=True)
 
     def check_available(self) -> None:
-        if self.device.startswith("cuda") and not torch.cuda.is_available():
+        if device_kind(self.device) == "cuda" and not torch.cuda.is_available():
             raise ProfileError(f"profile device {self.device!r} asked for, but CUDA is not available here; use 'cpu'")
         if self.dtype == "float16" and self.device == "cpu":
             raise ProfileError("float16 timing is only meaningful on CUDA; use float32 or bfloat16 on the CPU")
@@ -174,19 +172,13 @@ def state_dict_bytes(model: nn.Module, dtype: torch.dtype = torch.float32) -> tu
 
 def _sampler(profile: HardwareProfile) -> Callable[[Forward, int], float]:
     """``sample(forward, n)``: milliseconds per forward over ``n`` calls of ``forward`` (CUDA synchronised)."""
-    cuda = profile.device.startswith("cuda")
-
-    def sync() -> None:
-        if cuda:
-            torch.cuda.synchronize()
+    tick = clock(profile)
 
     def sample(forward: Forward, n: int) -> float:
-        sync()
-        start = time.perf_counter()
+        start = tick()
         for _ in range(n):
             forward()
-        sync()
-        return (time.perf_counter() - start) * 1000.0 / n
+        return (tick() - start) * 1000.0 / n
 
     return sample
 

@@ -29,6 +29,7 @@ from typing import Any, Callable, Mapping
 from torch import nn
 from torch.utils.data import DataLoader
 
+from autoprune import defaults
 from autoprune.batchnorm import BATCHES as BN_BATCHES
 from autoprune.errors import NonFiniteMetricError, TrialError
 from autoprune.export import load_pruned, save_pruned, weights_sha256
@@ -71,7 +72,7 @@ class TrialContext:
     distill: Distillation | None = None
     teacher: Teacher | None = None
     #: Lightning precision of the fine-tune (``bf16-mixed`` on a GPU saves time and memory)
-    precision: str = "32-true"
+    precision: str = defaults.PRECISION
     #: what the fine-tune does to BatchNorm statistics (``train``, ``freeze`` or ``adapt``: see
     #: :mod:`autoprune.batchnorm`; ``auto`` is resolved before the trials start)
     bn: str = "train"
@@ -163,8 +164,7 @@ def run_trial(ctx: TrialContext, policy: Policy, settings: FinetuneSettings, *, 
         timings["evaluate"] = time.perf_counter() - started
         started = time.perf_counter()
         finetune(module, ctx.train_loader, policy=policy, max_steps=settings.max_steps,
-                 accelerator=ctx.accelerator, prefix="" if module is pruned else "net.", precision=ctx.precision,
-                 bn=ctx.bn)
+                 accelerator=ctx.accelerator, precision=ctx.precision, bn=ctx.bn)
         if ctx.bn == "adapt":
             adapt_batchnorm(pruned, ctx.train_loader, batches=BN_BATCHES, io=ctx.io)
         timings["finetune"] = time.perf_counter() - started

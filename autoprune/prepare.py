@@ -99,9 +99,9 @@ def latency_budget(*, budget_ms: float | None, budget_ratio: float | None, meta:
     that stored none, a timing of the dense model now."""
     if budget_ratio is None:
         return budget_ms
-    dense_ms = meta.dense_ms if meta.dense_ms is not None else \
-        measure(prepared.base, prepared.example_inputs, profile).latency_ms
-    return budget_ratio * dense_ms
+    if meta.dense_ms is None:  # an older study: its dense model timed now, resolved by the study's one rule
+        meta = replace(meta, budget_dense_ms=measure(prepared.base, prepared.example_inputs, profile).latency_ms)
+    return replace(meta, budget_ratio=budget_ratio).latency_budget_ms
 
 
 def prepare_study(storage: Storage, *, study_name: str, sampler: Any, meta: StudyMeta, prepared: PreparedModel,

@@ -39,6 +39,7 @@ from typing import Any, Iterable, Iterator
 import torch
 from torch import nn
 
+from autoprune import defaults
 from autoprune.errors import AutopruneInputError, ExportError, Int8ToleranceError
 from autoprune.layers import traceable
 from autoprune.modelio import Inputs, ModelIO
@@ -182,7 +183,7 @@ class Parity:
 
 #: the default tolerance a saved int8 model must meet against its fp32 model: int8 rounding flips the top-1
 #: class of near-ties (about 1% of the digits validation set for a weakly trained CNN, at 1% relative error)
-MIN_AGREEMENT, MAX_RELATIVE_ERROR = 0.98, 0.15
+MIN_AGREEMENT, MAX_RELATIVE_ERROR = defaults.INT8_MIN_AGREEMENT, defaults.INT8_MAX_ERROR
 
 
 @dataclass(frozen=True)

@@ -114,7 +114,7 @@ def refine_model(model: nn.Module, policy: Policy, train_loader: Any, *, steps: 
     module = as_lightning(model, loss=loss, lr=lr, io=io, distill=distill, teacher=teacher)
     torch.manual_seed(seed)
     finetune(module, train_loader, policy=dataclasses.replace(policy, regularizer=Regularizer()),
-             max_steps=steps, accelerator=accelerator, prefix="" if module is model else "net.", bn=bn)
+             max_steps=steps, accelerator=accelerator, bn=bn)
     if bn == "adapt":
         adapt_batchnorm(model, train_loader, batches=BN_BATCHES, io=io)
     return module

@@ -100,9 +100,6 @@ class TrialRecord:
         return asdict(self)
 
 
-Candidate = TrialRecord  # a Pareto candidate is a feasible, complete trial record
-
-
 def dominates_point(a: tuple[float, float, float], b: tuple[float, float, float]) -> bool:
     """For (metric max, latency min, size min) points: ``a`` is no worse everywhere and better somewhere."""
     (ma, la, sa), (mb, lb, sb) = a, b

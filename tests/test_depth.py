@@ -65,3 +65,22 @@ def test_drop_blocks_replaces_the_named_blocks_in_place():
 def test_dropping_a_missing_submodule_names_it():
     with pytest.raises(LayerMatchError, match="layers.9"):
         drop_blocks(ResNetCNN(widths=(8, 16), blocks=2), ["layers.9"])
+
+
+def test_a_block_fx_cannot_trace_is_not_removable_and_the_log_says_why(caplog):
+    """Data-dependent control flow: not a block autoprune can reason about; the reason is logged, not lost."""
+    import logging
+
+    from autoprune.depth import _adds_its_input
+
+    class Branchy(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = nn.Linear(4, 4)
+
+        def forward(self, x):
+            return x + self.fc(x) if x.sum() > 0 else x
+
+    with caplog.at_level(logging.DEBUG, logger="autoprune"):
+        assert not _adds_its_input(Branchy())
+    assert "Branchy is not a removable block: fx cannot trace it (TraceError" in caplog.text

@@ -94,3 +94,13 @@ def test_a_plain_list_of_batches_fine_tunes_as_one_loader():
     before = net[0].weight.clone()
     finetune(as_lightning(net, loss=None, lr=1e-2), batches, policy=Policy(), max_steps=3, prefix="net.")
     assert not torch.equal(net[0].weight, before)
+
+
+
+def test_a_wrapped_model_keeps_its_zeros_without_being_told_its_prefix():
+    """finetune() finds the policy's layers inside the wrapper as_lightning made (no "net." from the caller)."""
+    policy = Policy.uniform(["0", "3"], sparsity=0.5, method="l1_unstructured")
+    pruned = prune(_net().eval(), policy, torch.randn(2, 4))
+    finetune(as_lightning(pruned, loss=None, lr=1e-2), _loader(), policy=policy, max_steps=4)
+    for layer in (pruned[0], pruned[3]):
+        assert float((layer.weight == 0).float().mean()) == 0.5

@@ -66,7 +66,7 @@ warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning
 
 
 def attrs_of(trial: FrozenTrial | optuna.Trial) -> dict[str, Any]:
-    """A trial's user attributes, the finished trial's report unpacked (:meth:`StudyBook.record` stores it as
+    """A trial's user attributes, the finished trial's report unpacked (:meth:`StudyBook.store_report` stores it as
     one attribute, one storage write; studies written before keep them one by one, read the same)."""
     attrs = dict(trial.user_attrs)
     attrs.update(attrs.pop(REPORT_ATTR, None) or {})
@@ -369,7 +369,7 @@ class StudyBook:
         return cache
 
     @staticmethod
-    def record(trial: optuna.Trial, report: TrialReport) -> None:
+    def store_report(trial: optuna.Trial, report: TrialReport) -> None:
         """Store a finished trial's constraints, then its user attributes (not its objectives)."""
         for key, value in zip(CONSTRAINT_KEYS, report.constraints):
             trial.set_constraint(key, value)
@@ -379,7 +379,7 @@ class StudyBook:
              failure_reason: str | None = None) -> TrialRecord:
         """Finish an asked trial: complete with ``report``, or FAIL with ``failure_reason``; its record."""
         if report is not None:
-            self.record(trial, report)
+            self.store_report(trial, report)
             return to_record(self.study.tell(trial, report.values))
         trial.set_user_attr(FAILURE_ATTR, failure_reason or "failed")
         return to_record(self.study.tell(trial, state=TrialState.FAIL))

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
+import statistics
+import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, ClassVar
 
+import torch
 from torch import nn
 
-from autoprune.errors import AutopruneInputError, RuntimeNotFoundError
+from autoprune.errors import AutopruneInputError, ProfileError, RuntimeNotFoundError
 from autoprune.registry import Registry
 
 if TYPE_CHECKING:
@@ -20,8 +23,67 @@ if TYPE_CHECKING:
 #: one forward of a timed model, its inputs bound
 Forward = Callable[[], Any]
 
+#: the dtypes a profile may name, as torch dtypes
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
 #: timed forwards of a per-module timing at most (a large model's each last long enough)
 MAX_FORWARDS = 1000
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a runtime can do, declared once, so that nothing outside it decides by its name.
+
+    Attributes:
+        devices: device kinds it times on (``"cpu"``, ``"cuda"``; a profile's ``cuda:1`` is of kind ``cuda``).
+        dtypes: the profile dtypes it times in.
+        int8: it runs the int8 models of a space's ``quantize`` choices (which are ONNX models).
+        module_times: it can say where its forward spends time per module (``autoprune analyze``).
+    """
+
+    devices: tuple[str, ...] = ("cpu",)
+    dtypes: tuple[str, ...] = ("float32",)
+    int8: bool = False
+    module_times: bool = False
+
+
+def device_kind(device: str) -> str:
+    """``"cuda"`` for ``cuda`` and ``cuda:N``, else the device as given."""
+    return device.partition(":")[0]
+
+
+def repeated(profile: HardwareProfile, run: Callable[[], float]) -> list[float]:
+    """The per-module timing protocol every runtime shares: ``profile.warmup`` untimed calls of ``run``, then
+    timed ones until there are at least ``profile.repeats`` and they last ``10 * profile.min_sample_ms``
+    (at most :data:`MAX_FORWARDS`). ``run()`` does one forward and returns its seconds; the list holds the
+    timed ones."""
+    for _ in range(max(1, profile.warmup)):
+        run()
+    seconds: list[float] = []
+    while len(seconds) < MAX_FORWARDS and (len(seconds) < profile.repeats
+                                           or sum(seconds) < 10 * profile.min_sample_ms / 1000):
+        seconds.append(run())
+    return seconds
+
+
+def steady(seconds: list[float]) -> tuple[list[int], float]:
+    """The indices of the forwards no slower than the median (a shared machine delays the odd forward as a
+    whole), and that median."""
+    median = statistics.median(seconds)
+    return [i for i, s in enumerate(seconds) if s <= median], median
+
+
+def clock(profile: HardwareProfile) -> Callable[[], float]:
+    """``time.perf_counter``, CUDA synchronised first on a CUDA profile (so a clock reading waits for the
+    kernels queued before it)."""
+    if device_kind(profile.device) != "cuda":
+        return time.perf_counter
+
+    def synchronised() -> float:
+        torch.cuda.synchronize()
+        return time.perf_counter()
+
+    return synchronised
 
 
 @dataclass(frozen=True)
@@ -69,24 +131,34 @@ class Runtime(ABC):
     """What runs a model's timed forwards under a :class:`~autoprune.measure.HardwareProfile`.
 
     :func:`autoprune.measure.measure` owns the timing protocol (warm-up, samples, interleaving with the
-    dense model, statistics); a runtime only turns a model into a zero-argument forward on a batch.
-    The checks are no-ops unless a runtime needs them.
+    dense model, statistics, CUDA synchronisation through :func:`clock`); a runtime turns a model into a
+    zero-argument forward on a batch and declares what it can do (:class:`Capabilities`). A per-module
+    timing repeats its forwards with :func:`repeated` and keeps them with :func:`steady`.
     """
 
     #: the name a profile gives (``HardwareProfile(runtime=name)``)
     name: ClassVar[str]
+    #: what it can do: the devices and dtypes :meth:`check` accepts, int8 models, per-module times
+    capabilities: ClassVar[Capabilities] = Capabilities()
 
     def check(self, profile: HardwareProfile) -> None:
         """Refuse a profile this runtime cannot honour, with a :class:`~autoprune.errors.ProfileError` that
-        says what to change (called when the profile is made)."""
+        says what to change (called when the profile is made). By default: a device or dtype outside its
+        :attr:`capabilities`."""
+        can = self.capabilities
+        if device_kind(profile.device) not in can.devices or profile.dtype not in can.dtypes:
+            others = [r for r in available_runtimes() if r != self.name]
+            raise ProfileError(f"the {self.name} runtime times on {'/'.join(can.devices)} in "
+                               f"{'/'.join(can.dtypes)}: got device {profile.device!r}, dtype {profile.dtype!r}; "
+                               f"change them, or use another runtime ({', '.join(others)})")
 
     def check_available(self, profile: HardwareProfile) -> None:
         """Refuse to time when what this runtime needs is not installed here (called before timing)."""
 
     def module_times(self, model: nn.Module, inputs: Inputs, profile: HardwareProfile) -> ModuleTimes | None:
         """Where this runtime's forward of ``model`` on ``inputs`` (a batch of the profile's size) spends its
-        time, per module (see :class:`ModuleTimes`); None when it cannot say (``autoprune analyze`` then shows
-        eager PyTorch's shares, and says so)."""
+        time, per module (see :class:`ModuleTimes`); None when it cannot say (``capabilities.module_times``
+        false: ``autoprune analyze`` then shows eager PyTorch's shares, and says so)."""
         return None
 
     @abstractmethod

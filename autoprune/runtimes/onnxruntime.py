@@ -19,7 +19,6 @@ import copy
 import importlib.util
 import io
 import json
-import statistics
 import tempfile
 import time
 import warnings
@@ -32,7 +31,8 @@ from torch import nn
 from autoprune.errors import ExportError, ProfileError
 from autoprune.layers import traceable
 from autoprune.modelio import Inputs, ModelIO, Selected
-from autoprune.runtimes.base import MAX_FORWARDS, Forward, ModuleTimes, Runtime, module_of, register_runtime
+from autoprune.runtimes.base import (Capabilities, Forward, ModuleTimes, Runtime, module_of, register_runtime,
+                                     repeated, steady)
 
 if TYPE_CHECKING:
     from autoprune.measure import HardwareProfile
@@ -132,14 +132,11 @@ def exported(model: nn.Module, inputs: Inputs, output: ModelIO | None = None) ->
 
 
 class OnnxRuntime(Runtime):
-    """Times the exported model in ONNX Runtime on the CPU, float32, with the profile's thread count."""
+    """Times the exported model in ONNX Runtime on the CPU, float32, with the profile's thread count; runs the
+    int8 models of a space's ``quantize`` choices."""
 
     name = "onnxruntime"
-
-    def check(self, profile: HardwareProfile) -> None:
-        if profile.device != "cpu" or profile.dtype != "float32":
-            raise ProfileError("the onnxruntime runtime times float32 on the CPU: use device 'cpu' and dtype "
-                               f"'float32' (got {profile.device!r}, {profile.dtype!r}), or runtime 'eager'")
+    capabilities = Capabilities(devices=("cpu",), dtypes=("float32",), int8=True, module_times=True)
 
     def check_available(self, profile: HardwareProfile) -> None:
         if not onnx_available():
@@ -164,17 +161,18 @@ class OnnxRuntime(Runtime):
         with tempfile.TemporaryDirectory(prefix="autoprune-ort-") as tmp:
             runner = session(onnx_model, profile.threads, profile_prefix=str(Path(tmp) / "profile"))
             feed = feeds(runner, bound)
-            started = time.perf_counter()
-            runs = 0
-            while runs < MAX_FORWARDS and (runs < profile.warmup + profile.repeats
-                                           or time.perf_counter() - started < 10 * profile.min_sample_ms / 1000):
+
+            def run() -> float:
+                started = time.perf_counter()
                 runner.run(None, feed)
-                runs += 1
+                return time.perf_counter() - started
+
+            seconds = repeated(profile, run)
             events = json.loads(Path(runner.end_profiling()).read_text())
         names = {name for name, _ in model.named_modules()}
         runs_us = [e["dur"] for e in events if e.get("cat") == "Session" and e.get("name") == "model_run"]
-        skip = min(profile.warmup, len(runs_us) - 1)  # the warm-up runs, unless nothing else ran
-        limit = statistics.median(runs_us[skip:])
+        skip = len(runs_us) - len(seconds)  # the warm-up runs, profiled too
+        limit = steady(runs_us[skip:])[1]
         own: dict[str, float] = {}
         nodes: dict[str, float] = {}
         seen = 0
