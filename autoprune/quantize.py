@@ -43,6 +43,7 @@ from autoprune import defaults
 from autoprune.errors import AutopruneInputError, ExportError, Int8ToleranceError
 from autoprune.layers import traceable
 from autoprune.modelio import Inputs, ModelIO
+from autoprune.policy import QUANTIZATIONS
 from autoprune.runtimes.onnxruntime import INSTALL, export_onnx, feeds, onnx_available, session
 
 INT8_FILE = "model.int8.onnx"
@@ -107,8 +108,8 @@ def quantize_model(model: nn.Module, example_inputs: Any, mode: str, *, calibrat
         ExportError: ONNX Runtime is missing, the model cannot be exported, or the quantizer refuses it
             (the message names the operator when ONNX Runtime does).
     """
-    if mode not in ("int8_static", "int8_dynamic"):
-        raise ExportError(f"unknown quantization {mode!r}; choose int8_static or int8_dynamic")
+    if mode not in QUANTIZATIONS[1:]:
+        raise ExportError(f"unknown quantization {mode!r}; choose one of {list(QUANTIZATIONS[1:])}")
     if not onnx_available():
         raise ExportError(f"int8 quantization needs the onnx and onnxruntime packages: {INSTALL}")
     model = copy.deepcopy(model).cpu().float().eval()

@@ -29,6 +29,15 @@ from autoprune.errors import PolicyError
 from autoprune.policy import REGULARIZER_KINDS
 
 
+#: each regulariser kind of a policy (:data:`~autoprune.policy.REGULARIZER_KINDS`, ``none`` apart) -> its
+#: penalty of one weight: ``l1`` sums magnitudes, ``group_lasso`` the L2 norms of the output channels' rows
+PENALTIES = {
+    "l1": lambda weight: weight.abs().sum(),
+    "group_lasso": lambda weight: weight.flatten(1).norm(dim=1).sum(),
+}
+assert set(PENALTIES) == set(REGULARIZER_KINDS) - {"none"}, "a policy's regulariser kind without a penalty"
+
+
 def sparsity_penalty(model: nn.Module, *, kind: str, strength: float, layers: Sequence[str]) -> torch.Tensor:
     """The penalty over the ``weight`` of each named module (``""`` names the model itself)."""
     if kind not in REGULARIZER_KINDS:
@@ -38,12 +47,9 @@ def sparsity_penalty(model: nn.Module, *, kind: str, strength: float, layers: Se
     total = torch.zeros((), device=first.device, dtype=first.dtype)
     if kind == "none" or strength == 0.0:
         return total
+    penalty = PENALTIES[kind]
     for name in layers:
-        weight = modules[name].weight
-        if kind == "l1":
-            total = total + weight.abs().sum()
-        else:
-            total = total + weight.flatten(1).norm(dim=1).sum()
+        total = total + penalty(modules[name].weight)
     return strength * total
 
 

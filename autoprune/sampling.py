@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any, Mapping, Protocol, Sequence
 from autoprune.errors import SearchSpaceError
 from autoprune.methods import get_method
 from autoprune.policy import LayerPolicy, Policy, Regularizer, inside
+from autoprune.sparsity_modes import MODES, SparsityMode, drop_param
 
 if TYPE_CHECKING:
     from autoprune.space import SearchSpace
@@ -62,13 +63,6 @@ class FinetuneSettings:
     decay: str = "none"
 
 
-def _grid(low: float, high: float, step: float | None) -> tuple[float, float]:
-    """Optuna needs (high - low) to be a multiple of step: shrink high onto the grid."""
-    if step is None:
-        return low, high
-    return low, low + math.floor((high - low) / step + 1e-9) * step
-
-
 @dataclass(frozen=True)
 class ResolvedSpace:
     """A space bound to one model. ``sample`` draws a (Policy, FinetuneSettings).
@@ -85,26 +79,15 @@ class ResolvedSpace:
     units: dict[str, tuple[str, ...]]
     blocks: tuple[str, ...] = ()
 
+    @property
+    def mode(self) -> SparsityMode:
+        """How the space's sparsity is drawn and seeded (:mod:`autoprune.sparsity_modes`)."""
+        return MODES[self.space.sparsity.mode]
+
     def sample(self, trial: Suggester) -> tuple[Policy, FinetuneSettings]:
         s = self.space
-        sp = s.sparsity
-        low, high = _grid(sp.low, sp.high, sp.step)
-        sparsity: dict[str, float] = {}
-        if sp.mode == "per_layer":
-            for unit, members in self.units.items():
-                value = trial.suggest_float(f"sparsity.{unit}", low, high, step=sp.step)
-                sparsity.update({n: value for n in members})
-        elif sp.mode == "per_group":
-            for group, members in self.groups.items():
-                value = trial.suggest_float(f"sparsity.{group}", low, high, step=sp.step)
-                sparsity.update({n: value for n in members})
-        else:
-            level = trial.suggest_float("sparsity.global", low, high, step=sp.step)
-            s_low, s_high = _grid(sp.scale_low, sp.scale_high, sp.scale_step)
-            for unit, members in self.units.items():
-                scale = trial.suggest_float(f"scale.{unit}", s_low, s_high, step=sp.scale_step)
-                sparsity.update({n: min(sp.high, level * scale) for n in members})
-        drop = tuple(b for b in self.blocks if trial.suggest_categorical(f"drop.{b}", [False, True]))
+        sparsity = self.mode.draw(trial, s.sparsity, units=self.units, groups=self.groups)
+        drop = tuple(b for b in self.blocks if trial.suggest_categorical(drop_param(b), [False, True]))
         method = trial.suggest_categorical("method", list(s.methods))
         round_to = trial.suggest_categorical("round_to", list(s.round_to))
         kind = trial.suggest_categorical("regularizer", list(s.regularizer.kinds))
@@ -158,32 +141,22 @@ class ResolvedSpace:
         round_to = s.round_to[0] if round_to == "first" else round_to
         if round_to not in s.round_to:
             raise SearchSpaceError(f"seed round_to {round_to!r} is not one of the space's options {list(s.round_to)}")
-        sp = s.sparsity
-        low, high = _grid(sp.low, sp.high, sp.step)
+        sp, mode = s.sparsity, self.mode
 
         def in_range(level: float) -> bool:
             return sp.low <= level <= sp.high or (level == 0.0 and sp.low == 0.0)
 
         def uniform(level: float) -> dict[str, Any]:
-            if sp.mode == "per_layer":
-                return {f"sparsity.{u}": level for u in self.units}
-            if sp.mode == "per_group":
-                return {f"sparsity.{g}": level for g in self.groups}
-            return {"sparsity.global": level, **{f"scale.{u}": 1.0 for u in self.units}}
+            return mode.uniform(units=self.units, groups=self.groups, level=level)
 
         seeds = [self._with_common(uniform(level), round_to=round_to) for level in levels if in_range(level)]
         int8 = [m for m in s.quantize if m != "none"]
         if int8 and "none" in s.quantize:  # the uniform policies quantized too (dense + int8: the baseline to beat)
             seeds += [{**seed, "quantize": int8[0]} for seed in list(seeds)]
-        for level in scaled_levels if scales and sp.mode != "per_group" else ():
-            if not in_range(level):
-                continue
-            if sp.mode == "per_layer":
-                params = {f"sparsity.{u}": snap_to_grid(min(high, level * scales.get(u, 1.0)), low, sp.step)
-                          for u in self.units}
-            else:
-                params = {"sparsity.global": level, **{f"scale.{u}": scales.get(u, 1.0) for u in self.units}}
-            seeds.append(self._with_common(params, lr_at=0.75, round_to=round_to))
+        for level in scaled_levels if scales else ():
+            params = mode.scaled(sp, units=self.units, level=level, scales=scales) if in_range(level) else None
+            if params is not None:
+                seeds.append(self._with_common(params, lr_at=0.75, round_to=round_to))
         for level, dropped in self.shallow_seeds(shallow_levels, block_order, free_blocks):
             if in_range(level):
                 seeds.append(self._with_common(uniform(level), round_to=round_to, drop=dropped))
@@ -251,7 +224,7 @@ class ResolvedSpace:
             params["quantize"] = "none" if "none" in s.quantize else s.quantize[0]
         params.update({"method": s.methods[0], "round_to": round_to, "regularizer": s.regularizer.kinds[0],
                        "lr": s.finetune.lr.at(lr_at),
-                       **{f"drop.{b}": b in drop for b in self.blocks}})
+                       **{drop_param(b): b in drop for b in self.blocks}})
         if s.regularizer.kinds[0] != "none":
             params["strength"] = math.sqrt(s.regularizer.strength.low * s.regularizer.strength.high)
         return params
@@ -273,6 +246,3 @@ class _Fixed:
         return self.params[name]
 
 
-def snap_to_grid(value: float, low: float, step: float | None) -> float:
-    """The grid point ``low + k * step`` nearest ``value`` (``value`` itself without a step)."""
-    return round(low + round((value - low) / step) * step, 6) if step else value

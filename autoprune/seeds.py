@@ -100,7 +100,7 @@ class Seeds:
 def scaled(resolved: ResolvedSpace) -> bool:
     """Whether the seeds scale units by sensitivity: a space with several units, searched per unit or as a
     global level times per-unit scales (not per group)."""
-    return resolved.space.sparsity.mode != "per_group" and len(resolved.units) >= 2
+    return resolved.mode.scales_units and len(resolved.units) >= 2
 
 
 def scan_units(resolved: ResolvedSpace, base: nn.Module, example_inputs: Inputs, train_loader: Any, val_loader: Any,
@@ -121,16 +121,14 @@ def scales_of(resolved: ResolvedSpace, scan: Scan) -> dict[str, float] | None:
     for little metric get the largest (None when the space has one unit or searches groups)."""
     if not scaled(resolved) or not scan.units:
         return None
-    sp = resolved.space.sparsity
     low, high = scale_bounds(resolved)
     return sensitivity_scales(pruning_costs(scan.units, base=scan.base), low=low, high=high,
-                              step=sp.scale_step if sp.mode == "global_scale" else None)
+                              step=resolved.mode.scale_step(resolved.space.sparsity))
 
 
 def scale_bounds(resolved: ResolvedSpace) -> tuple[float, float]:
     """The range of the seeds' per-unit scales: the space's own in ``global_scale`` mode, else 0.5 to 1.5."""
-    sp = resolved.space.sparsity
-    return (sp.scale_low, sp.scale_high) if sp.mode == "global_scale" else (0.5, 1.5)
+    return resolved.mode.scale_bounds(resolved.space.sparsity)
 
 
 def seed_scales(resolved: ResolvedSpace, base: nn.Module, example_inputs: Inputs, train_loader: Any,

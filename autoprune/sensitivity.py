@@ -40,7 +40,7 @@ from autoprune.measure import HardwareProfile, LatencyReference, measure
 from autoprune.modelio import ModelIO
 from autoprune.policy import LayerPolicy, Policy
 from autoprune.prune import prune
-from autoprune.sampling import snap_to_grid
+from autoprune.sparsity_modes import snap_to_grid
 
 
 #: the sparsity the search's seed scan prunes each unit at (what its ranking of units is measured at)

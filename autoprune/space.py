@@ -26,11 +26,14 @@ from typing import Any, Literal, Sequence
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from autoprune.batchnorm import POLICIES as BN_POLICIES
 from autoprune.errors import LayerMatchError, SearchSpaceError
 from autoprune.fidelity import Fidelity
 from autoprune.layers import prunable_layers, resolve_globs
 from autoprune.methods import available_methods, get_method
+from autoprune.policy import QUANTIZATIONS, REGULARIZER_KINDS
 from autoprune.sampling import ResolvedSpace
+from autoprune.sparsity_modes import MODES
 
 BUILTIN_SPACES = ("default", "structured", "unstructured", "transformer", "compress", "pretrained")
 
@@ -72,7 +75,7 @@ class Range(_Strict):
 
 
 class SparsitySpec(_Strict):
-    mode: Literal["per_layer", "per_group", "global_scale"] = "global_scale"
+    mode: Literal[tuple(MODES)] = "global_scale"  # the names of sparsity_modes.MODES
     low: float = Field(0.0, ge=0.0, lt=1.0)
     high: float = Field(0.9, ge=0.0, lt=1.0)
     step: float | None = Field(0.05, gt=0.0)
@@ -95,7 +98,7 @@ class SparsitySpec(_Strict):
 
 
 class RegularizerSpec(_Strict):
-    kinds: list[Literal["none", "l1", "group_lasso"]] = Field(default_factory=lambda: ["none"], min_length=1)
+    kinds: list[Literal[REGULARIZER_KINDS]] = Field(default_factory=lambda: ["none"], min_length=1)
     strength: Range = Range(low=1e-6, high=1e-3, log=True)
 
 
@@ -107,7 +110,7 @@ class FinetuneSpec(_Strict):
     weight_decay: float = Field(0.0, ge=0.0)
     warmup_steps: int = Field(0, ge=0)
     #: what the fine-tune does to BatchNorm statistics (:mod:`autoprune.batchnorm`)
-    bn: Literal["auto", "train", "freeze", "adapt"] = "auto"
+    bn: Literal[BN_POLICIES] = "auto"
 
     _coerce = field_validator("weight_decay", mode="before")(_coerce_number)
 
@@ -150,7 +153,7 @@ class SearchSpace(_Strict):
     drop_blocks: Literal["auto"] | list[str] = Field(default_factory=list)
     prune_hidden: bool = False
     fidelity: FidelitySpec | None = None
-    quantize: list[Literal["none", "int8_static", "int8_dynamic"]] = Field(default_factory=lambda: ["none"],
+    quantize: list[Literal[QUANTIZATIONS]] = Field(default_factory=lambda: ["none"],
                                                                            min_length=1)
     #: refit the layers that read removed channels to the dense model's outputs (:mod:`autoprune.reconstruct`)
     reconstruct: bool = False

@@ -5,9 +5,9 @@ liveness stamps that stand in for heartbeats on journal files. Imports optuna's 
   which selects Optuna's ``JournalStorage`` with a file backend (as optuna-dashboard reads it).
 * Passwords never leave this module unmasked: :func:`mask_url` is used in every error it raises.
 * Dead workers: RDB storages use Optuna's heartbeat (``heartbeat_interval``, ``grace_period`` = 3
-  intervals, driven by ``study.optimize``) with ``RetryHeartbeatStaleTrialCallback``: the trial of a
-  killed worker is marked FAIL and a copy with the same parameters is queued. Journal files have no
-  heartbeat in Optuna, so :class:`JournalLiveness` does the same with a liveness stamp per running
+  intervals, beaten by the trial loop, see :mod:`autoprune.backends.loop`) with
+  ``RetryHeartbeatStaleTrialCallback``: the trial of a killed worker is marked FAIL and a copy with the
+  same parameters is queued. Journal files have no heartbeat in Optuna, so :class:`JournalLiveness` does the same with a liveness stamp per running
   trial (a file beside the journal, touched every interval) that the other workers check.
 
 Example:
