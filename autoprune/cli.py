@@ -397,9 +397,11 @@ def report(
     _run(debug, body, interrupted="the study is unchanged; run the same command again.")
 
 
-_INT8_AGREEMENT = typer.Option(defaults.INT8_MIN_AGREEMENT, "--int8-min-agreement", help="a quantizing candidate's int8 model must give the "
-                                "fp32 model's top-1 class on this share of validation samples (0 for an embedder).")
-_INT8_ERROR = typer.Option(defaults.INT8_MAX_ERROR, "--int8-max-error", help="... and stay within this relative output error of it.")
+_INT8_AGREEMENT = typer.Option(defaults.INT8_MIN_AGREEMENT, "--int8-min-agreement",
+                               help="a quantizing candidate's int8 model must give the fp32 model's top-1 class on "
+                                    "this share of validation samples (0 for an embedder).")
+_INT8_ERROR = typer.Option(defaults.INT8_MAX_ERROR, "--int8-max-error",
+                           help="... and stay within this relative output error of it.")
 
 
 @app.command()
