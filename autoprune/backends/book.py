@@ -39,7 +39,7 @@ from typing import Any, Iterator
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from autoprune.backends.internals import heartbeat, set_state, trial_id
+from autoprune.backends.internals import heartbeat, record_heartbeat, set_state, trial_id
 from autoprune.backends.storage import STORAGE_ERRORS, JournalLiveness, Storage, error_line
 from autoprune.errors import StudyError
 from autoprune.fidelity import promotable
@@ -257,10 +257,15 @@ class StudyBook:
         self.claim(trial)
         return trial
 
-    @staticmethod
-    def claim(trial: optuna.Trial) -> None:
-        """Tag ``trial`` as this process's (so a dead driver's trials can be found and run again)."""
+    def claim(self, trial: optuna.Trial) -> None:
+        """Tag ``trial`` as this process's (so a dead driver's trials can be found and run again), and stamp it
+        alive at once: the beat starts only when it runs (:meth:`beat`), and a RUNNING trial that never beat
+        would be invisible to :meth:`fail_stale` if this worker died in between."""
         trial.set_user_attr("worker", WORKER)
+        if self.liveness is not None:
+            self.liveness.stamp(trial_id(trial))
+        else:
+            record_heartbeat(self.study, trial_id(trial))
 
     def propose(self, trial: optuna.Trial, job: TrialJob) -> Proposal:
         """Sample ``trial``'s policy from the job's space and store it on the trial (failed trials show it too).
@@ -357,6 +362,8 @@ class StudyBook:
         """Finish an asked trial unrun (PRUNED: it neither counts nor shows in the records)."""
         trial.set_user_attr(FAILURE_ATTR, reason)
         self.study.tell(trial, state=TrialState.PRUNED)
+        if self.liveness is not None:
+            self.liveness.forget(trial_id(trial))
 
     def latencies(self) -> dict[str, dict[str, Any]]:
         """The study's latency cache: shape key -> timing of the complete trials that timed that shape."""

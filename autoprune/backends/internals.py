@@ -48,6 +48,16 @@ def heartbeat(study: optuna.Study, trial_id: int) -> contextlib.AbstractContextM
     return get_heartbeat_thread(trial_id, study._storage)
 
 
+def record_heartbeat(study: optuna.Study, trial_id: int) -> None:
+    """One heartbeat of a trial now, when the storage has heartbeats on: a RUNNING trial that never beat is
+    invisible to Optuna's stale-trial check, so a trial is stamped the moment it is asked for."""
+    from optuna.storages._heartbeat import BaseHeartbeat, is_heartbeat_enabled
+
+    storage = study._storage
+    if is_heartbeat_enabled(storage) and isinstance(storage, BaseHeartbeat):
+        storage.record_heartbeat(trial_id)
+
+
 def journal_path(storage: Any) -> str | None:
     """The file a journal storage writes to (None for other storages)."""
     backend = getattr(storage, "_backend", None)

@@ -7,8 +7,9 @@ liveness stamps that stand in for heartbeats on journal files. Imports optuna's 
 * Dead workers: RDB storages use Optuna's heartbeat (``heartbeat_interval``, ``grace_period`` = 3
   intervals, beaten by the trial loop, see :mod:`autoprune.backends.loop`) with
   ``RetryHeartbeatStaleTrialCallback``: the trial of a killed worker is marked FAIL and a copy with the
-  same parameters is queued. Journal files have no heartbeat in Optuna, so :class:`JournalLiveness` does the same with a liveness stamp per running
-  trial (a file beside the journal, touched every interval) that the other workers check.
+  same parameters is queued. Journal files have no heartbeat in Optuna, so :class:`JournalLiveness` does
+  the same with a liveness stamp per running trial (a file beside the journal, touched every interval)
+  that the other workers check. A trial is stamped the moment a worker claims it, before it runs.
 
 Example:
     >>> mask_url("postgresql://me:secret@db:5432/studies")
@@ -177,6 +178,14 @@ class JournalLiveness:
         self.interval = interval
         self.grace = 3 * interval
         self.dir.mkdir(parents=True, exist_ok=True)
+
+    def stamp(self, trial_id: int) -> None:
+        """Mark ``trial_id`` alive now (a claimed trial, before it starts beating)."""
+        (self.dir / str(trial_id)).touch()
+
+    def forget(self, trial_id: int) -> None:
+        """Remove ``trial_id``'s stamp (a trial finished without running: dropped)."""
+        (self.dir / str(trial_id)).unlink(missing_ok=True)
 
     @contextlib.contextmanager
     def beat(self, trial_id: int) -> Iterator[None]:

@@ -43,3 +43,23 @@ def test_a_study_with_trials_is_never_taken_over(tmp_path, monkeypatch):
     with pytest.raises(StudyError, match="another search space"):
         _open(url, "f")
     assert "space_fingerprint" not in optuna.load_study(storage=url, study_name="s").user_attrs
+
+
+@pytest.mark.parametrize("journal", [False, True], ids=["rdb", "journal"])
+def test_a_trial_whose_worker_dies_before_it_runs_is_failed_and_queued_again(tmp_path, journal):
+    """Claimed, then the worker dies before the trial beats (sampling its policy, say): the trial was stamped
+    alive when claimed, so it goes stale and is re-queued, instead of holding a slot for ever."""
+    import time
+
+    from optuna.trial import TrialState
+
+    url = str(tmp_path / "study.log") if journal else f"sqlite:///{tmp_path / 'study.db'}"
+    storage = make_storage(url, heartbeat_interval=1)
+    book = StudyBook.open(storage, study_name="s", sampler=make_sampler("random", seed=0, n_trials=2),
+                          meta=StudyMeta(space_fingerprint="f"))
+    dead = book.ask()  # and nothing more: the worker is gone
+    time.sleep(4.5)  # past the grace period (3 intervals)
+    StudyBook.open(make_storage(url, heartbeat_interval=1), study_name="s",
+                   sampler=make_sampler("random", seed=0, n_trials=2), meta=StudyMeta(space_fingerprint="f")).fail_stale()
+    states = {t.number: t.state for t in optuna.load_study(storage=storage.optuna, study_name="s").trials}
+    assert states[dead.number] == TrialState.FAIL and TrialState.WAITING in states.values()

@@ -54,3 +54,15 @@ def test_a_journal_storage_names_its_file(tmp_path):
     path = tmp_path / "j.log"
     assert internals.journal_path(optuna.storages.JournalStorage(JournalFileBackend(str(path)))) == str(path)
     assert internals.journal_path(optuna.storages.InMemoryStorage()) is None
+
+
+def test_one_recorded_heartbeat_makes_a_trial_go_stale_when_nothing_follows(tmp_path):
+    import time
+
+    storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'h.db'}", heartbeat_interval=1, grace_period=1)
+    study = optuna.create_study(storage=storage)
+    trial = study.ask()
+    internals.record_heartbeat(study, internals.trial_id(trial))
+    time.sleep(2.5)
+    assert storage._get_stale_trial_ids(study._study_id) == [internals.trial_id(trial)]
+    internals.record_heartbeat(optuna.create_study(), 0)  # a storage without heartbeats: nothing to record

@@ -99,4 +99,4 @@ def test_the_searcher_pickles_without_its_live_study(tmp_path):
     lock = threading.RLock()
     searcher = StudySearcher(book, job=lock, n_trials=2, on_trial_end=lambda record: lock.acquire())
     restored = cloudpickle.loads(cloudpickle.dumps(searcher))
-    assert restored.n_trials == 2 and restored.study is None
+    assert restored.n_trials == 2 and restored.book is None
