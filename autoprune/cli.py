@@ -15,6 +15,8 @@ Exit codes: 0 done, 1 unexpected error, 2 usage or bad input, 130 interrupted (C
 
 from __future__ import annotations
 
+import importlib.util
+import pkgutil
 import signal
 import threading
 import traceback
@@ -27,7 +29,6 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from autoprune import defaults
 from autoprune.errors import AutopruneInputError, Terminated
-from autoprune.runtimes import available_runtimes
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Search per-layer pruning policies under latency and size budgets.")
@@ -37,7 +38,17 @@ out_console = Console()
 # Options shared by several commands: --debug by all, the rest by those that open a finished search
 # (report, export, refine).
 _DEBUG = typer.Option(False, help="print tracebacks.")
-_RUNTIMES = ", ".join(available_runtimes())
+
+
+def _builtin_runtimes() -> str:
+    """The built-in runtimes' names (the modules of autoprune.runtimes), found without importing them: the
+    CLI starts without torch."""
+    spec = importlib.util.find_spec("autoprune.runtimes")
+    return ", ".join(sorted(m.name for m in pkgutil.iter_modules(spec.submodule_search_locations or [])
+                            if m.name != "base"))
+
+
+_RUNTIMES = _builtin_runtimes()
 _RUN_DIR = typer.Option(None, help="the run directory of a search (default with --storage: runs/<study-name>).")
 _STORAGE = typer.Option(None, envvar=defaults.STORAGE_ENV,
                         help="storage URL or journal file (default: the run directory's study.db); read from "
