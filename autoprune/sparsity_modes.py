@@ -53,6 +53,16 @@ def snap_to_grid(value: float, low: float, step: float | None) -> float:
     return round(low + round((value - low) / step) * step, 6) if step else value
 
 
+def _one_each(trial: Suggester, sp: SparsitySpec, named: Mapping[str, Iterable[str]]) -> dict[str, float]:
+    """One sparsity drawn per name (a unit or a group), given to each of its layers."""
+    low, high = grid(sp.low, sp.high, sp.step)
+    out: dict[str, float] = {}
+    for name, members in named.items():
+        value = trial.suggest_float(sparsity_param(name), low, high, step=sp.step)
+        out.update({n: value for n in members})
+    return out
+
+
 class SparsityMode(ABC):
     """One way to draw a policy's sparsities (see the module docstring)."""
 
@@ -90,12 +100,7 @@ class PerLayer(SparsityMode):
     name = "per_layer"
 
     def draw(self, trial, sp, *, units, groups):
-        low, high = grid(sp.low, sp.high, sp.step)
-        out: dict[str, float] = {}
-        for unit, members in units.items():
-            value = trial.suggest_float(sparsity_param(unit), low, high, step=sp.step)
-            out.update({n: value for n in members})
-        return out
+        return _one_each(trial, sp, units)
 
     def uniform(self, *, units, groups, level):
         return {sparsity_param(u): level for u in units}
@@ -112,12 +117,7 @@ class PerGroup(SparsityMode):
     scales_units = False
 
     def draw(self, trial, sp, *, units, groups):
-        low, high = grid(sp.low, sp.high, sp.step)
-        out: dict[str, float] = {}
-        for group, members in groups.items():
-            value = trial.suggest_float(sparsity_param(group), low, high, step=sp.step)
-            out.update({n: value for n in members})
-        return out
+        return _one_each(trial, sp, groups)
 
     def uniform(self, *, units, groups, level):
         return {sparsity_param(g): level for g in groups}
