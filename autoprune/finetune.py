@@ -49,6 +49,9 @@ from autoprune.regularize import SparsityRegularizer
 
 Metric = Callable[[nn.Module, DataLoader], float]
 
+#: the fine-tune's optimisers by the name a space or recipe gives (the space's choices are read from here)
+OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
+
 
 def resolve_data(data: Any) -> tuple[DataLoader, DataLoader]:
     """(train_loader, val_loader) from a LightningDataModule or a pair of loaders."""
@@ -80,14 +83,18 @@ class Recipe:
     linearly to zero by that step (a long recovery fine-tune settles instead of ending at full rate)."""
 
     lr: float = 1e-3
-    optimizer: Literal["adam", "adamw"] = "adam"
+    optimizer: Literal[tuple(OPTIMIZERS)] = "adam"  # the names of OPTIMIZERS
     weight_decay: float = 0.0
     warmup_steps: int = 0
     decay_steps: int = 0
 
+    def __post_init__(self) -> None:
+        if self.optimizer not in OPTIMIZERS:
+            raise AutopruneInputError(f"optimizer must be one of {sorted(OPTIMIZERS)}, got {self.optimizer!r}")
+
     @classmethod
     def of(cls, settings: Any) -> Recipe:
-        """The recipe of a trial's :class:`~autoprune.sampling.FinetuneSettings`."""
+        """The recipe of a trial's :class:`~autoprune.resolved_space.FinetuneSettings`."""
         return cls(lr=settings.lr, optimizer=settings.optimizer, weight_decay=settings.weight_decay,
                    warmup_steps=settings.warmup_steps,
                    decay_steps=settings.max_steps if getattr(settings, "decay", "none") == "linear" else 0)
@@ -102,8 +109,7 @@ class Recipe:
 
     def configure(self, parameters: Any) -> Any:
         """What a LightningModule's ``configure_optimizers`` returns for this recipe."""
-        make = torch.optim.AdamW if self.optimizer == "adamw" else torch.optim.Adam
-        optimiser = make(parameters, lr=self.lr, weight_decay=self.weight_decay)
+        optimiser = OPTIMIZERS[self.optimizer](parameters, lr=self.lr, weight_decay=self.weight_decay)
         if not self.warmup_steps and not self.decay_steps:
             return optimiser
         schedule = torch.optim.lr_scheduler.LambdaLR(optimiser, self.factor)

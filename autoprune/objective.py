@@ -11,7 +11,7 @@ pruning. A pruned shape the study has timed before is not timed again (the laten
 
 Example:
     >>> from autoprune.policy import Policy
-    >>> from autoprune.sampling import FinetuneSettings
+    >>> from autoprune.resolved_space import FinetuneSettings
     >>> proposal = Proposal(number=3, policy=Policy(), settings=FinetuneSettings(60, 1e-3, 4))
     >>> Proposal.from_dict(proposal.to_dict()) == proposal
     True
@@ -42,7 +42,7 @@ from autoprune.policy import Policy
 from autoprune.prune import prune
 from autoprune.quantize import QuantizedModel, deployed_model, int8_parity
 from autoprune.result import dominates_point
-from autoprune.sampling import FinetuneSettings, ResolvedSpace, Suggester
+from autoprune.resolved_space import FinetuneSettings, ResolvedSpace, Suggester
 
 Point = tuple[float, float, float]  # (metric, latency_ms, size_mb) of a trial
 

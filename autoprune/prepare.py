@@ -35,7 +35,7 @@ from autoprune.methods import get_method
 from autoprune.modelio import Inputs, ModelIO
 from autoprune.objective import dense_copy
 from autoprune.seeds import HeadStart, Seeds, coupled_units, hidden_units, seed_params
-from autoprune.sampling import ResolvedSpace
+from autoprune.resolved_space import ResolvedSpace
 from autoprune.space import SearchSpace
 from autoprune.study import StudyMeta
 

@@ -15,7 +15,7 @@ analysis behind them (coupled units, a one-pass sensitivity scan, a channel-alig
   option, unless another one computes clearly more MACs per millisecond in the profile's runtime
   (:func:`seed_alignment` is the two together).
 * :func:`seed_params`: the parameters of every seeded policy (see
-  :meth:`autoprune.sampling.ResolvedSpace.seed_params`), with the scales and alignment above, or with a
+  :meth:`autoprune.resolved_space.ResolvedSpace.seed_params`), with the scales and alignment above, or with a
   saved analysis's (:class:`HeadStart`, from :meth:`autoprune.analyze.Analysis.head_start`).
 
 Each analysis is a head start, not a requirement: when one cannot run on a model (tracing fails, the
@@ -45,7 +45,7 @@ from autoprune.methods.structured import coupled_layers, hidden_layers
 from autoprune.modelio import Inputs, ModelIO
 from autoprune.sensitivity import (SCAN_SPARSITY, BlockRanking, Scan, alignment_rates, block_scan, layer_scans,
                                    pruning_costs, sensitivity_scales)
-from autoprune.sampling import ResolvedSpace
+from autoprune.resolved_space import ResolvedSpace
 from autoprune.space import SearchSpace
 
 #: another round_to must compute this many times the MACs per ms of the first to be chosen: closer is noise

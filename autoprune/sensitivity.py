@@ -73,7 +73,7 @@ def layer_scans(model: nn.Module, layers: Iterable[str] | Mapping[str, Sequence[
     the dense model evaluated (and timed) once for all.
 
     ``layers`` may also map unit names to several layers (coupled layers, see
-    :attr:`autoprune.sampling.ResolvedSpace.units`): each unit's layers are then pruned together. Without
+    :attr:`autoprune.resolved_space.ResolvedSpace.units`): each unit's layers are then pruned together. Without
     ``errors`` the first unit that cannot be pruned or evaluated raises; with it, its reason is recorded
     there (``"TypeError: ..."``) and the unit is left out of every scan.
     """

@@ -1,8 +1,8 @@
 """Search spaces: a YAML file, validated with pydantic, that says what a search may choose.
 
 A space resolves against a model (which layers, which groups, which blocks) into a
-:class:`~autoprune.sampling.ResolvedSpace`, which draws trials' policies and the seeded policies'
-parameters (:mod:`autoprune.sampling`).
+:class:`~autoprune.resolved_space.ResolvedSpace`, which draws trials' policies and the seeded policies'
+parameters (:mod:`autoprune.resolved_space`).
 
 Named spaces (``"default"``, ``"structured"``, ``"unstructured"``, ``"transformer"``) are the YAML files shipped in the
 package ``autoprune.search_spaces``; anything else is read as a path. See search_spaces/default.yaml
@@ -29,10 +29,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from autoprune.batchnorm import POLICIES as BN_POLICIES
 from autoprune.errors import LayerMatchError, SearchSpaceError
 from autoprune.fidelity import Fidelity
+from autoprune.finetune import OPTIMIZERS
 from autoprune.layers import prunable_layers, resolve_globs
 from autoprune.methods import available_methods, get_method
 from autoprune.policy import QUANTIZATIONS, REGULARIZER_KINDS
-from autoprune.sampling import ResolvedSpace
+from autoprune.resolved_space import ResolvedSpace
 from autoprune.sparsity_modes import MODES
 
 BUILTIN_SPACES = ("default", "structured", "unstructured", "transformer", "compress", "pretrained")
@@ -106,7 +107,7 @@ class FinetuneSpec(_Strict):
     max_steps: int = Field(60, ge=0)
     lr: Range = Range(low=1e-4, high=3e-3, log=True)
     calibration_batches: int = Field(4, ge=1)
-    optimizer: Literal["adam", "adamw"] = "adam"
+    optimizer: Literal[tuple(OPTIMIZERS)] = "adam"  # the names of finetune.OPTIMIZERS
     weight_decay: float = Field(0.0, ge=0.0)
     warmup_steps: int = Field(0, ge=0)
     #: what the fine-tune does to BatchNorm statistics (:mod:`autoprune.batchnorm`)

@@ -2,7 +2,7 @@
 
 A mode says which values a trial draws (one per unit, per group, or one global level times a scale per
 unit), the parameters of a uniform policy at a level and of a policy scaled by the units' sensitivity
-(the seeds), and the range of those scales. :class:`~autoprune.sampling.ResolvedSpace` draws and seeds
+(the seeds), and the range of those scales. :class:`~autoprune.resolved_space.ResolvedSpace` draws and seeds
 through the mode; nothing else branches on its name. The parameter names are written here once:
 ``sparsity.<unit>``, ``sparsity.<group>``, ``sparsity.global``, ``scale.<unit>``, ``drop.<block>``.
 
@@ -20,7 +20,7 @@ from abc import ABC, abstractmethod
 from typing import TYPE_CHECKING, Any, ClassVar, Iterable, Mapping
 
 if TYPE_CHECKING:
-    from autoprune.sampling import Suggester
+    from autoprune.resolved_space import Suggester
     from autoprune.space import SparsitySpec
 
 GLOBAL = "sparsity.global"

@@ -73,7 +73,7 @@ from autoprune.objective import TrialContext, dense_copy, run_trial
 from autoprune.policy import Policy, inside
 from autoprune.prune import prune
 from autoprune.refine import refine, refine_model
-from autoprune.sampling import FinetuneSettings
+from autoprune.resolved_space import FinetuneSettings
 from autoprune.space import load_space
 from autoprune.zoo import ResNetCNN
 

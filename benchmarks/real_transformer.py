@@ -71,7 +71,7 @@ from autoprune.measure import HardwareProfile, LatencyReference  # noqa: E402
 from autoprune.modelio import ModelIO  # noqa: E402
 from autoprune.objective import TrialContext, dense_copy  # noqa: E402
 from autoprune.quantize import deployed_model  # noqa: E402
-from autoprune.sampling import FinetuneSettings  # noqa: E402
+from autoprune.resolved_space import FinetuneSettings  # noqa: E402
 from autoprune.space import SearchSpace, load_space  # noqa: E402
 
 HERE = Path(__file__).resolve().parent

@@ -45,7 +45,7 @@ from autoprune.finetune import accuracy, first_inputs
 from autoprune.layers import output_layers, prunable_layers
 from autoprune.measure import HardwareProfile, LatencyReference, measure
 from autoprune.objective import TrialContext, dense_copy
-from autoprune.sampling import FinetuneSettings
+from autoprune.resolved_space import FinetuneSettings
 from autoprune.space import load_space
 from autoprune.zoo import MobileNetV2, ResNet18
 from compare_policies import front_figures, uniform_points  # noqa: E402 (a sibling benchmark script: run from benchmarks/)

@@ -22,7 +22,7 @@ from autoprune.measure import shape_key
 from autoprune.objective import Proposal, TrialContext, execute_trial
 from autoprune.policy import Policy
 from autoprune.prune import prune
-from autoprune.sampling import FinetuneSettings
+from autoprune.resolved_space import FinetuneSettings
 from autoprune.space import load_space
 from autoprune.study import StudyMeta
 from tests.conftest import fast_profile

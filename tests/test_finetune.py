@@ -104,3 +104,13 @@ def test_a_wrapped_model_keeps_its_zeros_without_being_told_its_prefix():
     finetune(as_lightning(pruned, loss=None, lr=1e-2), _loader(), policy=policy, max_steps=4)
     for layer in (pruned[0], pruned[3]):
         assert float((layer.weight == 0).float().mean()) == 0.5
+
+
+def test_a_recipe_builds_the_optimiser_it_names_and_refuses_an_unknown_one():
+    """Recipe(optimizer=name) configures that class from finetune.OPTIMIZERS; an unknown name is an input error."""
+    from autoprune.finetune import OPTIMIZERS, Recipe
+
+    for name, cls in OPTIMIZERS.items():
+        assert type(Recipe(optimizer=name).configure([nn.Parameter(torch.zeros(1))])) is cls
+    with pytest.raises(AutopruneInputError, match="sgd"):
+        Recipe(optimizer="sgd")

@@ -9,7 +9,7 @@ from torch.nn import functional as F
 from autoprune.objective import Proposal, TrialContext, execute_trial, run_trial
 from autoprune.policy import Policy
 from autoprune.prune import prune
-from autoprune.sampling import FinetuneSettings
+from autoprune.resolved_space import FinetuneSettings
 from tests.conftest import fast_profile
 
 POLICY = Policy.uniform(["conv1", "conv2"], sparsity=0.5, method="l1_structured")

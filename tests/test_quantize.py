@@ -16,7 +16,7 @@ from autoprune.measure import shape_key
 from autoprune.objective import Proposal, TrialContext, execute_trial
 from autoprune.policy import Policy
 from autoprune.quantize import INT8_FILE, QuantizedModel, int8_parity, quantize_model
-from autoprune.sampling import FinetuneSettings
+from autoprune.resolved_space import FinetuneSettings
 from autoprune.space import load_space
 from autoprune.zoo import MLP
 from tests.conftest import fast_profile, in_ci

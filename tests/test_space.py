@@ -196,7 +196,7 @@ def test_a_space_without_drop_blocks_keeps_the_fingerprint_it_had_before_depth_p
 def test_shallow_seeds_drop_every_removable_block_but_half_an_encoders_layers():
     """Blocks of a network with other layers between them all go in the shallow seeds; an encoder whose
     every layer could go keeps every other one (never the whole encoder)."""
-    from autoprune.sampling import ResolvedSpace
+    from autoprune.resolved_space import ResolvedSpace
 
     space = load_space("default")
     resnet = ResolvedSpace(space=space, layers=("a",), groups={}, units={"a": ("a",)},
@@ -213,7 +213,7 @@ def test_shallow_seeds_drop_every_removable_block_but_half_an_encoders_layers():
 def test_ranked_shallow_seeds_drop_the_cheapest_third_and_half_of_the_blocks():
     """Given the blocks cheapest to drop first, the shallow seeds drop the cheapest third and the cheapest
     half (depth alone, level 0), whatever their positions; blocks the ranking leaves out are never dropped."""
-    from autoprune.sampling import ResolvedSpace
+    from autoprune.resolved_space import ResolvedSpace
 
     layers = tuple(f"encoder.layer.{i}" for i in range(6))
     encoder = ResolvedSpace(space=load_space("default"), layers=("a",), groups={}, units={"a": ("a",)}, blocks=layers)
@@ -234,7 +234,7 @@ def test_ranked_shallow_seeds_drop_the_cheapest_third_and_half_of_the_blocks():
 def test_free_blocks_go_in_every_shallow_seed_and_add_one_with_width_pruned_too():
     """Blocks whose removal costs nothing are dropped in every ranked shallow seed, and one more seed drops
     them with width pruned (the last level); in an encoder at most half the layers go, the cheapest."""
-    from autoprune.sampling import ResolvedSpace
+    from autoprune.resolved_space import ResolvedSpace
 
     space = load_space("default")
     resnet = ResolvedSpace(space=space, layers=("a",), groups={}, units={"a": ("a",)},
@@ -249,3 +249,17 @@ def test_free_blocks_go_in_every_shallow_seed_and_add_one_with_width_pruned_too(
     order = [layers[i] for i in (3, 1, 2, 4, 0, 5)]
     assert encoder.shallow_seeds(block_order=order, free=layers) == [(0.0, (layers[1], layers[2], layers[3])),
                                                                      (0.5, (layers[1], layers[2], layers[3]))]
+
+
+def test_the_optimizer_choices_are_the_fine_tunes_and_nothing_else(tmp_path):
+    """Every optimiser the fine-tune knows is a valid space choice; a name it does not know is refused, listing them."""
+    from autoprune.finetune import OPTIMIZERS
+
+    for name in OPTIMIZERS:
+        path = tmp_path / f"{name}.yaml"
+        path.write_text(f"version: 1\nfinetune: {{optimizer: {name}}}\n")
+        assert load_space(path).finetune.optimizer == name
+    path = tmp_path / "sgd.yaml"
+    path.write_text("version: 1\nfinetune: {optimizer: sgd}\n")
+    message = str(pytest.raises(SearchSpaceError, load_space, path).value)
+    assert "sgd" in message and all(name in message for name in OPTIMIZERS)
