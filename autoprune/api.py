@@ -37,7 +37,8 @@ from autoprune.finetune import check_accelerator, check_precision, evaluate, qui
 from autoprune.loading import BEST_DIR, candidate_loader, claim_artifacts, default_artifacts, default_storage
 from autoprune.measure import HardwareProfile
 from autoprune.modelio import ModelIO
-from autoprune.objective import TrialContext, TrialJob, probe_finetune
+from autoprune.objective import TrialContext, TrialJob
+from autoprune.probe import probe_finetune
 from autoprune.policy import Policy
 from autoprune.quantize import deployed_model
 from autoprune.recovery import Recovery, recover as recover_front

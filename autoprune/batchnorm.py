@@ -120,3 +120,33 @@ def resolve(policy: str, model: nn.Module, probe: Callable[[], Drift] | None = N
         return "train"
     warnings.warn(found.message(metric))
     return "freeze"
+
+
+def adapt_batchnorm(model: nn.Module, loader: Any, *, batches: int, io: ModelIO | None = None) -> bool:
+    """Recompute the BatchNorm layers' running statistics of ``model`` on ``batches`` training batches
+    (adaptive BN): pruning changes what each BatchNorm sees, and statistics of the dense model make a pruned
+    one look worse than a short fine-tune shows it is (EagleEye's finding). Only the statistics change
+    (forwards under ``no_grad``, no optimiser); ``model`` is left in eval mode. Returns False, and leaves
+    the model as it was, when it has no BatchNorm layer.
+    """
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
+    if not norms:
+        return False
+    io = io or ModelIO()
+    device = next(model.parameters()).device
+    momenta = [m.momentum for m in norms]
+    model.eval()
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # a cumulative average over the batches seen
+        m.train()
+    try:
+        with torch.no_grad():
+            for batch in itertools.islice(iter(loader), batches):
+                inputs, _ = io.split(batch)
+                io.run(model, inputs.to(device))
+    finally:
+        for m, momentum in zip(norms, momenta):
+            m.momentum = momentum
+        model.eval()
+    return True

@@ -24,7 +24,6 @@ Example:
 from __future__ import annotations
 
 import contextlib
-import itertools
 import logging
 import signal
 import threading
@@ -332,36 +331,6 @@ def finetune(module: L.LightningModule, train_loader: DataLoader, *, policy: Pol
         _trainer(max_steps=max_steps, accelerator=accelerator, callbacks=callbacks,
                  precision=precision).fit(module, one_loader(train_loader))
     module.eval()
-
-
-def adapt_batchnorm(model: nn.Module, loader: DataLoader, *, batches: int, io: ModelIO | None = None) -> bool:
-    """Recompute the BatchNorm layers' running statistics of ``model`` on ``batches`` training batches
-    (adaptive BN): pruning changes what each BatchNorm sees, and statistics of the dense model make a pruned
-    one look worse than a short fine-tune shows it is (EagleEye's finding). Only the statistics change
-    (forwards under ``no_grad``, no optimiser); ``model`` is left in eval mode. Returns False, and leaves
-    the model as it was, when it has no BatchNorm layer.
-    """
-    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.track_running_stats]
-    if not norms:
-        return False
-    io = io or ModelIO()
-    device = next(model.parameters()).device
-    momenta = [m.momentum for m in norms]
-    model.eval()
-    for m in norms:
-        m.reset_running_stats()
-        m.momentum = None  # a cumulative average over the batches seen
-        m.train()
-    try:
-        with torch.no_grad():
-            for batch in itertools.islice(iter(loader), batches):
-                inputs, _ = io.split(batch)
-                io.run(model, inputs.to(device))
-    finally:
-        for m, momentum in zip(norms, momenta):
-            m.momentum = momentum
-        model.eval()
-    return True
 
 
 def accuracy(model: nn.Module, loader: DataLoader, io: ModelIO | None = None) -> float:

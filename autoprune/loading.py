@@ -23,8 +23,9 @@ import json
 import os
 import sys
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 from torch import nn
@@ -205,24 +206,33 @@ def storage_label(storage: str) -> str:
     return mask_url(storage)
 
 
-def candidate_loader(artifacts_dir: Path, base_model: nn.Module, *,
-                     study_id: str | None = None) -> Callable[[TrialRecord], nn.Module]:
-    """Rebuilds a candidate from its saved weights (under ``artifacts_dir``) on a private copy of ``base_model``,
-    after checking that the directory is this study's (``study_id``) and the weights are the file the trial
-    saved (its recorded SHA-256)."""
-    base = dense_copy(base_model)
+@dataclass(frozen=True)
+class CandidateLoader:
+    """Rebuilds a candidate from its saved weights (under ``artifacts_dir``) on a private copy of ``base``, after
+    checking that the directory is this study's (``study_id``) and the weights are the file the trial saved
+    (its recorded SHA-256). An object rather than a closure, so a :class:`~autoprune.result.SearchResult`
+    holding it can be pickled (sent to another process, cached)."""
 
-    def load(record: TrialRecord) -> nn.Module:
-        directory = Path(artifacts_dir) / record.artifact_dir
-        check_artifacts(Path(artifacts_dir), study_id)
+    artifacts_dir: Path
+    base: nn.Module
+    study_id: str | None = None
+
+    def __call__(self, record: TrialRecord) -> nn.Module:
+        directory = Path(self.artifacts_dir) / record.artifact_dir
+        check_artifacts(Path(self.artifacts_dir), self.study_id)
         if record.weights_sha256 is not None and (directory / WEIGHTS).is_file():
             if weights_sha256(directory) != record.weights_sha256:
                 raise CandidateError(f"{directory / WEIGHTS} is not the file trial {record.number} saved (its SHA-256 "
                                      "differs): another study or a person wrote over it; run the search again "
                                      "into a directory of its own")
-        return load_pruned(directory, base)
+        return load_pruned(directory, self.base)
 
-    return load
+
+def candidate_loader(artifacts_dir: Path, base_model: nn.Module, *,
+                     study_id: str | None = None) -> CandidateLoader:
+    """The :class:`CandidateLoader` of a study's candidates, on a private copy of ``base_model`` (the caller's
+    model is never changed by loading a candidate)."""
+    return CandidateLoader(Path(artifacts_dir), dense_copy(base_model), study_id)
 
 
 def load_result(*, storage: str, study_name: str, out_dir: str | Path | None = None,

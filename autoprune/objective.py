@@ -30,12 +30,12 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from autoprune import defaults
-from autoprune.batchnorm import BATCHES as BN_BATCHES
+from autoprune.batchnorm import BATCHES as BN_BATCHES, adapt_batchnorm
 from autoprune.errors import NonFiniteMetricError, TrialError
 from autoprune.export import load_pruned, save_pruned, weights_sha256
 from autoprune.fidelity import Fidelity
 from autoprune.distill import Distillation, Teacher
-from autoprune.finetune import Metric, Recipe, adapt_batchnorm, as_lightning, evaluate, finetune, quiet
+from autoprune.finetune import Metric, Recipe, as_lightning, evaluate, finetune, quiet
 from autoprune.measure import HardwareProfile, LatencyReference, Metrics, measure, shape_key
 from autoprune.modelio import Inputs, ModelIO
 from autoprune.policy import Policy
@@ -352,55 +352,6 @@ class TrialJob:
     def run(self, proposal: Proposal) -> TrialReport:
         """Run ``proposal`` in this process against the current front of its rung."""
         return execute_trial(self.context, proposal, front=self.front(proposal.rung), latencies=self.latencies())
-
-
-@dataclass(frozen=True)
-class FinetuneProbe:
-    """The dense model's metric before and after one trial's fine-tune at the space's lowest learning rate."""
-
-    before: float
-    after: float
-    lr: float
-    steps: int
-
-    @property
-    def harmful(self) -> bool:
-        return self.after < self.before - 0.01 * abs(self.before)
-
-    def warning(self, metric_name: str) -> str:
-        return (f"the trials' fine-tune makes the unpruned model worse: {metric_name} {self.before:.4f} -> "
-                f"{self.after:.4f} after {self.steps} steps at the space's lowest learning rate ({self.lr:g}), and every "
-                "candidate gets this fine-tune (a trial keeps its weights when it gets worse, so its figures hide "
-                "it): lower the space's finetune.lr range, set bn: freeze if the model has BatchNorm, or distil "
-                "from the dense model (distill=, --distill)")
-
-
-#: the most steps the start-up probe of the dense model's fine-tune runs (the harm shows early: an ImageNet
-#: MobileNet lost a third of its agreement with itself in 60 steps)
-PROBE_STEPS = 100
-
-
-def probe_finetune(ctx: TrialContext, space: ResolvedSpace) -> FinetuneProbe | None:
-    """Fine-tune a copy of the dense model once as a trial would (for at most :data:`PROBE_STEPS` steps), at the
-    space's lowest learning rate and whatever the budgets (the dense seed may be over them and never
-    fine-tuned), and evaluate it before and after: a pretrained model that the recipe harms is found before
-    the trials, not after. None when the space does not fine-tune."""
-    spec = space.space.finetune
-    if spec.max_steps <= 0:
-        return None
-    settings = FinetuneSettings(max_steps=min(spec.max_steps, PROBE_STEPS), lr=spec.lr.low,
-                                calibration_batches=spec.calibration_batches,
-                                optimizer=spec.optimizer, weight_decay=spec.weight_decay, warmup_steps=spec.warmup_steps)
-    # the dense model's timing is the reference's: the probe's figures other than its metric are not used
-    known = {} if ctx.reference is None else {
-        shape_key(ctx.base_model, ctx.profile, ctx.reference): {"latency_ms": ctx.reference.latency_ms,
-                                                                "latency_reference_ms": ctx.reference.latency_ms}}
-    with quiet():
-        outcome = run_trial(replace(ctx, budget_ms=None, budget_mb=None), Policy(), settings, latencies=known)
-    if outcome.before_finetune is None or outcome.after_finetune is None:
-        return None
-    return FinetuneProbe(before=outcome.before_finetune, after=outcome.after_finetune, lr=settings.lr,
-                         steps=settings.max_steps)
 
 
 def dense_copy(model: nn.Module) -> nn.Module:

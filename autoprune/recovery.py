@@ -73,7 +73,7 @@ def spread(front: Sequence[TrialRecord], k: int) -> list[TrialRecord]:
 def recover(book, job, result, recovery: Recovery, *,
             on_trial_end: Callable[[TrialRecord], None] | None = None) -> list[TrialRecord]:
     """Queue and run the recovery trials of ``result``'s front (see the module docstring); their records."""
-    from autoprune.backends.book import RECOVERY_ATTR
+    from autoprune.backends.stored_trials import RECOVERY_ATTR
     from autoprune.backends.loop import run_one
 
     book.fail_orphans()  # a recovery left running by a process of this host that died is run again

@@ -35,10 +35,10 @@ import torch
 from torch import nn
 
 from autoprune.errors import AutopruneInputError
-from autoprune.batchnorm import BATCHES as BN_BATCHES, check as check_bn
+from autoprune.batchnorm import BATCHES as BN_BATCHES, adapt_batchnorm, check as check_bn
 from autoprune.export import save_pruned
 from autoprune.quantize import Int8Tolerance, deployed_model
-from autoprune.finetune import Metric, adapt_batchnorm, as_lightning, evaluate, finetune, first_inputs, resolve_data
+from autoprune.finetune import Metric, as_lightning, evaluate, finetune, first_inputs, resolve_data
 from autoprune.distill import Distillation, Teacher, as_distillation
 from autoprune.modelio import ModelIO
 from autoprune.policy import Policy, Regularizer

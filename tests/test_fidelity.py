@@ -17,7 +17,8 @@ from autoprune.backends.storage import make_storage
 from autoprune.errors import AutopruneInputError, SearchSpaceError
 from autoprune.export import load_pruned
 from autoprune.fidelity import Fidelity, contributions, hypervolume, non_dominated, promotable
-from autoprune.finetune import accuracy, adapt_batchnorm
+from autoprune.batchnorm import adapt_batchnorm
+from autoprune.finetune import accuracy
 from autoprune.measure import shape_key
 from autoprune.objective import Proposal, TrialContext, execute_trial
 from autoprune.policy import Policy

@@ -70,3 +70,70 @@ def test_functions_named_like_their_module_survive_the_submodule_import():
                         "print(callable(autoprune.measure), callable(autoprune.prune), "
                         "autoprune.measure.__module__, autoprune.prune.__module__)")
     assert out == "True True autoprune.measure autoprune.prune"
+
+
+def test_every_module_has_its_line_in_the_architecture_doc():
+    """docs/architecture.md names every module of the package (or its sub-package as ``dir/``): the map stays true."""
+    doc = (REPO / "docs" / "architecture.md").read_text()
+    package = REPO / "autoprune"
+    missing = [str(path.relative_to(package)) for path in sorted(package.rglob("*.py"))
+               if path.name not in ("__init__.py", "__main__.py")
+               and f"`{path.relative_to(package).as_posix()}`" not in doc
+               and not (path.parent != package and f"`{path.parent.relative_to(package).as_posix()}/`" in doc)]
+    assert not missing, f"docs/architecture.md does not say what these modules are for: {missing}"
+
+
+def test_every_sub_package_is_installed():
+    """pyproject's package list holds every sub-package of autoprune: an installed wheel has all of them."""
+    import tomllib
+
+    listed = set(tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {".".join(path.parent.relative_to(REPO).parts) for path in (REPO / "autoprune").rglob("__init__.py")}
+    assert found <= listed, f"missing from pyproject's packages: {sorted(found - listed)}"
+
+
+def _module_imports() -> dict[str, set[str]]:
+    """Each autoprune module -> the autoprune modules it imports when it loads (its top level; imports inside
+    functions and under ``if TYPE_CHECKING`` run later or never, so they make no cycle)."""
+    import ast
+
+    package = REPO / "autoprune"
+    names = {".".join(p.with_suffix("").relative_to(REPO).parts).removesuffix(".__init__"): p
+             for p in package.rglob("*.py")}
+    graph: dict[str, set[str]] = {}
+    for name, path in names.items():
+        found: set[str] = set()
+        for node in ast.parse(path.read_text()).body:
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("autoprune"):
+                found |= {f"{node.module}.{a.name}" if f"{node.module}.{a.name}" in names else node.module
+                          for a in node.names}
+            elif isinstance(node, ast.Import):
+                found |= {a.name for a in node.names if a.name.startswith("autoprune")}
+        graph[name] = {m for m in found if m in names and m != name}
+    return graph
+
+
+def test_no_import_cycle_inside_the_package():
+    """No autoprune module imports, through others, a module that imports it back (when they load)."""
+    graph, done, cycles = _module_imports(), set(), []
+
+    def visit(name: str, path: list[str]) -> None:
+        if name in path:
+            cycles.append(path[path.index(name):] + [name])
+            return
+        if name in done:
+            return
+        for target in sorted(graph[name]):
+            visit(target, path + [name])
+        done.add(name)
+
+    for name in sorted(graph):
+        visit(name, [])
+    assert not cycles, f"import cycles: {[' -> '.join(c) for c in cycles]}"
+
+
+def test_no_module_is_over_400_lines():
+    """Each module keeps to one job: none grows past 400 lines (split it where its jobs part)."""
+    long = {str(p.relative_to(REPO)): n for p in (REPO / "autoprune").rglob("*.py")
+            if (n := len(p.read_text().splitlines())) > 400}
+    assert not long, f"split these modules: {long}"

@@ -53,6 +53,19 @@ def test_best_candidate_reloads_with_its_weights(digits, tmp_path):
     assert sum(p.numel() for p in pruned.parameters()) == best.params
 
 
+def test_a_result_pickles_with_its_front_and_its_candidates(digits, tmp_path):
+    """A SearchResult survives pickling (sent to another process): the same front, and its candidates still load."""
+    import pickle
+
+    model, data = digits
+    result = _search(model, data, tmp_path, n_trials=3)
+    again = pickle.loads(pickle.dumps(result))
+    assert [c.number for c in again.pareto] == [c.number for c in result.pareto]
+    best = again.best()
+    x = torch.randn(2, 1, 8, 8)
+    torch.testing.assert_close(again.load_model(best)(x), result.load_model(result.best())(x))
+
+
 def test_every_fine_tuned_trial_scores_the_better_of_before_and_after_its_fine_tune(digits, tmp_path):
     """Read back from the study: each fine-tuned trial stores both figures, and its metric is the higher."""
     model, data = digits
@@ -387,7 +400,7 @@ def test_seeds_lost_to_an_interrupted_first_start_are_queued_by_the_next_run(dig
     with pytest.raises(KeyboardInterrupt):
         search(model, data, space=TINY, n_trials=2, out_dir=tmp_path, seed=0, profile=fast_profile())
     monkeypatch.setattr(PreparedModel, "seeds", real)
-    monkeypatch.setattr("autoprune.backends.book._alive", lambda pid: False)  # the first run's process is gone
+    monkeypatch.setattr("autoprune.backends.workers._alive", lambda pid: False)  # the first run's process is gone
     result = search(model, data, space=TINY, n_trials=2, out_dir=tmp_path, seed=0, profile=fast_profile())
     assert result.policy(result.trials[0]).is_dense, "the dense seed ran first"
     study = optuna.load_study(study_name="autoprune", storage=f"sqlite:///{tmp_path / 'study.db'}")
@@ -468,7 +481,8 @@ def test_the_start_up_probe_does_not_time_the_dense_model_again(digits, monkeypa
     import importlib
 
     measure_module = importlib.import_module("autoprune.measure")
-    from autoprune.objective import TrialContext, dense_copy, probe_finetune
+    from autoprune.objective import TrialContext, dense_copy
+    from autoprune.probe import probe_finetune
     from autoprune.space import load_space
 
     model, data = digits

@@ -30,8 +30,6 @@ from __future__ import annotations
 
 import contextlib
 import enum
-import os
-import socket
 import time
 import warnings
 from typing import Any, Iterator
@@ -41,48 +39,26 @@ from optuna.trial import FrozenTrial, TrialState
 
 from autoprune.backends.internals import heartbeat, record_heartbeat, set_state, trial_id
 from autoprune.backends.storage import STORAGE_ERRORS, JournalLiveness, Storage, error_line
+from autoprune.backends.stored_trials import (FAILURE_ATTR, RECOVERY_ATTR, REPORT_ATTR, attrs_of, counts,
+                                             holds_promotion, latency_cache, to_record)
+from autoprune.backends.workers import WORKER, died_here
 from autoprune.errors import StudyError
 from autoprune.fidelity import promotable
-from autoprune.measure import TIMING_FIELDS
 from autoprune.objective import Proposal, TrialJob, TrialReport
-from autoprune.result import DUPLICATE, INTERRUPTED, NO_HEARTBEAT, SURPLUS, TrialRecord, counts_toward_total
+from autoprune.result import DUPLICATE, INTERRUPTED, SURPLUS, TrialRecord
 from autoprune.study import FINGERPRINT_ATTR, StudyMeta
 
 DIRECTIONS = ["maximize", "minimize", "minimize"]
 CONSTRAINT_KEYS = ("latency_ms_over_budget", "size_mb_over_budget")
-REPORT_ATTR = "report"  # a finished trial's user attributes, written at once
-FAILURE_ATTR = "failure_reason"  # why a trial failed or was dropped (autoprune.result's reasons, or the error)
 SEEDED_ATTR = "seeded"  # the study's seeded policies are queued
-RECOVERY_ATTR = "recovery"  # a queued recovery of a front candidate: its more fine-tune steps
 #: how long a run that finds a study without its metadata waits for the creator to store it (it takes
 #: milliseconds), before it takes the study for one whose creator stopped half-way and finishes it
 CREATION_WAIT_S = 10.0
 SEEDING_ATTR = "seeding_by"  # host:pid of the run that created the study and is to queue them
-WORKER = f"{socket.gethostname()}:{os.getpid()}"
 _COUNTED_STATES = (TrialState.COMPLETE, TrialState.FAIL)
 
 optuna.logging.set_verbosity(optuna.logging.ERROR)  # failures are reported in our own summary
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-
-
-def attrs_of(trial: FrozenTrial | optuna.Trial) -> dict[str, Any]:
-    """A trial's user attributes, the finished trial's report unpacked (:meth:`StudyBook.store_report` stores it as
-    one attribute, one storage write; studies written before keep them one by one, read the same)."""
-    attrs = dict(trial.user_attrs)
-    attrs.update(attrs.pop(REPORT_ATTR, None) or {})
-    return attrs
-
-
-def _counts(trial: FrozenTrial) -> bool:
-    """Whether a stored trial counts towards the study's total: the rule of
-    :func:`~autoprune.result.counts_toward_total`, on the stored trial."""
-    return counts_toward_total(_STATES[trial.state], _reason(trial), trial.user_attrs.get(RECOVERY_ATTR))
-
-
-def _reason(trial: FrozenTrial) -> str | None:
-    """A stored trial's failure reason; a FAIL without one was failed by Optuna's heartbeat (its worker died)."""
-    reason = trial.user_attrs.get(FAILURE_ATTR)
-    return NO_HEARTBEAT if reason is None and trial.state == TrialState.FAIL else reason
 
 
 class Step(enum.Enum):
@@ -178,7 +154,7 @@ class StudyBook:
         """``(counted, running)``: the trials that count towards the total (see the module docstring), and
         those running now on every worker (one read of the storage)."""
         trials = self.study.get_trials(deepcopy=False, states=(*_COUNTED_STATES, TrialState.RUNNING))
-        return sum(1 for t in trials if _counts(t)), sum(1 for t in trials if t.state == TrialState.RUNNING
+        return sum(1 for t in trials if counts(t)), sum(1 for t in trials if t.state == TrialState.RUNNING
                                                          and not t.user_attrs.get(RECOVERY_ATTR))
 
     def slots_left(self, n_trials: int) -> int:
@@ -191,7 +167,7 @@ class StudyBook:
         trials = self.study.get_trials(deepcopy=False, states=(*_COUNTED_STATES, TrialState.RUNNING))
         if trial.user_attrs.get(RECOVERY_ATTR):  # queued when the search ended, on top of its total
             return False
-        taken = sum(1 for t in trials if _counts(t) or (t.state == TrialState.RUNNING and t.number < trial.number
+        taken = sum(1 for t in trials if counts(t) or (t.state == TrialState.RUNNING and t.number < trial.number
                                                          and not t.user_attrs.get(RECOVERY_ATTR)))
         return taken >= n_trials
 
@@ -235,9 +211,7 @@ class StudyBook:
             return False
         if self.created:
             return True
-        host, _, pid = str(attrs.get(SEEDING_ATTR, "")).rpartition(":")
-        creator_gone = host == socket.gethostname() and pid.isdigit() and not _alive(int(pid))
-        return creator_gone and not any(t.state != TrialState.WAITING for t in self.study.get_trials(deepcopy=False))
+        return died_here(attrs.get(SEEDING_ATTR, "")) and not any(t.state != TrialState.WAITING for t in self.study.get_trials(deepcopy=False))
 
     def enqueue(self, params: list[dict[str, Any]], *, dense_metric: float | None = None) -> None:
         """Queue parameter sets (seeded policies) to be sampled first, by the run that finds them missing
@@ -306,7 +280,7 @@ class StudyBook:
         if fidelity is None:
             return None
         trials = self.study.get_trials(deepcopy=False)
-        taken = {(t.user_attrs.get("parent"), t.user_attrs.get("rung")) for t in trials if _holds_promotion(t)}
+        taken = {(t.user_attrs.get("parent"), t.user_attrs.get("rung")) for t in trials if holds_promotion(t)}
         complete = {t.number: (t, attrs_of(t)) for t in trials if t.state == TrialState.COMPLETE}
         for rung in range(fidelity.top - 1, -1, -1):
             done = [n for n, (_, attrs) in complete.items() if int(attrs.get("rung", 0)) == rung
@@ -325,7 +299,7 @@ class StudyBook:
         parent, rung = trial.user_attrs.get("parent"), trial.user_attrs.get("rung")
         if parent is None:
             return False
-        return any(t.number < trial.number and _holds_promotion(t) and t.user_attrs.get("parent") == parent
+        return any(t.number < trial.number and holds_promotion(t) and t.user_attrs.get("parent") == parent
                    and t.user_attrs.get("rung") == rung for t in self.study.get_trials(deepcopy=False))
 
     def queue_recovery(self, parents: list[int], *, steps: int) -> list[int]:
@@ -334,7 +308,7 @@ class StudyBook:
         already has a recovery (queued, running or done, by this run or an earlier one) is left; returns the
         parents queued now."""
         trials = self.study.get_trials(deepcopy=False)
-        held = {t.user_attrs.get("parent") for t in trials if t.user_attrs.get(RECOVERY_ATTR) and _holds_promotion(t)}
+        held = {t.user_attrs.get("parent") for t in trials if t.user_attrs.get(RECOVERY_ATTR) and holds_promotion(t)}
         queued = []
         for number in parents:
             if number in held:
@@ -367,13 +341,7 @@ class StudyBook:
 
     def latencies(self) -> dict[str, dict[str, Any]]:
         """The study's latency cache: shape key -> timing of the complete trials that timed that shape."""
-        cache: dict[str, dict[str, Any]] = {}
-        for t in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
-            attrs = attrs_of(t)
-            key, metrics = attrs.get("shape_key"), attrs.get("metrics", {})
-            if key and not attrs.get("latency_cached") and metrics.get("latency_ms") is not None:
-                cache.setdefault(key, {k: metrics.get(k) for k in TIMING_FIELDS})
-        return cache
+        return latency_cache(self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
 
     @staticmethod
     def store_report(trial: optuna.Trial, report: TrialReport) -> None:
@@ -413,10 +381,8 @@ class StudyBook:
 
     def fail_orphans(self) -> None:
         """Mark RUNNING trials of drivers that died on this host as interrupted (they are run again)."""
-        host = socket.gethostname()
         for trial in self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-            owner_host, _, pid = str(trial.user_attrs.get("worker", "")).rpartition(":")
-            if owner_host != host or not pid.isdigit() or _alive(int(pid)):
+            if not died_here(trial.user_attrs.get("worker", "")):
                 continue
             try:
                 self.tell(optuna.Trial(self.study, trial_id(trial)), failure_reason=INTERRUPTED)
@@ -429,50 +395,3 @@ class StudyBook:
         """Every trial that ran or runs (queued trials, and surplus trials dropped unrun, are left out)."""
         return [to_record(t) for t in self.study.get_trials(deepcopy=False)
                 if t.state not in (TrialState.WAITING, TrialState.PRUNED)]
-
-
-def _holds_promotion(trial: FrozenTrial) -> bool:
-    """A promoted (or recovery) trial that is queued, running or finished by its own outcome holds its place;
-    one interrupted or lost with a dead worker does not (its retry, or a new one, runs instead)."""
-    if trial.user_attrs.get("parent") is None:
-        return False
-    if trial.state in (TrialState.WAITING, TrialState.RUNNING):
-        return True
-    return counts_toward_total(_STATES[trial.state], _reason(trial), recovery=None)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-#: a stored trial's state as a record names it (a PRUNED trial was dropped unrun: failed, and never counted)
-_STATES = {TrialState.COMPLETE: "complete", TrialState.FAIL: "failed", TrialState.RUNNING: "running",
-           TrialState.WAITING: "waiting", TrialState.PRUNED: "failed"}
-
-
-def to_record(trial: FrozenTrial) -> TrialRecord:
-    """The plain record of a stored trial."""
-    attrs = attrs_of(trial)
-    metrics = attrs.get("metrics", {})
-    state = _STATES[trial.state]
-    values = trial.values if trial.state == TrialState.COMPLETE else None
-    reason = _reason(trial)
-    return TrialRecord(
-        number=trial.number, state=state, feasible=bool(attrs.get("feasible", False)) and state == "complete",
-        metric=values[0] if values else None, latency_ms=values[1] if values else None,
-        size_mb=values[2] if values else None, size_mb_sparse=metrics.get("size_mb_sparse"),
-        params=metrics.get("params"), macs=metrics.get("macs"), latency_cv=metrics.get("latency_cv"),
-        policy=attrs.get("policy"), failure_reason=reason,
-        timings=dict(attrs.get("timings", {})), artifact_dir=attrs.get("artifact_dir"), lr=trial.params.get("lr"),
-        rung=int(attrs.get("rung", 0)), parent=attrs.get("parent"), finetune_steps=attrs.get("finetune_steps"),
-        latency_cached=bool(attrs.get("latency_cached", False)), weights_sha256=attrs.get("weights_sha256"),
-        metric_before_finetune=attrs.get("finetune_metric", {}).get("before"),
-        metric_after_finetune=attrs.get("finetune_metric", {}).get("after"),
-        recovery_steps=attrs.get(RECOVERY_ATTR),
-    )

@@ -1,0 +1,80 @@
+"""The options several commands share, and the checks of what they are given.
+
+``--debug`` is every command's; ``--model``/``--weights``/``--data`` are what ``search`` and ``analyze`` load;
+the rest are what the commands that open a finished search (``report``, ``export``, ``refine``) take.
+Nothing here imports torch.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import pkgutil
+
+import typer
+
+from autoprune import defaults
+from autoprune.errors import AutopruneInputError
+
+DEBUG = typer.Option(False, help="print tracebacks.")
+
+
+def builtin_runtimes() -> str:
+    """The built-in runtimes' names (the modules of autoprune.runtimes), found without importing them: the
+    CLI starts without torch."""
+    spec = importlib.util.find_spec("autoprune.runtimes")
+    return ", ".join(sorted(m.name for m in pkgutil.iter_modules(spec.submodule_search_locations or [])
+                            if m.name != "base"))
+
+
+
+RUNTIMES = builtin_runtimes()
+RUN_DIR = typer.Option(None, help="the run directory of a search (default with --storage: runs/<study-name>).")
+STORAGE = typer.Option(None, envvar=defaults.STORAGE_ENV,
+                        help="storage URL or journal file (default: the run directory's study.db); read from "
+                             f"${defaults.STORAGE_ENV} when not given, which keeps a password out of ps and history.")
+STUDY_NAME = typer.Option(None, help="study name (default: the only study in the storage).")
+ARTIFACTS = typer.Option(None, help="the candidates directory, if not where the study recorded it.")
+FORMATS = typer.Option(None, "--format", help="torchscript and/or onnx (default: both when onnx is installed).")
+# What search and analyze are given (the embedded digits default without them)
+MODEL = typer.Option(None, help="package.module:function returning the trained nn.Module (default: the embedded "
+                                 "digits CNN).")
+WEIGHTS = typer.Option(None, help="state_dict file for --model (torch.save of model.state_dict()).")
+DATA = typer.Option(None, help="package.module:function returning a LightningDataModule or (train_loader, "
+                                "val_loader).")
+MODEL_AGAIN = typer.Option(None, "--model", help="package.module:function of the base model (default: the one the "
+                                                  "study recorded; code named in a shared storage runs here, so name "
+                                                  "it yourself when you do not trust who writes the storage).")
+WEIGHTS_AGAIN = typer.Option(None, "--weights", help="state_dict file for --model.")
+DATA_AGAIN = typer.Option(None, "--data", help="package.module:function of the data (default: the study's record).")
+
+FIDELITY = {"on": True, "off": False, "space": None}
+
+
+def default_name(model_spec: str) -> str:
+    """The study and run-directory name of a model: ``digits`` for the embedded default, else its function's."""
+    return "digits" if model_spec == defaults.DEMO else model_spec.rpartition(":")[2]
+
+
+def check_model_args(model: str | None, data: str | None, weights: str | None) -> None:
+    if (model is None) != (data is None):
+        raise AutopruneInputError("give both --model and --data, or neither for the embedded digits default")
+    if weights and not model:
+        raise AutopruneInputError("--weights needs --model")
+
+
+def sparsities(text: str) -> list[float]:
+    """``--sparsities 0.25,0.5`` (commas or spaces) as numbers; an input error naming a bad one."""
+    values = []
+    for part in text.replace(",", " ").split():
+        try:
+            values.append(float(part))
+        except ValueError:
+            raise AutopruneInputError(f"--sparsities takes numbers in [0, 1) separated by commas, got {part!r}") from None
+    return values
+
+
+INT8_AGREEMENT = typer.Option(defaults.INT8_MIN_AGREEMENT, "--int8-min-agreement",
+                               help="a quantizing candidate's int8 model must give the fp32 model's top-1 class on "
+                                    "this share of validation samples (0 for an embedder).")
+INT8_ERROR = typer.Option(defaults.INT8_MAX_ERROR, "--int8-max-error",
+                           help="... and stay within this relative output error of it.")
