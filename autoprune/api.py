@@ -34,6 +34,7 @@ from autoprune.errors import AutopruneInputError, StudyError
 from autoprune.distill import Distillation, Teacher, as_distillation
 from autoprune.export import save_pruned
 from autoprune.finetune import check_accelerator, check_precision, evaluate, quiet
+from autoprune.hf import folder_setup, is_hf_spec
 from autoprune.loading import BEST_DIR, candidate_loader, claim_artifacts, default_artifacts, default_storage
 from autoprune.measure import HardwareProfile
 from autoprune.modelio import ModelIO
@@ -166,7 +167,7 @@ def check_distillation(distill: Distillation | bool | None, model: nn.Module) ->
 
 
 def search(
-    model: nn.Module, data: Any, *, space: str | Path | SearchSpace = defaults.SPACE,
+    model: nn.Module | str, data: Any, *, space: str | Path | SearchSpace | None = None, task: str | None = None,
     budget_ms: float | None = None, budget_mb: float | None = None, budget_ratio: float | None = None,
     n_trials: int = defaults.N_TRIALS,
     timeout: float | None = None, storage: str | None = None, study_name: str | None = None,
@@ -183,13 +184,17 @@ def search(
     """Search pruning policies for ``model``; return the Pareto front of metric vs latency and size.
 
     Args:
-        model: a trained ``nn.Module`` (fine-tuned with cross-entropy or ``loss``), or a
-            ``LightningModule`` (its own ``training_step``/``configure_optimizers`` fine-tune it). Never
-            modified: the search prunes copies.
+        model: a trained ``nn.Module`` (fine-tuned with cross-entropy or ``loss``), a ``LightningModule`` (its
+            own ``training_step``/``configure_optimizers`` fine-tune it), or ``"hf:DIR"``, a Hugging Face model
+            folder loaded offline for ``task`` (:mod:`autoprune.hf`). Never modified: the search prunes copies.
         data: a ``LightningDataModule`` or a ``(train_loader, val_loader)`` pair; batches are ``(inputs,
-            target)`` tuples or dicts of tensors (``labels`` the target), read through ``io``.
+            target)`` tuples or dicts of tensors (``labels`` the target), read through ``io``. With a model
+            folder: an examples file (CSV, TSV, JSONL, JSON, text) or a :class:`~autoprune.textdata.TextData`.
         space: a built-in space name (``default``, ``structured``, ``unstructured``, ``transformer``,
-            ``compress``, ``pretrained``), a YAML path, a dict of the YAML's fields, or a :class:`~autoprune.space.SearchSpace`.
+            ``compress``, ``pretrained``), a YAML path, a dict of the YAML's fields, or a
+            :class:`~autoprune.space.SearchSpace`; None: ``transformer`` for a model folder, else ``default``.
+        task: a model folder's task, ``sequence-classification`` or ``feature-extraction`` (None: the one its
+            ``architectures`` name); it presets the metric, ``io`` and ``distill`` where they are not given.
         budget_ms, budget_mb: hard budgets on latency (under ``profile``) and dense checkpoint size.
         budget_ratio: the latency budget as a share of the dense model's latency (0.5: twice as fast), resolved
             against the study's own dense timing; instead of ``budget_ms``.
@@ -247,8 +252,17 @@ def search(
     Returns:
         A :class:`~autoprune.result.SearchResult` of the whole study; its files are written to ``out_dir``.
     """
+    if is_hf_spec(model):  # a model folder and an examples file: the task presets what is not given
+        setup = folder_setup(model, data, task=task)
+        model, data, space = setup.model, setup.data, space or setup.space
+        metric, io = setup.metric if metric is None else metric, io or setup.io
+        distill = setup.task.distill if distill is None else distill
+        study_attrs = {**setup.attrs(), **(study_attrs or {})}
+    elif task is not None:
+        raise AutopruneInputError("task= applies to a Hugging Face model folder (model='hf:DIR')")
+    space = defaults.SPACE if space is None else space
     if not isinstance(model, nn.Module):
-        raise AutopruneInputError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        raise AutopruneInputError(f"model must be a torch.nn.Module or 'hf:DIR', got {type(model).__name__}")
     if recover is not None and not isinstance(recover, Recovery):
         raise AutopruneInputError(f"recover must be a Recovery(steps=..., top=...), got {type(recover).__name__}")
     distillation = check_distillation(distill, model)

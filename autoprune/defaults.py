@@ -54,3 +54,6 @@ STORAGE_ENV = "AUTOPRUNE_STORAGE"
 def run_dir(study_name: str) -> Path:
     """The run directory of a study when none is given: ``runs/<study name>``."""
     return Path(RUNS) / study_name
+
+#: the suffixes of examples files a model folder's search reads (``--data FILE``, :mod:`autoprune.textdata`)
+TEXT_SUFFIXES = (".csv", ".tsv", ".jsonl", ".json", ".txt")

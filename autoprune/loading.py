@@ -35,9 +35,20 @@ from autoprune.backends.book import StudyBook
 from autoprune.backends.storage import make_storage, mask_url, storage_file
 from autoprune.errors import AutopruneInputError, CandidateError, DataError, ModelLoadError, StudyError
 from autoprune.export import WEIGHTS, load_pruned, weights_sha256
+from autoprune.hf import folder, is_hf_spec, task_data, task_of
 from autoprune.objective import dense_copy
 from autoprune.result import SearchResult, TrialRecord
 from autoprune.study import StudyMeta, model_fingerprint
+from autoprune.textdata import TextData, is_text_file
+
+
+def task_options(meta: StudyMeta, base: nn.Module) -> dict[str, Any]:
+    """The metric, batch layout and distillation a model folder's study was searched with (``metric``, ``io``,
+    ``distill``), for a refine of its candidates; empty for other studies (their defaults)."""
+    if not is_hf_spec(meta.model):
+        return {}
+    task = task_of(folder(meta.model), meta.extra.get("task"))
+    return {"metric": task.metric(dense_copy(base)), "io": task.io(), "distill": task.distill}
 
 DEMO = defaults.DEMO
 CANDIDATES_DIR = "candidates"
@@ -66,9 +77,15 @@ def import_object(spec: str, what: str) -> Any:
         raise ModelLoadError(f"--{what} {spec!r}: module {module_name!r} has no attribute {attr!r}") from None
 
 
-def build_model(spec: str, weights: str | Path | None = None, run_dir: str | Path | None = None) -> nn.Module:
-    """The base model named by ``spec`` (a factory or a module object, or :data:`DEMO` for the embedded
-    digits CNN, trained once and cached in ``run_dir``), with ``weights`` loaded (see :func:`load_weights`)."""
+def build_model(spec: str, weights: str | Path | None = None, run_dir: str | Path | None = None, *,
+                task: str | None = None) -> nn.Module:
+    """The base model named by ``spec`` (a factory or a module object, ``hf:DIR`` for a Hugging Face model folder
+    loaded for ``task``, or :data:`DEMO` for the embedded digits CNN, trained once and cached in ``run_dir``),
+    with ``weights`` loaded (see :func:`load_weights`)."""
+    if is_hf_spec(spec):
+        path = folder(spec)
+        model = task_of(path, task).load(path)
+        return load_weights(model, weights, label=f"--model {spec}") if weights else model
     if spec == DEMO:
         from autoprune.demo import pretrained_digits_cnn
 
@@ -134,9 +151,14 @@ def state_dict_mismatch(model: Any, state: Any) -> str:
     return "; ".join(parts)
 
 
-def build_data(spec: str, batch_size: int | None = None) -> Any:
+def build_data(spec: str, batch_size: int | None = None, *, meta: StudyMeta | None = None) -> Any:
     """The data named by ``spec``: a factory's result (a LightningDataModule or a ``(train, val)`` loader
-    pair), or for :data:`DEMO` the digits data module with ``batch_size``."""
+    pair), for :data:`DEMO` the digits data module with ``batch_size``, or an examples file read as the study
+    of ``meta`` (a model folder's) read its own (the same columns, split and tokenizer)."""
+    if meta is not None and is_hf_spec(meta.model) and is_text_file(spec):
+        path = folder(meta.model)
+        text = TextData.from_dict({**meta.extra.get("text", {}), "path": spec})
+        return task_data(path, task_of(path, meta.extra.get("task")), text)
     if spec == DEMO:
         from autoprune.demo import DigitsDataModule
 
@@ -309,7 +331,8 @@ def open_result(*, out: Path | None, storage: str | None, study_name: str | None
     if weights is not None and model is None:
         raise AutopruneInputError("--weights needs --model (without it, the study's recorded model and weights are "
                                   "used)")
-    base = build_model(model or stored, weights if model is not None else result.meta.weights, out)
+    base = build_model(model or stored, weights if model is not None else result.meta.weights, out,
+                       task=result.meta.extra.get("task"))
     result.meta.check_model(model_fingerprint(base), study_name)
     attach_candidates(result, base, storage=url, artifacts_dir=artifacts)
     return Opened(result, out, base)

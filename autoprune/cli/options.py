@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import pkgutil
+from pathlib import Path
 
 import typer
 
@@ -36,11 +37,23 @@ STUDY_NAME = typer.Option(None, help="study name (default: the only study in the
 ARTIFACTS = typer.Option(None, help="the candidates directory, if not where the study recorded it.")
 FORMATS = typer.Option(None, "--format", help="torchscript and/or onnx (default: both when onnx is installed).")
 # What search and analyze are given (the embedded digits default without them)
-MODEL = typer.Option(None, help="package.module:function returning the trained nn.Module (default: the embedded "
+MODEL = typer.Option(None, help="hf:DIR (a Hugging Face model folder, as save_pretrained writes it), or "
+                                 "package.module:function returning the trained nn.Module (default: the embedded "
                                  "digits CNN).")
 WEIGHTS = typer.Option(None, help="state_dict file for --model (torch.save of model.state_dict()).")
-DATA = typer.Option(None, help="package.module:function returning a LightningDataModule or (train_loader, "
-                                "val_loader).")
+DATA = typer.Option(None, help="an examples file for an hf:DIR model (CSV, TSV, JSONL, JSON or text, one example a "
+                                "line), or package.module:function returning a LightningDataModule or "
+                                "(train_loader, val_loader).")
+# How a model folder's examples file is read (see autoprune.textdata)
+TASK = typer.Option(None, help="an hf:DIR model's task: sequence-classification (accuracy; labels from the data) or "
+                               "feature-extraction (mean-pooled embeddings; cosine to the dense model; no labels); "
+                               "default: what the folder's architectures say.")
+TEXT_COLUMN = typer.Option(None, help="the data file's text column (default: text, sentence or content).")
+LABEL_COLUMN = typer.Option(None, help="the data file's label column (default: label or labels).")
+MAX_LENGTH = typer.Option(128, help="tokens kept per example (longer ones are truncated).")
+VAL_FRACTION = typer.Option(0.1, help="the share of the data file held out for validation, split by --seed.")
+VAL = typer.Option(None, help="a separate validation file (instead of --val-fraction).")
+TRAIN_BATCH_SIZE = typer.Option(16, help="examples per batch read from the data file.")
 MODEL_AGAIN = typer.Option(None, "--model", help="package.module:function of the base model (default: the one the "
                                                   "study recorded; code named in a shared storage runs here, so name "
                                                   "it yourself when you do not trust who writes the storage).")
@@ -51,13 +64,19 @@ FIDELITY = {"on": True, "off": False, "space": None}
 
 
 def default_name(model_spec: str) -> str:
-    """The study and run-directory name of a model: ``digits`` for the embedded default, else its function's."""
+    """The study and run-directory name of a model: ``digits`` for the embedded default, a model folder's name,
+    else its function's."""
+    if model_spec.startswith("hf:"):
+        return Path(model_spec[3:]).resolve().name or "model"
     return "digits" if model_spec == defaults.DEMO else model_spec.rpartition(":")[2]
 
 
 def check_model_args(model: str | None, data: str | None, weights: str | None) -> None:
     if (model is None) != (data is None):
         raise AutopruneInputError("give both --model and --data, or neither for the embedded digits default")
+    if data is not None and Path(data).suffix.lower() in defaults.TEXT_SUFFIXES and not model.startswith("hf:"):
+        raise AutopruneInputError(f"--data {data} is an examples file, which is read with a model folder's tokenizer: "
+                                  "give --model hf:DIR (or --data package.module:function for your own loaders)")
     if weights and not model:
         raise AutopruneInputError("--weights needs --model")
 

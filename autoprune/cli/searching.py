@@ -9,7 +9,9 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from autoprune import defaults
-from autoprune.cli.options import (DATA, DEBUG, FIDELITY, MODEL, RUNTIMES, WEIGHTS, check_model_args, default_name,
+from autoprune.cli.given import load_given, space_for
+from autoprune.cli.options import (DATA, DEBUG, FIDELITY, LABEL_COLUMN, MAX_LENGTH, MODEL, RUNTIMES, TASK, TEXT_COLUMN,
+                                   TRAIN_BATCH_SIZE, VAL, VAL_FRACTION, WEIGHTS, check_model_args, default_name,
                                    sparsities as parse_sparsities)
 from autoprune.cli.running import console, out_console, progress_callback, run
 from autoprune.errors import AutopruneInputError
@@ -19,9 +21,16 @@ def search(
     model: Optional[str] = MODEL,
     weights: Optional[str] = WEIGHTS,
     data: Optional[str] = DATA,
-    space: str = typer.Option(defaults.SPACE, help="default, structured, unstructured, transformer, compress "
+    space: Optional[str] = typer.Option(None, help="default, structured, unstructured, transformer, compress "
                                                    "(pruning and int8), pretrained (pretrained CNNs), or a YAML "
-                                                   "file."),
+                                                   "file (default: transformer for a model folder, else default)."),
+    task: Optional[str] = TASK,
+    text_column: Optional[str] = TEXT_COLUMN,
+    label_column: Optional[str] = LABEL_COLUMN,
+    max_length: int = MAX_LENGTH,
+    val_fraction: float = VAL_FRACTION,
+    val: Optional[str] = VAL,
+    train_batch_size: int = TRAIN_BATCH_SIZE,
     budget_ms: Optional[float] = typer.Option(None, help="latency budget in ms (under the hardware profile)."),
     budget_mb: Optional[float] = typer.Option(None, help="size budget in MB (dense checkpoint)."),
     budget_ratio: Optional[float] = typer.Option(None, help="latency budget as a share of the dense model's latency "
@@ -63,8 +72,10 @@ def search(
     runtime: str = typer.Option(defaults.RUNTIME, help=f"what runs the timed forwards: one of {RUNTIMES} (eager: "
                                                        "PyTorch; onnxruntime: the exported ONNX model on the CPU, "
                                                        "needs autoprune[onnx])."),
-    distill: bool = typer.Option(False, help="fine-tune every trial against the dense model's outputs too "
-                                             "(knowledge distillation; best for pretrained models)."),
+    distill: Optional[bool] = typer.Option(None, "--distill/--no-distill",
+                                           help="fine-tune every trial against the dense model's outputs too "
+                                                "(knowledge distillation; best for pretrained models; default: on "
+                                                "for a model folder, as its task presets, else off)."),
     distill_weight: float = typer.Option(defaults.DISTILL_WEIGHT, help="the distillation term's share of the fine-tuning loss."),
     precision: str = typer.Option(defaults.PRECISION, help="the fine-tune's precision: 32-true, or bf16-mixed / 16-mixed "
                                                   "on a GPU (--device cuda)."),
@@ -99,7 +110,7 @@ def search(
         from autoprune.analyze import Analysis
         from autoprune.api import check_arguments, check_setup, search as run_search
         from autoprune.distill import Distillation
-        from autoprune.loading import build_data, build_model, check_space_fits, storage_label
+        from autoprune.loading import check_space_fits, storage_label
         from autoprune.measure import HardwareProfile
         from autoprune.recovery import Recovery
         from autoprune.report import print_front, print_time_breakdown
@@ -116,7 +127,7 @@ def search(
             torch.set_num_threads(torch_threads)
         ray_options = RayOptions(address=address, max_concurrent=max_concurrent, cpus_per_trial=cpus_per_trial,
                                  gpus_per_trial=gpus_per_trial) if backend == "ray" else None
-        distillation = Distillation(weight=distill_weight) if distill else None
+        space_name = space_for(model, space)
         if recover_steps < 0:
             raise AutopruneInputError(f"--recover-steps must be 0 (none) or a positive integer, got {recover_steps}")
         recovery = Recovery(steps=recover_steps, top=recover_top) if recover_steps else None
@@ -126,33 +137,39 @@ def search(
         profile = HardwareProfile(device=device, threads=threads, batch_size=batch_size, interleave=interleave,
                                   runtime=runtime)
         accelerator = "gpu" if device.startswith("cuda") else "cpu"
-        the_space, _ = check_setup(space=space, profile=profile, precision=precision, accelerator=accelerator,
+        the_space, _ = check_setup(space=space_name, profile=profile, precision=precision, accelerator=accelerator,
                                    fidelity=FIDELITY[fidelity], bn=bn,
                                    reconstruct=reconstruct)  # before a model is loaded, or trained
-        model_spec, data_spec = model or defaults.DEMO, data or defaults.DEMO
+        model_spec = model or defaults.DEMO
         check_space_fits(the_space, model_spec)
         name = study_name or default_name(model_spec)
         run_dir = out or defaults.run_dir(name)
-        base = build_model(model_spec, weights, run_dir)
-        datamodule = build_data(data_spec)
-        attrs = {"model": model_spec, "data": data_spec, "weights": str(Path(weights).resolve()) if weights else None,
-                 "space": space}
+        given = load_given(model, data, weights, run_dir, task=task,
+                           text=dict(text_column=text_column, label_column=label_column, max_length=max_length,
+                                     val_fraction=val_fraction, val=val, batch_size=train_batch_size, seed=seed or 0))
+        if given.summary:
+            console.print(f"settings: {given.summary}", highlight=False)
+        options = dict(given.options)
+        if distill is not None:  # as the user says, at --distill-weight
+            kind = getattr(options.get("distill"), "kind", "auto")
+            options["distill"] = Distillation(weight=distill_weight, kind=kind) if distill else None
         columns = [TextColumn("[bold]trials"), BarColumn(), MofNCompleteColumn(), TextColumn("elapsed"),
                    TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
                    TextColumn("front {task.fields[front]}"), TextColumn("{task.fields[best]}")]
         if storage:
             console.print(f"study {name!r} on {storage_label(storage)} ({backend} backend)", highlight=False)
         with Progress(*columns, console=console, disable=not progress, transient=False) as bar:
-            task = bar.add_task("search", total=trials, front=0, best="")
-            result = run_search(base, datamodule, space=space, budget_ms=budget_ms, budget_mb=budget_mb,
+            bar_task = bar.add_task("search", total=trials, front=0, best="")
+            result = run_search(given.model, given.data, space=space_name, budget_ms=budget_ms, budget_mb=budget_mb,
                                 budget_ratio=budget_ratio,
                                 n_trials=trials, timeout=timeout, storage=storage, study_name=name, sampler=sampler,
                                 profile=profile, out_dir=run_dir, artifacts_dir=artifacts, seed=seed,
                                 accelerator=accelerator, backend=backend,
                                 ray=ray_options, resume=resume, heartbeat_interval=heartbeat_interval,
-                                on_trial_end=progress_callback(bar, task, "accuracy"), study_attrs=attrs,
-                                distill=distillation, precision=precision, fidelity=FIDELITY[fidelity],
-                                analysis=head_start, bn=bn, reconstruct=reconstruct, recover=recovery)
+                                on_trial_end=progress_callback(bar, bar_task, given.metric_name),
+                                study_attrs={**given.attrs, "space": space_name}, precision=precision, fidelity=FIDELITY[fidelity],
+                                analysis=head_start, bn=bn, reconstruct=reconstruct, recover=recovery,
+                                **options)
         print_front(result, out_console)
         print_time_breakdown(result, out_console)
         out_console.print(f"results in {run_dir}/ (pareto.json, trials.csv, pareto.png"
@@ -165,7 +182,15 @@ def analyze(
     model: Optional[str] = MODEL,
     weights: Optional[str] = WEIGHTS,
     data: Optional[str] = DATA,
-    space: str = typer.Option(defaults.SPACE, help="the space the search would use (its layers, units, method)."),
+    space: Optional[str] = typer.Option(None, help="the space the search would use (its layers, units, method; "
+                                                   "default: transformer for a model folder, else default)."),
+    task: Optional[str] = TASK,
+    text_column: Optional[str] = TEXT_COLUMN,
+    label_column: Optional[str] = LABEL_COLUMN,
+    max_length: int = MAX_LENGTH,
+    val_fraction: float = VAL_FRACTION,
+    val: Optional[str] = VAL,
+    train_batch_size: int = TRAIN_BATCH_SIZE,
     sparsities: str = typer.Option("0.25,0.5,0.75", help="sparsities each unit is pruned alone at, comma-separated "
                                                          "(the seeds' 0.5 is always scanned)."),
     out: Optional[Path] = typer.Option(None, help="where analysis.json and analysis.png go (default: "
@@ -185,14 +210,14 @@ def analyze(
         from autoprune.analysis_report import print_analysis, write_analysis
         from autoprune.analyze import ANALYSIS_FILE, analyze as run_analyze, check_sparsities
         from autoprune.api import check_not_a_file, make_directory
-        from autoprune.loading import build_data, build_model, check_space_fits
+        from autoprune.loading import check_space_fits
         from autoprune.measure import HardwareProfile
         from autoprune.space import load_space
 
         check_model_args(model, data, weights)
         levels = check_sparsities(parse_sparsities(sparsities))
-        the_space = load_space(space)
-        model_spec, data_spec = model or defaults.DEMO, data or defaults.DEMO
+        the_space = load_space(space_for(model, space))
+        model_spec = model or defaults.DEMO
         run_dir = out or defaults.run_dir(default_name(model_spec))
         check_not_a_file(run_dir, "--out")
         if (run_dir / ANALYSIS_FILE).is_dir():
@@ -202,11 +227,17 @@ def analyze(
         profile.check_available()
         check_space_fits(the_space, model_spec)
         # everything that can be refused is, before --out is created: a model that cannot be built, too
-        base = build_model(model_spec, weights, run_dir) if model_spec != defaults.DEMO else None
+        text = dict(text_column=text_column, label_column=label_column, max_length=max_length,
+                    val_fraction=val_fraction, val=val, batch_size=train_batch_size)
+        given = load_given(model, data, weights, run_dir, task=task, text=text) if model is not None else None
         make_directory(run_dir, "--out")
-        base = base or build_model(model_spec, weights, run_dir)  # the default trains once into --out
+        given = given or load_given(model, data, weights, run_dir, task=task, text=text)  # digits trains into --out
+        if given.summary:
+            console.print(f"settings: {given.summary}", highlight=False)
+        options = {k: v for k, v in given.options.items() if k in ("metric", "io")}
         with console.status("analysing: timing every module, pruning each unit alone ..."):
-            result = run_analyze(base, build_data(data_spec), space=the_space, profile=profile, sparsities=levels)
+            result = run_analyze(given.model, given.data, space=the_space, profile=profile, sparsities=levels,
+                                 **options)
         paths = write_analysis(result, run_dir)
         if json_output:
             print(json.dumps(result.to_dict(), indent=2))

@@ -56,6 +56,7 @@ def export(
         from autoprune.api import check_not_a_file
         from autoprune.export import check_formats, save_pruned
         from autoprune.finetune import first_inputs, resolve_data
+        from autoprune.hf import is_hf_spec, save_tokenizer
         from autoprune.loading import build_data, open_result
         from autoprune.quantize import Int8Tolerance, deployed_model
 
@@ -68,11 +69,14 @@ def export(
         if chosen is None:
             raise AutopruneInputError("no candidate meets the study's budgets; pass --trial")
         pruned = result.load_model(chosen)
-        train, val = resolve_data(build_data(data or result.meta.data or defaults.DEMO))
+        train, val = resolve_data(build_data(data or result.meta.data or defaults.DEMO, meta=result.meta))
         policy, example = result.policy(chosen), first_inputs(val)
         int8 = deployed_model(pruned, policy, example, train_loader=train)  # re-quantized from the fp32 weights
         files = save_pruned(pruned, policy, to, example_inputs=example, formats=fmt or None, int8=int8,
                             parity_batches=iter(val), int8_tolerance=tolerance)
+        if is_hf_spec(result.meta.model):  # the tokenizer beside the model: the folder is all a user needs
+            files = {**files, "tokenizer": to / "tokenizer_config.json"}
+            save_tokenizer(result.meta.model, to)
         out_console.print(f"exported trial {chosen.number}: " + ", ".join(str(p) for p in files.values()))
 
     run(debug, body, interrupted="nothing was exported (no half-written folder is left); run the same command "
@@ -102,7 +106,7 @@ def refine(
     """Fine-tune Pareto candidates longer and save each as an exported model, with its new accuracy."""
 
     def body() -> None:
-        from autoprune.loading import build_data, open_result
+        from autoprune.loading import build_data, open_result, task_options
         from autoprune.refine import REFINED_DIR, REFINED_JSON, check_lr, check_steps, refine
         from autoprune.report import print_refined
 
@@ -115,12 +119,14 @@ def refine(
         check_formats(fmt or ())
         result, out_dir, base = open_result(out=out, storage=storage, study_name=study_name, artifacts=artifacts,
                                             with_model=True, model=model, weights=weights)
-        datamodule = build_data(data or result.meta.data or defaults.DEMO)
+        datamodule = build_data(data or result.meta.data or defaults.DEMO, meta=result.meta)
         target = to or out_dir / REFINED_DIR
+        preset = task_options(result.meta, base)  # a model folder's task: its metric, batches, distillation
+        distillation = True if distill else preset.pop("distill", None)
         with console.status(f"refining for {steps} steps each ..."):
             refined = refine(result, datamodule, steps=steps, trials=trial or None, lr=lr, out_dir=target,
-                             formats=fmt or None, distill=distill, teacher=base if distill else None,
-                             int8_tolerance=tolerance)
+                             formats=fmt or None, distill=distillation, teacher=base if distillation else None,
+                             int8_tolerance=tolerance, **preset)
         print_refined(refined, result, steps, out_console)
         out_console.print(f"refined models in {target}/trial_NNNNN/, summary in {target / REFINED_JSON}")
 

@@ -1,0 +1,65 @@
+"""What ``search`` and ``analyze`` are given on the command line, loaded: the model and its data, and for a
+model folder (``--model hf:DIR --data FILE``) what its task presets (metric, batch layout, distillation,
+space), the settings printed before anything runs and stored with the study. Torch loads only when a
+command calls :func:`load_given`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from autoprune import defaults
+from autoprune.errors import AutopruneInputError
+
+#: the space a model folder's search uses unless --space says otherwise
+FOLDER_SPACE = "transformer"
+
+
+def is_folder(model: str | None) -> bool:
+    return model is not None and model.startswith("hf:")
+
+
+def space_for(model: str | None, space: str | None) -> str:
+    """``--space`` as given, else the model folder's preset, else the default space."""
+    return space or (FOLDER_SPACE if is_folder(model) else defaults.SPACE)
+
+
+@dataclass
+class Given:
+    """A loaded model and its data; ``options`` are the task's ``search()`` keywords (metric, io, distill),
+    ``attrs`` what the study stores to rebuild them, ``summary`` the chosen settings (model folders only)."""
+
+    model: Any
+    data: Any
+    attrs: dict[str, Any]
+    options: dict[str, Any] = field(default_factory=dict)
+    summary: str | None = None
+    metric_name: str = "accuracy"
+
+
+def load_given(model: str | None, data: str | None, weights: str | None, run_dir: Path, *, task: str | None,
+               text: dict[str, Any]) -> Given:
+    """Load ``--model``/``--data`` (the embedded digits default without them); with a model folder and an
+    examples file, read ``text``'s columns and split (:class:`autoprune.textdata.TextData`) for ``task``."""
+    from autoprune.loading import build_data, build_model
+
+    model_spec, data_spec = model or defaults.DEMO, data or defaults.DEMO
+    if task is not None and not is_folder(model):
+        raise AutopruneInputError("--task applies to a model folder (--model hf:DIR)")
+    if is_folder(model) and Path(data_spec).suffix.lower() in defaults.TEXT_SUFFIXES:
+        if weights:
+            raise AutopruneInputError("--weights applies to --model package.module:function; a model folder holds "
+                                      "its own weights")
+        from autoprune.hf import folder_setup
+        from autoprune.textdata import TextData
+
+        setup = folder_setup(model_spec, TextData(path=data_spec, **text), task=task)
+        options = setup.options()
+        options.pop("space")
+        return Given(setup.model, setup.data, {**setup.attrs(), "weights": None}, options, setup.summary(),
+                     getattr(setup.metric, "__name__", "accuracy"))
+    base = build_model(model_spec, weights, run_dir, task=task)
+    return Given(base, build_data(data_spec),
+                 {"model": model_spec, "data": data_spec, "weights": str(Path(weights).resolve()) if weights else None,
+                  **({"task": task} if task else {})})

@@ -1,0 +1,270 @@
+"""A local Hugging Face model folder as a search's model, and what its task presets.
+
+``--model hf:DIR`` (or ``search(model="hf:DIR", data="train.csv")``) names a folder that
+``save_pretrained`` wrote: ``config.json``, the weights and the tokenizer's files. It is loaded offline
+(nothing is downloaded) for a task:
+
+* ``sequence-classification``: the folder's classifier (its ``architectures`` must name a
+  ``...ForSequenceClassification`` head whose weights the folder holds); labels from the data, by the
+  model's label names or as class ids; quality = accuracy; distillation from the dense model's logits.
+* ``feature-extraction``: the encoder's last hidden states mean-pooled over the real tokens and normalised
+  (a sentence embedding); no labels; quality = mean cosine similarity to the dense model's embeddings on
+  the validation set; the fine-tune is distillation alone (cosine).
+
+Both search the ``transformer`` space (whole heads, feed-forward neurons, encoder layers). The task defaults
+to what the folder's ``architectures`` say (a classifier head: classification; else feature extraction).
+This is the one module that loads model folders through ``transformers``.
+
+Example:
+    >>> TASKS["feature-extraction"].labelled, TASKS["sequence-classification"].labelled
+    (False, True)
+    >>> is_hf_spec("hf:models/minilm"), is_hf_spec("mypkg.models:build")
+    (True, False)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+from torch.utils.data import DataLoader
+
+from autoprune.distill import Distillation
+from autoprune.errors import DataError, ModelLoadError
+from autoprune.modelio import ModelIO
+from autoprune.textdata import TextData, label_ids, text_loaders
+
+HF_PREFIX = "hf:"
+WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
+                "pytorch_model.bin.index.json")
+SPACE = "transformer"
+
+
+def is_hf_spec(spec: Any) -> bool:
+    """Whether a ``--model`` names a Hugging Face model folder (``hf:DIR``)."""
+    return isinstance(spec, str) and spec.startswith(HF_PREFIX)
+
+
+def folder(spec: str) -> Path:
+    """The folder of ``hf:DIR``, checked: a folder, with ``config.json`` and weights; ModelLoadError saying what
+    is missing and how to write it otherwise."""
+    path = Path(spec[len(HF_PREFIX):]).expanduser()
+    if not path.is_dir():
+        raise ModelLoadError(f"--model {spec}: {path} is not a folder (hf:DIR takes the folder save_pretrained wrote)")
+    if not (path / "config.json").is_file():
+        raise ModelLoadError(f"--model {spec}: {path} has no config.json, so it is not a Hugging Face model folder: "
+                             "write one with model.save_pretrained(DIR) and tokenizer.save_pretrained(DIR)")
+    if not any((path / name).is_file() for name in WEIGHT_FILES):
+        raise ModelLoadError(f"--model {spec}: {path} has a config.json but no weights ({', '.join(WEIGHT_FILES[::2])})")
+    return path.resolve()
+
+
+@contextlib.contextmanager
+def _quiet_transformers() -> Iterator[Any]:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    import transformers
+    from transformers.utils import logging as hf_logging
+
+    level, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        yield transformers
+    finally:
+        hf_logging.set_verbosity(level)
+        if bars:
+            hf_logging.enable_progress_bar()
+
+
+def architectures(path: Path) -> list[str]:
+    with _quiet_transformers() as transformers:
+        config = transformers.AutoConfig.from_pretrained(path, local_files_only=True)
+    return list(getattr(config, "architectures", None) or [])
+
+
+class MeanPooled(nn.Module):
+    """A sentence embedding: the encoder's last hidden states averaged over the real tokens (the attention
+    mask), normalised to length 1 (as sentence-transformers' mean pooling)."""
+
+    def __init__(self, encoder: nn.Module) -> None:
+        super().__init__()
+        self.encoder = encoder
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, **kwargs: Any) -> torch.Tensor:
+        hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask, **kwargs).last_hidden_state
+        mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+        return F.normalize((hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9), dim=-1)
+
+
+class CosineToDense:
+    """The metric of an embedder: the mean cosine similarity of a model's outputs to the dense model's on the
+    same validation batches (1.0: the dense model itself). The dense outputs are computed once per loader."""
+
+    __name__ = "cosine_to_dense"
+
+    def __init__(self, dense: nn.Module, io: ModelIO) -> None:
+        self.dense, self.io = dense, io
+        self._cache: tuple[Any, list[torch.Tensor]] | None = None
+
+    def _outputs(self, model: nn.Module, loader: DataLoader) -> list[torch.Tensor]:
+        model.eval()
+        device = next(model.parameters(), torch.empty(0)).device
+        with torch.inference_mode():
+            return [self.io.run(model, self.io.split(batch)[0].to(device)).float().cpu() for batch in loader]
+
+    def __call__(self, model: nn.Module, loader: DataLoader) -> float:
+        if self._cache is None or self._cache[0] is not loader:
+            self._cache = (loader, self._outputs(self.dense, loader))
+        scores = [F.cosine_similarity(out.flatten(1), ref.flatten(1), dim=-1)
+                  for out, ref in zip(self._outputs(model, loader), self._cache[1])]
+        if not scores:
+            raise DataError("the validation loader yields no batch")
+        return float(torch.cat(scores).mean())
+
+    def __getstate__(self) -> dict[str, Any]:  # sent to another process (Ray) without the cached outputs
+        return {**self.__dict__, "_cache": None}
+
+
+def _load(path: Path, auto_class: str, *, allowed_missing: tuple[str, ...] = ()) -> tuple[nn.Module, list[str]]:
+    with _quiet_transformers() as transformers:
+        try:
+            model, info = getattr(transformers, auto_class).from_pretrained(path, local_files_only=True,
+                                                                           output_loading_info=True)
+        except (OSError, ValueError, KeyError) as exc:
+            raise ModelLoadError(f"--model hf:{path}: transformers cannot load it as {auto_class} "
+                                 f"({type(exc).__name__}: {str(exc).splitlines()[0][:200]})") from None
+    missing = [k for k in info.get("missing_keys", []) if not k.startswith(allowed_missing)]
+    if missing:
+        raise ModelLoadError(f"--model hf:{path}: the folder has no weights for {sorted(missing)[:4]}: they would start "
+                             "random, which is not your model; choose the --task its weights were trained for")
+    return model.eval(), list(info.get("missing_keys", []))
+
+
+@dataclass(frozen=True)
+class Task:
+    """What a task loads and presets: the model's class, whether the data needs labels, the distillation."""
+
+    name: str
+    labelled: bool
+    head: str  # the architecture suffix a folder needs for this task ("": any encoder)
+    distill: Distillation
+    describe: str
+
+    def load(self, path: Path) -> nn.Module:
+        if self.head and not any(a.endswith(self.head) for a in architectures(path)):
+            raise ModelLoadError(f"--model hf:{path} cannot do --task {self.name}: its architectures "
+                                 f"{architectures(path)} have no ...{self.head} head; use --task feature-extraction, "
+                                 "or fine-tune a classifier first")
+        if self.name == "sequence-classification":
+            return _load(path, "AutoModelForSequenceClassification")[0]
+        encoder, missing = _load(path, "AutoModel", allowed_missing=("pooler.",))
+        if any(k.startswith("pooler.") for k in missing):
+            encoder.pooler = None  # not in the folder, and mean pooling does not read it
+        return MeanPooled(encoder).eval()
+
+    def io(self) -> ModelIO:
+        return ModelIO() if self.labelled else ModelIO(target=None)
+
+    def metric(self, dense: nn.Module) -> Callable[[nn.Module, Any], float] | None:
+        """The quality a search maximises: accuracy (None, the default) or cosine to ``dense``."""
+        return None if self.labelled else CosineToDense(dense, self.io())
+
+
+TASKS = {
+    "sequence-classification": Task("sequence-classification", True, "ForSequenceClassification",
+                                    Distillation(kind="kl"),
+                                    "accuracy on the labelled validation split; distilled from the dense logits"),
+    "feature-extraction": Task("feature-extraction", False, "", Distillation(weight=1.0, kind="cosine"),
+                               "mean cosine of the mean-pooled embeddings to the dense model's; distillation alone"),
+}
+
+
+def task_of(path: Path, name: str | None) -> Task:
+    """The task named ``name``, or (None) the folder's own: a classifier head means classification."""
+    if name is None:
+        heads = [a for a in architectures(path) if a.endswith("ForSequenceClassification")]
+        return TASKS["sequence-classification" if heads else "feature-extraction"]
+    if name not in TASKS:
+        raise ModelLoadError(f"--task must be one of {sorted(TASKS)}, got {name!r}")
+    return TASKS[name]
+
+
+def load_tokenizer(path: Path) -> Any:
+    with _quiet_transformers() as transformers:
+        try:
+            return transformers.AutoTokenizer.from_pretrained(path, local_files_only=True)
+        except (OSError, ValueError, TypeError) as exc:
+            raise ModelLoadError(f"--model hf:{path} has no tokenizer transformers can load ({type(exc).__name__}): "
+                                 "save it into the folder with tokenizer.save_pretrained(DIR)") from None
+
+
+def save_tokenizer(spec: str, directory: str | Path) -> list[Path]:
+    """Write the model folder's tokenizer into ``directory`` (beside an exported candidate, so the folder is all
+    a user needs: ``AutoTokenizer.from_pretrained(directory)`` and the ONNX or TorchScript model)."""
+    return [Path(p) for p in load_tokenizer(folder(spec)).save_pretrained(directory)]
+
+
+@dataclass(frozen=True)
+class FolderSetup:
+    """A model folder and a data file made ready for ``search()``: the model, the loaders and the task's
+    presets (metric, batches' layout, distillation, space); ``options()`` are ``search()``'s keywords and
+    ``attrs()`` what the study stores so ``report``/``export``/``refine`` rebuild the same."""
+
+    spec: str
+    task: Task
+    text: TextData
+    model: nn.Module
+    data: tuple[DataLoader, DataLoader]
+    metric: Callable[[nn.Module, Any], float] | None
+    io: ModelIO
+    space: str = SPACE
+    notes: list[str] = field(default_factory=list)
+
+    def options(self) -> dict[str, Any]:
+        return {"metric": self.metric, "io": self.io, "distill": self.task.distill, "space": self.space}
+
+    def attrs(self) -> dict[str, Any]:
+        return {"model": self.spec, "data": self.text.path, "task": self.task.name, "text": self.text.to_dict()}
+
+    def summary(self) -> str:
+        """The settings chosen, as the search prints them before it starts."""
+        d = self.task.distill
+        return (f"task {self.task.name} ({self.task.describe}); space {self.space}; distillation {d.kind} "
+                f"(weight {d.weight:g}); data {self.text.path}: {len(self.data[0].dataset)} training and "
+                f"{len(self.data[1].dataset)} validation examples, {self.text.max_length} tokens at most, "
+                f"batches of {self.text.batch_size}")
+
+
+def task_data(path: Path, task: Task, text: TextData) -> tuple[DataLoader, DataLoader]:
+    """``text``'s loaders, tokenised by the folder's tokenizer; labels mapped by the folder's config."""
+    tokenizer = load_tokenizer(path)
+    mapper = None
+    if task.labelled:
+        with _quiet_transformers() as transformers:
+            config = transformers.AutoConfig.from_pretrained(path, local_files_only=True)
+        mapper = lambda labels, where: label_ids(labels, dict(config.label2id or {}),  # noqa: E731
+                                                 int(config.num_labels), where)
+    return text_loaders(text, tokenizer, labels_to_ids=mapper)
+
+
+def folder_setup(spec: str, data: str | Path | TextData, *, task: str | None = None) -> FolderSetup:
+    """Load ``hf:DIR`` for ``task`` (None: the folder's own) and ``data``'s examples (a file, or a
+    :class:`~autoprune.textdata.TextData` saying how to read it) with its tokenizer; every input error (a
+    folder that is no model, a task it cannot do, a missing column, unknown labels) is raised before anything
+    is written."""
+    path = folder(spec)
+    chosen = task_of(path, task)
+    text = data if isinstance(data, TextData) else TextData(path=str(data))
+    text = TextData.from_dict({**text.to_dict(), "path": str(Path(text.path).resolve()),
+                               "val": str(Path(text.val).resolve()) if text.val else None})
+    loaders = task_data(path, chosen, text)
+    model = chosen.load(path)
+    return FolderSetup(spec=f"{HF_PREFIX}{path}", task=chosen, text=text, model=model, data=loaders,
+                       metric=chosen.metric(copy.deepcopy(model).eval()), io=chosen.io())

@@ -1,0 +1,122 @@
+"""A Hugging Face model folder and an examples file, searched with no code written: loading, task presets,
+the study's record, export beside the tokenizer, and bad input refused before anything is written. The
+folders are tiny BERTs written with save_pretrained in a temporary directory (nothing is downloaded)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from autoprune import search
+from autoprune.errors import ModelLoadError
+from autoprune.hf import MeanPooled, folder_setup
+from tests.conftest import fast_profile, in_ci
+
+if in_ci():
+    import transformers
+else:
+    transformers = pytest.importorskip("transformers", reason="pip install -e '.[hf]'")
+
+REPO = Path(__file__).resolve().parent.parent
+WORDS = "the a film movie good bad great awful plot was very fun boring loved hated".split()
+
+
+def _folder(path: Path, head: bool) -> Path:
+    path.mkdir(parents=True)
+    (path / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS]))
+    tokenizer = transformers.BertTokenizerFast(str(path / "vocab.txt"))
+    torch.manual_seed(0)
+    config = transformers.BertConfig(vocab_size=len(WORDS) + 5, hidden_size=32, num_hidden_layers=2,
+                                     num_attention_heads=4, intermediate_size=64, max_position_embeddings=32,
+                                     num_labels=2, id2label={0: "neg", 1: "pos"}, label2id={"neg": 0, "pos": 1})
+    model = (transformers.BertForSequenceClassification if head else transformers.BertModel)(config)
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory):
+    root = tmp_path_factory.mktemp("hf")
+    rows = [{"text": f"the film was very {w}", "label": "pos" if w in ("good", "great", "fun", "loved") else "neg"}
+            for w in ("good", "bad", "great", "awful", "fun", "boring", "loved", "hated") * 5]
+    (root / "reviews.csv").write_text("text,label\n" + "".join(f"{r['text']},{r['label']}\n" for r in rows))
+    (root / "sentences.jsonl").write_text("".join(json.dumps({"sentence": r["text"]}) + "\n" for r in rows))
+    return {"classifier": _folder(root / "classifier", head=True), "encoder": _folder(root / "encoder", head=False),
+            "csv": root / "reviews.csv", "jsonl": root / "sentences.jsonl", "root": root}
+
+
+def test_the_task_defaults_to_what_the_folder_is_and_presets_the_metric(folders):
+    """A classifier folder is classification (accuracy: no metric object); an encoder folder is
+    feature extraction (mean-pooled embeddings, scored by cosine to the dense model: 1 for itself)."""
+    cls = folder_setup(f"hf:{folders['classifier']}", folders["csv"])
+    enc = folder_setup(f"hf:{folders['encoder']}", folders["jsonl"])
+    assert cls.task.name == "sequence-classification" and cls.metric is None
+    assert enc.task.name == "feature-extraction" and isinstance(enc.model, MeanPooled)
+    assert enc.metric(enc.model, enc.data[1]) == pytest.approx(1.0, abs=1e-5)
+    assert set(next(iter(cls.data[0]))) >= {"input_ids", "attention_mask", "labels"}
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda root: root / "missing", "is not a folder"),
+    (lambda root: (root / "empty").mkdir() or root / "empty", "no config.json"),
+])
+def test_a_folder_that_is_no_model_is_refused_saying_how_to_write_one(folders, make, message):
+    with pytest.raises(ModelLoadError, match=message):
+        folder_setup(f"hf:{make(folders['root'])}", folders["csv"])
+
+
+def test_a_task_the_folder_cannot_do_is_refused(folders):
+    """Classification of an encoder without a classifier head would train a random head: refused."""
+    with pytest.raises(ModelLoadError, match="no ...ForSequenceClassification head"):
+        folder_setup(f"hf:{folders['encoder']}", folders["csv"], task="sequence-classification")
+
+
+def test_search_takes_a_folder_and_a_file_and_records_how_to_rebuild_them(folders, tmp_path):
+    """search('hf:DIR', FILE) runs its trials on the task's presets; the study records the folder, the file
+    and the task, so a stored result rebuilds the same model."""
+    result = search(f"hf:{folders['encoder']}", str(folders["jsonl"]), n_trials=2, out_dir=tmp_path, seed=0,
+                    profile=fast_profile())
+    assert [t.state for t in result.trials] == ["complete"] * 2, [t.failure_reason for t in result.trials]
+    assert result.meta.metric == "cosine_to_dense" and result.meta.extra["task"] == "feature-extraction"
+    assert result.meta.model == f"hf:{folders['encoder'].resolve()}" and result.meta.data == str(folders["jsonl"])
+    assert result.trials[0].metric == pytest.approx(1.0, abs=1e-3)  # the dense seed
+
+
+def _cli(*args, cwd):
+    return subprocess.run([sys.executable, "-m", "autoprune.cli", *map(str, args)], cwd=cwd, capture_output=True,
+                          text=True, timeout=600, env={**__import__("os").environ, "PYTHONPATH": str(REPO)})
+
+
+def test_the_command_line_searches_a_folder_and_exports_a_folder_that_runs_alone(folders, tmp_path):
+    """autoprune search --model hf:DIR --data FILE prints its settings, then export writes the ONNX model
+    with named inputs beside the tokenizer: the two load and run with one call each."""
+    ort = pytest.importorskip("onnxruntime")
+    done = _cli("search", "--model", f"hf:{folders['classifier']}", "--data", folders["csv"], "--trials", 2,
+                "--no-progress", "--out", tmp_path / "run", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "task sequence-classification" in done.stderr and "accuracy" in done.stdout
+    exported = _cli("export", "--out", tmp_path / "run", "--to", tmp_path / "exported", cwd=tmp_path)
+    assert exported.returncode == 0, exported.stderr
+    tokenizer = transformers.AutoTokenizer.from_pretrained(tmp_path / "exported")
+    session = ort.InferenceSession(str(tmp_path / "exported" / "model.onnx"))
+    batch = tokenizer(["the film was good", "a very boring plot was awful"], padding=True, return_tensors="np")
+    logits = session.run(None, {i.name: batch[i.name] for i in session.get_inputs()})[0]
+    assert logits.shape == (2, 2)
+
+
+def test_a_missing_column_exits_2_naming_it_before_a_run_directory_exists(folders, tmp_path):
+    done = _cli("search", "--model", f"hf:{folders['classifier']}", "--data", folders["csv"], "--text-column", "review",
+                "--trials", 1, "--no-progress", "--out", tmp_path / "run", cwd=tmp_path)
+    assert done.returncode == 2 and "no column 'review'" in done.stderr and "text" in done.stderr
+    assert not (tmp_path / "run").exists()
+
+
+def test_an_examples_file_without_a_model_folder_is_refused(tmp_path, folders):
+    done = _cli("search", "--model", "autoprune.zoo:MLP", "--data", folders["csv"], "--trials", 1, cwd=tmp_path)
+    assert done.returncode == 2 and "hf:DIR" in done.stderr
