@@ -35,6 +35,7 @@ from autoprune.distill import Distillation, Teacher, as_distillation
 from autoprune.export import save_pruned
 from autoprune.finetune import check_accelerator, check_precision, evaluate, quiet
 from autoprune.hf import folder_setup, is_hf_spec
+from autoprune.imagedata import ImageData, image_setup, is_images_spec
 from autoprune.loading import BEST_DIR, candidate_loader, claim_artifacts, default_artifacts, default_storage
 from autoprune.measure import HardwareProfile
 from autoprune.modelio import ModelIO
@@ -190,9 +191,12 @@ def search(
         data: a ``LightningDataModule`` or a ``(train_loader, val_loader)`` pair; batches are ``(inputs,
             target)`` tuples or dicts of tensors (``labels`` the target), read through ``io``. With a model
             folder: an examples file (CSV, TSV, JSONL, JSON, text) or a :class:`~autoprune.textdata.TextData`.
+            For a CNN: ``"images:DIR"``, a folder of class sub-folders or of unlabelled images, or an
+            :class:`~autoprune.imagedata.ImageData` (:mod:`autoprune.imagedata`).
         space: a built-in space name (``default``, ``structured``, ``unstructured``, ``transformer``,
             ``compress``, ``pretrained``), a YAML path, a dict of the YAML's fields, or a
-            :class:`~autoprune.space.SearchSpace`; None: ``transformer`` for a model folder, else ``default``.
+            :class:`~autoprune.space.SearchSpace`; None: ``transformer`` for a model folder, ``pretrained`` for
+            an image folder, else ``default``.
         task: a model folder's task, ``sequence-classification`` or ``feature-extraction`` (None: the one its
             ``architectures`` name); it presets the metric, ``io`` and ``distill`` where they are not given.
         budget_ms, budget_mb: hard budgets on latency (under ``profile``) and dense checkpoint size.
@@ -260,6 +264,12 @@ def search(
         study_attrs = {**setup.attrs(), **(study_attrs or {})}
     elif task is not None:
         raise AutopruneInputError("task= applies to a Hugging Face model folder (model='hf:DIR')")
+    if isinstance(model, nn.Module) and (is_images_spec(data) or isinstance(data, ImageData)):
+        setup = image_setup(model, data)  # an image folder: its labels (or none) preset the metric
+        data, space = setup.data, space or setup.space
+        metric, io = setup.metric if metric is None else metric, io or setup.io
+        distill = setup.distill if distill is None else distill
+        study_attrs = {**setup.attrs(), **(study_attrs or {})}
     space = defaults.SPACE if space is None else space
     if not isinstance(model, nn.Module):
         raise AutopruneInputError(f"model must be a torch.nn.Module or 'hf:DIR', got {type(model).__name__}")

@@ -37,7 +37,8 @@ from torch.nn import functional as F
 from torch.utils.data import DataLoader
 
 from autoprune.distill import Distillation
-from autoprune.errors import DataError, ModelLoadError
+from autoprune.errors import ModelLoadError
+from autoprune.metrics import CosineToDense
 from autoprune.modelio import ModelIO
 from autoprune.textdata import TextData, label_ids, text_loaders
 
@@ -101,35 +102,6 @@ class MeanPooled(nn.Module):
         hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask, **kwargs).last_hidden_state
         mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
         return F.normalize((hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9), dim=-1)
-
-
-class CosineToDense:
-    """The metric of an embedder: the mean cosine similarity of a model's outputs to the dense model's on the
-    same validation batches (1.0: the dense model itself). The dense outputs are computed once per loader."""
-
-    __name__ = "cosine_to_dense"
-
-    def __init__(self, dense: nn.Module, io: ModelIO) -> None:
-        self.dense, self.io = dense, io
-        self._cache: tuple[Any, list[torch.Tensor]] | None = None
-
-    def _outputs(self, model: nn.Module, loader: DataLoader) -> list[torch.Tensor]:
-        model.eval()
-        device = next(model.parameters(), torch.empty(0)).device
-        with torch.inference_mode():
-            return [self.io.run(model, self.io.split(batch)[0].to(device)).float().cpu() for batch in loader]
-
-    def __call__(self, model: nn.Module, loader: DataLoader) -> float:
-        if self._cache is None or self._cache[0] is not loader:
-            self._cache = (loader, self._outputs(self.dense, loader))
-        scores = [F.cosine_similarity(out.flatten(1), ref.flatten(1), dim=-1)
-                  for out, ref in zip(self._outputs(model, loader), self._cache[1])]
-        if not scores:
-            raise DataError("the validation loader yields no batch")
-        return float(torch.cat(scores).mean())
-
-    def __getstate__(self) -> dict[str, Any]:  # sent to another process (Ray) without the cached outputs
-        return {**self.__dict__, "_cache": None}
 
 
 def _load(path: Path, auto_class: str, *, allowed_missing: tuple[str, ...] = ()) -> tuple[nn.Module, list[str]]:
@@ -236,7 +208,7 @@ class FolderSetup:
     def summary(self) -> str:
         """The settings chosen, as the search prints them before it starts."""
         d = self.task.distill
-        return (f"task {self.task.name} ({self.task.describe}); space {self.space}; distillation {d.kind} "
+        return (f"task {self.task.name} ({self.task.describe}); distillation {d.kind} "
                 f"(weight {d.weight:g}); data {self.text.path}: {len(self.data[0].dataset)} training and "
                 f"{len(self.data[1].dataset)} validation examples, {self.text.max_length} tokens at most, "
                 f"batches of {self.text.batch_size}")

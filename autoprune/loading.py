@@ -36,6 +36,7 @@ from autoprune.backends.storage import make_storage, mask_url, storage_file
 from autoprune.errors import AutopruneInputError, CandidateError, DataError, ModelLoadError, StudyError
 from autoprune.export import WEIGHTS, load_pruned, weights_sha256
 from autoprune.hf import folder, is_hf_spec, task_data, task_of
+from autoprune.imagedata import IMAGES_PREFIX, ImageData, image_loaders, is_images_spec, presets, scan
 from autoprune.objective import dense_copy
 from autoprune.result import SearchResult, TrialRecord
 from autoprune.study import StudyMeta, model_fingerprint
@@ -43,8 +44,10 @@ from autoprune.textdata import TextData, is_text_file
 
 
 def task_options(meta: StudyMeta, base: nn.Module) -> dict[str, Any]:
-    """The metric, batch layout and distillation a model folder's study was searched with (``metric``, ``io``,
-    ``distill``), for a refine of its candidates; empty for other studies (their defaults)."""
+    """The metric, batch layout and distillation a model folder's or image folder's study was searched with
+    (``metric``, ``io``, ``distill``), for a refine of its candidates; empty for other studies (their defaults)."""
+    if is_images_spec(meta.data):
+        return presets(base, labelled=bool(scan(meta.data[len(IMAGES_PREFIX):])[2]))
     if not is_hf_spec(meta.model):
         return {}
     task = task_of(folder(meta.model), meta.extra.get("task"))
@@ -155,6 +158,9 @@ def build_data(spec: str, batch_size: int | None = None, *, meta: StudyMeta | No
     """The data named by ``spec``: a factory's result (a LightningDataModule or a ``(train, val)`` loader
     pair), for :data:`DEMO` the digits data module with ``batch_size``, or an examples file read as the study
     of ``meta`` (a model folder's) read its own (the same columns, split and tokenizer)."""
+    if meta is not None and is_images_spec(spec):
+        images = ImageData.from_dict({**meta.extra.get("images", {}), "path": spec[len(IMAGES_PREFIX):]})
+        return image_loaders(images)[0]
     if meta is not None and is_hf_spec(meta.model) and is_text_file(spec):
         path = folder(meta.model)
         text = TextData.from_dict({**meta.extra.get("text", {}), "path": spec})

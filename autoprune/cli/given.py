@@ -20,9 +20,17 @@ def is_folder(model: str | None) -> bool:
     return model is not None and model.startswith("hf:")
 
 
-def space_for(model: str | None, space: str | None) -> str:
-    """``--space`` as given, else the model folder's preset, else the default space."""
-    return space or (FOLDER_SPACE if is_folder(model) else defaults.SPACE)
+#: the space an image folder's search uses unless --space says otherwise (pretrained CNNs)
+IMAGES_SPACE = "pretrained"
+
+
+def space_for(model: str | None, space: str | None, data: str | None = None) -> str:
+    """``--space`` as given, else the model folder's or image folder's preset, else the default space."""
+    if space:
+        return space
+    if is_folder(model):
+        return FOLDER_SPACE
+    return IMAGES_SPACE if data is not None and data.startswith("images:") else defaults.SPACE
 
 
 @dataclass
@@ -39,9 +47,10 @@ class Given:
 
 
 def load_given(model: str | None, data: str | None, weights: str | None, run_dir: Path, *, task: str | None,
-               text: dict[str, Any]) -> Given:
+               text: dict[str, Any], images: dict[str, Any] | None = None) -> Given:
     """Load ``--model``/``--data`` (the embedded digits default without them); with a model folder and an
-    examples file, read ``text``'s columns and split (:class:`autoprune.textdata.TextData`) for ``task``."""
+    examples file, read ``text``'s columns and split (:class:`autoprune.textdata.TextData`) for ``task``; with
+    ``--data images:DIR``, the image folder as ``images`` says (:class:`autoprune.imagedata.ImageData`)."""
     from autoprune.loading import build_data, build_model
 
     model_spec, data_spec = model or defaults.DEMO, data or defaults.DEMO
@@ -60,6 +69,13 @@ def load_given(model: str | None, data: str | None, weights: str | None, run_dir
         return Given(setup.model, setup.data, {**setup.attrs(), "weights": None}, options, setup.summary(),
                      getattr(setup.metric, "__name__", "accuracy"))
     base = build_model(model_spec, weights, run_dir, task=task)
+    if data_spec.startswith("images:"):
+        from autoprune.imagedata import ImageData, image_setup
+
+        setup = image_setup(base, ImageData(path=data_spec[len("images:"):], **(images or {})))
+        return Given(base, setup.data, {**setup.attrs(), "model": model_spec,
+                                        "weights": str(Path(weights).resolve()) if weights else None},
+                     setup.options(), setup.summary(), getattr(setup.metric, "__name__", "accuracy"))
     return Given(base, build_data(data_spec),
                  {"model": model_spec, "data": data_spec, "weights": str(Path(weights).resolve()) if weights else None,
                   **({"task": task} if task else {})})

@@ -53,7 +53,11 @@ LABEL_COLUMN = typer.Option(None, help="the data file's label column (default: l
 MAX_LENGTH = typer.Option(128, help="tokens kept per example (longer ones are truncated).")
 VAL_FRACTION = typer.Option(0.1, help="the share of the data file held out for validation, split by --seed.")
 VAL = typer.Option(None, help="a separate validation file (instead of --val-fraction).")
-TRAIN_BATCH_SIZE = typer.Option(16, help="examples per batch read from the data file.")
+TRAIN_BATCH_SIZE = typer.Option(16, help="examples per batch read from the data file or image folder.")
+# How an image folder (--data images:DIR) is read (see autoprune.imagedata)
+IMAGE_SIZE = typer.Option(224, help="images: the side of the square crop the model sees.")
+MEAN = typer.Option("0.485,0.456,0.406", help="images: the per-channel mean the model was trained with.")
+STD = typer.Option("0.229,0.224,0.225", help="images: the per-channel standard deviation.")
 MODEL_AGAIN = typer.Option(None, "--model", help="package.module:function of the base model (default: the one the "
                                                   "study recorded; code named in a shared storage runs here, so name "
                                                   "it yourself when you do not trust who writes the storage).")
@@ -74,11 +78,22 @@ def default_name(model_spec: str) -> str:
 def check_model_args(model: str | None, data: str | None, weights: str | None) -> None:
     if (model is None) != (data is None):
         raise AutopruneInputError("give both --model and --data, or neither for the embedded digits default")
+    if data is not None and data.startswith("images:") and model.startswith("hf:"):
+        raise AutopruneInputError("--data images:DIR goes with a CNN given as --model package.module:function; a model "
+                                  "folder (hf:DIR) reads an examples file")
     if data is not None and Path(data).suffix.lower() in defaults.TEXT_SUFFIXES and not model.startswith("hf:"):
         raise AutopruneInputError(f"--data {data} is an examples file, which is read with a model folder's tokenizer: "
                                   "give --model hf:DIR (or --data package.module:function for your own loaders)")
     if weights and not model:
         raise AutopruneInputError("--weights needs --model")
+
+
+def numbers(text: str, option: str) -> tuple[float, ...]:
+    """``0.5,0.4`` as numbers; an input error naming ``option`` otherwise."""
+    try:
+        return tuple(float(part) for part in text.replace(",", " ").split())
+    except ValueError:
+        raise AutopruneInputError(f"{option} takes numbers separated by commas, got {text!r}") from None
 
 
 def sparsities(text: str) -> list[float]:

@@ -10,9 +10,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from autoprune import defaults
 from autoprune.cli.given import load_given, space_for
-from autoprune.cli.options import (DATA, DEBUG, FIDELITY, LABEL_COLUMN, MAX_LENGTH, MODEL, RUNTIMES, TASK, TEXT_COLUMN,
-                                   TRAIN_BATCH_SIZE, VAL, VAL_FRACTION, WEIGHTS, check_model_args, default_name,
-                                   sparsities as parse_sparsities)
+from autoprune.cli.options import (DATA, DEBUG, FIDELITY, IMAGE_SIZE, LABEL_COLUMN, MAX_LENGTH, MEAN, MODEL, RUNTIMES,
+                                   STD, TASK, TEXT_COLUMN, TRAIN_BATCH_SIZE, VAL, VAL_FRACTION, WEIGHTS,
+                                   check_model_args, default_name, numbers, sparsities as parse_sparsities)
 from autoprune.cli.running import console, out_console, progress_callback, run
 from autoprune.errors import AutopruneInputError
 
@@ -31,6 +31,9 @@ def search(
     val_fraction: float = VAL_FRACTION,
     val: Optional[str] = VAL,
     train_batch_size: int = TRAIN_BATCH_SIZE,
+    image_size: int = IMAGE_SIZE,
+    mean: str = MEAN,
+    std: str = STD,
     budget_ms: Optional[float] = typer.Option(None, help="latency budget in ms (under the hardware profile)."),
     budget_mb: Optional[float] = typer.Option(None, help="size budget in MB (dense checkpoint)."),
     budget_ratio: Optional[float] = typer.Option(None, help="latency budget as a share of the dense model's latency "
@@ -127,7 +130,7 @@ def search(
             torch.set_num_threads(torch_threads)
         ray_options = RayOptions(address=address, max_concurrent=max_concurrent, cpus_per_trial=cpus_per_trial,
                                  gpus_per_trial=gpus_per_trial) if backend == "ray" else None
-        space_name = space_for(model, space)
+        space_name = space_for(model, space, data)
         if recover_steps < 0:
             raise AutopruneInputError(f"--recover-steps must be 0 (none) or a positive integer, got {recover_steps}")
         recovery = Recovery(steps=recover_steps, top=recover_top) if recover_steps else None
@@ -146,9 +149,11 @@ def search(
         run_dir = out or defaults.run_dir(name)
         given = load_given(model, data, weights, run_dir, task=task,
                            text=dict(text_column=text_column, label_column=label_column, max_length=max_length,
-                                     val_fraction=val_fraction, val=val, batch_size=train_batch_size, seed=seed or 0))
+                                     val_fraction=val_fraction, val=val, batch_size=train_batch_size, seed=seed or 0),
+                           images=dict(image_size=image_size, mean=numbers(mean, "--mean"), std=numbers(std, "--std"),
+                                       val_fraction=val_fraction, val=val, batch_size=train_batch_size, seed=seed or 0))
         if given.summary:
-            console.print(f"settings: {given.summary}", highlight=False)
+            console.print(f"settings: {given.summary}; space {space_name}", highlight=False)
         options = dict(given.options)
         if distill is not None:  # as the user says, at --distill-weight
             kind = getattr(options.get("distill"), "kind", "auto")
@@ -191,6 +196,9 @@ def analyze(
     val_fraction: float = VAL_FRACTION,
     val: Optional[str] = VAL,
     train_batch_size: int = TRAIN_BATCH_SIZE,
+    image_size: int = IMAGE_SIZE,
+    mean: str = MEAN,
+    std: str = STD,
     sparsities: str = typer.Option("0.25,0.5,0.75", help="sparsities each unit is pruned alone at, comma-separated "
                                                          "(the seeds' 0.5 is always scanned)."),
     out: Optional[Path] = typer.Option(None, help="where analysis.json and analysis.png go (default: "
@@ -216,7 +224,7 @@ def analyze(
 
         check_model_args(model, data, weights)
         levels = check_sparsities(parse_sparsities(sparsities))
-        the_space = load_space(space_for(model, space))
+        the_space = load_space(space_for(model, space, data))
         model_spec = model or defaults.DEMO
         run_dir = out or defaults.run_dir(default_name(model_spec))
         check_not_a_file(run_dir, "--out")
@@ -229,7 +237,10 @@ def analyze(
         # everything that can be refused is, before --out is created: a model that cannot be built, too
         text = dict(text_column=text_column, label_column=label_column, max_length=max_length,
                     val_fraction=val_fraction, val=val, batch_size=train_batch_size)
-        given = load_given(model, data, weights, run_dir, task=task, text=text) if model is not None else None
+        images = dict(image_size=image_size, mean=numbers(mean, "--mean"), std=numbers(std, "--std"),
+                      val_fraction=val_fraction, val=val, batch_size=train_batch_size)
+        given = load_given(model, data, weights, run_dir, task=task, text=text, images=images) \
+            if model is not None else None
         make_directory(run_dir, "--out")
         given = given or load_given(model, data, weights, run_dir, task=task, text=text)  # digits trains into --out
         if given.summary:
