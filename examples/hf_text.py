@@ -5,6 +5,9 @@
     python examples/hf_text.py --tiny                       # no weights: a small random BERT (mechanics only)
     python examples/hf_text.py --vocab                      # keep only the embeddings of the data's tokens first
 
+Without custom code, the command line does the same for any model folder and text file (see the README):
+``autoprune search --model hf:DIR --data sentences.txt``; this example shows the Python pieces underneath.
+
 The data is built locally: sentences from the Python standard library's docstrings, tokenised into dict
 batches (``input_ids``, ``attention_mask``) as a Hugging Face tokenizer makes them. There are no labels:
 the model should embed sentences as the dense model does, so the metric is the mean cosine similarity to
@@ -16,12 +19,9 @@ feed-forward neurons per layer and may drop encoder layers; the hidden size is k
 from __future__ import annotations
 
 import argparse
-import ast
 import itertools
 import os
-import random
 import re
-import sysconfig
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # nothing is downloaded
@@ -38,6 +38,11 @@ from autoprune.distill import Distillation  # noqa: E402
 from autoprune.modelio import ModelIO  # noqa: E402
 from autoprune.vocab import restrict_vocabulary  # noqa: E402
 
+try:  # run as a script (python examples/hf_text.py), or imported from the repository root
+    from sentences import docstring_sentences  # noqa: E402
+except ImportError:
+    from examples.sentences import docstring_sentences  # noqa: E402
+
 IO = ModelIO(target=None)
 
 
@@ -52,24 +57,6 @@ class Embedder(nn.Module):
         hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
         return F.normalize((hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9), dim=-1)
-
-
-def docstring_sentences(seed: int = 0) -> list[str]:
-    """English sentences from the standard library's docstrings (6-40 words), deduplicated and shuffled."""
-    found = set()
-    for path in sorted(Path(sysconfig.get_paths()["stdlib"]).glob("*.py")):
-        try:
-            tree = ast.parse(path.read_text(errors="ignore"))
-        except (SyntaxError, ValueError):
-            continue
-        for node in ast.walk(tree):
-            if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
-                for s in re.split(r"(?<=[.!?])\s+", " ".join((ast.get_docstring(node) or "").split())):
-                    if 6 <= len(s.split()) <= 40 and s[:1].isupper() and s.endswith("."):
-                        found.add(s)
-    texts = sorted(found)
-    random.Random(seed).shuffle(texts)
-    return texts
 
 
 def model_and_tokenizer(tiny: bool) -> tuple[nn.Module, object]:
