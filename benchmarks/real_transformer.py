@@ -77,7 +77,8 @@ from autoprune.space import SearchSpace, load_space  # noqa: E402
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 sys.path.insert(0, str(HERE.parent))  # the embedder and the corpus are the example's
-from examples.hf_text import Embedder as MeanPooled, docstring_sentences as sentences  # noqa: E402
+from autoprune.hf import MeanPooled  # noqa: E402
+from examples.sentences import docstring_sentences as sentences  # noqa: E402
 from compare_policies import front_figures, uniform_points  # noqa: E402 (a sibling benchmark script: run from benchmarks/)
 IO = ModelIO(target=None)  # sentences only: the dense model's embeddings are what to match
 FLOOR = 0.90

@@ -96,7 +96,8 @@ def minilm(args) -> Setup:
     from transformers import AutoModel, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
-    from examples.hf_text import Embedder as MeanPooled, docstring_sentences as sentences
+    from autoprune.hf import MeanPooled
+    from examples.sentences import docstring_sentences as sentences
     from real_transformer import IO, cosine_to, dense_embeddings, loaders
 
     hf_logging.set_verbosity_error()

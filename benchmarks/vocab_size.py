@@ -31,7 +31,8 @@ from autoprune.vocab import restrict_vocabulary  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
-from examples.hf_text import Embedder, docstring_sentences  # noqa: E402
+from autoprune.hf import MeanPooled as Embedder  # noqa: E402
+from examples.sentences import docstring_sentences  # noqa: E402
 from real_transformer import IO, loaders  # noqa: E402 (a sibling benchmark script: run from benchmarks/)
 
 

