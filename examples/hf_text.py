@@ -103,6 +103,9 @@ def main() -> None:
     if best is not None:
         print(f"best within 80% of dense latency: trial {best.number}; exported to runs/hf_text/best/ "
               "(model.onnx takes input_ids and attention_mask)")
+    else:
+        print(f"no candidate within 80% of the dense latency in {len(result.trials)} trials: run more (--trials), "
+              "or see runs/hf_text/trials.csv")
 
 
 if __name__ == "__main__":
