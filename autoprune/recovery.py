@@ -7,7 +7,10 @@ candidates the search ends with costs a few trials' time. So with ``search(recov
 top=3))`` (``--recover-steps 600 --recover-top 3``), when the trials are done:
 
 * the ``top`` candidates are chosen **spread along the front** within the budgets (the most accurate, the
-  fastest and evenly between, by latency; the unpruned model is left out: it has nothing to recover);
+  fastest and evenly between, by latency; the unpruned model is left out: it has nothing to recover); or,
+  with ``floor`` (``--recover-floor 0.9``), the ``top`` **fastest candidates that keep at least that share
+  of the dense model's metric**: where you deploy at a quality, the candidates just below it are those a
+  recovery can lift over it, and the front's fastest, least accurate end is left alone;
 * each one gets a recovery trial: its parameters, continued from its saved weights for ``steps`` more
   steps, the learning rate decaying linearly to zero (distilled when the search distils); it is timed
   from the latency cache (same shape), and, as every trial, keeps the weights it came with when the
@@ -27,12 +30,14 @@ Example:
     ...                      size_mb=1.0) for n in range(1, 6)]
     >>> [c.number for c in spread(front, 3)]  # fastest first
     [5, 3, 1]
+    >>> [c.number for c in choose(front, Recovery(steps=100, top=2, floor=0.75), dense_metric=1.0)]
+    [2, 1]
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 from optuna.trial import TrialState
 
@@ -46,16 +51,25 @@ PLAN_ATTR = "recovery_plan"
 @dataclass(frozen=True)
 class Recovery:
     """How much recovery the search spends when its trials are done: ``steps`` more fine-tune steps for each of
-    ``top`` candidates spread along the front."""
+    ``top`` candidates spread along the front, or, with ``floor``, the ``top`` fastest that keep at least
+    ``floor`` of the dense model's metric (see the module docstring)."""
 
     steps: int
     top: int = 3
+    floor: float | None = None
 
     def __post_init__(self) -> None:
         for name, value in (("steps", self.steps), ("top", self.top)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise AutopruneInputError(f"recovery {name} (--recover-{name}) must be a positive integer, got "
                                           f"{value!r}")
+        if self.floor is not None and not 0.0 < self.floor <= 1.0:
+            raise AutopruneInputError(f"recovery floor (--recover-floor) is a share of the dense model's metric in "
+                                      f"(0, 1], got {self.floor!r}")
+
+    def plan_key(self) -> dict[str, Any]:
+        """What a recorded plan must match to be resumed (another choice chooses afresh)."""
+        return {"steps": self.steps, "top": self.top, **({"floor": self.floor} if self.floor is not None else {})}
 
 
 def spread(front: Sequence[TrialRecord], k: int) -> list[TrialRecord]:
@@ -70,6 +84,19 @@ def spread(front: Sequence[TrialRecord], k: int) -> list[TrialRecord]:
     return [ordered[i] for i in picks]
 
 
+def choose(front: Sequence[TrialRecord], recovery: Recovery, *, dense_metric: float | None) -> list[TrialRecord]:
+    """The candidates of ``front`` that ``recovery`` spends its steps on: :func:`spread`, or with a floor the
+    fastest that keep ``floor`` of ``dense_metric`` (the front's best metric when the study has none)."""
+    if recovery.floor is None:
+        return spread(front, recovery.top)
+    if not front:
+        return []
+    dense = dense_metric if dense_metric is not None else max(c.metric for c in front)
+    least = dense - (1.0 - recovery.floor) * abs(dense)
+    kept = [c for c in front if c.metric >= least]
+    return sorted(kept, key=lambda c: (c.latency_ms, -c.metric))[:recovery.top]
+
+
 def recover(book, job, result, recovery: Recovery, *,
             on_trial_end: Callable[[TrialRecord], None] | None = None) -> list[TrialRecord]:
     """Queue and run the recovery trials of ``result``'s front (see the module docstring); their records."""
@@ -79,12 +106,12 @@ def recover(book, job, result, recovery: Recovery, *,
     book.fail_orphans()  # a recovery left running by a process of this host that died is run again
     result.trials = book.records()
     plan = book.study.user_attrs.get(PLAN_ATTR) or {}
-    if plan.get("steps") == recovery.steps and plan.get("top") == recovery.top:
+    if {k: v for k, v in plan.items() if k != "parents"} == recovery.plan_key():
         parents = list(plan["parents"])  # decided once: a resumed search finishes the same recoveries
     else:
         candidates = [c for c in result.pareto if c.recovery_steps is None and not result.policy(c).is_dense]
-        parents = [c.number for c in spread(candidates, recovery.top)]
-        book.study.set_user_attr(PLAN_ATTR, {"steps": recovery.steps, "top": recovery.top, "parents": parents})
+        parents = [c.number for c in choose(candidates, recovery, dense_metric=result.meta.dense_metric)]
+        book.study.set_user_attr(PLAN_ATTR, {**recovery.plan_key(), "parents": parents})
     book.queue_recovery(parents, steps=recovery.steps)
     done = []
     while True:

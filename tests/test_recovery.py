@@ -10,7 +10,7 @@ import pytest
 from autoprune.api import search
 from autoprune.errors import AutopruneInputError
 from autoprune.finetune import Recipe
-from autoprune.recovery import Recovery, spread
+from autoprune.recovery import Recovery, choose, spread
 from autoprune.result import TrialRecord
 from tests.conftest import fast_profile
 
@@ -28,6 +28,16 @@ def test_spread_takes_both_ends_and_evenly_between():
     assert [c.number for c in spread(front[:2], 3)] == [0, 1]
 
 
+def test_a_floor_recovers_the_fastest_candidates_that_keep_it_and_leaves_the_rest():
+    """With floor 0.9 of a dense metric 1.0: candidates under 0.9 are left (recovery cannot lift them that far),
+    and of the others the fastest go first; relative to the front's best when the study has no dense metric."""
+    front = [_record(n, latency=float(n), metric=0.8 + n / 50) for n in range(10)]  # slower is better
+    chosen = choose(front, Recovery(steps=5, top=2, floor=0.9), dense_metric=1.0)
+    assert [c.number for c in chosen] == [5, 6] and all(c.metric >= 0.9 for c in chosen)
+    assert [c.number for c in choose(front, Recovery(steps=5, top=2, floor=0.99), dense_metric=None)] == [9]
+    assert choose(front, Recovery(steps=5, top=3), dense_metric=1.0) == spread(front, 3)
+
+
 def test_the_recovery_learning_rate_decays_linearly_to_zero_after_the_warm_up():
     recipe = Recipe(lr=1.0, warmup_steps=2, decay_steps=10)
     factors = [recipe.factor(step) for step in range(11)]
@@ -35,7 +45,8 @@ def test_the_recovery_learning_rate_decays_linearly_to_zero_after_the_warm_up():
     assert all(a >= b for a, b in zip(factors[1:], factors[2:])), "never rises after the warm-up"
 
 
-@pytest.mark.parametrize("kwargs", [{"steps": 0}, {"steps": 5, "top": 0}, {"steps": 2.5}])
+@pytest.mark.parametrize("kwargs", [{"steps": 0}, {"steps": 5, "top": 0}, {"steps": 2.5}, {"steps": 5, "floor": 1.5},
+                                    {"steps": 5, "floor": 0.0}])
 def test_a_recovery_that_cannot_run_is_refused(kwargs):
     with pytest.raises(AutopruneInputError, match="recovery"):
         Recovery(**kwargs)

@@ -101,6 +101,10 @@ def search(
                                               "front and best/ then hold the recovered candidates (0: none)."),
     recover_top: int = typer.Option(3, help="how many front candidates --recover-steps recovers, spread along the "
                                             "front."),
+    recover_floor: Optional[float] = typer.Option(None, help="recover instead the --recover-top fastest candidates "
+                                                             "that keep this share of the dense model's metric (0.9: "
+                                                             "those a recovery may lift over the quality you deploy "
+                                                             "at)."),
     progress: bool = typer.Option(True, help="show a progress bar."),
     debug: bool = DEBUG,
 ) -> None:
@@ -133,7 +137,7 @@ def search(
         space_name = space_for(model, space, data)
         if recover_steps < 0:
             raise AutopruneInputError(f"--recover-steps must be 0 (none) or a positive integer, got {recover_steps}")
-        recovery = Recovery(steps=recover_steps, top=recover_top) if recover_steps else None
+        recovery = Recovery(steps=recover_steps, top=recover_top, floor=recover_floor) if recover_steps else None
         if fidelity not in FIDELITY:
             raise AutopruneInputError(f"--fidelity must be one of {sorted(FIDELITY)}, got {fidelity!r}")
         head_start = Analysis.load(analysis) if analysis is not None else None
