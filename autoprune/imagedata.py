@@ -31,6 +31,7 @@ from autoprune.distill import Distillation
 from autoprune.errors import DataError
 from autoprune.metrics import TopOneAgreement
 from autoprune.modelio import ModelIO
+from autoprune.splits import split
 
 IMAGES_PREFIX = "images:"
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
@@ -168,16 +169,8 @@ def image_loaders(data: ImageData) -> tuple[tuple[DataLoader, DataLoader], list[
                             f"({classes or 'none'}), got {val_classes or 'none'}")
         train_paths, train_labels = paths, labels
     else:
-        if len(paths) < 2:
-            raise DataError(f"--data images:{data.path} holds {len(paths)} image: a training and a validation split "
-                            "need at least 2 (or give --val)")
-        order = list(range(len(paths)))
-        random.Random(data.seed).shuffle(order)
-        n_val = min(len(paths) - 1, max(1, round(len(paths) * data.val_fraction)))
-        val_idx, train_idx = sorted(order[:n_val]), order[n_val:]
-        train_paths, val_paths = [paths[i] for i in train_idx], [paths[i] for i in val_idx]
-        train_labels = [labels[i] for i in train_idx] if labels is not None else None
-        val_labels = [labels[i] for i in val_idx] if labels is not None else None
+        (train_paths, train_labels), (val_paths, val_labels) = split(paths, labels, fraction=data.val_fraction,
+                                                                     seed=data.seed, where=f"--data images:{data.path}")
     check_decodable(train_paths + val_paths)
     random.seed(data.seed)
     train = DataLoader(ImageFolderSet(train_paths, train_labels, data, train=True), batch_size=data.batch_size,

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import csv
 import json
-import random
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
@@ -33,6 +32,7 @@ from torch.utils.data import DataLoader
 
 from autoprune import defaults
 from autoprune.errors import DataError
+from autoprune.splits import split
 
 TEXT_COLUMNS = ("text", "sentence", "content")
 LABEL_COLUMNS = ("label", "labels")
@@ -220,16 +220,8 @@ def text_loaders(data: TextData, tokenizer: Any, *, labels_to_ids: Callable[[lis
                                               labelled=labelled)
         train_texts, train_labels = texts, labels
     else:
-        if len(texts) < 2:
-            raise DataError(f"--data {data.path} holds {len(texts)} example: a training and a validation split need "
-                            "at least 2 (or give --val FILE)")
-        order = list(range(len(texts)))
-        random.Random(data.seed).shuffle(order)
-        n_val = min(len(texts) - 1, max(1, round(len(texts) * data.val_fraction)))
-        val_idx, train_idx = sorted(order[:n_val]), order[n_val:]
-        train_texts, val_texts = [texts[i] for i in train_idx], [texts[i] for i in val_idx]
-        train_labels = [labels[i] for i in train_idx] if labels is not None else None
-        val_labels = [labels[i] for i in val_idx] if labels is not None else None
+        (train_texts, train_labels), (val_texts, val_labels) = split(texts, labels, fraction=data.val_fraction,
+                                                                     seed=data.seed, where=f"--data {data.path}")
     if labelled:
         train_labels = labels_to_ids(train_labels, f"--data {data.path}")
         val_labels = labels_to_ids(val_labels, f"--data {data.val or data.path}")
