@@ -256,19 +256,19 @@ def search(
     Returns:
         A :class:`~autoprune.result.SearchResult` of the whole study; its files are written to ``out_dir``.
     """
+    setup = None
     if is_hf_spec(model):  # a model folder and an examples file: the task presets what is not given
         setup = folder_setup(model, data, task=task)
-        model, data, space = setup.model, setup.data, space or setup.space
-        metric, io = setup.metric if metric is None else metric, io or setup.io
-        distill = setup.task.distill if distill is None else distill
-        study_attrs = {**setup.attrs(), **(study_attrs or {})}
+        model = setup.model
     elif task is not None:
         raise AutopruneInputError("task= applies to a Hugging Face model folder (model='hf:DIR')")
-    if isinstance(model, nn.Module) and (is_images_spec(data) or isinstance(data, ImageData)):
+    elif isinstance(model, nn.Module) and (is_images_spec(data) or isinstance(data, ImageData)):
         setup = image_setup(model, data)  # an image folder: its labels (or none) preset the metric
-        data, space = setup.data, space or setup.space
-        metric, io = setup.metric if metric is None else metric, io or setup.io
-        distill = setup.distill if distill is None else distill
+    if setup is not None:
+        preset = setup.options()
+        data, space, io = setup.data, space or setup.space, io or preset["io"]
+        metric = preset["metric"] if metric is None else metric
+        distill = preset["distill"] if distill is None else distill
         study_attrs = {**setup.attrs(), **(study_attrs or {})}
     space = defaults.SPACE if space is None else space
     if not isinstance(model, nn.Module):
