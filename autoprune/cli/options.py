@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import importlib.util
 import pkgutil
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Optional
 
 import typer
 
 from autoprune import defaults
+from autoprune.cli.groups import OptionGroup
 from autoprune.errors import AutopruneInputError
 
 DEBUG = typer.Option(False, help="print tracebacks.")
@@ -112,3 +115,63 @@ INT8_AGREEMENT = typer.Option(defaults.INT8_MIN_AGREEMENT, "--int8-min-agreement
                                     "this share of validation samples (0 for an embedder).")
 INT8_ERROR = typer.Option(defaults.INT8_MAX_ERROR, "--int8-max-error",
                            help="... and stay within this relative output error of it.")
+
+
+@dataclass(frozen=True)
+class StoredStudy:
+    """Where a finished search is, and (to override its record) the model and data to rebuild."""
+
+    storage: str | None
+    study_name: str | None
+    artifacts: Path | None
+    model: str | None
+    weights: str | None
+    data: str | None
+
+
+@dataclass(frozen=True)
+class Int8Limits:
+    """How close a candidate's int8 model must stay to its fp32 model to be exported."""
+
+    min_agreement: float
+    max_error: float
+
+
+@dataclass(frozen=True)
+class Reading:
+    """How a model folder's examples file or an image folder is read (see autoprune.textdata, .imagedata)."""
+
+    task: str | None
+    text_column: str | None
+    label_column: str | None
+    max_length: int
+    val_fraction: float
+    val: str | None
+    batch_size: int
+    image_size: int
+    mean: str
+    std: str
+
+    def text(self, seed: int | None) -> dict[str, Any]:
+        return dict(text_column=self.text_column, label_column=self.label_column, max_length=self.max_length,
+                    val_fraction=self.val_fraction, val=self.val, batch_size=self.batch_size, seed=seed or 0)
+
+    def images(self, seed: int | None) -> dict[str, Any]:
+        return dict(image_size=self.image_size, mean=numbers(self.mean, "--mean"), std=numbers(self.std, "--std"),
+                    val_fraction=self.val_fraction, val=self.val, batch_size=self.batch_size, seed=seed or 0)
+
+
+#: the options of report, export and refine that find a stored search and may override its record
+STORED = OptionGroup("study", StoredStudy, (
+    ("storage", Optional[str], STORAGE), ("study_name", Optional[str], STUDY_NAME),
+    ("artifacts", Optional[Path], ARTIFACTS), ("model", Optional[str], MODEL_AGAIN),
+    ("weights", Optional[str], WEIGHTS_AGAIN), ("data", Optional[str], DATA_AGAIN)))
+#: export's and refine's int8 parity limits
+INT8 = OptionGroup("int8", lambda int8_min_agreement, int8_max_error: Int8Limits(int8_min_agreement, int8_max_error),
+                   (("int8_min_agreement", float, INT8_AGREEMENT), ("int8_max_error", float, INT8_ERROR)))
+#: how search and analyze read a model folder's examples file or an image folder
+READING = OptionGroup("reading", lambda train_batch_size, **rest: Reading(batch_size=train_batch_size, **rest), (
+    ("task", Optional[str], TASK), ("text_column", Optional[str], TEXT_COLUMN),
+    ("label_column", Optional[str], LABEL_COLUMN), ("max_length", int, MAX_LENGTH),
+    ("val_fraction", float, VAL_FRACTION), ("val", Optional[str], VAL), ("train_batch_size", int, TRAIN_BATCH_SIZE),
+    ("image_size", int, IMAGE_SIZE), ("mean", str, MEAN), ("std", str, STD)))

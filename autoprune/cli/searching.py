@@ -10,13 +10,13 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from autoprune import defaults
 from autoprune.cli.given import load_given, space_for
-from autoprune.cli.options import (DATA, DEBUG, FIDELITY, IMAGE_SIZE, LABEL_COLUMN, MAX_LENGTH, MEAN, MODEL, RUNTIMES,
-                                   STD, TASK, TEXT_COLUMN, TRAIN_BATCH_SIZE, VAL, VAL_FRACTION, WEIGHTS,
-                                   check_model_args, default_name, numbers, sparsities as parse_sparsities)
+from autoprune.cli.options import (DATA, DEBUG, FIDELITY, MODEL, READING, RUNTIMES, WEIGHTS, Reading, check_model_args,
+                                   default_name, sparsities as parse_sparsities)
 from autoprune.cli.running import console, out_console, progress_callback, run
 from autoprune.errors import AutopruneInputError
 
 
+@READING
 def search(
     model: Optional[str] = MODEL,
     weights: Optional[str] = WEIGHTS,
@@ -24,16 +24,7 @@ def search(
     space: Optional[str] = typer.Option(None, help="default, structured, unstructured, transformer, compress "
                                                    "(pruning and int8), pretrained (pretrained CNNs), or a YAML "
                                                    "file (default: transformer for a model folder, else default)."),
-    task: Optional[str] = TASK,
-    text_column: Optional[str] = TEXT_COLUMN,
-    label_column: Optional[str] = LABEL_COLUMN,
-    max_length: int = MAX_LENGTH,
-    val_fraction: float = VAL_FRACTION,
-    val: Optional[str] = VAL,
-    train_batch_size: int = TRAIN_BATCH_SIZE,
-    image_size: int = IMAGE_SIZE,
-    mean: str = MEAN,
-    std: str = STD,
+    reading: Reading = None,  # the options of @READING
     budget_ms: Optional[float] = typer.Option(None, help="latency budget in ms (under the hardware profile)."),
     budget_mb: Optional[float] = typer.Option(None, help="size budget in MB (dense checkpoint)."),
     budget_ratio: Optional[float] = typer.Option(None, help="latency budget as a share of the dense model's latency "
@@ -151,11 +142,8 @@ def search(
         check_space_fits(the_space, model_spec)
         name = study_name or default_name(model_spec)
         run_dir = out or defaults.run_dir(name)
-        given = load_given(model, data, weights, run_dir, task=task,
-                           text=dict(text_column=text_column, label_column=label_column, max_length=max_length,
-                                     val_fraction=val_fraction, val=val, batch_size=train_batch_size, seed=seed or 0),
-                           images=dict(image_size=image_size, mean=numbers(mean, "--mean"), std=numbers(std, "--std"),
-                                       val_fraction=val_fraction, val=val, batch_size=train_batch_size, seed=seed or 0))
+        given = load_given(model, data, weights, run_dir, task=reading.task, text=reading.text(seed),
+                           images=reading.images(seed))
         if given.summary:
             console.print(f"settings: {given.summary}; space {space_name}", highlight=False)
         options = dict(given.options)
@@ -187,22 +175,14 @@ def search(
     run(debug, body)
 
 
+@READING
 def analyze(
     model: Optional[str] = MODEL,
     weights: Optional[str] = WEIGHTS,
     data: Optional[str] = DATA,
     space: Optional[str] = typer.Option(None, help="the space the search would use (its layers, units, method; "
                                                    "default: transformer for a model folder, else default)."),
-    task: Optional[str] = TASK,
-    text_column: Optional[str] = TEXT_COLUMN,
-    label_column: Optional[str] = LABEL_COLUMN,
-    max_length: int = MAX_LENGTH,
-    val_fraction: float = VAL_FRACTION,
-    val: Optional[str] = VAL,
-    train_batch_size: int = TRAIN_BATCH_SIZE,
-    image_size: int = IMAGE_SIZE,
-    mean: str = MEAN,
-    std: str = STD,
+    reading: Reading = None,  # the options of @READING
     sparsities: str = typer.Option("0.25,0.5,0.75", help="sparsities each unit is pruned alone at, comma-separated "
                                                          "(the seeds' 0.5 is always scanned)."),
     out: Optional[Path] = typer.Option(None, help="where analysis.json and analysis.png go (default: "
@@ -239,14 +219,10 @@ def analyze(
         profile.check_available()
         check_space_fits(the_space, model_spec)
         # everything that can be refused is, before --out is created: a model that cannot be built, too
-        text = dict(text_column=text_column, label_column=label_column, max_length=max_length,
-                    val_fraction=val_fraction, val=val, batch_size=train_batch_size)
-        images = dict(image_size=image_size, mean=numbers(mean, "--mean"), std=numbers(std, "--std"),
-                      val_fraction=val_fraction, val=val, batch_size=train_batch_size)
-        given = load_given(model, data, weights, run_dir, task=task, text=text, images=images) \
-            if model is not None else None
+        reading_options = dict(task=reading.task, text=reading.text(None), images=reading.images(None))
+        given = load_given(model, data, weights, run_dir, **reading_options) if model is not None else None
         make_directory(run_dir, "--out")
-        given = given or load_given(model, data, weights, run_dir, task=task, text=text)  # digits trains into --out
+        given = given or load_given(model, data, weights, run_dir, **reading_options)  # digits trains into --out
         if given.summary:
             console.print(f"settings: {given.summary}", highlight=False)
         options = {k: v for k, v in given.options.items() if k in ("metric", "io")}

@@ -8,8 +8,8 @@ from typing import Optional
 import typer
 
 from autoprune import defaults
-from autoprune.cli.options import (ARTIFACTS, DATA_AGAIN, DEBUG, FORMATS, INT8_AGREEMENT, INT8_ERROR, MODEL_AGAIN,
-                                   RUN_DIR, STORAGE, STUDY_NAME, WEIGHTS_AGAIN)
+from autoprune.cli.options import (DEBUG, FORMATS, INT8, RUN_DIR, STORAGE, STORED, STUDY_NAME, Int8Limits,
+                                   StoredStudy)
 from autoprune.cli.running import console, out_console, run
 from autoprune.errors import AutopruneInputError
 
@@ -35,19 +35,15 @@ def report(
     run(debug, body, interrupted="the study is unchanged; run the same command again.")
 
 
+@STORED
+@INT8
 def export(
     out: Optional[Path] = RUN_DIR,
     to: Path = typer.Option(..., help="directory to write the exported model into."),
     trial: Optional[int] = typer.Option(None, help="trial number of a Pareto candidate (default: the best)."),
     fmt: list[str] = FORMATS,
-    storage: Optional[str] = STORAGE,
-    study_name: Optional[str] = STUDY_NAME,
-    artifacts: Optional[Path] = ARTIFACTS,
-    model: Optional[str] = MODEL_AGAIN,
-    weights: Optional[str] = WEIGHTS_AGAIN,
-    data: Optional[str] = DATA_AGAIN,
-    int8_min_agreement: float = INT8_AGREEMENT,
-    int8_max_error: float = INT8_ERROR,
+    study: StoredStudy = None,  # the options of @STORED
+    int8: Int8Limits = None,  # the options of @INT8
     debug: bool = DEBUG,
 ) -> None:
     """Write a Pareto candidate as policy JSON + weights + TorchScript/ONNX, checked against the model."""
@@ -61,18 +57,18 @@ def export(
         from autoprune.quantize import Int8Tolerance, deployed_model
 
         check_formats(fmt or ())
-        tolerance = Int8Tolerance(min_agreement=int8_min_agreement, max_relative_error=int8_max_error)
+        tolerance = Int8Tolerance(min_agreement=int8.min_agreement, max_relative_error=int8.max_error)
         check_not_a_file(to, "--to")
-        result, _, _ = open_result(out=out, storage=storage, study_name=study_name, artifacts=artifacts,
-                                   with_model=True, model=model, weights=weights)
+        result, _, _ = open_result(out=out, storage=study.storage, study_name=study.study_name,
+                                   artifacts=study.artifacts, with_model=True, model=study.model, weights=study.weights)
         chosen = result.best() if trial is None else result.candidates([trial])[0]
         if chosen is None:
             raise AutopruneInputError("no candidate meets the study's budgets; pass --trial")
         pruned = result.load_model(chosen)
-        train, val = resolve_data(build_data(data or result.meta.data or defaults.DEMO, meta=result.meta))
+        train, val = resolve_data(build_data(study.data or result.meta.data or defaults.DEMO, meta=result.meta))
         policy, example = result.policy(chosen), first_inputs(val)
-        int8 = deployed_model(pruned, policy, example, train_loader=train)  # re-quantized from the fp32 weights
-        files = save_pruned(pruned, policy, to, example_inputs=example, formats=fmt or None, int8=int8,
+        quantized = deployed_model(pruned, policy, example, train_loader=train)  # re-quantized from fp32 weights
+        files = save_pruned(pruned, policy, to, example_inputs=example, formats=fmt or None, int8=quantized,
                             parity_batches=iter(val), int8_tolerance=tolerance)
         if is_hf_spec(result.meta.model):  # the tokenizer beside the model: the folder is all a user needs
             files = {**files, "tokenizer": to / "tokenizer_config.json"}
@@ -83,6 +79,8 @@ def export(
          "again.")
 
 
+@STORED
+@INT8
 def refine(
     out: Optional[Path] = RUN_DIR,
     steps: int = typer.Option(..., help="optimiser steps of the long fine-tune (the search's trials ran the "
@@ -93,14 +91,8 @@ def refine(
     distill: bool = typer.Option(False, help="fine-tune against the dense model's outputs too (distillation)."),
     to: Optional[Path] = typer.Option(None, help="where the refined candidates go (default: <out>/refined)."),
     fmt: list[str] = FORMATS,
-    storage: Optional[str] = STORAGE,
-    study_name: Optional[str] = STUDY_NAME,
-    artifacts: Optional[Path] = ARTIFACTS,
-    model: Optional[str] = MODEL_AGAIN,
-    weights: Optional[str] = WEIGHTS_AGAIN,
-    data: Optional[str] = DATA_AGAIN,
-    int8_min_agreement: float = INT8_AGREEMENT,
-    int8_max_error: float = INT8_ERROR,
+    study: StoredStudy = None,  # the options of @STORED
+    int8: Int8Limits = None,  # the options of @INT8
     debug: bool = DEBUG,
 ) -> None:
     """Fine-tune Pareto candidates longer and save each as an exported model, with its new accuracy."""
@@ -114,12 +106,13 @@ def refine(
         from autoprune.quantize import Int8Tolerance
 
         check_steps(steps)
-        tolerance = Int8Tolerance(min_agreement=int8_min_agreement, max_relative_error=int8_max_error)
+        tolerance = Int8Tolerance(min_agreement=int8.min_agreement, max_relative_error=int8.max_error)
         check_lr(lr)
         check_formats(fmt or ())
-        result, out_dir, base = open_result(out=out, storage=storage, study_name=study_name, artifacts=artifacts,
-                                            with_model=True, model=model, weights=weights)
-        datamodule = build_data(data or result.meta.data or defaults.DEMO, meta=result.meta)
+        result, out_dir, base = open_result(out=out, storage=study.storage, study_name=study.study_name,
+                                            artifacts=study.artifacts, with_model=True, model=study.model,
+                                            weights=study.weights)
+        datamodule = build_data(study.data or result.meta.data or defaults.DEMO, meta=result.meta)
         target = to or out_dir / REFINED_DIR
         preset = task_options(result.meta, base)  # a model folder's task: its metric, batches, distillation
         distillation = True if distill else preset.pop("distill", None)
