@@ -23,7 +23,8 @@ def search(
     data: Optional[str] = DATA,
     space: Optional[str] = typer.Option(None, help="default, structured, unstructured, transformer, compress "
                                                    "(pruning and int8), pretrained (pretrained CNNs), or a YAML "
-                                                   "file (default: transformer for a model folder, else default)."),
+                                                   "file (default: transformer for a model folder, pretrained for an "
+                                                   "image folder, else default)."),
     reading: Reading = None,  # the options of @READING
     budget_ms: Optional[float] = typer.Option(None, help="latency budget in ms (under the hardware profile)."),
     budget_mb: Optional[float] = typer.Option(None, help="size budget in MB (dense checkpoint)."),
@@ -181,7 +182,8 @@ def analyze(
     weights: Optional[str] = WEIGHTS,
     data: Optional[str] = DATA,
     space: Optional[str] = typer.Option(None, help="the space the search would use (its layers, units, method; "
-                                                   "default: transformer for a model folder, else default)."),
+                                                   "default: transformer for a model folder, pretrained for an "
+                                                   "image folder, else default)."),
     reading: Reading = None,  # the options of @READING
     sparsities: str = typer.Option("0.25,0.5,0.75", help="sparsities each unit is pruned alone at, comma-separated "
                                                          "(the seeds' 0.5 is always scanned)."),
