@@ -22,6 +22,7 @@ Example:
 from __future__ import annotations
 
 import csv
+import io
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -94,7 +95,7 @@ def _rows(path: Path) -> tuple[list[dict[str, Any]], list[str]]:
                         "text file") from None
     suffix = path.suffix.lower()
     if suffix in (".csv", ".tsv"):
-        reader = csv.DictReader(raw.splitlines(), delimiter="\t" if suffix == ".tsv" else ",")
+        reader = csv.DictReader(io.StringIO(raw, newline=""), delimiter="\t" if suffix == ".tsv" else ",")
         try:
             rows = [dict(r) for r in reader]
         except csv.Error as exc:

@@ -46,6 +46,13 @@ def test_each_format_gives_the_same_examples_with_the_usual_column_names(tmp_pat
     assert texts == [r["sentence"] for r in ROWS] and labels == [r["label"] for r in ROWS]
 
 
+def test_a_quoted_csv_field_keeps_its_commas_and_line_breaks(tmp_path):
+    path = tmp_path / "data.csv"
+    path.write_text('text,label\n"good, very good\nindeed",1\nbad,0\n')
+    assert read_examples(path, text_column=None, label_column=None, labelled=True) == (
+        ["good, very good\nindeed", "bad"], ["1", "0"])
+
+
 def test_a_text_file_is_one_unlabelled_example_per_line(tmp_path):
     path = tmp_path / "lines.txt"
     path.write_text("first one\n\nsecond one\n")
