@@ -191,9 +191,9 @@ class FolderSetup:
 
     spec: str
     task: Task
-    text: TextData
+    text: TextData | None  # None: the caller's own loaders
     model: nn.Module
-    data: tuple[DataLoader, DataLoader]
+    data: Any
     metric: Callable[[nn.Module, Any], float] | None
     io: ModelIO
     space: str = SPACE
@@ -203,13 +203,17 @@ class FolderSetup:
         return {"metric": self.metric, "io": self.io, "distill": self.task.distill, "space": self.space}
 
     def attrs(self) -> dict[str, Any]:
+        if self.text is None:
+            return {"model": self.spec, "task": self.task.name}
         return {"model": self.spec, "data": self.text.path, "task": self.task.name, "text": self.text.to_dict()}
 
     def summary(self) -> str:
         """The settings chosen, as the search prints them before it starts."""
         d = self.task.distill
-        return (f"task {self.task.name} ({self.task.describe}); distillation {d.kind} "
-                f"(weight {d.weight:g}); data {self.text.path}: {len(self.data[0].dataset)} training and "
+        head = f"task {self.task.name} ({self.task.describe}); distillation {d.kind} (weight {d.weight:g})"
+        if self.text is None:
+            return f"{head}; your own loaders"
+        return (f"{head}; data {self.text.path}: {len(self.data[0].dataset)} training and "
                 f"{len(self.data[1].dataset)} validation examples, {self.text.max_length} tokens at most, "
                 f"batches of {self.text.batch_size}")
 
@@ -226,17 +230,20 @@ def task_data(path: Path, task: Task, text: TextData) -> tuple[DataLoader, DataL
     return text_loaders(text, tokenizer, labels_to_ids=mapper)
 
 
-def folder_setup(spec: str, data: str | Path | TextData, *, task: str | None = None) -> FolderSetup:
-    """Load ``hf:DIR`` for ``task`` (None: the folder's own) and ``data``'s examples (a file, or a
-    :class:`~autoprune.textdata.TextData` saying how to read it) with its tokenizer; every input error (a
-    folder that is no model, a task it cannot do, a missing column, unknown labels) is raised before anything
-    is written."""
+def folder_setup(spec: str, data: Any, *, task: str | None = None) -> FolderSetup:
+    """Load ``hf:DIR`` for ``task`` (None: the folder's own) and its data: an examples file (or a
+    :class:`~autoprune.textdata.TextData` saying how to read it) tokenised with the folder's tokenizer, or your
+    own loaders (a ``(train, val)`` pair or a ``LightningDataModule`` of dict batches), used as they are.
+    Every input error (a folder that is no model, a task it cannot do, a missing column, unknown labels) is
+    raised before anything is written."""
     path = folder(spec)
     chosen = task_of(path, task)
-    text = data if isinstance(data, TextData) else TextData(path=str(data))
-    text = TextData.from_dict({**text.to_dict(), "path": str(Path(text.path).resolve()),
-                               "val": str(Path(text.val).resolve()) if text.val else None})
-    loaders = task_data(path, chosen, text)
+    text = None
+    if isinstance(data, (str, Path, TextData)):
+        text = data if isinstance(data, TextData) else TextData(path=str(data))
+        text = TextData.from_dict({**text.to_dict(), "path": str(Path(text.path).resolve()),
+                                   "val": str(Path(text.val).resolve()) if text.val else None})
+        data = task_data(path, chosen, text)
     model = chosen.load(path)
-    return FolderSetup(spec=f"{HF_PREFIX}{path}", task=chosen, text=text, model=model, data=loaders,
+    return FolderSetup(spec=f"{HF_PREFIX}{path}", task=chosen, text=text, model=model, data=data,
                        metric=chosen.metric(copy.deepcopy(model).eval()), io=chosen.io())

@@ -62,6 +62,13 @@ def test_the_task_defaults_to_what_the_folder_is_and_presets_the_metric(folders)
     assert set(next(iter(cls.data[0]))) >= {"input_ids", "attention_mask", "labels"}
 
 
+def test_a_folder_with_your_own_loaders_keeps_them_and_takes_the_task_presets(folders):
+    own = folder_setup(f"hf:{folders['encoder']}", folders["jsonl"]).data  # dict batches made elsewhere
+    setup = folder_setup(f"hf:{folders['encoder']}", own)
+    assert setup.data is own and setup.text is None and setup.metric.__name__ == "cosine_to_dense"
+    assert setup.attrs() == {"model": f"hf:{folders['encoder'].resolve()}", "task": "feature-extraction"}
+
+
 @pytest.mark.parametrize("make, message", [
     (lambda root: root / "missing", "is not a folder"),
     (lambda root: (root / "empty").mkdir() or root / "empty", "no config.json"),

@@ -56,17 +56,19 @@ def load_given(model: str | None, data: str | None, weights: str | None, run_dir
     model_spec, data_spec = model or defaults.DEMO, data or defaults.DEMO
     if task is not None and not is_folder(model):
         raise AutopruneInputError("--task applies to a model folder (--model hf:DIR)")
-    if is_folder(model) and Path(data_spec).suffix.lower() in defaults.TEXT_SUFFIXES:
+    if is_folder(model):
         if weights:
             raise AutopruneInputError("--weights applies to --model package.module:function; a model folder holds "
                                       "its own weights")
         from autoprune.hf import folder_setup
         from autoprune.textdata import TextData
 
-        setup = folder_setup(model_spec, TextData(path=data_spec, **text), task=task)
+        own = Path(data_spec).suffix.lower() not in defaults.TEXT_SUFFIXES  # package.module:function loaders
+        setup = folder_setup(model_spec, build_data(data_spec) if own else TextData(path=data_spec, **text), task=task)
         options = setup.options()
         options.pop("space")
-        return Given(setup.model, setup.data, {**setup.attrs(), "weights": None}, options, setup.summary(),
+        return Given(setup.model, setup.data, {**setup.attrs(), "data": data_spec if own else setup.text.path,
+                                               "weights": None}, options, setup.summary(),
                      getattr(setup.metric, "__name__", "accuracy"))
     base = build_model(model_spec, weights, run_dir, task=task)
     if data_spec.startswith("images:"):
