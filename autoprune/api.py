@@ -269,6 +269,7 @@ def search(
         data, space, io = setup.data, space or setup.space, io or preset["io"]
         metric = preset["metric"] if metric is None else metric
         distill = preset["distill"] if distill is None else distill
+        loss = preset.get("loss") if loss is None else loss
         study_attrs = {**setup.attrs(), **(study_attrs or {})}
     space = defaults.SPACE if space is None else space
     if not isinstance(model, nn.Module):

@@ -7,6 +7,8 @@
 * ``sequence-classification``: the folder's classifier (its ``architectures`` must name a
   ``...ForSequenceClassification`` head whose weights the folder holds); labels from the data, by the
   model's label names or as class ids; quality = accuracy; distillation from the dense model's logits.
+* ``token-classification``: the folder's tagger (a ``...ForTokenClassification`` head); one tag a word,
+  on the word's first token; quality = the share of words tagged right; distillation from the logits.
 * ``feature-extraction``: the encoder's last hidden states mean-pooled over the real tokens and normalised
   (a sentence embedding); no labels; quality = mean cosine similarity to the dense model's embeddings on
   the validation set; the fine-tune is distillation alone (cosine).
@@ -38,9 +40,9 @@ from torch.utils.data import DataLoader
 
 from autoprune.distill import Distillation
 from autoprune.errors import ModelLoadError
-from autoprune.metrics import CosineToDense
+from autoprune.metrics import CosineToDense, TokenAccuracy
 from autoprune.modelio import ModelIO
-from autoprune.textdata import TextData, label_ids, text_loaders
+from autoprune.textdata import IGNORED, TextData, label_ids, text_loaders
 
 HF_PREFIX = "hf:"
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
@@ -119,50 +121,74 @@ def _load(path: Path, auto_class: str, *, allowed_missing: tuple[str, ...] = ())
     return model.eval(), list(info.get("missing_keys", []))
 
 
+def token_cross_entropy(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Cross-entropy over every scored token of a batch (``IGNORED`` labels left out): token classification's
+    loss, the logits ``(batch, tokens, classes)`` against the tags ``(batch, tokens)``."""
+    return F.cross_entropy(output.flatten(0, -2), target.flatten(), ignore_index=IGNORED)
+
+
 @dataclass(frozen=True)
 class Task:
-    """What a task loads and presets: the model's class, whether the data needs labels, the distillation."""
+    """What a task loads and presets: the model's class, which labels the data holds (None, one per example,
+    or one per word), the loss, the distillation, and how the quality is measured."""
 
     name: str
-    labelled: bool
+    auto_class: str  # the transformers class that loads the folder for it
     head: str  # the architecture suffix a folder needs for this task ("": any encoder)
+    labels: str | None  # None: no labels; "example": one per example; "word": one per word
     distill: Distillation
     describe: str
+    pooled: bool = False  # mean-pooled embeddings of the encoder's last hidden states
+
+    @property
+    def labelled(self) -> bool:
+        return self.labels is not None
 
     def load(self, path: Path) -> nn.Module:
         if self.head and not any(a.endswith(self.head) for a in architectures(path)):
             raise ModelLoadError(f"--model hf:{path} cannot do --task {self.name}: its architectures "
                                  f"{architectures(path)} have no ...{self.head} head; use --task feature-extraction, "
-                                 "or fine-tune a classifier first")
-        if self.name == "sequence-classification":
-            return _load(path, "AutoModelForSequenceClassification")[0]
-        encoder, missing = _load(path, "AutoModel", allowed_missing=("pooler.",))
+                                 "or fine-tune that head first")
+        model, missing = _load(path, self.auto_class, allowed_missing=("pooler.",) if self.pooled else ())
+        if not self.pooled:
+            return model
         if any(k.startswith("pooler.") for k in missing):
-            encoder.pooler = None  # not in the folder, and mean pooling does not read it
-        return MeanPooled(encoder).eval()
+            model.pooler = None  # not in the folder, and mean pooling does not read it
+        return MeanPooled(model).eval()
 
     def io(self) -> ModelIO:
         return ModelIO() if self.labelled else ModelIO(target=None)
 
     def metric(self, dense: nn.Module) -> Callable[[nn.Module, Any], float] | None:
-        """The quality a search maximises: accuracy (None, the default) or cosine to ``dense``."""
+        """The quality a search maximises: accuracy (None, the default), token accuracy, or cosine to ``dense``."""
+        if self.labels == "word":
+            return TokenAccuracy(self.io())
         return None if self.labelled else CosineToDense(dense, self.io())
 
+    def options(self) -> dict[str, Any]:
+        """The task's ``search()`` keywords beside the metric: the batches' layout, the distillation, the loss."""
+        return {"io": self.io(), "distill": self.distill,
+                **({"loss": token_cross_entropy} if self.labels == "word" else {})}
 
-TASKS = {
-    "sequence-classification": Task("sequence-classification", True, "ForSequenceClassification",
-                                    Distillation(kind="kl"),
-                                    "accuracy on the labelled validation split; distilled from the dense logits"),
-    "feature-extraction": Task("feature-extraction", False, "", Distillation(weight=1.0, kind="cosine"),
-                               "mean cosine of the mean-pooled embeddings to the dense model's; distillation alone"),
-}
+
+TASKS = {task.name: task for task in (
+    Task("sequence-classification", "AutoModelForSequenceClassification", "ForSequenceClassification", "example",
+         Distillation(kind="kl"), "accuracy on the labelled validation split; distilled from the dense logits"),
+    Task("token-classification", "AutoModelForTokenClassification", "ForTokenClassification", "word",
+         Distillation(kind="kl"), "accuracy of the words' tags on the validation split; distilled from the dense "
+         "logits"),
+    Task("feature-extraction", "AutoModel", "", None, Distillation(weight=1.0, kind="cosine"),
+         "mean cosine of the mean-pooled embeddings to the dense model's; distillation alone", pooled=True),
+)}
 
 
 def task_of(path: Path, name: str | None) -> Task:
-    """The task named ``name``, or (None) the folder's own: a classifier head means classification."""
+    """The task named ``name``, or (None) the folder's own: the first task whose head its architectures name,
+    else feature extraction."""
     if name is None:
-        heads = [a for a in architectures(path) if a.endswith("ForSequenceClassification")]
-        return TASKS["sequence-classification" if heads else "feature-extraction"]
+        names = architectures(path)
+        return next((t for t in TASKS.values() if t.head and any(a.endswith(t.head) for a in names)),
+                    TASKS["feature-extraction"])
     if name not in TASKS:
         raise ModelLoadError(f"--task must be one of {sorted(TASKS)}, got {name!r}")
     return TASKS[name]
@@ -200,7 +226,7 @@ class FolderSetup:
     notes: list[str] = field(default_factory=list)
 
     def options(self) -> dict[str, Any]:
-        return {"metric": self.metric, "io": self.io, "distill": self.task.distill, "space": self.space}
+        return {"metric": self.metric, **self.task.options(), "space": self.space}
 
     def attrs(self) -> dict[str, Any]:
         if self.text is None:
@@ -227,7 +253,7 @@ def task_data(path: Path, task: Task, text: TextData) -> tuple[DataLoader, DataL
             config = transformers.AutoConfig.from_pretrained(path, local_files_only=True)
         mapper = lambda labels, where: label_ids(labels, dict(config.label2id or {}),  # noqa: E731
                                                  int(config.num_labels), where)
-    return text_loaders(text, tokenizer, labels_to_ids=mapper)
+    return text_loaders(text, tokenizer, labels_to_ids=mapper, per_token=task.labels == "word")
 
 
 def folder_setup(spec: str, data: Any, *, task: str | None = None) -> FolderSetup:

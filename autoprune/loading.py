@@ -44,14 +44,14 @@ from autoprune.textdata import TextData, is_text_file
 
 
 def task_options(meta: StudyMeta, base: nn.Module) -> dict[str, Any]:
-    """The metric, batch layout and distillation a model folder's or image folder's study was searched with
-    (``metric``, ``io``, ``distill``), for a refine of its candidates; empty for other studies (their defaults)."""
+    """The metric, batch layout, distillation (and loss) a model folder's or image folder's study was searched
+    with (``metric``, ``io``, ``distill``, ``loss``), for a refine of its candidates; empty for other studies."""
     if is_images_spec(meta.data):
         return presets(base, labelled=bool(scan(meta.data[len(IMAGES_PREFIX):])[2]))
     if not is_hf_spec(meta.model):
         return {}
     task = task_of(folder(meta.model), meta.extra.get("task"))
-    return {"metric": task.metric(dense_copy(base)), "io": task.io(), "distill": task.distill}
+    return {"metric": task.metric(dense_copy(base)), **task.options()}
 
 DEMO = defaults.DEMO
 CANDIDATES_DIR = "candidates"

@@ -3,7 +3,7 @@
 A pruned model that should behave as the dense one did is scored by how close its outputs stay to the dense
 model's on the validation batches: :class:`CosineToDense` for embeddings (1.0: the same directions),
 :class:`TopOneAgreement` for classifiers whose data has no labels (the share of samples given the dense
-model's class). The dense outputs are computed once per validation loader and kept; a metric sent to
+model's class); and :class:`TokenAccuracy` scores a token classifier's tags. The dense outputs are computed once per validation loader and kept; a metric sent to
 another process (Ray) goes without them and computes them again there.
 
 Example:
@@ -76,3 +76,28 @@ class TopOneAgreement(ToDense):
 
     def compare(self, outputs: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
         return (outputs.argmax(-1) == dense.argmax(-1)).float()
+
+
+class TokenAccuracy:
+    """The share of scored tokens (labels other than ``ignored``: a word's first token) given their tag: token
+    classification's quality."""
+
+    __name__ = "token_accuracy"
+
+    def __init__(self, io: ModelIO, ignored: int = -100) -> None:
+        self.io, self.ignored = io, ignored
+
+    def __call__(self, model: nn.Module, loader: Any) -> float:
+        model.eval()
+        device = next(model.parameters(), torch.empty(0)).device
+        correct = total = 0
+        with torch.inference_mode():
+            for batch in loader:
+                inputs, tags = self.io.split(batch)
+                predicted = self.io.run(model, inputs.to(device)).argmax(-1).cpu()
+                scored = tags != self.ignored
+                correct += int((predicted[scored] == tags[scored]).sum())
+                total += int(scored.sum())
+        if total == 0:
+            raise DataError("the validation loader holds no tagged token")
+        return correct / total

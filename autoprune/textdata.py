@@ -37,6 +37,11 @@ from autoprune.splits import split
 
 TEXT_COLUMNS = ("text", "sentence", "content")
 LABEL_COLUMNS = ("label", "labels")
+#: token classification: the words of an example and one tag per word (lists, or whitespace-separated text)
+TOKEN_COLUMNS = ("tokens", "words")
+TAG_COLUMNS = ("tags", "ner_tags", "labels", "label")
+#: the label of a sub-word token that is not its word's first, and of special tokens: no loss, not scored
+IGNORED = -100
 
 
 @dataclass(frozen=True)
@@ -131,31 +136,46 @@ def _column(given: str | None, usual: Sequence[str], columns: Sequence[str], pat
     return next((c for c in usual if c in columns), None)
 
 
-def read_examples(path: str | Path, *, text_column: str | None, label_column: str | None,
-                  labelled: bool) -> tuple[list[str], list[Any] | None]:
-    """The texts of ``path``, and their labels when ``labelled`` (None otherwise); DataError naming the file
-    and column when a column is missing, a text is empty, or the file holds no example."""
+def _words(value: Any) -> list[str] | None:
+    if isinstance(value, str):
+        return value.split() or None
+    if isinstance(value, list) and value and all(isinstance(w, str) for w in value):
+        return value
+    return None
+
+
+def read_examples(path: str | Path, *, text_column: str | None, label_column: str | None, labelled: bool,
+                  per_token: bool = False) -> tuple[list[Any], list[Any] | None]:
+    """The texts of ``path``, and their labels when ``labelled`` (None otherwise); with ``per_token``, each
+    example's words and one tag per word (lists, or whitespace-separated text). DataError naming the file and
+    column when a column is missing, a text is empty, tags and words differ in number, or the file is empty."""
     path = Path(path)
     rows, columns = _rows(path)
     if not rows:
         raise DataError(f"--data {path} holds no example")
-    text = _column(text_column, TEXT_COLUMNS, columns, path, "text")
+    text = _column(text_column, TOKEN_COLUMNS + TEXT_COLUMNS if per_token else TEXT_COLUMNS, columns, path, "text")
     if text is None:
         raise DataError(f"--data {path}: no text column among {list(columns)}; name it with --text-column")
-    label = _column(label_column, LABEL_COLUMNS, columns, path, "label") if labelled else None
+    label = _column(label_column, TAG_COLUMNS if per_token else LABEL_COLUMNS, columns, path, "label") \
+        if labelled else None
     if labelled and label is None:
         raise DataError(f"--data {path}: the task needs labels and no label column is among {list(columns)}; name it "
                         "with --label-column (or use --task feature-extraction, which needs none)")
     texts, labels = [], []
     for number, row in enumerate(rows, start=1):
-        value = row.get(text)
-        if not isinstance(value, str) or not value.strip():
+        value = _words(row.get(text)) if per_token else row.get(text)
+        if not value or (not per_token and (not isinstance(value, str) or not value.strip())):
             raise DataError(f"--data {path}, example {number}: column {text!r} is empty or not text")
         texts.append(value)
-        if label is not None:
-            if row.get(label) in (None, ""):
-                raise DataError(f"--data {path}, example {number}: column {label!r} has no label")
-            labels.append(row[label])
+        if label is None:
+            continue
+        tags = _words(row.get(label)) if per_token and isinstance(row.get(label), str) else row.get(label)
+        if tags in (None, "", []):
+            raise DataError(f"--data {path}, example {number}: column {label!r} has no label")
+        if per_token and (not isinstance(tags, list) or len(tags) != len(value)):
+            raise DataError(f"--data {path}, example {number}: {len(value)} words and "
+                            f"{len(tags) if isinstance(tags, list) else 'no list of'} tags in {label!r}: one tag a word")
+        labels.append(tags)
     return texts, (labels if label is not None else None)
 
 
@@ -191,45 +211,72 @@ class _Encoded(torch.utils.data.Dataset):
         return self.features[index]
 
 
-def _encode(tokenizer: Any, texts: list[str], labels: list[int] | None, max_length: int) -> _Encoded:
-    encoded = tokenizer(texts, truncation=True, max_length=max_length)
+def _encode(tokenizer: Any, texts: list[Any], labels: list[Any] | None, max_length: int, per_token: bool) -> _Encoded:
+    encoded = tokenizer(texts, truncation=True, max_length=max_length, is_split_into_words=per_token)
     keys = list(encoded.keys())
     features = [{k: encoded[k][i] for k in keys} for i in range(len(texts))]
-    if labels is not None:
-        for feature, label in zip(features, labels):
+    if labels is None:
+        return _Encoded(features)
+    for i, (feature, label) in enumerate(zip(features, labels)):
+        if not per_token:
             feature["labels"] = label
+            continue
+        try:
+            words = encoded.word_ids(i)
+        except (ValueError, AttributeError):
+            raise DataError("token classification needs a fast tokenizer, which says which word each token belongs "
+                            "to: save the folder's tokenizer with tokenizer.json") from None
+        # a word's tag goes on its first token; its other tokens and the special tokens are not scored
+        feature["labels"] = [IGNORED if w is None or (j and words[j - 1] == w) else label[w]
+                             for j, w in enumerate(words)]
     return _Encoded(features)
 
 
 def padding(tokenizer: Any) -> Callable[[list[dict[str, Any]]], dict[str, torch.Tensor]]:
-    """A collate function padding each batch to its longest example with ``tokenizer.pad`` (dynamic padding)."""
+    """A collate function padding each batch to its longest example with ``tokenizer.pad`` (dynamic padding);
+    per-token labels are padded with :data:`IGNORED` on the tokenizer's padding side."""
     def collate(features: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
-        return dict(tokenizer.pad(features, padding="longest", return_tensors="pt"))
+        features = [dict(f) for f in features]
+        tags = [f.pop("labels") for f in features] if isinstance(features[0].get("labels"), list) else None
+        batch = dict(tokenizer.pad(features, padding="longest", return_tensors="pt"))
+        if tags is not None:
+            width, left = batch["input_ids"].shape[1], getattr(tokenizer, "padding_side", "right") == "left"
+            batch["labels"] = torch.tensor([[IGNORED] * (width - len(t)) + t if left else t + [IGNORED] * (width - len(t))
+                                            for t in tags])
+        return batch
     return collate
 
 
-def text_loaders(data: TextData, tokenizer: Any, *, labels_to_ids: Callable[[list[Any], str], list[int]] | None
-                 ) -> tuple[DataLoader, DataLoader]:
+def text_loaders(data: TextData, tokenizer: Any, *, labels_to_ids: Callable[[list[Any], str], list[int]] | None,
+                 per_token: bool = False) -> tuple[DataLoader, DataLoader]:
     """(train, validation) loaders of ``data``: dict batches (``input_ids``, ``attention_mask``, ... and
-    ``labels`` when ``labels_to_ids`` maps the file's labels to class ids; unlabelled otherwise). The training
-    loader shuffles with ``data.seed``; validation keeps the file's order."""
+    ``labels`` when ``labels_to_ids`` maps the file's labels to class ids, one per word with ``per_token``;
+    unlabelled otherwise). The training loader shuffles with ``data.seed``; validation keeps the file's order."""
     labelled = labels_to_ids is not None
-    texts, labels = read_examples(data.path, text_column=data.text_column, label_column=data.label_column,
-                                  labelled=labelled)
+    read = dict(text_column=data.text_column, label_column=data.label_column, labelled=labelled, per_token=per_token)
+    texts, labels = read_examples(data.path, **read)
     if data.val is not None:
-        val_texts, val_labels = read_examples(data.val, text_column=data.text_column, label_column=data.label_column,
-                                              labelled=labelled)
+        val_texts, val_labels = read_examples(data.val, **read)
         train_texts, train_labels = texts, labels
     else:
         (train_texts, train_labels), (val_texts, val_labels) = split(texts, labels, fraction=data.val_fraction,
                                                                      seed=data.seed, where=f"--data {data.path}")
     if labelled:
-        train_labels = labels_to_ids(train_labels, f"--data {data.path}")
-        val_labels = labels_to_ids(val_labels, f"--data {data.val or data.path}")
+        train_labels = _mapped(labels_to_ids, train_labels, f"--data {data.path}", per_token)
+        val_labels = _mapped(labels_to_ids, val_labels, f"--data {data.val or data.path}", per_token)
     collate = padding(tokenizer)
     generator = torch.Generator().manual_seed(data.seed)
-    train = DataLoader(_encode(tokenizer, train_texts, train_labels, data.max_length), batch_size=data.batch_size,
-                       shuffle=True, generator=generator, collate_fn=collate)
-    val = DataLoader(_encode(tokenizer, val_texts, val_labels, data.max_length), batch_size=data.batch_size,
-                     collate_fn=collate)
+    train = DataLoader(_encode(tokenizer, train_texts, train_labels, data.max_length, per_token),
+                       batch_size=data.batch_size, shuffle=True, generator=generator, collate_fn=collate)
+    val = DataLoader(_encode(tokenizer, val_texts, val_labels, data.max_length, per_token),
+                     batch_size=data.batch_size, collate_fn=collate)
     return train, val
+
+
+def _mapped(labels_to_ids: Callable[[list[Any], str], list[int]], labels: list[Any], where: str,
+            per_token: bool) -> list[Any]:
+    """Class ids of each example's label, or of each of its words' tags."""
+    if not per_token:
+        return labels_to_ids(labels, where)
+    flat = iter(labels_to_ids([tag for tags in labels for tag in tags], where))
+    return [[next(flat) for _ in tags] for tags in labels]

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from autoprune import search
-from autoprune.errors import ModelLoadError
+from autoprune.errors import DataError, ModelLoadError
 from autoprune.hf import MeanPooled, folder_setup
 from tests.conftest import fast_profile, in_ci
 
@@ -26,7 +26,7 @@ REPO = Path(__file__).resolve().parent.parent
 WORDS = "the a film movie good bad great awful plot was very fun boring loved hated".split()
 
 
-def _folder(path: Path, head: bool) -> Path:
+def _folder(path: Path, head: bool | str) -> Path:
     path.mkdir(parents=True)
     (path / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS]))
     tokenizer = transformers.BertTokenizerFast(str(path / "vocab.txt"))
@@ -34,7 +34,9 @@ def _folder(path: Path, head: bool) -> Path:
     config = transformers.BertConfig(vocab_size=len(WORDS) + 5, hidden_size=32, num_hidden_layers=2,
                                      num_attention_heads=4, intermediate_size=64, max_position_embeddings=32,
                                      num_labels=2, id2label={0: "neg", 1: "pos"}, label2id={"neg": 0, "pos": 1})
-    model = (transformers.BertForSequenceClassification if head else transformers.BertModel)(config)
+    kinds = {True: transformers.BertForSequenceClassification, False: transformers.BertModel,
+             "token": transformers.BertForTokenClassification}
+    model = kinds[head](config)
     model.save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path
@@ -47,8 +49,12 @@ def folders(tmp_path_factory):
             for w in ("good", "bad", "great", "awful", "fun", "boring", "loved", "hated") * 5]
     (root / "reviews.csv").write_text("text,label\n" + "".join(f"{r['text']},{r['label']}\n" for r in rows))
     (root / "sentences.jsonl").write_text("".join(json.dumps({"sentence": r["text"]}) + "\n" for r in rows))
+    tagged = [{"tokens": r["text"].split(), "tags": ["pos" if w == r["text"].split()[-1] and r["label"] == "pos"
+                                                     else "neg" for w in r["text"].split()]} for r in rows]
+    (root / "tagged.jsonl").write_text("".join(json.dumps(t) + "\n" for t in tagged))
     return {"classifier": _folder(root / "classifier", head=True), "encoder": _folder(root / "encoder", head=False),
-            "csv": root / "reviews.csv", "jsonl": root / "sentences.jsonl", "root": root}
+            "tagger": _folder(root / "tagger", head="token"), "csv": root / "reviews.csv",
+            "jsonl": root / "sentences.jsonl", "tagged": root / "tagged.jsonl", "root": root}
 
 
 def test_the_task_defaults_to_what_the_folder_is_and_presets_the_metric(folders):
@@ -60,6 +66,29 @@ def test_the_task_defaults_to_what_the_folder_is_and_presets_the_metric(folders)
     assert enc.task.name == "feature-extraction" and isinstance(enc.model, MeanPooled)
     assert enc.metric(enc.model, enc.data[1]) == pytest.approx(1.0, abs=1e-5)
     assert set(next(iter(cls.data[0]))) >= {"input_ids", "attention_mask", "labels"}
+
+
+def test_a_token_classifier_tags_words_and_scores_only_their_first_tokens(folders, tmp_path):
+    """A ...ForTokenClassification folder is token classification: one tag a word on the word's first token,
+    the rest (special tokens, padding) ignored by the loss and the token accuracy; a search runs on it."""
+    setup = folder_setup(f"hf:{folders['tagger']}", folders["tagged"])
+    assert setup.task.name == "token-classification" and setup.metric.__name__ == "token_accuracy"
+    batch = next(iter(setup.data[1]))
+    words = sum(len(json.loads(line)["tokens"]) for line in folders["tagged"].read_text().splitlines())
+    scored = sum(int((b["labels"] != -100).sum()) for b in setup.data[0]) + \
+        sum(int((b["labels"] != -100).sum()) for b in setup.data[1])
+    assert batch["labels"].shape == batch["input_ids"].shape and scored == words  # every word once
+    result = search(f"hf:{folders['tagger']}", str(folders["tagged"]), n_trials=2, out_dir=tmp_path, seed=0,
+                    profile=fast_profile())
+    assert [t.state for t in result.trials] == ["complete"] * 2, [t.failure_reason for t in result.trials]
+    assert result.meta.metric == "token_accuracy" and 0.0 <= result.trials[0].metric <= 1.0
+
+
+def test_tags_that_do_not_match_the_words_are_named(folders, tmp_path):
+    path = tmp_path / "bad.jsonl"
+    path.write_text(json.dumps({"tokens": ["a", "film"], "tags": ["neg"]}) + "\n")
+    with pytest.raises(DataError, match="2 words and 1 tags"):
+        folder_setup(f"hf:{folders['tagger']}", path)
 
 
 def test_a_folder_with_your_own_loaders_keeps_them_and_takes_the_task_presets(folders):

@@ -13,7 +13,7 @@ from autoprune.textdata import TextData, label_ids, read_examples, text_loaders
 class WordTokenizer:
     """A stand-in with a tokenizer's call and pad: one id per word."""
 
-    def __call__(self, texts, truncation, max_length):
+    def __call__(self, texts, truncation, max_length, is_split_into_words=False):
         ids = [[1 + len(w) for w in t.split()][:max_length] for t in texts]
         return {"input_ids": ids, "attention_mask": [[1] * len(i) for i in ids]}
 

@@ -48,9 +48,10 @@ DATA = typer.Option(None, help="an examples file for an hf:DIR model (CSV, TSV, 
                                 "line), or package.module:function returning a LightningDataModule or "
                                 "(train_loader, val_loader).")
 # How a model folder's examples file is read (see autoprune.textdata)
-TASK = typer.Option(None, help="an hf:DIR model's task: sequence-classification (accuracy; labels from the data) or "
-                               "feature-extraction (mean-pooled embeddings; cosine to the dense model; no labels); "
-                               "default: what the folder's architectures say.")
+TASK = typer.Option(None, help="an hf:DIR model's task: sequence-classification (accuracy; labels from the data), "
+                               "token-classification (one tag a word), or feature-extraction (mean-pooled "
+                               "embeddings; cosine to the dense model; no labels); default: the head the folder's "
+                               "architectures name.")
 TEXT_COLUMN = typer.Option(None, help="the data file's text column (default: text, sentence or content).")
 LABEL_COLUMN = typer.Option(None, help="the data file's label column (default: label or labels).")
 MAX_LENGTH = typer.Option(128, help="tokens kept per example (longer ones are truncated).")

@@ -227,7 +227,7 @@ def analyze(
         given = given or load_given(model, data, weights, run_dir, **reading_options)  # digits trains into --out
         if given.summary:
             console.print(f"settings: {given.summary}", highlight=False)
-        options = {k: v for k, v in given.options.items() if k in ("metric", "io")}
+        options = {k: v for k, v in given.options.items() if k in ("metric", "io", "loss")}
         with console.status("analysing: timing every module, pruning each unit alone ..."):
             result = run_analyze(given.model, given.data, space=the_space, profile=profile, sparsities=levels,
                                  **options)
