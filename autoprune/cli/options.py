@@ -75,7 +75,9 @@ def default_name(model_spec: str) -> str:
     """The study and run-directory name of a model: ``digits`` for the embedded default, a model folder's name,
     else its function's."""
     if model_spec.startswith("hf:"):
-        return Path(model_spec[3:]).resolve().name or "model"
+        path = Path(model_spec[3:]).resolve()
+        generic = path.name.lower() in ("model", "models", "weights", "checkpoint", "final", "best", "hf")
+        return f"{path.parent.name}-{path.name}" if generic and path.parent.name else path.name or "model"
     return "digits" if model_spec == defaults.DEMO else model_spec.rpartition(":")[2]
 
 
