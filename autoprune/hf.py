@@ -13,8 +13,8 @@
   (a sentence embedding); no labels; quality = mean cosine similarity to the dense model's embeddings on
   the validation set; the fine-tune is distillation alone (cosine).
 
-Both search the ``transformer`` space (whole heads, feed-forward neurons, encoder layers). The task defaults
-to what the folder's ``architectures`` say (a classifier head: classification; else feature extraction).
+All three search the ``transformer`` space (whole heads, feed-forward neurons, encoder layers). The task
+defaults to the head the folder's ``architectures`` name (none: feature extraction).
 This is the one module that loads model folders through ``transformers``.
 
 Example:
@@ -29,7 +29,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -223,7 +223,6 @@ class FolderSetup:
     metric: Callable[[nn.Module, Any], float] | None
     io: ModelIO
     space: str = SPACE
-    notes: list[str] = field(default_factory=list)
 
     def options(self) -> dict[str, Any]:
         return {"metric": self.metric, **self.task.options(), "space": self.space}
