@@ -149,11 +149,11 @@ class Task:
             raise ModelLoadError(f"--model hf:{path} cannot do --task {self.name}: its architectures "
                                  f"{architectures(path)} have no ...{self.head} head; use --task feature-extraction, "
                                  "or fine-tune that head first")
-        model, missing = _load(path, self.auto_class, allowed_missing=("pooler.",) if self.pooled else ())
+        model, _ = _load(path, self.auto_class, allowed_missing=("pooler.",) if self.pooled else ())
         if not self.pooled:
             return model
-        if any(k.startswith("pooler.") for k in missing):
-            model.pooler = None  # not in the folder, and mean pooling does not read it
+        if getattr(model, "pooler", None) is not None:
+            model.pooler = None  # mean pooling does not read it: neither timed, sized nor pruned
         return MeanPooled(model).eval()
 
     def io(self) -> ModelIO:

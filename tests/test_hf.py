@@ -64,6 +64,7 @@ def test_the_task_defaults_to_what_the_folder_is_and_presets_the_metric(folders)
     enc = folder_setup(f"hf:{folders['encoder']}", folders["jsonl"])
     assert cls.task.name == "sequence-classification" and cls.metric is None
     assert enc.task.name == "feature-extraction" and isinstance(enc.model, MeanPooled)
+    assert enc.model.encoder.pooler is None, "the pooler mean pooling never reads is not timed, sized or pruned"
     assert enc.metric(enc.model, enc.data[1]) == pytest.approx(1.0, abs=1e-5)
     assert set(next(iter(cls.data[0]))) >= {"input_ids", "attention_mask", "labels"}
 
