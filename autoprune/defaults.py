@@ -55,5 +55,13 @@ def run_dir(study_name: str) -> Path:
     """The run directory of a study when none is given: ``runs/<study name>``."""
     return Path(RUNS) / study_name
 
+#: ``--model hf:DIR``: a Hugging Face model folder (:mod:`autoprune.hf`); ``--data images:DIR``: an image folder
+#: (:mod:`autoprune.imagedata`). Here, not there, so the CLI reads them without importing torch.
+HF_PREFIX = "hf:"
+IMAGES_PREFIX = "images:"
+#: the spaces a model folder's and an image folder's search use unless told otherwise
+FOLDER_SPACE = "transformer"
+IMAGES_SPACE = "pretrained"
+
 #: the suffixes of examples files a model folder's search reads (``--data FILE``, :mod:`autoprune.textdata`)
 TEXT_SUFFIXES = (".csv", ".tsv", ".jsonl", ".json", ".txt")

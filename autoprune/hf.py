@@ -38,16 +38,16 @@ from torch import nn
 from torch.nn import functional as F
 from torch.utils.data import DataLoader
 
+from autoprune import defaults
+from autoprune.defaults import HF_PREFIX
 from autoprune.distill import Distillation
 from autoprune.errors import ModelLoadError
 from autoprune.metrics import CosineToDense, TokenAccuracy
 from autoprune.modelio import ModelIO
 from autoprune.textdata import IGNORED, TextData, label_ids, text_loaders
 
-HF_PREFIX = "hf:"
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
                 "pytorch_model.bin.index.json")
-SPACE = "transformer"
 
 
 def is_hf_spec(spec: Any) -> bool:
@@ -222,7 +222,7 @@ class FolderSetup:
     data: Any
     metric: Callable[[nn.Module, Any], float] | None
     io: ModelIO
-    space: str = SPACE
+    space: str = defaults.FOLDER_SPACE
 
     def options(self) -> dict[str, Any]:
         return {"metric": self.metric, **self.task.options(), "space": self.space}

@@ -27,13 +27,14 @@ from typing import Any, Mapping, Sequence
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from autoprune import defaults
+from autoprune.defaults import IMAGES_PREFIX
 from autoprune.distill import Distillation
 from autoprune.errors import DataError
 from autoprune.metrics import TopOneAgreement
 from autoprune.modelio import ModelIO
 from autoprune.splits import split
 
-IMAGES_PREFIX = "images:"
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -207,7 +208,7 @@ class ImageSetup:
     metric: Any
     distill: Distillation
     io: ModelIO
-    space: str = "pretrained"
+    space: str = defaults.IMAGES_SPACE
 
     def options(self) -> dict[str, Any]:
         return {"metric": self.metric, "distill": self.distill, "io": self.io}

@@ -12,16 +12,13 @@ from typing import Any
 from autoprune import defaults
 from autoprune.errors import AutopruneInputError
 
-#: the space a model folder's search uses unless --space says otherwise
-FOLDER_SPACE = "transformer"
-
 
 def is_folder(model: str | None) -> bool:
-    return model is not None and model.startswith("hf:")
+    return model is not None and model.startswith(defaults.HF_PREFIX)
 
 
-#: the space an image folder's search uses unless --space says otherwise (pretrained CNNs)
-IMAGES_SPACE = "pretrained"
+def is_images(data: str | None) -> bool:
+    return data is not None and data.startswith(defaults.IMAGES_PREFIX)
 
 
 def space_for(model: str | None, space: str | None, data: str | None = None) -> str:
@@ -29,8 +26,8 @@ def space_for(model: str | None, space: str | None, data: str | None = None) -> 
     if space:
         return space
     if is_folder(model):
-        return FOLDER_SPACE
-    return IMAGES_SPACE if data is not None and data.startswith("images:") else defaults.SPACE
+        return defaults.FOLDER_SPACE
+    return defaults.IMAGES_SPACE if is_images(data) else defaults.SPACE
 
 
 @dataclass
@@ -52,6 +49,7 @@ def load_given(model: str | None, data: str | None, weights: str | None, run_dir
     examples file, read ``text``'s columns and split (:class:`autoprune.textdata.TextData`) for ``task``; with
     ``--data images:DIR``, the image folder as ``images`` says (:class:`autoprune.imagedata.ImageData`)."""
     from autoprune.loading import build_data, build_model
+    from autoprune.study import metric_name
 
     model_spec, data_spec = model or defaults.DEMO, data or defaults.DEMO
     if task is not None and not is_folder(model):
@@ -69,15 +67,13 @@ def load_given(model: str | None, data: str | None, weights: str | None, run_dir
         options.pop("space")
         return Given(setup.model, setup.data, {**setup.attrs(), "data": data_spec if own else setup.text.path,
                                                "weights": None}, options, setup.summary(),
-                     getattr(setup.metric, "__name__", "accuracy"))
+                     metric_name(setup.metric))
     base = build_model(model_spec, weights, run_dir, task=task)
-    if data_spec.startswith("images:"):
+    recorded = {"model": model_spec, "weights": str(Path(weights).resolve()) if weights else None}
+    if is_images(data):
         from autoprune.imagedata import ImageData, image_setup
 
-        setup = image_setup(base, ImageData(path=data_spec[len("images:"):], **(images or {})))
-        return Given(base, setup.data, {**setup.attrs(), "model": model_spec,
-                                        "weights": str(Path(weights).resolve()) if weights else None},
-                     setup.options(), setup.summary(), getattr(setup.metric, "__name__", "accuracy"))
-    return Given(base, build_data(data_spec),
-                 {"model": model_spec, "data": data_spec, "weights": str(Path(weights).resolve()) if weights else None,
-                  **({"task": task} if task else {})})
+        setup = image_setup(base, ImageData(path=data_spec[len(defaults.IMAGES_PREFIX):], **(images or {})))
+        return Given(base, setup.data, {**setup.attrs(), **recorded}, setup.options(), setup.summary(),
+                     metric_name(setup.metric))
+    return Given(base, build_data(data_spec), {**recorded, "data": data_spec})

@@ -74,8 +74,8 @@ FIDELITY = {"on": True, "off": False, "space": None}
 def default_name(model_spec: str) -> str:
     """The study and run-directory name of a model: ``digits`` for the embedded default, a model folder's name,
     else its function's."""
-    if model_spec.startswith("hf:"):
-        path = Path(model_spec[3:]).resolve()
+    if model_spec.startswith(defaults.HF_PREFIX):
+        path = Path(model_spec[len(defaults.HF_PREFIX):]).resolve()
         generic = path.name.lower() in ("model", "models", "weights", "checkpoint", "final", "best", "hf")
         return f"{path.parent.name}-{path.name}" if generic and path.parent.name else path.name or "model"
     return "digits" if model_spec == defaults.DEMO else model_spec.rpartition(":")[2]
@@ -84,10 +84,11 @@ def default_name(model_spec: str) -> str:
 def check_model_args(model: str | None, data: str | None, weights: str | None) -> None:
     if (model is None) != (data is None):
         raise AutopruneInputError("give both --model and --data, or neither for the embedded digits default")
-    if data is not None and data.startswith("images:") and model.startswith("hf:"):
+    if data is not None and data.startswith(defaults.IMAGES_PREFIX) and model.startswith(defaults.HF_PREFIX):
         raise AutopruneInputError("--data images:DIR goes with a CNN given as --model package.module:function; a model "
                                   "folder (hf:DIR) reads an examples file")
-    if data is not None and Path(data).suffix.lower() in defaults.TEXT_SUFFIXES and not model.startswith("hf:"):
+    if data is not None and Path(data).suffix.lower() in defaults.TEXT_SUFFIXES and \
+            not model.startswith(defaults.HF_PREFIX):
         raise AutopruneInputError(f"--data {data} is an examples file, which is read with a model folder's tokenizer: "
                                   "give --model hf:DIR (or --data package.module:function for your own loaders)")
     if weights and not model:
