@@ -40,10 +40,10 @@ from autoprune.loading import BEST_DIR, candidate_loader, claim_artifacts, defau
 from autoprune.measure import HardwareProfile
 from autoprune.modelio import ModelIO
 from autoprune.objective import TrialContext, TrialJob
-from autoprune.probe import probe_finetune
+from autoprune.probe import PROBE_ATTR, study_probe
 from autoprune.policy import Policy
 from autoprune.quantize import deployed_model
-from autoprune.recovery import Recovery, recover as recover_front
+from autoprune.recovery import Recovery, recover as recover_front, trial_timeout
 from autoprune.prepare import latency_budget, prepare_model, prepare_study
 from autoprune.report import write_files
 from autoprune.result import SearchResult, TrialRecord, pareto_front
@@ -60,7 +60,7 @@ BN_ATTR = "bn"
 
 
 def check_arguments(*, n_trials: Any = defaults.N_TRIALS, budget_ms: Any = None, budget_mb: Any = None,
-                    budget_ratio: Any = None, timeout: Any = None, study_name: Any = None,
+                    budget_ratio: Any = None, timeout: Any = None, time_budget: Any = None, study_name: Any = None,
                     heartbeat_interval: Any = defaults.HEARTBEAT_INTERVAL, sampler: Any = defaults.SAMPLER,
                     backend: Any = defaults.BACKEND, seed: Any = None, storage: Any = None,
                     out_dir: Any = None, artifacts_dir: Any = None) -> None:
@@ -69,10 +69,13 @@ def check_arguments(*, n_trials: Any = defaults.N_TRIALS, budget_ms: Any = None,
     if isinstance(n_trials, bool) or not isinstance(n_trials, int) or n_trials < 1:
         raise AutopruneInputError(f"n_trials (--trials) must be a positive integer, got {n_trials!r}")
     for name, value in (("budget_ms", budget_ms), ("budget_mb", budget_mb), ("budget_ratio", budget_ratio),
-                        ("timeout", timeout)):
+                        ("timeout", timeout), ("time_budget", time_budget)):
         if value is not None and (isinstance(value, bool) or not (isinstance(value, (int, float)) and value > 0
                                                                   and math.isfinite(value))):
             raise AutopruneInputError(f"{name} (--{name.replace('_', '-')}) must be a positive number, got {value!r}")
+    if timeout is not None and time_budget is not None:
+        raise AutopruneInputError("give timeout (--timeout, the trials' time) or time_budget (--time-budget, the "
+                                  "whole search's), not both")
     if budget_ms is not None and budget_ratio is not None:
         raise AutopruneInputError("give the latency budget once: budget_ms (--budget-ms) or budget_ratio "
                                   "(--budget-ratio), not both")
@@ -180,7 +183,7 @@ def search(
     on_trial_end: OnTrialEnd | None = None, study_attrs: Mapping[str, Any] | None = None, io: ModelIO | None = None,
     distill: Distillation | bool | None = None, precision: str = defaults.PRECISION, fidelity: bool | None = None,
     analysis: Analysis | str | Path | None = None, bn: str | None = None, reconstruct: bool | None = None,
-    recover: Recovery | None = None,
+    recover: Recovery | None = None, time_budget: float | None = None,
 ) -> SearchResult:
     """Search pruning policies for ``model``; return the Pareto front of metric vs latency and size.
 
@@ -252,10 +255,13 @@ def search(
         recover: when the trials are done, fine-tune a few front candidates much longer
             (:class:`~autoprune.recovery.Recovery`: steps, and how many, spread along the front); the front,
             files and ``best/`` then hold the recovered candidates.
+        time_budget: seconds for the whole search, start-up, trials and recovery (instead of ``timeout``, the
+            trials' alone): the trials stop early enough to leave the recovery its estimated time.
 
     Returns:
         A :class:`~autoprune.result.SearchResult` of the whole study; its files are written to ``out_dir``.
     """
+    called = time.perf_counter()  # a time budget counts from here
     setup = None
     if is_hf_spec(model):  # a model folder and an examples file: the task presets what is not given
         setup = folder_setup(model, data, task=task)
@@ -278,7 +284,7 @@ def search(
         raise AutopruneInputError(f"recover must be a Recovery(steps=..., top=...), got {type(recover).__name__}")
     distillation = check_distillation(distill, model)
     check_arguments(n_trials=n_trials, budget_ms=budget_ms, budget_mb=budget_mb, budget_ratio=budget_ratio,
-                    timeout=timeout, study_name=study_name, heartbeat_interval=heartbeat_interval, sampler=sampler,
+                    timeout=timeout, time_budget=time_budget, study_name=study_name, heartbeat_interval=heartbeat_interval, sampler=sampler,
                     backend=backend, seed=seed, storage=storage, out_dir=out_dir, artifacts_dir=artifacts_dir)
     if isinstance(metric, str) and not isinstance(model, L.LightningModule):
         raise AutopruneInputError(f"metric {metric!r} names a metric a LightningModule logs in validation_step, and "
@@ -334,12 +340,12 @@ def search(
                            reference=reference, accelerator=chosen.accelerator(accelerator), io=prepared.io,
                            distill=distillation, precision=precision, bn=bn_policy, reconstruct=the_space.reconstruct,
                            teacher=teacher)
-        if seeding:  # once per study, with its start-up analysis: does the trials' recipe harm the dense model?
-            probe = probe_finetune(ctx, prepared.resolved)
-            if probe is not None:
-                book.study.set_user_attr("dense_finetune", asdict(probe))
-                if probe.harmful:
-                    warnings.warn(probe.warning(meta.metric))
+        # once per study, with its start-up analysis: does the trials' recipe harm the dense model? (it times
+        # the recovery a time budget keeps aside too)
+        timed = time_budget is not None and recover is not None and PROBE_ATTR not in book.study.user_attrs
+        probe = study_probe(book.study, ctx, prepared.resolved, run=seeding or timed, metric_name=meta.metric)
+        if time_budget is not None:
+            timeout = trial_timeout(time_budget, spent=time.perf_counter() - called, recovery=recover, probe=probe)
         result = SearchResult(trials=book.records(), metric_name=meta.metric, budget_ms=budget_ms, budget_mb=budget_mb,
                               out_dir=out, study_name=name, session_trials=set(), meta=book.meta,
                               model_loader=candidate_loader(artifacts, prepared.base, study_id=book.meta.study_id))

@@ -3,12 +3,16 @@
 A pretrained model can lose quality to the very recipe that is meant to recover its pruned candidates (a
 learning rate too high, BatchNorm statistics drifting on a small task set). The probe fine-tunes a copy of
 the dense model once as a trial would, at the space's lowest learning rate and whatever the budgets, so
-the search warns before it spends its trials (:meth:`FinetuneProbe.warning`).
+the search warns before it spends its trials (:meth:`FinetuneProbe.warning`). Its timings (seconds per
+fine-tune step, seconds per evaluation) size the recovery a time budget keeps aside
+(:func:`autoprune.recovery.trial_timeout`).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+import warnings
+from dataclasses import asdict, dataclass, replace
+from typing import Any
 
 from autoprune.finetune import quiet
 from autoprune.measure import shape_key
@@ -25,6 +29,9 @@ class FinetuneProbe:
     after: float
     lr: float
     steps: int
+    #: what one fine-tune step and one evaluation of the dense model took (upper bounds for a pruned candidate)
+    seconds_per_step: float | None = None
+    evaluate_seconds: float | None = None
 
     @property
     def harmful(self) -> bool:
@@ -62,5 +69,25 @@ def probe_finetune(ctx: TrialContext, space: ResolvedSpace) -> FinetuneProbe | N
         outcome = run_trial(replace(ctx, budget_ms=None, budget_mb=None), Policy(), settings, latencies=known)
     if outcome.before_finetune is None or outcome.after_finetune is None:
         return None
+    timings = outcome.timings
     return FinetuneProbe(before=outcome.before_finetune, after=outcome.after_finetune, lr=settings.lr,
-                         steps=settings.max_steps)
+                         steps=settings.max_steps, seconds_per_step=timings.get("finetune", 0.0) / settings.max_steps,
+                         evaluate_seconds=timings.get("evaluate", 0.0) / 2)  # evaluated before and after
+
+
+#: the study attribute the probe's figures are stored in
+PROBE_ATTR = "dense_finetune"
+
+
+def study_probe(study: Any, ctx: TrialContext, space: ResolvedSpace, *, run: bool, metric_name: str) -> dict | None:
+    """The probe's figures of ``study``: with ``run``, probe now, store the figures with the study and warn
+    when the fine-tune harms the dense model; else those stored by the run that started the study (None)."""
+    if not run:
+        return study.user_attrs.get(PROBE_ATTR)
+    probe = probe_finetune(ctx, space)
+    if probe is None:
+        return None
+    study.set_user_attr(PROBE_ATTR, asdict(probe))
+    if probe.harmful:
+        warnings.warn(probe.warning(metric_name))
+    return asdict(probe)

@@ -24,6 +24,13 @@ top=3))`` (``--recover-steps 600 --recover-top 3``), when the trials are done:
 Recovery trials run in the process that ran ``search()`` after its trials (with the Ray backend too), one
 after the other; another worker of the study that asks for a trial may run one too.
 
+**One time budget for both.** ``search(time_budget=3600, recover=...)`` (``--time-budget 3600``) bounds the
+search's whole wall time, its start-up analysis, trials and recovery, instead of the trials' alone
+(``timeout``): the trials stop starting when the time left is what the recovery needs, estimated as ``top``
+x (``steps`` x the dense model's seconds per fine-tune step + two evaluations), both timed by the start-up
+probe (:mod:`autoprune.probe`). A pruned candidate steps faster than the dense model, so the estimate errs
+towards finishing early; the recovery, once started, runs to its end.
+
 Example:
     >>> from autoprune.result import TrialRecord
     >>> front = [TrialRecord(number=n, state="complete", feasible=True, metric=1 - n / 10, latency_ms=10 - n,
@@ -32,12 +39,15 @@ Example:
     [5, 3, 1]
     >>> [c.number for c in choose(front, Recovery(steps=100, top=2, floor=0.75), dense_metric=1.0)]
     [2, 1]
+    >>> reserve_seconds(Recovery(steps=1000, top=2), {"seconds_per_step": 0.5, "evaluate_seconds": 10.0})
+    1040.0
 """
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 from optuna.trial import TrialState
 
@@ -95,6 +105,37 @@ def choose(front: Sequence[TrialRecord], recovery: Recovery, *, dense_metric: fl
     least = dense - (1.0 - recovery.floor) * abs(dense)
     kept = [c for c in front if c.metric >= least]
     return sorted(kept, key=lambda c: (c.latency_ms, -c.metric))[:recovery.top]
+
+
+def reserve_seconds(recovery: Recovery | None, probe: Mapping[str, Any] | None) -> float:
+    """The seconds a time budget keeps for ``recovery`` (0 without one), from the start-up ``probe``'s timings.
+
+    Raises:
+        AutopruneInputError: a recovery is asked for and the probe has no timings (a space that does not
+            fine-tune, or a study started by an autoprune that did not time it).
+    """
+    if recovery is None:
+        return 0.0
+    step, evaluation = (probe or {}).get("seconds_per_step"), (probe or {}).get("evaluate_seconds")
+    if step is None or evaluation is None:
+        raise AutopruneInputError("time_budget (--time-budget) keeps the recovery's time aside by timing the dense "
+                                  "model's fine-tune at start-up, and this study has no such timing (a space "
+                                  "without fine-tune, or a study started by an older autoprune): give the trials a "
+                                  "timeout (--timeout) instead")
+    return recovery.top * (recovery.steps * step + 2 * evaluation)
+
+
+def trial_timeout(time_budget: float, *, spent: float, recovery: Recovery | None,
+                  probe: Mapping[str, Any] | None) -> float:
+    """The seconds the trials may start within, when ``time_budget`` covers what was ``spent`` already, the
+    trials and the recovery (see the module docstring); warns when nothing is left for trials."""
+    reserve = reserve_seconds(recovery, probe)
+    left = time_budget - spent - reserve
+    if left <= 0:
+        warnings.warn(f"the time budget ({time_budget:g} s) leaves no time for trials: {spent:.0f} s went to the "
+                      f"start-up analysis and the recovery needs about {reserve:.0f} s; give a larger budget or "
+                      "fewer recovery steps")
+    return max(left, 0.0)
 
 
 def recover(book, job, result, recovery: Recovery, *,

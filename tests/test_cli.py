@@ -116,6 +116,8 @@ def test_refine_bad_input_exits_2(run_dir, args, message):
     (["--seed", "99999999999"], "seed (--seed) must be an integer"),
     (["--timeout", "-1"], "must be a positive number"),
     (["--budget-ms", "inf"], "must be a positive number"),
+    (["--timeout", "60", "--time-budget", "600"], "not both"),
+    (["--time-budget", "0"], "time_budget (--time-budget) must be a positive number"),
 ])
 def test_bad_input_exits_2_with_a_message_and_no_traceback(args, message, tmp_path):
     proc = autoprune("search", "--out", tmp_path, "--no-progress", *args)

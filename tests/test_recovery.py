@@ -7,10 +7,10 @@ import json
 
 import pytest
 
-from autoprune.api import search
+from autoprune.api import check_arguments, search
 from autoprune.errors import AutopruneInputError
 from autoprune.finetune import Recipe
-from autoprune.recovery import Recovery, choose, spread
+from autoprune.recovery import Recovery, choose, reserve_seconds, spread, trial_timeout
 from autoprune.result import TrialRecord
 from tests.conftest import fast_profile
 
@@ -92,3 +92,28 @@ def test_a_resumed_search_does_not_recover_a_candidate_twice(recovered, digits):
     again = search(model, data, space=TINY, n_trials=5, seed=0, out_dir=out, profile=fast_profile(),
                    recover=Recovery(steps=6, top=2))
     assert len([t for t in again.trials if t.recovery_steps]) == len([t for t in result.trials if t.recovery_steps])
+
+
+def test_a_time_budget_keeps_the_recovery_its_estimated_time():
+    probe = {"seconds_per_step": 0.5, "evaluate_seconds": 10.0}
+    timeout = trial_timeout(3600, spent=100, recovery=Recovery(steps=1000, top=2), probe=probe)
+    assert timeout == pytest.approx(3600 - 100 - 2 * (1000 * 0.5 + 2 * 10.0))
+    assert trial_timeout(3600, spent=100, recovery=None, probe=None) == pytest.approx(3500)
+
+
+def test_a_time_budget_the_recovery_fills_warns_and_runs_no_trial(digits, tmp_path):
+    model, data = digits
+    with pytest.warns(UserWarning, match="leaves no time for trials"):
+        result = search(model, data, space=TINY, n_trials=5, seed=0, out_dir=tmp_path, profile=fast_profile(),
+                        recover=Recovery(steps=10**7, top=1), time_budget=60)
+    assert not [t for t in result.trials if t.counts and t.complete]
+
+
+def test_a_time_budget_without_the_probe_s_timings_is_refused():
+    with pytest.raises(AutopruneInputError, match="--timeout"):
+        reserve_seconds(Recovery(steps=10), {"before": 1.0, "after": 1.0, "lr": 1e-4, "steps": 10})
+
+
+def test_a_timeout_and_a_time_budget_together_are_refused():
+    with pytest.raises(AutopruneInputError, match="not both"):
+        check_arguments(timeout=60, time_budget=600)

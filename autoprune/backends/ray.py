@@ -185,7 +185,9 @@ def run(book: StudyBook, job: TrialJob, *, n_trials: int, timeout: float | None,
         trainable,
         # reuse_actors: a trial runs in the process of the previous one, so torch, Lightning and the
         # context from the object store are loaded once per worker, not once per trial.
-        tune_config=tune.TuneConfig(search_alg=algorithm, num_samples=-1, time_budget_s=timeout, reuse_actors=True),
+        # a time budget's timeout may be 0 (nothing left for trials): Ray would read 0 as no limit
+        tune_config=tune.TuneConfig(search_alg=algorithm, num_samples=-1, reuse_actors=True,
+                                    time_budget_s=None if timeout is None else max(timeout, 1e-3)),
         run_config=tune.RunConfig(name=f"{book.name}-{time.strftime('%Y%m%d-%H%M%S')}",
                                   storage_path=str(Path(storage_path).resolve()), verbose=0,
                                   failure_config=tune.FailureConfig(max_failures=2)),

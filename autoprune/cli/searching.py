@@ -35,6 +35,10 @@ def search(
     trials: int = typer.Option(defaults.N_TRIALS, help="total trials in the study (a resumed study runs only the "
                                                        "missing ones)."),
     timeout: Optional[float] = typer.Option(None, help="stop starting trials after this many seconds."),
+    time_budget: Optional[float] = typer.Option(None, help="seconds for the whole search, start-up, trials and "
+                                                           "--recover-steps' recovery (instead of --timeout): the "
+                                                           "trials stop in time to leave the recovery its estimated "
+                                                           "time."),
     storage: Optional[str] = typer.Option(None, envvar=defaults.STORAGE_ENV,
                                           help="Optuna storage: a URL (sqlite:///..., postgresql://...) or a "
                                                "journal file path; workers on the same storage and study name share "
@@ -109,6 +113,8 @@ def search(
     """Search pruning policies; write pareto.json, trials.csv, pareto.png and the best model to --out."""
 
     def body() -> None:
+        import time
+
         import torch
 
         from autoprune import RayOptions
@@ -120,8 +126,9 @@ def search(
         from autoprune.recovery import Recovery
         from autoprune.report import print_front, print_time_breakdown
 
+        started = time.perf_counter()  # --time-budget counts the model's loading too
         check_arguments(n_trials=trials, budget_ms=budget_ms, budget_mb=budget_mb, budget_ratio=budget_ratio,
-                        timeout=timeout, study_name=study_name, heartbeat_interval=heartbeat_interval, sampler=sampler,
+                        timeout=timeout, time_budget=time_budget, study_name=study_name, heartbeat_interval=heartbeat_interval, sampler=sampler,
                         backend=backend, seed=seed, storage=storage, out_dir=out, artifacts_dir=artifacts)
         if backend != "ray" and (address or max_concurrent):
             raise AutopruneInputError("--address and --max-concurrent need --backend ray")
@@ -179,6 +186,8 @@ def search(
                                 on_trial_end=progress_callback(bar, bar_task, given.metric_name),
                                 study_attrs={**given.attrs, "space": space_name}, precision=precision, fidelity=FIDELITY[fidelity],
                                 analysis=head_start, bn=bn, reconstruct=reconstruct, recover=recovery,
+                                time_budget=None if time_budget is None else
+                                max(time_budget - (time.perf_counter() - started), 1e-3),
                                 **options)
         print_front(result, out_console)
         print_time_breakdown(result, out_console)
