@@ -84,6 +84,11 @@ class Distillation:
         if isinstance(self.hidden, bool) or not isinstance(self.hidden, (int, float)) or not self.hidden >= 0:
             raise AutopruneInputError(f"the hidden-state distillation weight must be a number >= 0, got {self.hidden!r}")
 
+    def describe(self) -> str:
+        """How the search prints it: ``cosine (weight 1)``, ``kl (weight 0.5, hidden states 1)``."""
+        hidden = f", hidden states {self.hidden:g}" if self.hidden else ""
+        return f"{self.kind} (weight {self.weight:g}{hidden})"
+
     def term(self, student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
         """The distillation loss of ``student`` outputs against ``teacher`` outputs."""
         kind = self.kind if self.kind != "auto" else ("kl" if student.dim() == 2 else "cosine")

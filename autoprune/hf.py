@@ -235,7 +235,7 @@ class FolderSetup:
     def summary(self) -> str:
         """The settings chosen, as the search prints them before it starts."""
         d = self.task.distill
-        head = f"task {self.task.name} ({self.task.describe}); distillation {d.kind} (weight {d.weight:g})"
+        head = f"task {self.task.name} ({self.task.describe}); distillation {d.describe()}"
         if self.text is None:
             return f"{head}; your own loaders"
         return (f"{head}; data {self.text.path}: {len(self.data[0].dataset)} training and "

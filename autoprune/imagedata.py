@@ -221,7 +221,7 @@ class ImageSetup:
             "top-1 agreement with the dense model (no labels)"
         return (f"images {self.images.path}: {len(self.data[0].dataset)} training and {len(self.data[1].dataset)} "
                 f"validation images at {self.images.image_size} px; quality = {quality}; "
-                f"distillation {self.distill.kind} (weight {self.distill.weight:g})")
+                f"distillation {self.distill.describe()}")
 
 
 def image_setup(model: Any, data: str | ImageData) -> ImageSetup:

@@ -131,13 +131,15 @@ def _cli(*args, cwd):
 
 
 def test_the_command_line_searches_a_folder_and_exports_a_folder_that_runs_alone(folders, tmp_path):
-    """autoprune search --model hf:DIR --data FILE prints its settings, then export writes the ONNX model
+    """autoprune search --model hf:DIR --data FILE prints its settings (with the distillation as the options
+    changed it), then export writes the ONNX model
     with named inputs beside the tokenizer: the two load and run with one call each."""
     ort = __import__("onnxruntime") if in_ci() else pytest.importorskip("onnxruntime")  # CI must run it
     done = _cli("search", "--model", f"hf:{folders['classifier']}", "--data", folders["csv"], "--trials", 2,
-                "--no-progress", "--out", tmp_path / "run", cwd=tmp_path)
+                "--distill-hidden", 0.5, "--no-progress", "--out", tmp_path / "run", cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert "task sequence-classification" in done.stderr and "accuracy" in done.stdout
+    assert "distillation as given: kl (weight 0.5, hidden states 0.5)" in done.stderr.replace("\n", " ")
     exported = _cli("export", "--out", tmp_path / "run", "--to", tmp_path / "exported", cwd=tmp_path)
     assert exported.returncode == 0, exported.stderr
     tokenizer = transformers.AutoTokenizer.from_pretrained(tmp_path / "exported")

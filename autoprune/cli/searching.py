@@ -162,14 +162,17 @@ def search(
         run_dir = out or defaults.run_dir(name)
         given = load_given(model, data, weights, run_dir, task=reading.task, text=reading.text(seed),
                            images=reading.images(seed))
-        if given.summary:
-            console.print(f"settings: {given.summary}; space {space_name}", highlight=False)
         options = dict(given.options)
         if distill is not None:  # as the user says, at --distill-weight
             kind = getattr(options.get("distill"), "kind", "auto")
             options["distill"] = Distillation(weight=distill_weight, kind=kind) if distill else None
         if distill_hidden is not None:
             options["distill"] = dataclasses.replace(options["distill"], hidden=distill_hidden)
+        if given.summary:
+            changed = options.get("distill") != given.options.get("distill")  # the options above override the task's
+            as_given = getattr(options.get("distill"), "describe", lambda: "none")() if changed else None
+            console.print(f"settings: {given.summary}; space {space_name}"
+                          + (f"; distillation as given: {as_given}" if changed else ""), highlight=False)
         columns = [TextColumn("[bold]trials"), BarColumn(), MofNCompleteColumn(), TextColumn("elapsed"),
                    TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
                    TextColumn("front {task.fields[front]}"), TextColumn("{task.fields[best]}")]
