@@ -95,6 +95,8 @@ def test_refine_saves_every_pruned_candidate_with_its_new_accuracy(run_dir, tmp_
     (["--steps", "5", "--lr", "0"], "lr must be a positive number"),
     (["--steps", "5", "--format", "pdf"], "unknown export format"),
     (["--steps", "5", "--int8-min-agreement", "1.5"], "int8 minimum agreement must be in [0, 1]"),
+    (["--steps", "5", "--distill-hidden", "1"], "it needs distillation (--distill)"),
+    (["--steps", "5", "--distill", "--distill-hidden", "1"], "no ModuleList entry holds an attention"),
 ])
 def test_refine_bad_input_exits_2(run_dir, args, message):
     out, _ = run_dir

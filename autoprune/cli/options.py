@@ -20,6 +20,9 @@ from autoprune.cli.groups import OptionGroup
 from autoprune.errors import AutopruneInputError
 
 DEBUG = typer.Option(False, help="print tracebacks.")
+DISTILL_HIDDEN = typer.Option(None, help="layer-wise distillation: also pull every kept encoder layer's hidden "
+                                         "states towards the dense model's, at this weight (transformers; needs "
+                                         "distillation; helps most where layers are dropped).")
 
 
 def builtin_runtimes() -> str:

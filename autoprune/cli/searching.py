@@ -12,8 +12,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from autoprune import defaults
 from autoprune.cli.given import load_given, space_for
-from autoprune.cli.options import (DATA, DEBUG, FIDELITY, MODEL, READING, RUNTIMES, WEIGHTS, Reading, check_model_args,
-                                   default_name, sparsities as parse_sparsities)
+from autoprune.cli.options import (DATA, DEBUG, DISTILL_HIDDEN, FIDELITY, MODEL, READING, RUNTIMES, WEIGHTS, Reading,
+                                   check_model_args, default_name, sparsities as parse_sparsities)
 from autoprune.cli.running import console, out_console, progress_callback, run
 from autoprune.errors import AutopruneInputError
 
@@ -78,10 +78,7 @@ def search(
                                                 "(knowledge distillation; best for pretrained models; default: on "
                                                 "for a model folder, as its task presets, else off)."),
     distill_weight: float = typer.Option(defaults.DISTILL_WEIGHT, help="the distillation term's share of the fine-tuning loss."),
-    distill_hidden: Optional[float] = typer.Option(None, help="layer-wise distillation: also pull every kept encoder "
-                                                              "layer's hidden states towards the dense model's, at "
-                                                              "this weight (transformers; needs distillation; "
-                                                              "helps most where layers are dropped)."),
+    distill_hidden: Optional[float] = DISTILL_HIDDEN,
     precision: str = typer.Option(defaults.PRECISION, help="the fine-tune's precision: 32-true, or bf16-mixed / 16-mixed "
                                                   "on a GPU (--device cuda)."),
     fidelity: str = typer.Option("space", help="multi-fidelity search: on (screen new policies without fine-tuning, "

@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 
 from autoprune import defaults
-from autoprune.cli.options import (DEBUG, FORMATS, INT8, RUN_DIR, STORAGE, STORED, STUDY_NAME, Int8Limits,
+from autoprune.cli.options import (DEBUG, DISTILL_HIDDEN, FORMATS, INT8, RUN_DIR, STORAGE, STORED, STUDY_NAME, Int8Limits,
                                    StoredStudy)
 from autoprune.cli.running import console, out_console, run
 from autoprune.errors import AutopruneInputError
@@ -89,6 +89,7 @@ def refine(
                                                          "every candidate that prunes something)."),
     lr: Optional[float] = typer.Option(None, help="learning rate (default: each trial's own)."),
     distill: bool = typer.Option(False, help="fine-tune against the dense model's outputs too (distillation)."),
+    distill_hidden: Optional[float] = DISTILL_HIDDEN,
     to: Optional[Path] = typer.Option(None, help="where the refined candidates go (default: <out>/refined)."),
     fmt: list[str] = FORMATS,
     study: StoredStudy = None,  # the options of @STORED
@@ -116,6 +117,15 @@ def refine(
         target = to or out_dir / REFINED_DIR
         preset = task_options(result.meta, base)  # a model folder's task: its metric, batches, distillation
         distillation = True if distill else preset.pop("distill", None)
+        if distill_hidden is not None:
+            if distillation is None:
+                raise AutopruneInputError("--distill-hidden distils the dense model's hidden states: it needs "
+                                          "distillation (--distill)")
+            from dataclasses import replace
+
+            from autoprune.distill import Distillation
+
+            distillation = replace(Distillation() if distillation is True else distillation, hidden=distill_hidden)
         with console.status(f"refining for {steps} steps each ..."):
             refined = refine(result, datamodule, steps=steps, trials=trial or None, lr=lr, out_dir=target,
                              formats=fmt or None, distill=distillation, teacher=base if distillation else None,
