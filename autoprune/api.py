@@ -284,8 +284,9 @@ def search(
         raise AutopruneInputError(f"recover must be a Recovery(steps=..., top=...), got {type(recover).__name__}")
     distillation = check_distillation(distill, model)
     check_arguments(n_trials=n_trials, budget_ms=budget_ms, budget_mb=budget_mb, budget_ratio=budget_ratio,
-                    timeout=timeout, time_budget=time_budget, study_name=study_name, heartbeat_interval=heartbeat_interval, sampler=sampler,
-                    backend=backend, seed=seed, storage=storage, out_dir=out_dir, artifacts_dir=artifacts_dir)
+                    timeout=timeout, time_budget=time_budget, study_name=study_name,
+                    heartbeat_interval=heartbeat_interval, sampler=sampler, backend=backend, seed=seed,
+                    storage=storage, out_dir=out_dir, artifacts_dir=artifacts_dir)
     if isinstance(metric, str) and not isinstance(model, L.LightningModule):
         raise AutopruneInputError(f"metric {metric!r} names a metric a LightningModule logs in validation_step, and "
                                   f"the model is a plain {type(model).__name__}: give a callable "

@@ -18,7 +18,7 @@ error (``|s - t|^2 / |t|^2`` over real tokens: positions that ``attention_mask``
 weight), averaged over the layers and added to the loss at weight ``hidden``. A model with encoder layers
 dropped (:mod:`autoprune.depth`) then re-learns, layer by layer, the states the next kept layer expects,
 not only the final output. Encoder layers are the entries of a ``ModuleList`` that hold an attention; a
-model without any has no layer-wise term.
+model without any is refused (:meth:`Teacher.of`).
 
 Batches without a target (an embedder) learn from the teacher alone. The teacher runs under
 ``torch.inference_mode`` and its outputs are cached per batch, keyed by the batch's content, so data

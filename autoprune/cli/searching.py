@@ -125,8 +125,9 @@ def search(
 
         started = time.perf_counter()  # --time-budget counts the model's loading too
         check_arguments(n_trials=trials, budget_ms=budget_ms, budget_mb=budget_mb, budget_ratio=budget_ratio,
-                        timeout=timeout, time_budget=time_budget, study_name=study_name, heartbeat_interval=heartbeat_interval, sampler=sampler,
-                        backend=backend, seed=seed, storage=storage, out_dir=out, artifacts_dir=artifacts)
+                        timeout=timeout, time_budget=time_budget, study_name=study_name,
+                        heartbeat_interval=heartbeat_interval, sampler=sampler, backend=backend, seed=seed,
+                        storage=storage, out_dir=out, artifacts_dir=artifacts)
         if backend != "ray" and (address or max_concurrent):
             raise AutopruneInputError("--address and --max-concurrent need --backend ray")
         check_model_args(model, data, weights)

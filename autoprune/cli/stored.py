@@ -8,8 +8,8 @@ from typing import Optional
 import typer
 
 from autoprune import defaults
-from autoprune.cli.options import (DEBUG, DISTILL_HIDDEN, FORMATS, INT8, RUN_DIR, STORAGE, STORED, STUDY_NAME, Int8Limits,
-                                   StoredStudy)
+from autoprune.cli.options import (DEBUG, DISTILL_HIDDEN, FORMATS, INT8, RUN_DIR, STORAGE, STORED, STUDY_NAME,
+                                   Int8Limits, StoredStudy)
 from autoprune.cli.running import console, out_console, run
 from autoprune.errors import AutopruneInputError
 
