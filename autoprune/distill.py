@@ -82,7 +82,8 @@ class Distillation:
         if not isinstance(self.cache_batches, int) or self.cache_batches < 0:
             raise AutopruneInputError(f"cache_batches must be an integer >= 0, got {self.cache_batches!r}")
         if isinstance(self.hidden, bool) or not isinstance(self.hidden, (int, float)) or not self.hidden >= 0:
-            raise AutopruneInputError(f"the hidden-state distillation weight must be a number >= 0, got {self.hidden!r}")
+            raise AutopruneInputError(f"the hidden-state distillation weight must be a number >= 0, got "
+                                      f"{self.hidden!r}")
 
     def describe(self) -> str:
         """How the search prints it: ``cosine (weight 1)``, ``kl (weight 0.5, hidden states 1)``."""
