@@ -1,0 +1,72 @@
+"""Score the candidates of a finished command-line MiniLM run on sentences it never saw (a test split).
+
+``autoprune search --model hf:DIR --data FILE`` scores candidates on a validation split of FILE, which the
+search also chose them by; this scores chosen trials of the run on other sentences: those
+``examples/sentences.py`` makes after the first ``--skip`` (the file holds the first ``--count``), as the
+mean cosine of their embeddings to the dense model's, batches of 16 padded per batch (as the run's).
+
+    python benchmarks/score_held_out.py runs/minilm-cli-hidden --trials 6 24 --skip 4500 --count 500
+
+Writes ``held_out.json`` into the run directory and prints it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import torch  # noqa: E402
+from torch.nn import functional as F  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+
+from autoprune.loading import open_result  # noqa: E402
+from autoprune.modelio import Inputs  # noqa: E402
+from examples.sentences import docstring_sentences  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("run", type=Path)
+    parser.add_argument("--trials", type=int, nargs="+", required=True)
+    parser.add_argument("--skip", type=int, default=4500)
+    parser.add_argument("--count", type=int, default=500)
+    args = parser.parse_args()
+    torch.set_num_threads(2)
+    opened = open_result(out=args.run, storage=None, study_name=None, with_model=True)
+    result, base = opened.result, opened.base_model
+    from transformers import AutoTokenizer
+
+    folder = result.meta.model.removeprefix("hf:")
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    texts = docstring_sentences()[args.skip:args.skip + args.count]
+    batches = [tokenizer(texts[i:i + 16], padding=True, truncation=True, max_length=64, return_tensors="pt")
+               for i in range(0, len(texts), 16)]
+
+    def embed(model) -> list[torch.Tensor]:
+        model.eval()
+        with torch.inference_mode():
+            return [Inputs(kwargs={"input_ids": b["input_ids"], "attention_mask": b["attention_mask"]}).run(model)
+                    for b in batches]
+
+    dense = embed(base)
+    records = {t.number: t for t in result.trials}
+    scores = {}
+    for number in args.trials:
+        out = embed(result.load_model(records[number]))
+        cosine = torch.cat([F.cosine_similarity(a, b, dim=-1) for a, b in zip(out, dense)]).mean()
+        scores[number] = {"validation": records[number].metric, "held_out": float(cosine),
+                          "latency_ms": records[number].latency_ms}
+    report = {"sentences": f"docstring_sentences()[{args.skip}:{args.skip + args.count}]", "trials": scores}
+    (args.run / "held_out.json").write_text(json.dumps(report, indent=2) + "\n")
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()
