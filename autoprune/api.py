@@ -34,8 +34,9 @@ from autoprune.errors import AutopruneInputError, StudyError
 from autoprune.distill import Distillation, Teacher, as_distillation
 from autoprune.export import save_pruned
 from autoprune.finetune import check_accelerator, check_precision, evaluate, quiet
-from autoprune.hf import folder_setup, is_hf_spec
-from autoprune.imagedata import ImageData, image_setup, is_images_spec
+from autoprune.defaults import is_hf_spec, is_images_spec
+from autoprune.hf import folder_setup
+from autoprune.imagedata import ImageData, image_setup
 from autoprune.loading import BEST_DIR, candidate_loader, claim_artifacts, default_artifacts, default_storage
 from autoprune.measure import HardwareProfile
 from autoprune.modelio import ModelIO

@@ -6,6 +6,8 @@ Example:
     >>> from autoprune import defaults
     >>> defaults.N_TRIALS, defaults.SPACE, defaults.BATCH_SIZE
     (20, 'default', 64)
+    >>> defaults.is_hf_spec("hf:models/minilm"), defaults.is_images_spec("images:photos"), defaults.is_hf_spec(None)
+    (True, True, False)
 """
 
 from __future__ import annotations
@@ -55,10 +57,23 @@ def run_dir(study_name: str) -> Path:
     """The run directory of a study when none is given: ``runs/<study name>``."""
     return Path(RUNS) / study_name
 
+
 #: ``--model hf:DIR``: a Hugging Face model folder (:mod:`autoprune.hf`); ``--data images:DIR``: an image folder
 #: (:mod:`autoprune.imagedata`). Here, not there, so the CLI reads them without importing torch.
 HF_PREFIX = "hf:"
 IMAGES_PREFIX = "images:"
+
+
+def is_hf_spec(spec: object) -> bool:
+    """Whether a ``--model`` names a Hugging Face model folder (``hf:DIR``)."""
+    return isinstance(spec, str) and spec.startswith(HF_PREFIX)
+
+
+def is_images_spec(spec: object) -> bool:
+    """Whether ``--data`` names an image folder (``images:DIR``)."""
+    return isinstance(spec, str) and spec.startswith(IMAGES_PREFIX)
+
+
 #: the spaces a model folder's and an image folder's search use unless told otherwise
 FOLDER_SPACE = "transformer"
 IMAGES_SPACE = "pretrained"

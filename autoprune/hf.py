@@ -20,8 +20,8 @@ This is the one module that loads model folders through ``transformers``.
 Example:
     >>> TASKS["feature-extraction"].labelled, TASKS["sequence-classification"].labelled
     (False, True)
-    >>> is_hf_spec("hf:models/minilm"), is_hf_spec("mypkg.models:build")
-    (True, False)
+    >>> TASKS["token-classification"].head
+    'ForTokenClassification'
 """
 
 from __future__ import annotations
@@ -48,11 +48,6 @@ from autoprune.textdata import IGNORED, TextData, label_ids, text_loaders
 
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
                 "pytorch_model.bin.index.json")
-
-
-def is_hf_spec(spec: Any) -> bool:
-    """Whether a ``--model`` names a Hugging Face model folder (``hf:DIR``)."""
-    return isinstance(spec, str) and spec.startswith(HF_PREFIX)
 
 
 def folder(spec: str) -> Path:

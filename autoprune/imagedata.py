@@ -40,11 +40,6 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-def is_images_spec(spec: Any) -> bool:
-    """Whether ``--data`` names an image folder (``images:DIR``)."""
-    return isinstance(spec, str) and spec.startswith(IMAGES_PREFIX)
-
-
 @dataclass(frozen=True)
 class ImageData:
     """Where the images are and how they become batches (stored with the study; see the module docstring)."""

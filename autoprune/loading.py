@@ -33,10 +33,11 @@ from torch import nn
 from autoprune import defaults
 from autoprune.backends.book import StudyBook
 from autoprune.backends.storage import make_storage, mask_url, storage_file
+from autoprune.defaults import is_hf_spec, is_images_spec
 from autoprune.errors import AutopruneInputError, CandidateError, DataError, ModelLoadError, StudyError
 from autoprune.export import WEIGHTS, load_pruned, weights_sha256
-from autoprune.hf import folder, is_hf_spec, task_data, task_of
-from autoprune.imagedata import IMAGES_PREFIX, ImageData, image_loaders, is_images_spec, presets, scan
+from autoprune.hf import folder, task_data, task_of
+from autoprune.imagedata import IMAGES_PREFIX, ImageData, image_loaders, presets, scan
 from autoprune.objective import dense_copy
 from autoprune.result import SearchResult, TrialRecord
 from autoprune.study import StudyMeta, model_fingerprint

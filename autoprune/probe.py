@@ -87,7 +87,8 @@ def study_probe(study: Any, ctx: TrialContext, space: ResolvedSpace, *, run: boo
     probe = probe_finetune(ctx, space)
     if probe is None:
         return None
-    study.set_user_attr(PROBE_ATTR, asdict(probe))
+    figures = asdict(probe)
+    study.set_user_attr(PROBE_ATTR, figures)
     if probe.harmful:
         warnings.warn(probe.warning(metric_name))
-    return asdict(probe)
+    return figures

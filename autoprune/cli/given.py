@@ -13,21 +13,13 @@ from autoprune import defaults
 from autoprune.errors import AutopruneInputError
 
 
-def is_folder(model: str | None) -> bool:
-    return model is not None and model.startswith(defaults.HF_PREFIX)
-
-
-def is_images(data: str | None) -> bool:
-    return data is not None and data.startswith(defaults.IMAGES_PREFIX)
-
-
 def space_for(model: str | None, space: str | None, data: str | None = None) -> str:
     """``--space`` as given, else the model folder's or image folder's preset, else the default space."""
     if space:
         return space
-    if is_folder(model):
+    if defaults.is_hf_spec(model):
         return defaults.FOLDER_SPACE
-    return defaults.IMAGES_SPACE if is_images(data) else defaults.SPACE
+    return defaults.IMAGES_SPACE if defaults.is_images_spec(data) else defaults.SPACE
 
 
 @dataclass
@@ -52,9 +44,9 @@ def load_given(model: str | None, data: str | None, weights: str | None, run_dir
     from autoprune.study import metric_name
 
     model_spec, data_spec = model or defaults.DEMO, data or defaults.DEMO
-    if task is not None and not is_folder(model):
+    if task is not None and not defaults.is_hf_spec(model):
         raise AutopruneInputError("--task applies to a model folder (--model hf:DIR)")
-    if is_folder(model):
+    if defaults.is_hf_spec(model):
         if weights:
             raise AutopruneInputError("--weights applies to --model package.module:function; a model folder holds "
                                       "its own weights")
@@ -70,7 +62,7 @@ def load_given(model: str | None, data: str | None, weights: str | None, run_dir
                      metric_name(setup.metric))
     base = build_model(model_spec, weights, run_dir, task=task)
     recorded = {"model": model_spec, "weights": str(Path(weights).resolve()) if weights else None}
-    if is_images(data):
+    if defaults.is_images_spec(data):
         from autoprune.imagedata import ImageData, image_setup
 
         setup = image_setup(base, ImageData(path=data_spec[len(defaults.IMAGES_PREFIX):], **(images or {})))

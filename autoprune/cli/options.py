@@ -25,6 +25,13 @@ DISTILL_HIDDEN = typer.Option(None, help="layer-wise distillation: also pull eve
                                          "distillation; helps most where layers are dropped).")
 
 
+def check_distill_hidden(distilled: Any, hidden: float | None) -> None:
+    """Refuse ``--distill-hidden`` where nothing distils (``distilled``: the distillation, or whether there is one)."""
+    if hidden is not None and not distilled:
+        raise AutopruneInputError("--distill-hidden distils the dense model's hidden states: it needs "
+                                  "distillation (--distill)")
+
+
 def builtin_runtimes() -> str:
     """The built-in runtimes' names (the modules of autoprune.runtimes), found without importing them: the
     CLI starts without torch."""
@@ -77,7 +84,7 @@ FIDELITY = {"on": True, "off": False, "space": None}
 def default_name(model_spec: str) -> str:
     """The study and run-directory name of a model: ``digits`` for the embedded default, a model folder's name,
     else its function's."""
-    if model_spec.startswith(defaults.HF_PREFIX):
+    if defaults.is_hf_spec(model_spec):
         path = Path(model_spec[len(defaults.HF_PREFIX):]).resolve()
         generic = path.name.lower() in ("model", "models", "weights", "checkpoint", "final", "best", "hf")
         return f"{path.parent.name}-{path.name}" if generic and path.parent.name else path.name or "model"
@@ -87,11 +94,10 @@ def default_name(model_spec: str) -> str:
 def check_model_args(model: str | None, data: str | None, weights: str | None) -> None:
     if (model is None) != (data is None):
         raise AutopruneInputError("give both --model and --data, or neither for the embedded digits default")
-    if data is not None and data.startswith(defaults.IMAGES_PREFIX) and model.startswith(defaults.HF_PREFIX):
+    if defaults.is_images_spec(data) and defaults.is_hf_spec(model):
         raise AutopruneInputError("--data images:DIR goes with a CNN given as --model package.module:function; a model "
                                   "folder (hf:DIR) reads an examples file")
-    if data is not None and Path(data).suffix.lower() in defaults.TEXT_SUFFIXES and \
-            not model.startswith(defaults.HF_PREFIX):
+    if data is not None and Path(data).suffix.lower() in defaults.TEXT_SUFFIXES and not defaults.is_hf_spec(model):
         raise AutopruneInputError(f"--data {data} is an examples file, which is read with a model folder's tokenizer: "
                                   "give --model hf:DIR (or --data package.module:function for your own loaders)")
     if weights and not model:

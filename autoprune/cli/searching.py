@@ -13,7 +13,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from autoprune import defaults
 from autoprune.cli.given import load_given, space_for
 from autoprune.cli.options import (DATA, DEBUG, DISTILL_HIDDEN, FIDELITY, MODEL, READING, RUNTIMES, WEIGHTS, Reading,
-                                   check_model_args, default_name, sparsities as parse_sparsities)
+                                   check_distill_hidden, check_model_args, default_name,
+                                   sparsities as parse_sparsities)
 from autoprune.cli.running import console, out_console, progress_callback, run
 from autoprune.errors import AutopruneInputError
 
@@ -150,10 +151,8 @@ def search(
         the_space, _ = check_setup(space=space_name, profile=profile, precision=precision, accelerator=accelerator,
                                    fidelity=FIDELITY[fidelity], bn=bn,
                                    reconstruct=reconstruct)  # before a model is loaded, or trained
-        distilled = distill or (distill is None and (model or "").startswith(defaults.HF_PREFIX))  # a folder presets it
-        if distill_hidden is not None and not distilled:
-            raise AutopruneInputError("--distill-hidden distils the dense model's hidden states: it needs "
-                                      "distillation (--distill)")
+        check_distill_hidden(distill or (distill is None and defaults.is_hf_spec(model)),  # a folder presets it
+                             distill_hidden)
         model_spec = model or defaults.DEMO
         check_space_fits(the_space, model_spec)
         name = study_name or default_name(model_spec)
@@ -167,10 +166,10 @@ def search(
         if distill_hidden is not None:
             options["distill"] = dataclasses.replace(options["distill"], hidden=distill_hidden)
         if given.summary:
-            changed = options.get("distill") != given.options.get("distill")  # the options above override the task's
-            as_given = getattr(options.get("distill"), "describe", lambda: "none")() if changed else None
-            console.print(f"settings: {given.summary}; space {space_name}"
-                          + (f"; distillation as given: {as_given}" if changed else ""), highlight=False)
+            distillation = options.get("distill")  # the options above override the task's
+            changed = "" if distillation == given.options.get("distill") else \
+                f"; distillation as given: {distillation.describe() if distillation else 'none'}"
+            console.print(f"settings: {given.summary}; space {space_name}{changed}", highlight=False)
         columns = [TextColumn("[bold]trials"), BarColumn(), MofNCompleteColumn(), TextColumn("elapsed"),
                    TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
                    TextColumn("front {task.fields[front]}"), TextColumn("{task.fields[best]}")]

@@ -9,7 +9,7 @@ import typer
 
 from autoprune import defaults
 from autoprune.cli.options import (DEBUG, DISTILL_HIDDEN, FORMATS, INT8, RUN_DIR, STORAGE, STORED, STUDY_NAME,
-                                   Int8Limits, StoredStudy)
+                                   Int8Limits, StoredStudy, check_distill_hidden)
 from autoprune.cli.running import console, out_console, run
 from autoprune.errors import AutopruneInputError
 
@@ -52,7 +52,7 @@ def export(
         from autoprune.api import check_not_a_file
         from autoprune.export import check_formats, save_pruned
         from autoprune.finetune import first_inputs, resolve_data
-        from autoprune.hf import is_hf_spec, save_tokenizer
+        from autoprune.hf import save_tokenizer
         from autoprune.loading import build_data, open_result
         from autoprune.quantize import Int8Tolerance, deployed_model
 
@@ -70,7 +70,7 @@ def export(
         quantized = deployed_model(pruned, policy, example, train_loader=train)  # re-quantized from fp32 weights
         files = save_pruned(pruned, policy, to, example_inputs=example, formats=fmt or None, int8=quantized,
                             parity_batches=iter(val), int8_tolerance=tolerance)
-        if is_hf_spec(result.meta.model):  # the tokenizer beside the model: the folder is all a user needs
+        if defaults.is_hf_spec(result.meta.model):  # the tokenizer beside the model: the folder is all a user needs
             files = {**files, "tokenizer": to / "tokenizer_config.json"}
             save_tokenizer(result.meta.model, to)
         out_console.print(f"exported trial {chosen.number}: " + ", ".join(str(p) for p in files.values()))
@@ -117,10 +117,8 @@ def refine(
         target = to or out_dir / REFINED_DIR
         preset = task_options(result.meta, base)  # a model folder's task: its metric, batches, distillation
         distillation = True if distill else preset.pop("distill", None)
+        check_distill_hidden(distillation, distill_hidden)
         if distill_hidden is not None:
-            if distillation is None:
-                raise AutopruneInputError("--distill-hidden distils the dense model's hidden states: it needs "
-                                          "distillation (--distill)")
             from dataclasses import replace
 
             from autoprune.distill import Distillation
