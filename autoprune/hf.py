@@ -12,9 +12,15 @@
 * ``feature-extraction``: the encoder's last hidden states mean-pooled over the real tokens and normalised
   (a sentence embedding); no labels; quality = mean cosine similarity to the dense model's embeddings on
   the validation set; the fine-tune is distillation alone (cosine).
+* ``image-classification``: a vision classifier (a ``...ForImageClassification`` head: ResNet, ConvNeXt,
+  MobileNet, EfficientNet, ...) and an image folder (``--data images:DIR``, :mod:`autoprune.imagedata`):
+  class sub-folders give accuracy, a flat folder top-1 agreement with the dense model. The images are
+  cropped to the size and normalised with the mean and deviation the folder's ``preprocessor_config.json``
+  states (ImageNet's when it has none), unless given.
 
-All three search the ``transformer`` space (whole heads, feed-forward neurons, encoder layers). The task
-defaults to the head the folder's ``architectures`` name (none: feature extraction).
+The text tasks search the ``transformer`` space (whole heads, feed-forward neurons, encoder layers), the
+image task the ``pretrained`` one (channels, for pretrained CNNs). The task defaults to the head the
+folder's ``architectures`` name (none: feature extraction).
 This is the one module that loads model folders through ``transformers``.
 
 Example:
@@ -28,7 +34,9 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import json
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -39,13 +47,16 @@ from torch.nn import functional as F
 from torch.utils.data import DataLoader
 
 from autoprune import defaults
-from autoprune.defaults import HF_PREFIX
+from autoprune.defaults import HF_PREFIX, is_images_spec
 from autoprune.distill import Distillation
-from autoprune.errors import ModelLoadError
+from autoprune.errors import DataError, ModelLoadError
+from autoprune.imagedata import IMAGES_PREFIX, ImageData, ImageSetup, image_setup
 from autoprune.metrics import CosineToDense, TokenAccuracy
 from autoprune.modelio import ModelIO
 from autoprune.textdata import IGNORED, TextData, label_ids, text_loaders
 
+PREPROCESSOR = "preprocessor_config.json"  # what a vision model's image processor saved
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "spiece.model")
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
                 "pytorch_model.bin.index.json")
 
@@ -134,6 +145,7 @@ class Task:
     distill: Distillation
     describe: str
     pooled: bool = False  # mean-pooled embeddings of the encoder's last hidden states
+    images: bool = False  # reads an image folder (images:DIR), not an examples file
 
     @property
     def labelled(self) -> bool:
@@ -174,6 +186,9 @@ TASKS = {task.name: task for task in (
          "logits"),
     Task("feature-extraction", "AutoModel", "", None, Distillation(weight=1.0, kind="cosine"),
          "mean cosine of the mean-pooled embeddings to the dense model's; distillation alone", pooled=True),
+    Task("image-classification", "AutoModelForImageClassification", "ForImageClassification", "example",
+         Distillation(kind="kl"), "accuracy over class folders, or top-1 agreement with the dense model on a flat "
+         "folder", images=True),
 )}
 
 
@@ -198,10 +213,81 @@ def load_tokenizer(path: Path) -> Any:
                                  "save it into the folder with tokenizer.save_pretrained(DIR)") from None
 
 
-def save_tokenizer(spec: str, directory: str | Path) -> list[Path]:
-    """Write the model folder's tokenizer into ``directory`` (beside an exported candidate, so the folder is all
-    a user needs: ``AutoTokenizer.from_pretrained(directory)`` and the ONNX or TorchScript model)."""
-    return [Path(p) for p in load_tokenizer(folder(spec)).save_pretrained(directory)]
+def save_preprocessing(spec: str, directory: str | Path) -> dict[str, Path]:
+    """Write what turns raw input into the model's input beside an exported candidate, so the folder is all a user
+    needs: the folder's tokenizer (``AutoTokenizer.from_pretrained(directory)``) and its image processor's
+    ``preprocessor_config.json``, where it has them; the files written, by kind."""
+    path, directory, files = folder(spec), Path(directory), {}
+    if (path / PREPROCESSOR).is_file():
+        files["preprocessor"] = Path(shutil.copyfile(path / PREPROCESSOR, directory / PREPROCESSOR))
+    if any((path / name).is_file() for name in TOKENIZER_FILES):
+        load_tokenizer(path).save_pretrained(directory)
+        files["tokenizer"] = directory / "tokenizer_config.json"
+    return files
+
+
+def _side(value: Any) -> int | None:
+    if isinstance(value, int):
+        return value
+    if isinstance(value, dict):
+        side = value.get("height") or value.get("shortest_edge")
+        return int(side) if side else None
+    return None
+
+
+def image_settings(path: Path) -> dict[str, Any]:
+    """What the folder's ``preprocessor_config.json`` says of the images its model was trained on, as
+    :class:`~autoprune.imagedata.ImageData` fields (``image_size``, ``mean``, ``std``); empty where it says
+    nothing (no such file)."""
+    file = path / PREPROCESSOR
+    if not file.is_file():
+        return {}
+    try:
+        config = json.loads(file.read_text())
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(f"--model hf:{path}: {PREPROCESSOR} cannot be read ({type(exc).__name__}: {exc}); fix or "
+                             "remove it") from None
+    found: dict[str, Any] = {}
+    if config.get("do_normalize", True) is False:
+        found["mean"], found["std"] = (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)
+    elif "image_mean" in config and "image_std" in config:
+        found["mean"], found["std"] = tuple(map(float, config["image_mean"])), tuple(map(float, config["image_std"]))
+    side = (_side(config.get("crop_size")) if config.get("do_center_crop", True) else None) or _side(config.get("size"))
+    if side:
+        found["image_size"] = side
+    return found
+
+
+@dataclass(frozen=True)
+class FolderImages:
+    """A vision model folder and an image folder made ready for ``search()``: the model, and the image folder's
+    loaders and presets (:class:`~autoprune.imagedata.ImageSetup`); the same methods as :class:`FolderSetup`."""
+
+    spec: str
+    task: Task
+    model: nn.Module
+    images: ImageSetup
+
+    @property
+    def data(self) -> tuple[DataLoader, DataLoader]:
+        return self.images.data
+
+    @property
+    def metric(self) -> Any:
+        return self.images.metric
+
+    @property
+    def space(self) -> str:
+        return self.images.space
+
+    def options(self) -> dict[str, Any]:
+        return {**self.images.options(), "space": self.space}
+
+    def attrs(self) -> dict[str, Any]:
+        return {"model": self.spec, "task": self.task.name, **self.images.attrs()}
+
+    def summary(self) -> str:
+        return f"task {self.task.name}; {self.images.summary()}"
 
 
 @dataclass(frozen=True)
@@ -250,14 +336,28 @@ def task_data(path: Path, task: Task, text: TextData) -> tuple[DataLoader, DataL
     return text_loaders(text, tokenizer, labels_to_ids=mapper, per_token=task.labels == "word")
 
 
-def folder_setup(spec: str, data: Any, *, task: str | None = None) -> FolderSetup:
+def folder_setup(spec: str, data: Any, *, task: str | None = None,
+                 images: dict[str, Any] | None = None) -> FolderSetup | FolderImages:
     """Load ``hf:DIR`` for ``task`` (None: the folder's own) and its data: an examples file (or a
-    :class:`~autoprune.textdata.TextData` saying how to read it) tokenised with the folder's tokenizer, or your
-    own loaders (a ``(train, val)`` pair or a ``LightningDataModule`` of dict batches), used as they are.
-    Every input error (a folder that is no model, a task it cannot do, a missing column, unknown labels) is
-    raised before anything is written."""
+    :class:`~autoprune.textdata.TextData` saying how to read it) tokenised with the folder's tokenizer; for a
+    vision model an image folder ``images:DIR`` read as its ``preprocessor_config.json`` says, ``images``
+    (:class:`~autoprune.imagedata.ImageData` fields) overriding it, or an :class:`ImageData` used as it is; or
+    your own loaders (a ``(train, val)`` pair or a ``LightningDataModule``), used as they are.
+    Every input error (a folder that is no model, a task it cannot do, data of the other kind, a missing column,
+    unknown labels) is raised before anything is written."""
     path = folder(spec)
     chosen = task_of(path, task)
+    images_given = isinstance(data, ImageData) or (isinstance(data, str) and is_images_spec(data))
+    if chosen.images and isinstance(data, (str, Path, TextData)) and not images_given:
+        raise DataError(f"--task {chosen.name} reads an image folder (--data images:DIR), got {data}")
+    if images_given and not chosen.images:
+        raise DataError(f"--data {data}: --task {chosen.name} reads an examples file; an image folder goes with a "
+                        "vision model folder (--task image-classification)")
+    if images_given:
+        given = data if isinstance(data, ImageData) else \
+            ImageData(**{**image_settings(path), **(images or {}), "path": data[len(IMAGES_PREFIX):]})
+        model = chosen.load(path)
+        return FolderImages(spec=f"{HF_PREFIX}{path}", task=chosen, model=model, images=image_setup(model, given))
     text = None
     if isinstance(data, (str, Path, TextData)):
         text = data if isinstance(data, TextData) else TextData(path=str(data))
@@ -266,4 +366,5 @@ def folder_setup(spec: str, data: Any, *, task: str | None = None) -> FolderSetu
         data = task_data(path, chosen, text)
     model = chosen.load(path)
     return FolderSetup(spec=f"{HF_PREFIX}{path}", task=chosen, text=text, model=model, data=data,
-                       metric=chosen.metric(copy.deepcopy(model).eval()), io=chosen.io())
+                       metric=chosen.metric(copy.deepcopy(model).eval()), io=chosen.io(),
+                       space=defaults.IMAGES_SPACE if chosen.images else defaults.FOLDER_SPACE)

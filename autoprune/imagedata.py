@@ -182,7 +182,7 @@ def check_outputs(model: Any, loader: DataLoader, classes: list[str], where: str
         return
     model.eval()
     with torch.inference_mode():
-        width = model(next(iter(loader))[0][:1]).shape[-1]
+        width = ModelIO().select(model(next(iter(loader))[0][:1])).shape[-1]  # a Hugging Face output's logits too
     if all(c.isdigit() for c in classes):
         if max(int(c) for c in classes) >= width:
             raise DataError(f"{where}: class folder {max(classes, key=int)} is beyond the model's {width} outputs")

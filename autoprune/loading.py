@@ -55,6 +55,8 @@ def task_options(meta: StudyMeta, base: nn.Module) -> dict[str, Any]:
     return {"metric": task.metric(dense_copy(base)), **task.options()}
 
 DEMO = defaults.DEMO
+#: what a saved whole-model file is named (TorchScript or pickled), refused as --model with what to give instead
+MODEL_FILES = (".pt", ".pth", ".ts", ".jit", ".torchscript", ".pkl")
 CANDIDATES_DIR = "candidates"
 BEST_DIR = "best"
 STUDY_DB = "study.db"
@@ -94,6 +96,10 @@ def build_model(spec: str, weights: str | Path | None = None, run_dir: str | Pat
         from autoprune.demo import pretrained_digits_cnn
 
         return pretrained_digits_cnn(run_dir)
+    if Path(spec).suffix.lower() in MODEL_FILES:
+        raise ModelLoadError(f"--model {spec}: a saved model file (TorchScript or pickled) cannot be pruned, as its "
+                             "layers are compiled or their code is not named; give the Python model that builds it, "
+                             "--model package.module:function, and its weights, --weights state_dict.pt")
     factory = import_object(spec, "model")
     try:
         model = factory() if callable(factory) and not isinstance(factory, nn.Module) else factory

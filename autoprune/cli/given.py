@@ -17,9 +17,9 @@ def space_for(model: str | None, space: str | None, data: str | None = None) -> 
     """``--space`` as given, else the model folder's or image folder's preset, else the default space."""
     if space:
         return space
-    if defaults.is_hf_spec(model):
-        return defaults.FOLDER_SPACE
-    return defaults.IMAGES_SPACE if defaults.is_images_spec(data) else defaults.SPACE
+    if defaults.is_images_spec(data):
+        return defaults.IMAGES_SPACE
+    return defaults.FOLDER_SPACE if defaults.is_hf_spec(model) else defaults.SPACE
 
 
 @dataclass
@@ -39,7 +39,8 @@ def load_given(model: str | None, data: str | None, weights: str | None, run_dir
                text: dict[str, Any], images: dict[str, Any] | None = None) -> Given:
     """Load ``--model``/``--data`` (the embedded digits default without them); with a model folder and an
     examples file, read ``text``'s columns and split (:class:`autoprune.textdata.TextData`) for ``task``; with
-    ``--data images:DIR``, the image folder as ``images`` says (:class:`autoprune.imagedata.ImageData`)."""
+    ``--data images:DIR``, the image folder as ``images`` says (:class:`autoprune.imagedata.ImageData` fields;
+    what it leaves out is the model folder's ``preprocessor_config.json``'s, else the defaults)."""
     from autoprune.loading import build_data, build_model
     from autoprune.study import metric_name
 
@@ -53,12 +54,17 @@ def load_given(model: str | None, data: str | None, weights: str | None, run_dir
         from autoprune.hf import folder_setup
         from autoprune.textdata import TextData
 
-        own = Path(data_spec).suffix.lower() not in defaults.TEXT_SUFFIXES  # package.module:function loaders
-        setup = folder_setup(model_spec, build_data(data_spec) if own else TextData(path=data_spec, **text), task=task)
+        if defaults.is_images_spec(data_spec):  # a vision model folder: the image folder read as it says
+            setup = folder_setup(model_spec, data_spec, task=task, images=images)
+            recorded = {}
+        else:
+            own = Path(data_spec).suffix.lower() not in defaults.TEXT_SUFFIXES  # package.module:function loaders
+            setup = folder_setup(model_spec, build_data(data_spec) if own else TextData(path=data_spec, **text),
+                                 task=task)
+            recorded = {"data": data_spec if own else setup.text.path}
         options = setup.options()
         options.pop("space")
-        return Given(setup.model, setup.data, {**setup.attrs(), "data": data_spec if own else setup.text.path,
-                                               "weights": None}, options, setup.summary(),
+        return Given(setup.model, setup.data, {**setup.attrs(), **recorded, "weights": None}, options, setup.summary(),
                      metric_name(setup.metric))
     base = build_model(model_spec, weights, run_dir, task=task)
     recorded = {"model": model_spec, "weights": str(Path(weights).resolve()) if weights else None}

@@ -59,9 +59,9 @@ DATA = typer.Option(None, help="an examples file for an hf:DIR model (CSV, TSV, 
                                 "(train_loader, val_loader).")
 # How a model folder's examples file is read (see autoprune.textdata)
 TASK = typer.Option(None, help="an hf:DIR model's task: sequence-classification (accuracy; labels from the data), "
-                               "token-classification (one tag a word), or feature-extraction (mean-pooled "
-                               "embeddings; cosine to the dense model; no labels); default: the head the folder's "
-                               "architectures name.")
+                               "token-classification (one tag a word), feature-extraction (mean-pooled "
+                               "embeddings; cosine to the dense model; no labels), or image-classification (a vision "
+                               "model and --data images:DIR); default: the head the folder's architectures name.")
 TEXT_COLUMN = typer.Option(None, help="the data file's text column (default: text, sentence or content).")
 LABEL_COLUMN = typer.Option(None, help="the data file's label column (default: label or labels).")
 MAX_LENGTH = typer.Option(128, help="tokens kept per example (longer ones are truncated).")
@@ -69,9 +69,12 @@ VAL_FRACTION = typer.Option(0.1, help="the share of the data file held out for v
 VAL = typer.Option(None, help="a separate validation file (instead of --val-fraction).")
 TRAIN_BATCH_SIZE = typer.Option(16, help="examples per batch read from the data file or image folder.")
 # How an image folder (--data images:DIR) is read (see autoprune.imagedata)
-IMAGE_SIZE = typer.Option(224, help="images: the side of the square crop the model sees.")
-MEAN = typer.Option("0.485,0.456,0.406", help="images: the per-channel mean the model was trained with.")
-STD = typer.Option("0.229,0.224,0.225", help="images: the per-channel standard deviation.")
+IMAGE_SIZE = typer.Option(None, help="images: the side of the square crop the model sees [default: the model "
+                          "folder's preprocessor_config.json, else 224].")
+MEAN = typer.Option(None, help="images: the per-channel mean the model was trained with [default: the model folder's "
+                    "preprocessor_config.json, else ImageNet's 0.485,0.456,0.406].")
+STD = typer.Option(None, help="images: the per-channel standard deviation [default: as --mean; ImageNet's "
+                   "0.229,0.224,0.225].")
 MODEL_AGAIN = typer.Option(None, "--model", help="package.module:function of the base model (default: the one the "
                                                   "study recorded; code named in a shared storage runs here, so name "
                                                   "it yourself when you do not trust who writes the storage).")
@@ -94,9 +97,6 @@ def default_name(model_spec: str) -> str:
 def check_model_args(model: str | None, data: str | None, weights: str | None) -> None:
     if (model is None) != (data is None):
         raise AutopruneInputError("give both --model and --data, or neither for the embedded digits default")
-    if defaults.is_images_spec(data) and defaults.is_hf_spec(model):
-        raise AutopruneInputError("--data images:DIR goes with a CNN given as --model package.module:function; a model "
-                                  "folder (hf:DIR) reads an examples file")
     if data is not None and Path(data).suffix.lower() in defaults.TEXT_SUFFIXES and not defaults.is_hf_spec(model):
         raise AutopruneInputError(f"--data {data} is an examples file, which is read with a model folder's tokenizer: "
                                   "give --model hf:DIR (or --data package.module:function for your own loaders)")
@@ -161,17 +161,20 @@ class Reading:
     val_fraction: float
     val: str | None
     batch_size: int
-    image_size: int
-    mean: str
-    std: str
+    image_size: int | None
+    mean: str | None
+    std: str | None
 
     def text(self, seed: int | None) -> dict[str, Any]:
         return dict(text_column=self.text_column, label_column=self.label_column, max_length=self.max_length,
                     val_fraction=self.val_fraction, val=self.val, batch_size=self.batch_size, seed=seed or 0)
 
     def images(self, seed: int | None) -> dict[str, Any]:
-        return dict(image_size=self.image_size, mean=numbers(self.mean, "--mean"), std=numbers(self.std, "--std"),
-                    val_fraction=self.val_fraction, val=self.val, batch_size=self.batch_size, seed=seed or 0)
+        """The image folder's reading as given (what is not given is the model folder's, else the default)."""
+        given = {"image_size": self.image_size, "mean": None if self.mean is None else numbers(self.mean, "--mean"),
+                 "std": None if self.std is None else numbers(self.std, "--std")}
+        return dict({k: v for k, v in given.items() if v is not None}, val_fraction=self.val_fraction, val=self.val,
+                    batch_size=self.batch_size, seed=seed or 0)
 
 
 #: the options of report, export and refine that find a stored search and may override its record
@@ -187,4 +190,4 @@ READING = OptionGroup("reading", lambda train_batch_size, **rest: Reading(batch_
     ("task", Optional[str], TASK), ("text_column", Optional[str], TEXT_COLUMN),
     ("label_column", Optional[str], LABEL_COLUMN), ("max_length", int, MAX_LENGTH),
     ("val_fraction", float, VAL_FRACTION), ("val", Optional[str], VAL), ("train_batch_size", int, TRAIN_BATCH_SIZE),
-    ("image_size", int, IMAGE_SIZE), ("mean", str, MEAN), ("std", str, STD)))
+    ("image_size", Optional[int], IMAGE_SIZE), ("mean", Optional[str], MEAN), ("std", Optional[str], STD)))

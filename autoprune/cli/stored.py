@@ -52,7 +52,7 @@ def export(
         from autoprune.api import check_not_a_file
         from autoprune.export import check_formats, save_pruned
         from autoprune.finetune import first_inputs, resolve_data
-        from autoprune.hf import save_tokenizer
+        from autoprune.hf import save_preprocessing
         from autoprune.loading import build_data, open_result
         from autoprune.quantize import Int8Tolerance, deployed_model
 
@@ -70,9 +70,8 @@ def export(
         quantized = deployed_model(pruned, policy, example, train_loader=train)  # re-quantized from fp32 weights
         files = save_pruned(pruned, policy, to, example_inputs=example, formats=fmt or None, int8=quantized,
                             parity_batches=iter(val), int8_tolerance=tolerance)
-        if defaults.is_hf_spec(result.meta.model):  # the tokenizer beside the model: the folder is all a user needs
-            files = {**files, "tokenizer": to / "tokenizer_config.json"}
-            save_tokenizer(result.meta.model, to)
+        if defaults.is_hf_spec(result.meta.model):  # the tokenizer or image processor beside the model: the folder
+            files = {**files, **save_preprocessing(result.meta.model, to)}  # is all a user needs
         out_console.print(f"exported trial {chosen.number}: " + ", ".join(str(p) for p in files.values()))
 
     run(debug, body, interrupted="nothing was exported (no half-written folder is left); run the same command "
