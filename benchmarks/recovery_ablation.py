@@ -41,6 +41,8 @@ dense latency / candidate latency in the same run. Writes benchmarks/results/rec
     python benchmarks/recovery_ablation.py --model efficientnet --levels 0.1 --steps 60 --recover 300 \
         --image-size 128
     python benchmarks/recovery_ablation.py --model minilm --drop 1 2 --levels 0 --hidden 0 1
+    python benchmarks/recovery_ablation.py --model minilm --drop 1 2 --levels 0 --hidden 1 --recover 2000 --int8 \
+        --out layerwise/drop12_hidden1_2000_int8_perchannel.json
 """
 
 from __future__ import annotations
@@ -280,6 +282,7 @@ def main() -> None:
                         "distillation rows)")
     parser.add_argument("--hidden", type=float, nargs="+", default=[0.0, 1.0], help="with --drop: hidden-state weights")
     parser.add_argument("--int8", action="store_true", help="with --drop: int8 after recovery, timed in ONNX Runtime")
+    parser.add_argument("--out", default="recovery_ablation_layerwise.json", help="with --drop: the results file")
     args = parser.parse_args()
     torch.set_num_threads(1)
     torch.manual_seed(args.seed)
@@ -302,7 +305,7 @@ def main() -> None:
         report = {"machine": f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}",
                   "model": setup.name, "dense_ms": reference.latency_ms, "args": vars(args), "rows": rows}
         RESULTS.mkdir(exist_ok=True)
-        (RESULTS / "recovery_ablation_layerwise.json").write_text(json.dumps(report, indent=2) + "\n")
+        (RESULTS / args.out).write_text(json.dumps(report, indent=2) + "\n")
         return
 
     rows = []

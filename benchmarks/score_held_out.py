@@ -6,7 +6,12 @@ search also chose them by; this scores chosen trials of the run on other sentenc
 mean cosine of their embeddings to the dense model's, batches of 16 padded per batch (as the run's).
 
     python benchmarks/score_held_out.py runs/minilm-cli-hidden --trials 6 24 --skip 4500 --count 500
+    python benchmarks/score_held_out.py runs/minilm-cli --front     # the run's whole front, with its figures
 
+With ``--front``, every candidate of the run's front is scored, and the figures ``real_transformer.py``
+reports are computed over them as it computes them (the speedup of the fastest held-out candidate at mean
+cosine >= 0.95 and 0.90, the hypervolume above 0.90; latencies as the run measured them, ratios to its
+dense model), so a command-line run can be compared with that script's Python one.
 Writes ``held_out.json`` into the run directory and prints it.
 """
 
@@ -25,6 +30,7 @@ from torch.nn import functional as F  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
+sys.path.insert(0, str(HERE))
 
 from autoprune.loading import open_result  # noqa: E402
 from autoprune.modelio import Inputs  # noqa: E402
@@ -34,7 +40,9 @@ from examples.sentences import docstring_sentences  # noqa: E402
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run", type=Path)
-    parser.add_argument("--trials", type=int, nargs="+", required=True)
+    group = parser.add_mutually_exclusive_group(required=True)
+    group.add_argument("--trials", type=int, nargs="+")
+    group.add_argument("--front", action="store_true", help="every candidate of the run's front, and its figures")
     parser.add_argument("--skip", type=int, default=4500)
     parser.add_argument("--count", type=int, default=500)
     args = parser.parse_args()
@@ -58,12 +66,21 @@ def main() -> None:
     dense = embed(base)
     records = {t.number: t for t in result.trials}
     scores = {}
-    for number in args.trials:
+    numbers = [c.number for c in result.pareto] if args.front else args.trials
+    for number in numbers:
         out = embed(result.load_model(records[number]))
         cosine = torch.cat([F.cosine_similarity(a, b, dim=-1) for a, b in zip(out, dense)]).mean()
         scores[number] = {"validation": records[number].metric, "held_out": float(cosine),
                           "latency_ms": records[number].latency_ms}
     report = {"sentences": f"docstring_sentences()[{args.skip}:{args.skip + args.count}]", "trials": scores}
+    if args.front:
+        from compare_policies import front_figures
+        from real_transformer import FLOOR, TARGETS
+
+        points = [{"trial": n, "test": s["held_out"], "val": s["validation"],
+                   "ratio": s["latency_ms"] / result.reference_latency_ms} for n, s in scores.items()]
+        report["dense_ms"] = result.reference_latency_ms
+        report["figures"] = front_figures(points, key="test", targets=TARGETS, floor=FLOOR)
     (args.run / "held_out.json").write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps(report, indent=2))
 
