@@ -93,9 +93,13 @@ def _quiet_transformers() -> Iterator[Any]:
 
 
 def architectures(path: Path) -> list[str]:
-    with _quiet_transformers() as transformers:
-        config = transformers.AutoConfig.from_pretrained(path, local_files_only=True)
-    return list(getattr(config, "architectures", None) or [])
+    """The model classes the folder's ``config.json`` names (read as JSON: no model code is imported for it)."""
+    try:
+        config = json.loads((path / "config.json").read_text())
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(f"--model hf:{path}: config.json cannot be read ({type(exc).__name__}: {exc})") from None
+    names = config.get("architectures") if isinstance(config, dict) else None
+    return [str(n) for n in names] if isinstance(names, list) else []
 
 
 class MeanPooled(nn.Module):
@@ -152,9 +156,10 @@ class Task:
         return self.labels is not None
 
     def load(self, path: Path) -> nn.Module:
-        if self.head and not any(a.endswith(self.head) for a in architectures(path)):
+        names = architectures(path)
+        if self.head and not any(a.endswith(self.head) for a in names):
             raise ModelLoadError(f"--model hf:{path} cannot do --task {self.name}: its architectures "
-                                 f"{architectures(path)} have no ...{self.head} head; use --task feature-extraction, "
+                                 f"{names} have no ...{self.head} head; use --task feature-extraction, "
                                  "or fine-tune that head first")
         model, _ = _load(path, self.auto_class, allowed_missing=("pooler.",) if self.pooled else ())
         if not self.pooled:

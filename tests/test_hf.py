@@ -124,9 +124,17 @@ def test_a_folder_with_your_own_loaders_keeps_them_and_takes_the_task_presets(fo
     assert setup.attrs() == {"model": f"hf:{folders['encoder'].resolve()}", "task": "feature-extraction"}
 
 
+def _broken(path: Path) -> Path:
+    path.mkdir()
+    (path / "config.json").write_text("{not json")
+    (path / "model.safetensors").write_bytes(b"")
+    return path
+
+
 @pytest.mark.parametrize("make, message", [
     (lambda root: root / "missing", "is not a folder"),
     (lambda root: (root / "empty").mkdir() or root / "empty", "no config.json"),
+    (lambda root: _broken(root / "broken"), "config.json cannot be read"),
 ])
 def test_a_folder_that_is_no_model_is_refused_saying_how_to_write_one(folders, make, message):
     with pytest.raises(ModelLoadError, match=message):
