@@ -47,7 +47,8 @@ def _vision(path: Path) -> Path:
     """A tiny ResNet classifier of three classes, and the image processor's file that states its inputs."""
     torch.manual_seed(0)
     config = transformers.ResNetConfig(embedding_size=8, hidden_sizes=[8, 16], depths=[1, 1], layer_type="basic",
-                                       num_labels=3, id2label={0: "a", 1: "b", 2: "c"}, label2id={"a": 0, "b": 1, "c": 2})
+                                       num_labels=3, id2label={0: "a", 1: "b", 2: "c"},
+                                       label2id={"a": 0, "b": 1, "c": 2})
     transformers.ResNetForImageClassification(config).save_pretrained(path)
     (path / PREPROCESSOR).write_text(json.dumps({"image_processor_type": "ConvNextImageProcessor", "crop_pct": 0.875,
                                                  "image_mean": [0.5, 0.4, 0.3], "image_std": [0.2, 0.25, 0.3],
