@@ -34,9 +34,9 @@ from autoprune.errors import AutopruneInputError, StudyError
 from autoprune.distill import Distillation, Teacher, as_distillation
 from autoprune.export import save_pruned
 from autoprune.finetune import check_accelerator, check_precision, evaluate, quiet
-from autoprune.defaults import is_hf_spec, is_images_spec
+from autoprune.defaults import is_hf_spec
 from autoprune.hf import folder_setup
-from autoprune.imagedata import ImageData, image_setup
+from autoprune.imagedata import image_setup, names_images
 from autoprune.loading import BEST_DIR, candidate_loader, claim_artifacts, default_artifacts, default_storage
 from autoprune.measure import HardwareProfile
 from autoprune.modelio import ModelIO
@@ -269,7 +269,7 @@ def search(
         model = setup.model
     elif task is not None:
         raise AutopruneInputError("task= applies to a Hugging Face model folder (model='hf:DIR')")
-    elif isinstance(model, nn.Module) and (is_images_spec(data) or isinstance(data, ImageData)):
+    elif isinstance(model, nn.Module) and names_images(data):
         setup = image_setup(model, data)  # an image folder: its labels (or none) preset the metric
     if setup is not None:
         preset = setup.options()

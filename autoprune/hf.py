@@ -47,10 +47,10 @@ from torch.nn import functional as F
 from torch.utils.data import DataLoader
 
 from autoprune import defaults
-from autoprune.defaults import HF_PREFIX, is_images_spec
+from autoprune.defaults import HF_PREFIX
 from autoprune.distill import Distillation
 from autoprune.errors import DataError, ModelLoadError
-from autoprune.imagedata import IMAGES_PREFIX, ImageData, ImageSetup, image_setup
+from autoprune.imagedata import IMAGES_PREFIX, ImageData, ImageSetup, image_setup, names_images
 from autoprune.metrics import CosineToDense, TokenAccuracy
 from autoprune.modelio import ModelIO
 from autoprune.textdata import IGNORED, TextData, label_ids, text_loaders
@@ -154,6 +154,11 @@ class Task:
     @property
     def labelled(self) -> bool:
         return self.labels is not None
+
+    @property
+    def space(self) -> str:
+        """The space the task searches unless told otherwise."""
+        return defaults.IMAGES_SPACE if self.images else defaults.FOLDER_SPACE
 
     def load(self, path: Path) -> nn.Module:
         names = architectures(path)
@@ -308,7 +313,10 @@ class FolderSetup:
     data: Any
     metric: Callable[[nn.Module, Any], float] | None
     io: ModelIO
-    space: str = defaults.FOLDER_SPACE
+
+    @property
+    def space(self) -> str:
+        return self.task.space
 
     def options(self) -> dict[str, Any]:
         return {"metric": self.metric, **self.task.options(), "space": self.space}
@@ -352,7 +360,7 @@ def folder_setup(spec: str, data: Any, *, task: str | None = None,
     unknown labels) is raised before anything is written."""
     path = folder(spec)
     chosen = task_of(path, task)
-    images_given = isinstance(data, ImageData) or (isinstance(data, str) and is_images_spec(data))
+    images_given = names_images(data)
     if chosen.images and isinstance(data, (str, Path, TextData)) and not images_given:
         raise DataError(f"--task {chosen.name} reads an image folder (--data images:DIR), got {data}")
     if images_given and not chosen.images:
@@ -371,5 +379,4 @@ def folder_setup(spec: str, data: Any, *, task: str | None = None,
         data = task_data(path, chosen, text)
     model = chosen.load(path)
     return FolderSetup(spec=f"{HF_PREFIX}{path}", task=chosen, text=text, model=model, data=data,
-                       metric=chosen.metric(copy.deepcopy(model).eval()), io=chosen.io(),
-                       space=defaults.IMAGES_SPACE if chosen.images else defaults.FOLDER_SPACE)
+                       metric=chosen.metric(copy.deepcopy(model).eval()), io=chosen.io())

@@ -28,7 +28,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from autoprune import defaults
-from autoprune.defaults import IMAGES_PREFIX
+from autoprune.defaults import IMAGES_PREFIX, is_images_spec
 from autoprune.distill import Distillation
 from autoprune.errors import DataError
 from autoprune.metrics import TopOneAgreement
@@ -38,6 +38,11 @@ from autoprune.splits import split
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def names_images(data: Any) -> bool:
+    """Whether ``data`` is an image folder: ``images:DIR`` or an :class:`ImageData`."""
+    return isinstance(data, ImageData) or is_images_spec(data)
 
 
 @dataclass(frozen=True)

@@ -304,7 +304,7 @@ def main() -> None:
         rows = layerwise(args, setup, reference, profile)
         report = {"machine": f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}",
                   "model": setup.name, "dense_ms": reference.latency_ms, "args": vars(args), "rows": rows}
-        RESULTS.mkdir(exist_ok=True)
+        (RESULTS / args.out).parent.mkdir(parents=True, exist_ok=True)
         (RESULTS / args.out).write_text(json.dumps(report, indent=2) + "\n")
         return
 
