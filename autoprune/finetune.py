@@ -24,6 +24,7 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import signal
 import threading
@@ -40,6 +41,7 @@ from torch.utils.data import DataLoader
 
 from autoprune import defaults
 from autoprune.distill import Distillation, LayerTap, Teacher, hidden_term
+from autoprune.dropout import DROPOUT, InferenceMode
 from autoprune.errors import AutopruneInputError, DataError, NonFiniteLossError, Terminated
 from autoprune.methods import get_method
 from autoprune.modelio import Inputs, ModelIO
@@ -49,7 +51,10 @@ from autoprune.regularize import SparsityRegularizer
 Metric = Callable[[nn.Module, DataLoader], float]
 
 #: the fine-tune's optimisers by the name a space or recipe gives (the space's choices are read from here)
-OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
+#: the fine-tune's optimisers by name: ``sgd`` (momentum 0.9, the usual way to fine-tune a CNN) moves each weight
+#: by its gradient, where Adam and AdamW move every weight by about the learning rate whatever its gradient.
+OPTIMIZERS: dict[str, Callable[..., torch.optim.Optimizer]] = {
+    "adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": functools.partial(torch.optim.SGD, momentum=0.9)}
 
 
 def resolve_data(data: Any) -> tuple[DataLoader, DataLoader]:
@@ -76,7 +81,7 @@ def first_inputs(loader: DataLoader, n: int = 2, io: ModelIO | None = None) -> I
 
 @dataclass(frozen=True)
 class Recipe:
-    """The optimiser of a fine-tune: Adam or AdamW at ``lr`` with ``weight_decay``, the learning rate
+    """The optimiser of a fine-tune: Adam, AdamW or SGD at ``lr`` with ``weight_decay``, the learning rate
     warmed up linearly over the first ``warmup_steps`` steps (pretrained transformers want AdamW, a small
     rate and a warm-up; the small CNNs of the default space, Adam) and, with ``decay_steps``, decayed
     linearly to zero by that step (a long recovery fine-tune settles instead of ending at full rate)."""
@@ -314,10 +319,11 @@ def layer_prefix(module: L.LightningModule) -> str:
 
 def finetune(module: L.LightningModule, train_loader: DataLoader, *, policy: Policy, max_steps: int,
              accelerator: str = "cpu", prefix: str | None = None, precision: str = defaults.PRECISION,
-             bn: str = "train") -> None:
+             bn: str = "train", dropout: str = "keep") -> None:
     """Fine-tune ``module`` in place for ``max_steps`` optimiser steps with the policy's regulariser, on
     ``accelerator`` at ``precision`` (``bf16-mixed`` or ``16-mixed`` autocast on a GPU; see :data:`PRECISIONS`).
-    ``bn="freeze"`` keeps BatchNorm statistics as they came (:mod:`autoprune.batchnorm`).
+    ``bn="freeze"`` keeps BatchNorm statistics as they came (:mod:`autoprune.batchnorm`); ``dropout="off"``
+    keeps every other layer as at inference (:data:`DROPOUT`).
 
     ``prefix`` maps the policy's layer names to names inside ``module``; by default the one
     :func:`as_lightning` gave it (``"net."`` for a plain model it wrapped, ``""`` for a LightningModule).
@@ -328,7 +334,11 @@ def finetune(module: L.LightningModule, train_loader: DataLoader, *, policy: Pol
     unstructured = [prefix + n for n, lp in policy.layers.items()
                     if lp.sparsity > 0 and not get_method(lp.method).STRUCTURED]
     callbacks: list[L.Callback] = [FiniteLoss(), KeepZeros(module, unstructured)]
-    if bn == "freeze":
+    if dropout not in DROPOUT:
+        raise AutopruneInputError(f"dropout must be one of {list(DROPOUT)}, got {dropout!r}")
+    if dropout == "off":
+        callbacks.append(InferenceMode(batchnorm_too=bn == "freeze"))
+    elif bn == "freeze":
         from autoprune.batchnorm import FreezeBatchNorm
 
         callbacks.append(FreezeBatchNorm())

@@ -164,7 +164,7 @@ def run_trial(ctx: TrialContext, policy: Policy, settings: FinetuneSettings, *, 
         timings["evaluate"] = time.perf_counter() - started
         started = time.perf_counter()
         finetune(module, ctx.train_loader, policy=policy, max_steps=settings.max_steps,
-                 accelerator=ctx.accelerator, precision=ctx.precision, bn=ctx.bn)
+                 accelerator=ctx.accelerator, precision=ctx.precision, bn=ctx.bn, dropout=settings.dropout)
         if ctx.bn == "adapt":
             adapt_batchnorm(pruned, ctx.train_loader, batches=BN_BATCHES, io=ctx.io)
         timings["finetune"] = time.perf_counter() - started

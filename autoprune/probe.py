@@ -37,12 +37,21 @@ class FinetuneProbe:
     def harmful(self) -> bool:
         return self.after < self.before - 0.01 * abs(self.before)
 
-    def warning(self, metric_name: str) -> str:
+    def warning(self, metric_name: str, *, bn: str = "train", distilled: bool = False,
+                dropout: str = "keep") -> str:
+        """What the probe found and what to change, leaving out what the search does already (``bn``: the
+        BatchNorm policy the trials use; ``distilled``: whether they distil; ``dropout``: the space's)."""
+        advice = [f"lower the space's finetune.lr range (its lowest, {self.lr:g}, harms already: try {self.lr / 10:g})"]
+        if bn != "freeze":
+            advice.append("set bn: freeze (--bn freeze) if the model has BatchNorm")
+        if not distilled:
+            advice.append("distil from the dense model (distill=, --distill)")
+        if dropout != "off":  # train-only noise keeps a distilled model from matching the dense outputs
+            advice.append("set finetune.dropout: off, if the model has dropout or drop-connect")
         return (f"the trials' fine-tune makes the unpruned model worse: {metric_name} {self.before:.4f} -> "
                 f"{self.after:.4f} after {self.steps} steps at the space's lowest learning rate ({self.lr:g}), and every "
                 "candidate gets this fine-tune (a trial keeps its weights when it gets worse, so its figures hide "
-                "it): lower the space's finetune.lr range, set bn: freeze if the model has BatchNorm, or distil "
-                "from the dense model (distill=, --distill)")
+                f"it): {', or '.join(advice)}")
 
 
 #: the most steps the start-up probe of the dense model's fine-tune runs (the harm shows early: an ImageNet
@@ -60,7 +69,8 @@ def probe_finetune(ctx: TrialContext, space: ResolvedSpace) -> FinetuneProbe | N
         return None
     settings = FinetuneSettings(max_steps=min(spec.max_steps, PROBE_STEPS), lr=spec.lr.low,
                                 calibration_batches=spec.calibration_batches,
-                                optimizer=spec.optimizer, weight_decay=spec.weight_decay, warmup_steps=spec.warmup_steps)
+                                optimizer=spec.optimizer, weight_decay=spec.weight_decay, warmup_steps=spec.warmup_steps,
+                                dropout=spec.dropout)
     # the dense model's timing is the reference's: the probe's figures other than its metric are not used
     known = {} if ctx.reference is None else {
         shape_key(ctx.base_model, ctx.profile, ctx.reference): {"latency_ms": ctx.reference.latency_ms,
@@ -90,5 +100,6 @@ def study_probe(study: Any, ctx: TrialContext, space: ResolvedSpace, *, run: boo
     figures = asdict(probe)
     study.set_user_attr(PROBE_ATTR, figures)
     if probe.harmful:
-        warnings.warn(probe.warning(metric_name))
+        warnings.warn(probe.warning(metric_name, bn=ctx.bn, distilled=ctx.distill is not None,
+                                    dropout=space.space.finetune.dropout))
     return figures

@@ -61,6 +61,8 @@ class FinetuneSettings:
     warmup_steps: int = 0
     #: ``linear``: the learning rate decays to zero over ``max_steps`` (a recovery); ``none``: constant
     decay: str = "none"
+    #: ``off``: dropout and the like stay as at inference while fine-tuning (:data:`autoprune.finetune.DROPOUT`)
+    dropout: str = "keep"
 
 
 @dataclass(frozen=True)
@@ -110,7 +112,8 @@ class ResolvedSpace:
         )
         ft = s.finetune
         return policy, FinetuneSettings(ft.max_steps, lr, ft.calibration_batches, optimizer=ft.optimizer,
-                                        weight_decay=ft.weight_decay, warmup_steps=ft.warmup_steps)
+                                        weight_decay=ft.weight_decay, warmup_steps=ft.warmup_steps,
+                                        dropout=ft.dropout)
 
     def policy_of(self, params: Mapping[str, Any]) -> tuple[Policy, FinetuneSettings]:
         """The (Policy, FinetuneSettings) that ``params`` (a trial's or a seed's parameters) stand for."""
@@ -135,7 +138,8 @@ class ResolvedSpace:
         space's options, by default its first). The uniform and shallow seeds fine-tune at the middle of
         the learning-rate range, the scaled ones at three quarters of the way up it (on a log range): a
         harder-pruned network recovers faster with larger steps in a short fine-tune, and seeds at two
-        learning rates let the sampler learn that rather than copy one value.
+        learning rates let the sampler learn that rather than copy one value. A space that may quantize or not
+        seeds the uniform and shallow policies in both forms.
         """
         s = self.space
         round_to = s.round_to[0] if round_to == "first" else round_to
@@ -149,17 +153,22 @@ class ResolvedSpace:
         def uniform(level: float) -> dict[str, Any]:
             return mode.uniform(units=self.units, groups=self.groups, level=level)
 
-        seeds = [self._with_common(uniform(level), round_to=round_to) for level in levels if in_range(level)]
         int8 = [m for m in s.quantize if m != "none"]
-        if int8 and "none" in s.quantize:  # the uniform policies quantized too (dense + int8: the baseline to beat)
-            seeds += [{**seed, "quantize": int8[0]} for seed in list(seeds)]
+
+        def quantized_too(plain: list[dict[str, Any]]) -> list[dict[str, Any]]:
+            return plain + [{**seed, "quantize": int8[0]} for seed in plain] if int8 and "none" in s.quantize else plain
+
+        # the uniform and shallow policies quantized too: dense + int8 is the baseline to beat, and depth + int8
+        # is where the two compound (int8 speeds the matrix products up, dropping a layer its every operator)
+        seeds = quantized_too([self._with_common(uniform(level), round_to=round_to) for level in levels
+                               if in_range(level)])
         for level in scaled_levels if scales else ():
             params = mode.scaled(sp, units=self.units, level=level, scales=scales) if in_range(level) else None
             if params is not None:
                 seeds.append(self._with_common(params, lr_at=0.75, round_to=round_to))
-        for level, dropped in self.shallow_seeds(shallow_levels, block_order, free_blocks):
-            if in_range(level):
-                seeds.append(self._with_common(uniform(level), round_to=round_to, drop=dropped))
+        seeds += quantized_too([self._with_common(uniform(level), round_to=round_to, drop=dropped)
+                                for level, dropped in self.shallow_seeds(shallow_levels, block_order, free_blocks)
+                                if in_range(level)])
         return seeds
 
     def shallow_seeds(self, levels: tuple[float, ...] = (0.0, 0.5), block_order: Sequence[str] | None = None,

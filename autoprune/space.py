@@ -29,6 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from autoprune.batchnorm import POLICIES as BN_POLICIES
 from autoprune.errors import LayerMatchError, SearchSpaceError
 from autoprune.fidelity import Fidelity
+from autoprune.dropout import DROPOUT
 from autoprune.finetune import OPTIMIZERS
 from autoprune.layers import prunable_layers, resolve_globs
 from autoprune.methods import available_methods, get_method
@@ -112,8 +113,16 @@ class FinetuneSpec(_Strict):
     warmup_steps: int = Field(0, ge=0)
     #: what the fine-tune does to BatchNorm statistics (:mod:`autoprune.batchnorm`)
     bn: Literal[BN_POLICIES] = "auto"
+    #: ``off``: dropout, drop-connect and other train-only noise stay off while fine-tuning (finetune.DROPOUT)
+    dropout: Literal[DROPOUT] = "keep"
 
     _coerce = field_validator("weight_decay", mode="before")(_coerce_number)
+
+    @field_validator("dropout", mode="before")
+    @classmethod
+    def _off_is_a_word(cls, value: Any) -> Any:
+        """YAML reads an unquoted ``off`` as false (and ``on`` as true): ``dropout: off`` means off."""
+        return {False: "off", True: "keep"}.get(value, value) if isinstance(value, bool) else value
 
 
 class FidelitySpec(_Strict):
@@ -136,7 +145,8 @@ class FidelitySpec(_Strict):
 #: written before them keeps its fingerprint (and its studies stay joinable)
 _LATER_DEFAULTS = {"drop_blocks": [], "prune_hidden": False, "fidelity": None, "quantize": ["none"],
                    "reconstruct": False}
-_LATER_FINETUNE_DEFAULTS = {"optimizer": "adam", "weight_decay": 0.0, "warmup_steps": 0, "bn": "auto"}
+_LATER_FINETUNE_DEFAULTS = {"optimizer": "adam", "weight_decay": 0.0, "warmup_steps": 0, "bn": "auto",
+                            "dropout": "keep"}
 
 
 class SearchSpace(_Strict):

