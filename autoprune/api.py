@@ -332,7 +332,8 @@ def search(
             bn_policy = resolve_bn(bn_policy, prepared, metric=metric) if seeding else \
                 book.study.user_attrs.get(BN_ATTR, "train")
         if seeding:
-            book.study.set_user_attr(BN_ATTR, bn_policy)  # refine reads it too
+            book.study.set_user_attr(BN_ATTR, bn_policy)  # refine reads it too, and the dropout policy
+            book.study.set_user_attr("dropout", the_space.finetune.dropout)
             seeds = prepared.seeds(metric=metric, loss=loss, profile=profile, reference=reference,
                                    head_start=head_start)
             book.enqueue(seeds.params, dense_metric=seeds.dense_metric)

@@ -105,16 +105,16 @@ def chosen_candidates(result: SearchResult, trials: Sequence[int] | None) -> lis
 def refine_model(model: nn.Module, policy: Policy, train_loader: Any, *, steps: int, lr: float, loss: Any = None,
                  accelerator: str = "cpu", seed: int = 0, io: ModelIO | None = None,
                  distill: Distillation | None = None, teacher: Teacher | None = None,
-                 bn: str = "train") -> L.LightningModule:
+                 bn: str = "train", dropout: str = "keep") -> L.LightningModule:
     """Fine-tune the pruned ``model`` (pruned by ``policy``) in place for ``steps`` more steps at ``lr``, the
     sparse regulariser off and unstructured zeros kept, distilled from ``teacher`` with ``distill``, BatchNorm
     statistics as ``bn`` says (:mod:`autoprune.batchnorm`: ``freeze`` keeps them, ``adapt`` recomputes them
-    afterwards); returns the LightningModule that trained it (the model itself, or its wrapper), for
+    afterwards), dropout as ``dropout`` says (:mod:`autoprune.dropout`); returns the LightningModule that trained it (the model itself, or its wrapper), for
     evaluation. The benchmark refines its hand-made baselines with it."""
     module = as_lightning(model, loss=loss, lr=lr, io=io, distill=distill, teacher=teacher)
     torch.manual_seed(seed)
     finetune(module, train_loader, policy=dataclasses.replace(policy, regularizer=Regularizer()),
-             max_steps=steps, accelerator=accelerator, bn=bn)
+             max_steps=steps, accelerator=accelerator, bn=bn, dropout=dropout)
     if bn == "adapt":
         adapt_batchnorm(model, train_loader, batches=BN_BATCHES, io=io)
     return module
@@ -161,7 +161,8 @@ def refine(result: SearchResult, data: Any, *, steps: int, trials: Sequence[int]
         int8_tolerance: how closely a quantizing candidate's int8 model must follow its refined fp32 weights
             (:class:`~autoprune.quantize.Int8Tolerance`).
         bn: what the fine-tune does to BatchNorm statistics (``train``, ``freeze``, ``adapt``); by default what the
-            search's trials did (the study records it when ``auto`` resolved), else ``train``.
+            search's trials did (the study records it when ``auto`` resolved), else ``train``. Dropout is as the
+            search's trials had it (the space's ``finetune.dropout``, recorded with the study).
 
     Returns:
         One :class:`RefinedCandidate` per refined trial, in the order refined.
@@ -196,7 +197,8 @@ def refine(result: SearchResult, data: Any, *, steps: int, trials: Sequence[int]
         policy = result.policy(candidate)
         model = result.load_model(candidate)
         module = refine_model(model, policy, train_loader, steps=steps, lr=rates[candidate.number], loss=loss,
-                              accelerator=accelerator, seed=seed, io=io, distill=distillation, teacher=outputs, bn=bn)
+                              accelerator=accelerator, seed=seed, io=io, distill=distillation, teacher=outputs, bn=bn,
+                              dropout=str(result.meta.extra.get("dropout", "keep")))
         int8 = deployed_model(model.cpu(), policy, example_inputs, train_loader=train_loader, io=io)
         value = evaluate(int8 if int8 is not None else module, val_loader, metric,
                          accelerator="cpu" if int8 is not None else accelerator, io=io)

@@ -61,7 +61,7 @@ class FinetuneSettings:
     warmup_steps: int = 0
     #: ``linear``: the learning rate decays to zero over ``max_steps`` (a recovery); ``none``: constant
     decay: str = "none"
-    #: ``off``: dropout and the like stay as at inference while fine-tuning (:data:`autoprune.finetune.DROPOUT`)
+    #: ``off``: dropout and the like stay as at inference while fine-tuning (:data:`autoprune.dropout.DROPOUT`)
     dropout: str = "keep"
 
 

@@ -63,6 +63,23 @@ def test_refining_raises_the_metric_of_an_undertrained_candidate(result, trained
     assert refined.metric > refined.metric_before + 0.05
 
 
+def test_refine_fine_tunes_with_dropout_as_the_search_s_trials_did(result, trained, monkeypatch):
+    """A study recorded its space's ``finetune.dropout``: refining its candidates keeps that choice (a pretrained
+    space's ``off``), and a study without the record keeps dropout as before."""
+    import dataclasses
+
+    import autoprune.refine as refining
+    from autoprune.study import StudyMeta
+
+    seen = []
+    real = refining.finetune
+    monkeypatch.setattr(refining, "finetune", lambda *a, **k: seen.append(k["dropout"]) or real(*a, **k))
+    refine(result, trained[1], steps=1, trials=[1], formats=("torchscript",))
+    off = dataclasses.replace(result, meta=StudyMeta(extra={"dropout": "off"}))
+    refine(off, trained[1], steps=1, trials=[1], formats=("torchscript",))
+    assert seen == ["keep", "off"]
+
+
 def test_the_default_refines_every_pruned_candidate_and_not_the_dense_model(result, trained):
     refined = refine(result, trained[1], steps=2, formats=("torchscript",))
     assert [r.number for r in refined] == [1, 2]

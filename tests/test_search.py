@@ -474,6 +474,7 @@ def test_a_recipe_that_harms_the_dense_model_is_said_before_the_trials(digits, t
         _search(model, data, tmp_path, space=harsh, n_trials=1, budget_ratio=0.3)
     stored = optuna.load_study(study_name="autoprune", storage=f"sqlite:///{tmp_path / 'study.db'}").user_attrs
     assert stored["dense_finetune"]["after"] < stored["dense_finetune"]["before"]
+    assert stored["dropout"] == "keep"  # the space's dropout policy, recorded for refine
 
 
 def test_the_probe_s_advice_leaves_out_what_the_search_does_already():
