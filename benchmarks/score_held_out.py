@@ -71,8 +71,7 @@ def main() -> None:
     def embed(model) -> list[torch.Tensor]:
         model.eval()
         with torch.inference_mode():
-            return [Inputs(kwargs={"input_ids": b["input_ids"], "attention_mask": b["attention_mask"]}).run(model)
-                    for b in batches]
+            return [Inputs(kwargs=dict(b)).run(model) for b in batches]  # every input the tokenizer gives (ONNX)
 
     dense = embed(base)
     records = {t.number: t for t in result.trials}
