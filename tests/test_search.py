@@ -326,10 +326,14 @@ def test_dict_batches_and_dict_outputs_search_like_any_model(tmp_path):
 def test_realistic_cnns_search_end_to_end_on_32x32_images(make, tmp_path):
     """ResNet-18's and MobileNetV2's layouts (narrowed) run the default space's search on 32x32 RGB batches:
     every trial completes, dropping blocks included."""
+    from autoprune.space import load_space
+
     torch.manual_seed(0)
     images = [(torch.randn(3, 32, 32), i % 10) for i in range(64)]
     loader = DataLoader(images, batch_size=16)  # one batch to validate on: the start-up scans evaluate per unit
-    result = _search(make().eval(), (loader, DataLoader(images[:16], batch_size=16)), tmp_path, space="default",
+    default = load_space("default")  # with a short fine-tune: what is checked is that each trial runs through
+    space = default.model_copy(update={"finetune": default.finetune.model_copy(update={"max_steps": 5})})
+    result = _search(make().eval(), (loader, DataLoader(images[:16], batch_size=16)), tmp_path, space=space,
                      n_trials=3, profile=fast_profile(batch_size=4))
     assert [t.state for t in result.trials] == ["complete"] * 3, [t.failure_reason for t in result.trials]
     assert result.pareto
