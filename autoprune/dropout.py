@@ -26,8 +26,8 @@ from torch import nn
 #: stochastic depth): ``keep`` them training, or ``off``: every layer but BatchNorm (whose statistics the
 #: ``bn`` policy decides) runs as at inference. A distilled fine-tune of a pretrained model matches the dense
 #: model's inference outputs, which train-only noise keeps it from: on an ImageNet EfficientNet-Lite0 (dropout
-#: and drop-connect), 100 distilled steps at Adam's 1e-5 left the unpruned model agreeing 0.785 with itself with
-#: the noise on and 0.984 with it off (docs/benchmarks.md).
+#: and drop-connect), 100 distilled steps at Adam's 1e-5 left the unpruned model agreeing 0.781 with itself with
+#: the noise on and 0.996 with it off (docs/benchmarks.md).
 DROPOUT = ("keep", "off")
 
 
