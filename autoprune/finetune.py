@@ -50,9 +50,9 @@ from autoprune.regularize import SparsityRegularizer
 
 Metric = Callable[[nn.Module, DataLoader], float]
 
-#: the fine-tune's optimisers by the name a space or recipe gives (the space's choices are read from here)
-#: the fine-tune's optimisers by name: ``sgd`` (momentum 0.9, the usual way to fine-tune a CNN) moves each weight
-#: by its gradient, where Adam and AdamW move every weight by about the learning rate whatever its gradient.
+#: the fine-tune's optimisers by the name a space or recipe gives (the space's choices are read from here):
+#: ``sgd`` (momentum 0.9, the usual way to fine-tune a CNN) moves each weight by its gradient, where Adam and
+#: AdamW move every weight by about the learning rate whatever its gradient.
 OPTIMIZERS: dict[str, Callable[..., torch.optim.Optimizer]] = {
     "adam": torch.optim.Adam, "adamw": torch.optim.AdamW, "sgd": functools.partial(torch.optim.SGD, momentum=0.9)}
 

@@ -109,8 +109,9 @@ def refine_model(model: nn.Module, policy: Policy, train_loader: Any, *, steps: 
     """Fine-tune the pruned ``model`` (pruned by ``policy``) in place for ``steps`` more steps at ``lr``, the
     sparse regulariser off and unstructured zeros kept, distilled from ``teacher`` with ``distill``, BatchNorm
     statistics as ``bn`` says (:mod:`autoprune.batchnorm`: ``freeze`` keeps them, ``adapt`` recomputes them
-    afterwards), dropout as ``dropout`` says (:mod:`autoprune.dropout`); returns the LightningModule that trained it (the model itself, or its wrapper), for
-    evaluation. The benchmark refines its hand-made baselines with it."""
+    afterwards), dropout as ``dropout`` says (:mod:`autoprune.dropout`); returns the LightningModule that
+    trained it (the model itself, or its wrapper), for evaluation. The benchmark refines its hand-made
+    baselines with it."""
     module = as_lightning(model, loss=loss, lr=lr, io=io, distill=distill, teacher=teacher)
     torch.manual_seed(seed)
     finetune(module, train_loader, policy=dataclasses.replace(policy, regularizer=Regularizer()),

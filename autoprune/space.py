@@ -28,8 +28,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from autoprune.batchnorm import POLICIES as BN_POLICIES
 from autoprune.errors import LayerMatchError, SearchSpaceError
-from autoprune.fidelity import Fidelity
 from autoprune.dropout import DROPOUT
+from autoprune.fidelity import Fidelity
 from autoprune.finetune import OPTIMIZERS
 from autoprune.layers import prunable_layers, resolve_globs
 from autoprune.methods import available_methods, get_method
