@@ -69,8 +69,8 @@ def probe_finetune(ctx: TrialContext, space: ResolvedSpace) -> FinetuneProbe | N
         return None
     settings = FinetuneSettings(max_steps=min(spec.max_steps, PROBE_STEPS), lr=spec.lr.low,
                                 calibration_batches=spec.calibration_batches,
-                                optimizer=spec.optimizer, weight_decay=spec.weight_decay, warmup_steps=spec.warmup_steps,
-                                dropout=spec.dropout)
+                                optimizer=spec.optimizer, weight_decay=spec.weight_decay,
+                                warmup_steps=spec.warmup_steps, dropout=spec.dropout)
     # the dense model's timing is the reference's: the probe's figures other than its metric are not used
     known = {} if ctx.reference is None else {
         shape_key(ctx.base_model, ctx.profile, ctx.reference): {"latency_ms": ctx.reference.latency_ms,
