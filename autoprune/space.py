@@ -113,7 +113,7 @@ class FinetuneSpec(_Strict):
     warmup_steps: int = Field(0, ge=0)
     #: what the fine-tune does to BatchNorm statistics (:mod:`autoprune.batchnorm`)
     bn: Literal[BN_POLICIES] = "auto"
-    #: ``off``: dropout, drop-connect and other train-only noise stay off while fine-tuning (finetune.DROPOUT)
+    #: ``off``: dropout, drop-connect and other train-only noise stay off while fine-tuning (dropout.DROPOUT)
     dropout: Literal[DROPOUT] = "keep"
 
     _coerce = field_validator("weight_decay", mode="before")(_coerce_number)
