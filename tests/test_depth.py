@@ -55,6 +55,39 @@ def test_nested_blocks_list_only_the_innermost():
     assert removable_blocks(model.eval(), X) == ["0.body.0", "0.body.1"]
 
 
+class _RatedBlock(nn.Module):
+    """EfficientNet's way: the block takes its stochastic-depth rate, and branches on it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, 1, 3, padding=1)
+
+    def forward(self, x, drop_rate=None, scale=1.0):
+        y = self.conv(x) * scale
+        if drop_rate:
+            y = nn.functional.dropout(y, drop_rate, self.training)
+        return y + x
+
+
+class _RatedNet(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.blocks = nn.ModuleList([_RatedBlock(), _RatedBlock()])
+
+    def forward(self, x):
+        for i, block in enumerate(self.blocks):
+            x = block(x, 0.1 * i, scale=0.5) if i else block(x, drop_rate=0.0)
+        return x
+
+
+def test_a_block_called_with_a_rate_besides_its_tensor_is_removable():
+    """Arguments that are not tensors (a drop-connect rate, positional or by name) are held at the values the
+    model passed; the block is listed, and the model runs with it dropped."""
+    model = _RatedNet().eval()
+    assert removable_blocks(model, X) == ["blocks.0", "blocks.1"]
+    assert drop_blocks(model, ["blocks.1"])(X).shape == X.shape
+
+
 def test_drop_blocks_replaces_the_named_blocks_in_place():
     model = ResNetCNN(widths=(8, 16), blocks=2).eval()
     assert drop_blocks(model, ["layers.1"]) is model
