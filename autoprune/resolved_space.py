@@ -36,6 +36,10 @@ if TYPE_CHECKING:
 
 #: the shares of the removable blocks the ranked shallow seeds drop (the cheapest first)
 SHALLOW_SHARES = (1 / 3, 1 / 2)
+#: the width level of the mixed seed (the cheapest block dropped, every unit thinned this much): on a pretrained
+#: encoder a little of both keeps more than either alone at the same speed (all-MiniLM-L6-v2 after a recovery:
+#: one layer and 20% of the others' heads and neurons 0.957 at 1.44x, two layers 0.953 at 1.49x; docs/benchmarks.md)
+MIXED_LEVEL = 0.2
 
 
 class Suggester(Protocol):
@@ -182,7 +186,9 @@ class ResolvedSpace:
         middle ones least, and which is which differs by model). Blocks whose removal alone costs nothing
         measurable (``free``, :func:`autoprune.sensitivity.free_blocks`) go in every shallow seed, and
         with any such block one more seed drops them at the last of ``levels``, width pruned too: the
-        corner where an over-parameterised network is fastest. An encoder keeps at least half its layers.
+        corner where an over-parameterised network is fastest. With three or more ranked blocks, one more
+        (mixed) seed drops the cheapest block alone (and the free ones) with every unit thinned by
+        :data:`MIXED_LEVEL`: depth and width in small doses each. An encoder keeps at least half its layers.
 
         Without a ranking, the :attr:`shallow_blocks` go at each of ``levels``."""
         if not self.blocks or not levels:
@@ -204,6 +210,8 @@ class ResolvedSpace:
         seeds = [(levels[0], blocks) for blocks in dict.fromkeys(dropped(k) for k in counts)]
         if free_set and len(levels) > 1:
             seeds.append((levels[-1], seeds[-1][1]))
+        if len(ranked) >= 3:
+            seeds.append((MIXED_LEVEL, dropped(1)))
         return seeds
 
     def _containers(self) -> list[tuple[tuple[str, ...], bool]]:

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from autoprune.errors import LayerMatchError, SearchSpaceError
+from autoprune.resolved_space import MIXED_LEVEL
 from autoprune.space import BUILTIN_SPACES, load_space
 from autoprune.zoo import ResNetCNN
 
@@ -210,6 +211,11 @@ def test_shallow_seeds_drop_every_removable_block_but_half_an_encoders_layers():
                            [f"drop.encoder.layer.{i}" for i in (1, 3, 5)] for p in shallow)
 
 
+def depth_alone(seeds: list[tuple[float, tuple[str, ...]]]) -> list[tuple[float, tuple[str, ...]]]:
+    """The shallow seeds but the mixed one (see the mixed seed's own test)."""
+    return [s for s in seeds if s[0] != MIXED_LEVEL]
+
+
 def test_ranked_shallow_seeds_drop_the_cheapest_third_and_half_of_the_blocks():
     """Given the blocks cheapest to drop first, the shallow seeds drop the cheapest third and the cheapest
     half (depth alone, level 0), whatever their positions; blocks the ranking leaves out are never dropped."""
@@ -218,10 +224,11 @@ def test_ranked_shallow_seeds_drop_the_cheapest_third_and_half_of_the_blocks():
     layers = tuple(f"encoder.layer.{i}" for i in range(6))
     encoder = ResolvedSpace(space=load_space("default"), layers=("a",), groups={}, units={"a": ("a",)}, blocks=layers)
     order = [layers[i] for i in (3, 1, 2, 4)]  # 0 and 5 save no measurable time: unranked
-    assert encoder.shallow_seeds(block_order=order) == [(0.0, (layers[1], layers[3])),
-                                                        (0.0, (layers[1], layers[2], layers[3]))]
+    assert depth_alone(encoder.shallow_seeds(block_order=order)) == [(0.0, (layers[1], layers[3])),
+                                                                     (0.0, (layers[1], layers[2], layers[3]))]
     shallow = [p for p in encoder.seed_params(block_order=order) if any(v is True for k, v in p.items()
-                                                                       if k.startswith("drop."))]
+                                                                       if k.startswith("drop."))
+               and p["sparsity.global"] != MIXED_LEVEL]
     assert [[k for k, v in p.items() if k.startswith("drop.") and v] for p in shallow] == [
         ["drop.encoder.layer.1", "drop.encoder.layer.3"],
         ["drop.encoder.layer.1", "drop.encoder.layer.2", "drop.encoder.layer.3"]]
@@ -240,15 +247,33 @@ def test_free_blocks_go_in_every_shallow_seed_and_add_one_with_width_pruned_too(
     resnet = ResolvedSpace(space=space, layers=("a",), groups={}, units={"a": ("a",)},
                            blocks=("layers.0", "layers.1", "layers.3", "layers.5", "layers.7"))
     everything = resnet.blocks
-    assert resnet.shallow_seeds(block_order=everything, free=everything) == [(0.0, everything), (0.5, everything)]
-    assert resnet.shallow_seeds(block_order=everything, free=("layers.7",)) == [
+    assert depth_alone(resnet.shallow_seeds(block_order=everything, free=everything)) == [(0.0, everything),
+                                                                                          (0.5, everything)]
+    assert depth_alone(resnet.shallow_seeds(block_order=everything, free=("layers.7",))) == [
         (0.0, ("layers.0", "layers.1", "layers.7")), (0.0, ("layers.0", "layers.1", "layers.3", "layers.7")),
         (0.5, ("layers.0", "layers.1", "layers.3", "layers.7"))]
     layers = tuple(f"encoder.layer.{i}" for i in range(6))
     encoder = ResolvedSpace(space=space, layers=("a",), groups={}, units={"a": ("a",)}, blocks=layers)
     order = [layers[i] for i in (3, 1, 2, 4, 0, 5)]
-    assert encoder.shallow_seeds(block_order=order, free=layers) == [(0.0, (layers[1], layers[2], layers[3])),
-                                                                     (0.5, (layers[1], layers[2], layers[3]))]
+    assert depth_alone(encoder.shallow_seeds(block_order=order, free=layers)) == [
+        (0.0, (layers[1], layers[2], layers[3])), (0.5, (layers[1], layers[2], layers[3]))]
+
+
+def test_the_mixed_seed_drops_the_cheapest_block_with_every_unit_thinned_a_little():
+    """With three or more ranked blocks, one shallow seed drops the cheapest block alone (with any free one)
+    at MIXED_LEVEL of width; with fewer there is none (the third-share seed is already one block)."""
+    from autoprune.resolved_space import ResolvedSpace
+
+    layers = tuple(f"encoder.layer.{i}" for i in range(6))
+    encoder = ResolvedSpace(space=load_space("default"), layers=("a",), groups={}, units={"a": ("a",)}, blocks=layers)
+    mixed = [s for s in encoder.shallow_seeds(block_order=[layers[i] for i in (2, 1, 3)]) if s[0] == MIXED_LEVEL]
+    assert mixed == [(MIXED_LEVEL, (layers[2],))]
+    freed = encoder.shallow_seeds(block_order=[layers[i] for i in (2, 1, 3)], free=(layers[3],))
+    assert freed[-1] == (MIXED_LEVEL, (layers[2], layers[3]))
+    params = [p for p in encoder.seed_params(block_order=[layers[i] for i in (2, 1, 3)])
+              if p["sparsity.global"] == MIXED_LEVEL]
+    assert [[k for k, v in p.items() if k.startswith("drop.") and v] for p in params] == [["drop.encoder.layer.2"]]
+    assert all(s[0] != MIXED_LEVEL for s in encoder.shallow_seeds(block_order=layers[:2]))
 
 
 def test_the_optimizer_choices_are_the_fine_tunes_and_nothing_else(tmp_path):
