@@ -29,9 +29,10 @@ from autoprune.backends import Backend, RayOptions, get_backend
 from autoprune.backends.book import StudyBook
 from autoprune.backends.samplers import check_sampler, make_sampler
 from autoprune.backends.storage import check_storage_spec, make_storage
-from autoprune.batchnorm import check as check_bn, drift, resolve
+from autoprune.batchnorm import STUDY_ATTR as BN_STUDY_ATTR, check as check_bn, drift, resolve
 from autoprune.errors import AutopruneInputError, StudyError
 from autoprune.distill import Distillation, Teacher, as_distillation
+from autoprune.dropout import STUDY_ATTR as DROPOUT_STUDY_ATTR
 from autoprune.export import save_pruned
 from autoprune.finetune import check_accelerator, check_precision, evaluate, quiet
 from autoprune.defaults import is_hf_spec
@@ -44,7 +45,7 @@ from autoprune.objective import TrialContext, TrialJob
 from autoprune.probe import PROBE_ATTR, study_probe
 from autoprune.policy import Policy
 from autoprune.quantize import deployed_model
-from autoprune.recovery import Recovery, recover as recover_front, trial_timeout
+from autoprune.recovery import Recovery, check_reserve, recover as recover_front, trial_timeout
 from autoprune.prepare import latency_budget, prepare_model, prepare_study
 from autoprune.report import write_files
 from autoprune.result import SearchResult, TrialRecord, pareto_front
@@ -56,8 +57,6 @@ if TYPE_CHECKING:
     from optuna.samplers import BaseSampler
 
 OnTrialEnd = Callable[[TrialRecord, SearchResult], None]
-#: the study attribute holding the BatchNorm policy ``auto`` resolved to
-BN_ATTR = "bn"
 
 
 def check_arguments(*, n_trials: Any = defaults.N_TRIALS, budget_ms: Any = None, budget_mb: Any = None,
@@ -330,13 +329,10 @@ def search(
         bn_policy = the_space.finetune.bn
         if bn_policy == "auto":  # probed once, by the run that analyses the new study; its workers read it
             bn_policy = resolve_bn(bn_policy, prepared, metric=metric) if seeding else \
-                book.study.user_attrs.get(BN_ATTR, "train")
+                book.study.user_attrs.get(BN_STUDY_ATTR, "train")
         if seeding:
-            book.study.set_user_attr(BN_ATTR, bn_policy)  # refine reads it too, and the dropout policy
-            book.study.set_user_attr("dropout", the_space.finetune.dropout)
-            seeds = prepared.seeds(metric=metric, loss=loss, profile=profile, reference=reference,
-                                   head_start=head_start)
-            book.enqueue(seeds.params, dense_metric=seeds.dense_metric)
+            book.study.set_user_attr(BN_STUDY_ATTR, bn_policy)  # refine reads it too, and the dropout policy
+            book.study.set_user_attr(DROPOUT_STUDY_ATTR, the_space.finetune.dropout)
         ctx = TrialContext(base_model=prepared.base, example_inputs=prepared.example_inputs, profile=profile,
                            train_loader=prepared.train_loader, val_loader=prepared.val_loader, loss=loss, metric=metric,
                            budget_ms=budget_ms, budget_mb=budget_mb, seed=seed or 0, artifacts_dir=artifacts,
@@ -347,6 +343,12 @@ def search(
         # the recovery a time budget keeps aside too)
         timed = time_budget is not None and recover is not None and PROBE_ATTR not in book.study.user_attrs
         probe = study_probe(book.study, ctx, prepared.resolved, run=seeding or timed, metric_name=meta.metric)
+        if time_budget is not None:  # a recovery that fills the budget is refused before the seeds' analysis
+            check_reserve(time_budget, recovery=recover, probe=probe)
+        if seeding:
+            seeds = prepared.seeds(metric=metric, loss=loss, profile=profile, reference=reference,
+                                   head_start=head_start)
+            book.enqueue(seeds.params, dense_metric=seeds.dense_metric)
         if time_budget is not None:
             timeout = trial_timeout(time_budget, spent=time.perf_counter() - called, recovery=recover, probe=probe)
         result = SearchResult(trials=book.records(), metric_name=meta.metric, budget_ms=budget_ms, budget_mb=budget_mb,

@@ -41,6 +41,8 @@ from autoprune.modelio import ModelIO
 
 #: the policies a space or ``search(bn=...)`` may name
 POLICIES = ("auto", "train", "freeze", "adapt")
+#: the study attribute that records the policy a search chose (``auto`` resolved): its workers and refine read it
+STUDY_ATTR = "bn"
 #: ``auto`` freezes when train-mode batches alone cost the dense model more than this share of its metric (of 1
 #: when the metric is smaller in size: a relative tolerance of a metric whose dense value is 0 would be 0)
 DRIFT_TOLERANCE = 0.01

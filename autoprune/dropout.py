@@ -29,6 +29,8 @@ from torch import nn
 #: and drop-connect), 100 distilled steps at Adam's 1e-5 left the unpruned model agreeing 0.781 with itself with
 #: the noise on and 0.996 with it off (docs/benchmarks.md).
 DROPOUT = ("keep", "off")
+#: the study attribute that records a search's dropout policy (refine fine-tunes with it)
+STUDY_ATTR = "dropout"
 
 
 class InferenceMode(L.Callback):

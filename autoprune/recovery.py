@@ -125,6 +125,22 @@ def reserve_seconds(recovery: Recovery | None, probe: Mapping[str, Any] | None) 
     return recovery.top * (recovery.steps * step + 2 * evaluation)
 
 
+def check_reserve(time_budget: float, *, recovery: Recovery | None, probe: Mapping[str, Any] | None) -> None:
+    """Refuse a ``time_budget`` that the recovery alone would fill, before the start-up analysis spends any of it.
+
+    Raises:
+        AutopruneInputError: the recovery's estimate (:func:`reserve_seconds`) is the whole budget or more.
+    """
+    reserve = reserve_seconds(recovery, probe)
+    if recovery is not None and reserve >= time_budget:
+        step = (probe or {}).get("seconds_per_step", 0.0)
+        raise AutopruneInputError(
+            f"the recovery ({recovery.top} x {recovery.steps} steps, --recover-top x --recover-steps) needs about "
+            f"{reserve:.0f} s at the {step:.2f} s a step the dense model's fine-tune took here, more than the whole "
+            f"time budget (--time-budget {time_budget:g} s): give a larger budget, or fewer recovery steps or "
+            "candidates (a run of several searches at once: give each one --torch-threads 1)")
+
+
 def trial_timeout(time_budget: float, *, spent: float, recovery: Recovery | None,
                   probe: Mapping[str, Any] | None) -> float:
     """The seconds the trials may start within, when ``time_budget`` covers what was ``spent`` already, the

@@ -35,7 +35,9 @@ import torch
 from torch import nn
 
 from autoprune.errors import AutopruneInputError
-from autoprune.batchnorm import BATCHES as BN_BATCHES, adapt_batchnorm, check as check_bn
+from autoprune.batchnorm import (BATCHES as BN_BATCHES, STUDY_ATTR as BN_STUDY_ATTR, adapt_batchnorm,
+                                 check as check_bn)
+from autoprune.dropout import STUDY_ATTR as DROPOUT_STUDY_ATTR
 from autoprune.export import save_pruned
 from autoprune.quantize import Int8Tolerance, deployed_model
 from autoprune.finetune import Metric, as_lightning, evaluate, finetune, first_inputs, resolve_data
@@ -170,7 +172,7 @@ def refine(result: SearchResult, data: Any, *, steps: int, trials: Sequence[int]
     """
     steps = check_steps(steps)
     lr = check_lr(lr)
-    bn = check_bn(bn) if bn is not None else str(result.meta.extra.get("bn", "train"))
+    bn = check_bn(bn) if bn is not None else str(result.meta.extra.get(BN_STUDY_ATTR, "train"))
     if bn == "auto":
         raise AutopruneInputError("bn='auto' is resolved by a search's start-up probe: give train, freeze or adapt")
     distillation = as_distillation(distill)
@@ -199,7 +201,7 @@ def refine(result: SearchResult, data: Any, *, steps: int, trials: Sequence[int]
         model = result.load_model(candidate)
         module = refine_model(model, policy, train_loader, steps=steps, lr=rates[candidate.number], loss=loss,
                               accelerator=accelerator, seed=seed, io=io, distill=distillation, teacher=outputs, bn=bn,
-                              dropout=str(result.meta.extra.get("dropout", "keep")))
+                              dropout=str(result.meta.extra.get(DROPOUT_STUDY_ATTR, "keep")))
         int8 = deployed_model(model.cpu(), policy, example_inputs, train_loader=train_loader, io=io)
         value = evaluate(int8 if int8 is not None else module, val_loader, metric,
                          accelerator="cpu" if int8 is not None else accelerator, io=io)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import optuna
 import pytest
 
 from autoprune.api import check_arguments, search
@@ -101,12 +102,21 @@ def test_a_time_budget_keeps_the_recovery_its_estimated_time():
     assert trial_timeout(3600, spent=100, recovery=None, probe=None) == pytest.approx(3500)
 
 
-def test_a_time_budget_the_recovery_fills_warns_and_runs_no_trial(digits, tmp_path):
-    model, data = digits
+def test_a_time_budget_the_start_up_and_the_recovery_fill_warns_and_leaves_the_trials_no_time():
+    probe = {"seconds_per_step": 0.5, "evaluate_seconds": 10.0}
     with pytest.warns(UserWarning, match="leaves no time for trials"):
-        result = search(model, data, space=TINY, n_trials=5, seed=0, out_dir=tmp_path, profile=fast_profile(),
-                        recover=Recovery(steps=10**7, top=1), time_budget=60)
-    assert not [t for t in result.trials if t.counts and t.complete]
+        assert trial_timeout(600, spent=200, recovery=Recovery(steps=1000, top=1), probe=probe) == 0.0
+
+
+def test_a_time_budget_the_recovery_alone_fills_is_refused_before_the_seeds_are_analysed(digits, tmp_path):
+    """The error names the options to change, and comes before the start-up's scans: no seed is queued (a
+    rerun with a larger budget queues them, as after any interrupted start-up)."""
+    model, data = digits
+    with pytest.raises(AutopruneInputError, match=r"more than the whole time budget \(--time-budget 60 s\)"):
+        search(model, data, space=TINY, n_trials=5, seed=0, out_dir=tmp_path, profile=fast_profile(),
+               recover=Recovery(steps=10**7, top=1), time_budget=60)
+    study = optuna.load_study(study_name="autoprune", storage=f"sqlite:///{tmp_path / 'study.db'}")
+    assert study.trials == []
 
 
 def test_a_time_budget_without_the_probe_s_timings_is_refused():
