@@ -61,7 +61,7 @@ def _adds_its_input(module: nn.Module, held: dict[str, Any] | None = None) -> bo
         LOG.debug("%s is not a removable block: fx cannot trace it (%s: %s)", type(module).__name__,
                   type(exc).__name__, exc)
         return False
-    inputs = [n for n in graph.nodes if n.op == "placeholder"]  # the tensor first, then the held arguments'
+    inputs = [n for n in graph.nodes if n.op == "placeholder"]  # the tensor first, then the held arguments
     if len(inputs) != 1 + len(held):
         return False
     modules = dict(module.named_modules())

@@ -62,27 +62,28 @@ class _RatedBlock(nn.Module):
         super().__init__()
         self.conv = nn.Conv2d(1, 1, 3, padding=1)
 
-    def forward(self, x, drop_rate=None, scale=1.0):
+    def forward(self, x, drop_rate=None, scale=1.0, residual=True):
         y = self.conv(x) * scale
         if drop_rate:
             y = nn.functional.dropout(y, drop_rate, self.training)
-        return y + x
+        return y + x if residual else y
 
 
 class _RatedNet(nn.Module):
     def __init__(self) -> None:
         super().__init__()
-        self.blocks = nn.ModuleList([_RatedBlock(), _RatedBlock()])
+        self.blocks = nn.ModuleList([_RatedBlock(), _RatedBlock(), _RatedBlock()])
 
     def forward(self, x):
-        for i, block in enumerate(self.blocks):
-            x = block(x, 0.1 * i, scale=0.5) if i else block(x, drop_rate=0.0)
-        return x
+        x = self.blocks[0](x, drop_rate=0.0)
+        x = self.blocks[1](x, 0.1, scale=0.5)
+        return self.blocks[2](x, residual=False)
 
 
 def test_a_block_called_with_a_rate_besides_its_tensor_is_removable():
     """Arguments that are not tensors (a drop-connect rate, positional or by name) are held at the values the
-    model passed; the block is listed, and the model runs with it dropped."""
+    model passed: the blocks whose traced call adds their input are listed (not the one called without its
+    shortcut), and the model runs with one dropped."""
     model = _RatedNet().eval()
     assert removable_blocks(model, X) == ["blocks.0", "blocks.1"]
     assert drop_blocks(model, ["blocks.1"])(X).shape == X.shape
