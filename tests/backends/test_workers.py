@@ -74,12 +74,18 @@ def _kill_one_worker_mid_trial(tmp_path, weights, storage):
         done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
         return bool(running) and len(done) >= 1
 
-    wait_until(victim_is_in_a_trial, what="the victim worker to be in a trial")
-    os.kill(victim.pid, signal.SIGKILL)  # at once: read first, and the trial seen running may finish meanwhile
+    for _ in range(20):  # a trial seen running may finish before the signal lands: freeze the victim, then look
+        wait_until(victim_is_in_a_trial, what="the victim worker to be in a trial")
+        os.kill(victim.pid, signal.SIGSTOP)
+        killed = [t.number for t in study.get_trials(states=(TrialState.RUNNING,)) if _pid_of(t) == victim.pid]
+        if killed:
+            break
+        os.kill(victim.pid, signal.SIGCONT)  # it was between trials when it froze: wait for its next one
+    assert killed, "the victim worker was never caught in a trial"
+    os.kill(victim.pid, signal.SIGKILL)
     victim.wait()
     # A killed worker finishes nothing, and its trial stays RUNNING for the 3 s grace before it is reaped.
     before = {t.number: t.values for t in study.get_trials(states=(TrialState.COMPLETE,))}
-    killed = [t.number for t in study.get_trials(states=(TrialState.RUNNING,)) if _pid_of(t) == victim.pid]
     assert wait(survivor, dirs[1]) == 0, log_of(dirs[1])
     trials = _study(storage, "shared").get_trials()
     by_number = {t.number: t for t in trials}
