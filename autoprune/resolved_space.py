@@ -36,9 +36,10 @@ if TYPE_CHECKING:
 
 #: the shares of the removable blocks the ranked shallow seeds drop (the cheapest first)
 SHALLOW_SHARES = (1 / 3, 1 / 2)
-#: the width level of the mixed seed (the cheapest block dropped, every unit thinned this much): on a pretrained
-#: encoder a little of both keeps more than either alone at the same speed (all-MiniLM-L6-v2 after a recovery:
-#: one layer and 20% of the others' heads and neurons 0.957 at 1.44x, two layers 0.953 at 1.49x; docs/benchmarks.md)
+#: the width level of the mixed seed (the cheapest block dropped, every unit thinned this much): a shape between
+#: depth alone and width alone. all-MiniLM-L6-v2 recovered one layer and 20% of the others' heads and neurons to
+#: 0.957 at 1.44x, two layers to 0.953 at 1.49x (a fixed run; in a search the two tied at 200 steps); on
+#: EfficientNet-Lite0, where any width costs much, it is one trial spent (docs/benchmarks.md)
 MIXED_LEVEL = 0.2
 
 
