@@ -43,7 +43,7 @@ from torch import fx, nn
 
 from autoprune.attention import has_attention
 from autoprune.errors import LayerMatchError
-from autoprune.layers import PRUNABLE_TYPES, run_model
+from autoprune.layers import PRUNABLE_TYPES, run_model, tensors_in
 
 _ADDS = (operator.add, operator.iadd, torch.add)
 LOG = logging.getLogger("autoprune")
@@ -76,18 +76,10 @@ def _adds_its_input(module: nn.Module, held: dict[str, Any] | None = None) -> bo
     return False
 
 
-def _has_tensor(value: Any) -> bool:
-    if isinstance(value, torch.Tensor):
-        return True
-    if isinstance(value, (list, tuple)):
-        return any(_has_tensor(v) for v in value)
-    return isinstance(value, dict) and any(_has_tensor(v) for v in value.values())
-
-
 def _held_arguments(module: nn.Module, args: tuple, kwargs: dict) -> dict[str, Any] | None:
     """A call's arguments after its first, by parameter name, when the first is a tensor and none of the others
     holds one (a rate, a flag: constants to trace the block at); None for any other call."""
-    if not args or not isinstance(args[0], torch.Tensor) or _has_tensor(args[1:]) or _has_tensor(kwargs):
+    if not args or not isinstance(args[0], torch.Tensor) or tensors_in(args[1:]) or tensors_in(kwargs):
         return None
     try:
         signature = inspect.signature(module.forward)

@@ -104,14 +104,15 @@ def resolve_globs(patterns: Sequence[str], names: Sequence[str], *, field: str =
     return [n for n in names if n in selected]
 
 
-def _tensors(out: Any) -> list[torch.Tensor]:
-    """Every tensor in a model's output (a tensor, tuple, list, dict or ModelOutput, nested)."""
+def tensors_in(out: Any) -> list[torch.Tensor]:
+    """Every tensor in a model's output or a call's arguments (a tensor, tuple, list, dict or ModelOutput,
+    nested)."""
     if isinstance(out, torch.Tensor):
         return [out]
     if isinstance(out, (tuple, list)):
-        return [t for item in out for t in _tensors(item)]
+        return [t for item in out for t in tensors_in(item)]
     if isinstance(out, dict) or hasattr(out, "values"):
-        return [t for item in out.values() for t in _tensors(item)]
+        return [t for item in out.values() for t in tensors_in(item)]
     return []
 
 
@@ -142,7 +143,7 @@ def output_layers(model: nn.Module, example_inputs: Any) -> list[str]:
         for p in frozen:  # a frozen layer's output needs a graph too
             p.requires_grad_(True)
         with torch.enable_grad():
-            outputs = _tensors(inputs.run(model))
+            outputs = tensors_in(inputs.run(model))
     except Exception as exc:
         raise _cannot_run(inputs, exc) from exc
     finally:
