@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from autoprune import Policy, prunable_layers, prune
-from autoprune.errors import AutopruneInputError, ModelLoadError
-from autoprune.export import load_pruned, save_pruned
+from autoprune.errors import AutopruneInputError, ExportError, ModelLoadError
+from autoprune.export import _check_parity, load_pruned, save_pruned
 from autoprune.layers import output_layers
 from autoprune.modelio import Inputs
 from autoprune.runtimes.onnxruntime import onnx_available
@@ -49,6 +49,32 @@ def test_onnx_file_runs_with_another_batch_size(tmp_path):
     x5 = torch.randn(5, 16)
     got = session.run(None, {session.get_inputs()[0].name: x5.numpy()})[0]
     assert torch.allclose(torch.from_numpy(got), pruned(x5), atol=1e-4)
+
+
+@pytest.mark.skipif(not onnx_available() and not in_ci(),
+                    reason="onnx and onnxruntime are not installed (pip install -e '.[onnx]')")
+def test_large_outputs_export_despite_rounding(tmp_path):
+    """Outputs in the tens of thousands differ in ONNX Runtime by float32 rounding alone (about 0.01 here, against
+    an absolute 1e-4): parity is judged at the outputs' scale, so the export is written (it raised ExportError
+    after a whole search on a fine-tuned EfficientNet-Lite0)."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(256, 256), torch.nn.ReLU(), torch.nn.Linear(256, 10)).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.mul_(300)
+    x = torch.randn(4, 256)
+    assert float(model(x).abs().max()) > 1e4
+    files = save_pruned(model, Policy(), tmp_path, example_inputs=x, formats=("onnx",))
+    assert files["onnx"].exists()
+
+
+def test_an_output_off_beyond_its_scale_is_refused():
+    """The scaled tolerance still refuses a file whose outputs are wrong: 1 off on outputs of about 1e4 is 1e-4
+    of their scale, 1.5 is beyond it."""
+    expected = torch.tensor([[1.0e4, -3.0, 0.5]])
+    _check_parity("ONNX", expected, expected + torch.tensor([[1.0, 0.0, 0.0]]), 1e-4)
+    with pytest.raises(ExportError, match="ONNX export differs from the model in memory by 1.5"):
+        _check_parity("ONNX", expected, expected + torch.tensor([[0.0, 1.5, 0.0]]), 1e-4)
 
 
 def test_weights_that_do_not_fit_are_a_clear_error(tmp_path):
