@@ -57,6 +57,7 @@ from autoprune.finetune import accuracy, first_inputs  # noqa: E402
 from autoprune.measure import HardwareProfile, LatencyReference  # noqa: E402
 from autoprune.modelio import ModelIO  # noqa: E402
 from autoprune.objective import TrialContext, dense_copy  # noqa: E402
+from autoprune.prepare import prepare_model  # noqa: E402
 from autoprune.resolved_space import FinetuneSettings  # noqa: E402
 from autoprune.space import load_space  # noqa: E402
 from compare_policies import front_figures, uniform_points  # noqa: E402 (sibling benchmark scripts)
@@ -127,6 +128,9 @@ def main() -> None:
     parser.add_argument("--task", choices=("photos", "digits"), default="photos",
                         help="photos: agreement with the ImageNet model on unseen photos; digits: the model "
                              "fine-tuned to labelled digits first, then pruned")
+    parser.add_argument("--no-search", action="store_true", help="the uniform rows alone")
+    parser.add_argument("--pieces", action="store_true",
+                        help="also a uniform row for each piece alone: scores, reconstruction, BatchNorm policy")
     parser.add_argument("--space", default="pretrained", help="the built-in space the search and uniform use")
     parser.add_argument("--dense-epochs", type=int, default=6, help="--task digits: the dense fine-tune's epochs")
     args = parser.parse_args()
@@ -151,21 +155,20 @@ def main() -> None:
     def test(net) -> float:
         return accuracy(net, data["test"]) / dense_test
 
-    started = time.perf_counter()
-    result = search(model, (data["train"], data["val"]), space=space, n_trials=args.trials, seed=args.seed,
-                    metric=accuracy, distill=distill, profile=profile, recover=recovery,
-                    time_budget=args.time_budget, out_dir=args.work / f"search-{args.task}-{args.seed}",
-                    study_name=f"lite0-{args.task}")
-    wall = time.perf_counter() - started
-    dense_ms = result.reference_latency_ms
-    searched = []
-    for c in result.pareto:
-        searched.append({"trial": c.number, "val": c.metric, "test": test(result.load_model(c)),
-                         "ratio": c.latency_ms / dense_ms, "recovery_steps": c.recovery_steps, "parent": c.parent,
-                         "params": c.params,
-                         "drop": c.policy.get("drop", [])})
-        print(f"  trial {c.number}: val {c.metric:.3f} test {searched[-1]['test']:.3f} at "
-              f"{searched[-1]['ratio']:.3f} of dense latency, drops {searched[-1]['drop']}", flush=True)
+    searched, wall, result = [], 0.0, None
+    if not args.no_search:
+        started = time.perf_counter()
+        result = search(model, (data["train"], data["val"]), space=space, n_trials=args.trials, seed=args.seed,
+                        metric=accuracy, distill=distill, profile=profile, recover=recovery,
+                        time_budget=args.time_budget, out_dir=args.work / f"search-{args.task}-{args.seed}",
+                        study_name=f"lite0-{args.task}")
+        wall = time.perf_counter() - started
+        for c in result.pareto:
+            searched.append({"trial": c.number, "val": c.metric, "test": test(result.load_model(c)),
+                             "ratio": c.latency_ms / result.reference_latency_ms, "recovery_steps": c.recovery_steps,
+                             "parent": c.parent, "params": c.params, "drop": c.policy.get("drop", [])})
+            print(f"  trial {c.number}: val {c.metric:.3f} test {searched[-1]['test']:.3f} at "
+                  f"{searched[-1]['ratio']:.3f} of dense latency, drops {searched[-1]['drop']}", flush=True)
 
     example = first_inputs(data["val"])
     base = dense_copy(model)
@@ -180,7 +183,11 @@ def main() -> None:
                             reference=reference, distill=distill, seed=args.seed, **pieces,
                             teacher=Teacher(base, ModelIO(), distill.cache_batches))
 
-    units = [n for n in result.trials[0].policy["layers"]]
+    if result is not None:
+        units, dense_ms = list(result.trials[0].policy["layers"]), result.reference_latency_ms
+    else:  # the searched units, as the search resolves them
+        prepared = prepare_model(model, (data["train"], data["val"]), space)
+        units, dense_ms = [n for members in prepared.resolved.units.values() for n in members], reference.latency_ms
     method = space.methods[0]
     baselines: dict = {}
     if not args.no_baselines:
@@ -193,14 +200,23 @@ def main() -> None:
             long = replace(settings, max_steps=settings.max_steps + recovery.steps, decay="linear")
             baselines[f"the same, {long.max_steps} steps"] = uniform_points(pieces, units, long, args.levels,
                                                                             seed=args.seed, test=test, method=method)
+    if args.pieces:  # each piece alone over the first row
+        alone = {f"uniform {method}, bn train (scores alone)": (context(bn="train"), method),
+                 "uniform l1, reconstruct, bn train (reconstruction alone)": (context(bn="train", reconstruct=True),
+                                                                              "l1_structured"),
+                 "uniform l1, bn freeze (BatchNorm policy alone)": (context(bn="freeze"), "l1_structured")}
+        for name, (ctx, scores) in alone.items():
+            baselines[name] = uniform_points(ctx, units, settings, args.levels, seed=args.seed, test=test,
+                                             method=scores)
     report = {
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}",
         **task, "dense_test": dense_test,
         "task": f"random resized crops, {args.image_size} px, split by photo: {PHOTOS}" if args.task == "photos"
         else f"scikit-learn's digits at {args.image_size} px, 60/15/25 split (seed {args.seed})",
         "latency": "eager, 1 thread, batch 8", "dense_ms": dense_ms, "args": vars(args) | {"work": str(args.work)},
-        "autoprune": {**front_figures(searched, key="test", targets=TARGETS, floor=FLOOR), "wall_s": wall,
-                      "points": searched, "trials": len(result.trials), "breakdown": result.time_breakdown()},
+        **({"autoprune": {**front_figures(searched, key="test", targets=TARGETS, floor=FLOOR), "wall_s": wall,
+                          "points": searched, "trials": len(result.trials), "breakdown": result.time_breakdown()}}
+           if result is not None else {}),
         **{name: {**front_figures(points, key="test", targets=TARGETS, floor=FLOOR), "wall_s": seconds,
                   "points": points} for name, (points, seconds) in baselines.items()},
     }
@@ -210,7 +226,7 @@ def main() -> None:
     lines = [f"{report['model']}; {report['latency']}; dense {dense_ms:.1f} ms (absolute, this run); "
              f"{report['machine']}; quality = {report['quality']}", "",
              f"| method | {head} | hypervolume above {FLOOR} | wall s |", "|---|" + "---|" * (len(TARGETS) + 2)]
-    for name in ("autoprune", *baselines):
+    for name in ("autoprune", *baselines) if result is not None else baselines:
         f = report[name]
         show = [f"{f[f'speedup_at_{t}']:.2f}" if f[f"speedup_at_{t}"] else "none" for t in TARGETS]
         lines.append(f"| {name} | {' | '.join(show)} | {f['hypervolume']:.3f} | {f['wall_s']:.0f} |")
