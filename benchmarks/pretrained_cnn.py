@@ -131,7 +131,7 @@ def main() -> None:
     parser.add_argument("--no-search", action="store_true", help="the uniform rows alone")
     parser.add_argument("--pieces", action="store_true",
                         help="also a uniform row for each piece alone: scores, reconstruction, BatchNorm policy")
-    parser.add_argument("--space", default="pretrained", help="the built-in space the search and uniform use")
+    parser.add_argument("--space", default="pretrained", help="the space (a built-in name or a YAML file) the search and uniform use")
     parser.add_argument("--dense-epochs", type=int, default=6, help="--task digits: the dense fine-tune's epochs")
     args = parser.parse_args()
     torch.set_num_threads(1)
