@@ -26,7 +26,12 @@ fine-tuned first (``--dense-epochs``, Adam) on scikit-learn's handwritten digits
 upscaled to ``--image-size`` px and repeated over the three channels; a seeded 60/15/25 train/validation/test
 split), then searched on that task; quality = test accuracy as a share of the fine-tuned dense model's.
 
-    python benchmarks/pretrained_cnn.py --task digits --image-size 64 --levels 0.1 0.2 0.3 0.5 --out digits_cnn
+    python benchmarks/pretrained_cnn.py --task digits --image-size 64 --time-budget 2400 \
+        --levels 0.1 0.2 0.3 0.5 --out digits_cnn
+    python benchmarks/pretrained_cnn.py --task digits --image-size 64 --time-budget 2280 --no-baselines \
+        --space benchmarks/data/pretrained_wide.yaml --out digits_cnn_wide
+    python benchmarks/pretrained_cnn.py --task digits --image-size 64 --no-search --pieces --recover-steps 0 \
+        --levels 0.1 0.2 0.3 0.5 --out digits_cnn_pieces
 
 Writes benchmarks/results/pretrained_cnn.json and .md (``--out`` names them).
 """
@@ -131,7 +136,8 @@ def main() -> None:
     parser.add_argument("--no-search", action="store_true", help="the uniform rows alone")
     parser.add_argument("--pieces", action="store_true",
                         help="also a uniform row for each piece alone: scores, reconstruction, BatchNorm policy")
-    parser.add_argument("--space", default="pretrained", help="the space (a built-in name or a YAML file) the search and uniform use")
+    parser.add_argument("--space", default="pretrained",
+                        help="the space (a built-in name or a YAML file) the search and uniform use")
     parser.add_argument("--dense-epochs", type=int, default=6, help="--task digits: the dense fine-tune's epochs")
     args = parser.parse_args()
     torch.set_num_threads(1)
