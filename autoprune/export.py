@@ -76,8 +76,9 @@ def _outputs(model: Any, inputs: Inputs, output: ModelIO) -> torch.Tensor:
 def _check_parity(kind: str, expected: torch.Tensor, got: torch.Tensor, atol: float) -> None:
     if expected.shape != got.shape:
         raise ExportError(f"{kind} export gives outputs of shape {tuple(got.shape)}, expected {tuple(expected.shape)}")
-    diff = float((expected - got).abs().max()) if expected.numel() else 0.0
-    scale = max(1.0, float(expected.abs().max())) if expected.numel() else 1.0
+    if not expected.numel():
+        return
+    diff, scale = float((expected - got).abs().max()), max(1.0, float(expected.abs().max()))
     if not diff <= atol * scale:
         raise ExportError(f"{kind} export differs from the model in memory by {diff:.3g} (> {atol} x {scale:.3g}, "
                           "the outputs' largest magnitude)")
